@@ -1,0 +1,56 @@
+"""The `finetune` command: parse the verb, hand the rest to the module that does the work.
+
+    finetune train TASK [--config FILE] [--field value ...]   run recipes/TASK.py (sentiment, text_generation, ...)
+    finetune predict RUN_DIR INPUT [INPUT ...]               classify texts (or images) with a saved model
+    finetune generate RUN_DIR PROMPT                         continue a prompt with a saved causal LM
+    finetune merge RUN_DIR                                   merge a LoRA adapter into its base model
+    finetune push RUN_DIR --repo_id NAME                     upload a run to the Hugging Face Hub
+    finetune figures [--run_dir RUN_DIR]                     draw the teaching figures for docs/
+
+Only argparse is imported here, so `finetune --help` answers at once; each verb imports what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+from finetune.errors import UserError, user_errors_exit
+
+VERBS = {
+    "predict": "finetune.predict",
+    "generate": "finetune.generate",
+    "merge": "finetune.lora",
+    "push": "finetune.hub",
+    "figures": "finetune.figures",
+}
+
+
+def tasks() -> list[str]:
+    import recipes
+
+    return sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    with user_errors_exit():
+        if verb == "train":
+            if not rest or rest[0].startswith("-"):
+                raise UserError(f"finetune train needs a task: one of {', '.join(tasks())}")
+            task = rest[0]
+            if task not in tasks():
+                raise UserError(f"unknown task {task!r}: use one of {', '.join(tasks())}")
+            return importlib.import_module(f"recipes.{task}").main(rest[1:]) or 0
+        if verb not in VERBS:
+            raise UserError(f"unknown command {verb!r}: use one of train, {', '.join(VERBS)} (finetune --help)")
+        return importlib.import_module(VERBS[verb]).main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

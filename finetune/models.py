@@ -1,0 +1,112 @@
+"""Models: a Hub name, a local folder or an offline alias -> an Auto* model with its tokenizer or processor."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from finetune import assets
+from finetune.errors import UserError
+
+
+@dataclass
+class ModelSource:
+    name: str  # what the user asked for
+    path: str  # what from_pretrained receives: a local folder or a Hub name
+    note: str  # where it came from, said in the output and the model card
+    is_hub: bool
+
+
+def resolve(name: str) -> ModelSource:
+    if name in assets.MODELS:
+        path = assets.resolve_model(name)
+        asset = assets.MODELS[name]
+        return ModelSource(name, str(path), f"offline default {name!r}: {asset.description}", is_hub=False)
+    local = Path(os.path.expanduser(name))
+    if local.is_dir():
+        return ModelSource(name, str(local), f"local folder {local}", is_hub=False)
+    if name.startswith((".", "/", "~")):
+        raise UserError(f"model folder {name} does not exist: check the path")
+    return ModelSource(name, name, f"Hugging Face Hub model {name}", is_hub=True)
+
+
+def _load(loader, source: ModelSource, what: str, **kwargs):
+    """Call a from_pretrained, turning 'not found' / 'offline' failures into one-line UserErrors."""
+    try:
+        return loader(source.path, **kwargs)
+    except (OSError, ValueError) as err:
+        from finetune.data.sources import is_offline
+
+        if source.is_hub and is_offline():
+            raise UserError(
+                f"model {source.name!r} is not a local folder and is not in the local Hugging Face cache, and "
+                f"HF_HUB_OFFLINE=1 forbids downloading it: use a local folder or an offline alias "
+                f"({', '.join(assets.MODELS)}), or unset HF_HUB_OFFLINE"
+            ) from None
+        raise UserError(f"could not load the {what} of {source.name!r}: {str(err).splitlines()[0]}") from None
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    tokenizer = _load(AutoTokenizer.from_pretrained, source, "tokenizer")
+    if tokenizer.pad_token is None:
+        # GPT-2 style tokenizers have no pad token. Padding with EOS is safe because the attention mask hides
+        # the padding and the labels ignore it; the model's config must learn the same id (see below).
+        if tokenizer.eos_token is None:
+            raise UserError(f"the tokenizer of {source.name!r} has neither a pad nor an eos token: add a pad token to it")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[str]):
+    """AutoModelForSequenceClassification with a fresh head for `label_names`."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = _load(
+        AutoModelForSequenceClassification.from_pretrained,
+        source,
+        "model",
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    # Models that pool the last non-padding token (GPT-2, Llama) find it through config.pad_token_id.
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the token/position embeddings: the ones each token's forward pass multiplies by."""
+    embedding_params = sum(m.weight.numel() for m in model.modules() if type(m).__name__ == "Embedding")
+    return count_parameters(model) - embedding_params
+
+
+def save_model(result, tokenizer_or_processor, target: Path) -> None:
+    """Save a trained model (+ tokenizer) so that from_pretrained(target) / pipeline(model=target) load it.
+
+    Written into a temporary folder first, then each file is renamed into `target`: every file is either the
+    old complete one or the new complete one, whatever happens mid-save.
+    """
+    import tempfile
+
+    from finetune.io import publish_files
+
+    accelerator = result.accelerator
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        target = Path(target)
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".save.", dir=target) as tmp:
+            result.model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer_or_processor is not None:
+                tokenizer_or_processor.save_pretrained(tmp)
+            publish_files(Path(tmp), target)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,63 @@
+"""`finetune predict RUN_DIR INPUT ...`: run a saved classifier on texts (or image files) and print the labels.
+
+It is `transformers.pipeline` on the run directory, nothing more: what works here works in your own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from finetune.errors import UserError, user_errors_exit
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def pipeline_for(run_dir: Path):
+    from transformers import AutoConfig, pipeline
+
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} holds no saved model (no config.json): pass a run directory written by finetune train")
+    import finetune.scratch  # noqa: F401  registers the from-scratch models with the Auto classes
+
+    config = AutoConfig.from_pretrained(run_dir)
+    task = "image-classification" if getattr(config, "num_channels", None) and not getattr(config, "vocab_size", None) else "text-classification"
+    if (run_dir / "preprocessor_config.json").is_file():
+        task = "image-classification"
+    return pipeline(task, model=str(run_dir)), task
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="finetune predict", description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("inputs", nargs="+", help="texts, or image files for an image model")
+    args = parser.parse_args(argv)
+    with user_errors_exit():
+        if not args.run_dir.is_dir():
+            raise UserError(f"run directory {args.run_dir} does not exist: pass the --output_dir of a finished run")
+        classify, task = pipeline_for(args.run_dir)
+        inputs = args.inputs
+        if task == "image-classification":
+            inputs = [load_image(p) for p in inputs]
+        for text, prediction in zip(args.inputs, classify(inputs)):
+            top = prediction[0] if isinstance(prediction, list) else prediction
+            print(json.dumps({"input": text, "label": top["label"], "score": round(float(top["score"]), 4)}))
+    return 0
+
+
+def load_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"image {p} does not exist: check the path")
+    try:
+        with Image.open(p) as image:
+            return image.convert("RGB")  # grayscale / RGBA / palette images become RGB, as in training
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"{p} is not a readable image ({err}): pass a PNG or JPEG file") from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
