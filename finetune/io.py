@@ -69,25 +69,36 @@ def publish_files(src_dir: Path, dest_dir: Path) -> None:
         os.replace(item, target)
 
 
-def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
-    """Refuse to clobber an earlier run unless asked; with --resume, insist there is something to resume."""
+def check_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
+    """Refuse to clobber an earlier run unless asked; with --resume, insist there is something to resume.
+
+    Touches nothing: call it before loading anything, so bad input fails fast and leaves the folder as it was.
+    """
+    from finetune.errors import UserError
+
     run_dir = Path(output_dir)
-    holds_files = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         if not (run_dir / "checkpoints").is_dir():
-            from finetune.errors import UserError
-
             raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints/ folder; run without --resume")
-    elif holds_files:
-        if not overwrite:
-            from finetune.errors import UserError
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise UserError(
+            f"{run_dir} already holds files (an earlier run?): pass --overwrite to replace it, --resume to "
+            f"continue it, or choose another --output_dir"
+        )
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--output_dir {run_dir} is a file, not a folder: choose another --output_dir")
+    return run_dir
 
-            raise UserError(
-                f"{run_dir} already holds files (an earlier run?): pass --overwrite to replace it, --resume to "
-                f"continue it, or choose another --output_dir"
-            )
-        # Only what this toolkit wrote and would otherwise mix into the new run: stale checkpoints would be
-        # resumed from, a stale scratch/ model would sit beside new results.
+
+def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
+    """Create the run folder; with --overwrite, remove what would mix stale state into the new run.
+
+    Call it once data and models have loaded, so that a bad input never costs the earlier run anything.
+    """
+    run_dir = check_run_dir(output_dir, overwrite, resume)
+    if overwrite:
+        # Only what this toolkit wrote: stale checkpoints would be resumed from, a stale scratch/ model would
+        # sit beside new results. Final model files are replaced file by file when the new run saves.
         for stale in ("checkpoints", "scratch", "logs"):
             shutil.rmtree(run_dir / stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -105,23 +105,25 @@ def build_scratch(config: SentimentConfig, tokenizer, label_names: list[str]):
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
 def run(config: SentimentConfig) -> dict:
+    import datasets
     from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from finetune import engine, report
     from finetune.data.text import make_loaders, tokenize
     from finetune.evaluation import ClassificationEvaluator
-    from finetune.io import prepare_run_dir
+    from finetune.io import check_run_dir, prepare_run_dir
     from finetune.models import count_parameters, save_model
 
     state = PartialState()
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    if state.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-
+    datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
+    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names)
+    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
+    if state.is_main_process:
+        save_config(config, run_dir / "config.yaml")
     for note in [source.note, *data.notes]:
         state.print(f"- {note}")
     tokenized = tokenize(data.splits, tokenizer, config.max_length)

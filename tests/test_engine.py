@@ -1,0 +1,85 @@
+"""The engine with a toy model: what it feeds the model, and how it stops."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from finetune import engine
+from finetune.config import TrainingConfig
+from finetune.data.sampling import LengthGroupedBatchSampler
+from finetune.errors import UserError
+
+
+class Recorder(torch.nn.Module):
+    """Logistic regression on one feature that remembers every example id it was fed."""
+
+    def __init__(self, nan_at_call=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 2)
+        self.seen, self.calls, self.nan_at_call = [], 0, nan_at_call
+
+    def forward(self, ids, x, labels):
+        if self.training:
+            self.seen.append(ids.tolist())
+            self.calls += 1
+        logits = self.linear(x[:, None])
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        if self.nan_at_call is not None and self.calls >= self.nan_at_call:
+            loss = loss * math.nan
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+class ToyEvaluator:
+    def reset(self):
+        self.correct = self.total = 0
+
+    def add(self, batch, outputs, gather):
+        predictions, labels = gather((outputs.logits.argmax(-1), batch["labels"]))
+        self.correct += int((predictions == labels).sum())
+        self.total += len(labels)
+
+    def compute(self):
+        return {"accuracy": self.correct / self.total}
+
+
+def toy_loaders(n=40, batch_size=4):
+    examples = [{"ids": i, "x": float(i % 2), "labels": i % 2} for i in range(n)]
+    collate = lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
+    lengths = [1 + i % 7 for i in range(n)]
+    make = lambda shuffle: DataLoader(examples, batch_sampler=LengthGroupedBatchSampler(lengths, batch_size, seed=0, shuffle=shuffle, group_size=2),
+                                      collate_fn=collate, generator=torch.Generator().manual_seed(0))
+    return {"train": make(True), "validation": make(False), "test": make(False)}
+
+
+def test_each_epoch_sees_every_example_once_in_a_new_order(tmp_path):
+    model = Recorder()
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=3, learning_rate=0.1, warmup_ratio=0.0)
+    result = engine.train(model, toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    epochs = [model.seen[i * 10:(i + 1) * 10] for i in range(3)]
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == list(range(40))
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert result.steps == 30 and result.train_samples == 120
+    assert result.test_metrics["accuracy"] == 1.0  # the toy task is separable
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, gradient_accumulation_steps=2, warmup_ratio=0.0)
+    result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
+    assert result.steps == 5 and result.train_samples == 40
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, checkpoint_steps=3, warmup_ratio=0.0)
+    with pytest.raises(UserError, match=r"loss became nan at step 5.*step_00000003"):
+        engine.train(Recorder(nan_at_call=5), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
+    assert engine.latest_checkpoint(tmp_path / "checkpoints" / "toy").name == "step_00000003"
+
+
+def test_early_stopping(tmp_path):
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=20, eval_steps=1, early_stopping_patience=2, learning_rate=1e-9, warmup_ratio=0.0)
+    result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    assert result.stopped_early and result.steps == 3  # no improvement possible at lr 1e-9: stop after 2 more evals
