@@ -1,0 +1,65 @@
+"""`finetune figures` writes each PNG with a JSON of its numbers, and the attention numbers are probabilities."""
+
+import json
+import math
+import shutil
+
+import pytest
+from transformers import AutoTokenizer
+
+from finetune import figures
+from finetune.errors import UserError
+from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_bert_dir):
+    """A run as the sentiment recipe leaves it: the fine-tuned model at the top, the scratch one in scratch/."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bert_dir, run)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    config = ScratchTransformerConfig(
+        vocab_size=len(tokenizer), d_model=16, n_heads=2, n_layers=3, d_ff=32, max_position_embeddings=64,
+        num_labels=2, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    ScratchTransformerForSequenceClassification(config).save_pretrained(run / "scratch")
+    tokenizer.save_pretrained(run / "scratch")
+    return run
+
+
+def assert_probability_rows(rows):
+    for row in rows:
+        assert all(0.0 <= p <= 1.0 for p in row)
+        assert math.isclose(sum(row), 1.0, abs_tol=1e-4)
+
+
+def check_outputs(out, expected_layers):
+    for name in ("positional_encoding", "attention_pretrained_vs_scratch"):
+        assert (out / f"{name}.png").stat().st_size > 0
+    table = json.loads((out / "positional_encoding.json").read_text())["table"]
+    assert table[0][:2] == [0.0, 1.0]  # position 0: sin(0), cos(0)
+    attention = json.loads((out / "attention_pretrained_vs_scratch.json").read_text())
+    assert [len(m["focus_attention_per_layer"]) for m in attention["models"]] == expected_layers
+    for model in attention["models"]:
+        assert model["tokens"][model["focus_index"]] == "it"
+        assert_probability_rows(model["focus_attention_per_layer"])
+        assert_probability_rows(model["last_layer_attention"])
+        assert len(model["last_layer_attention"]) == len(model["tokens"])
+
+
+def test_figures_for_a_run(run_dir, tmp_path):
+    out = tmp_path / "figures"
+    assert figures.main(["--run_dir", str(run_dir), "--out", str(out)]) == 0
+    check_outputs(out, expected_layers=[2, 3])  # tiny BERT: 2 layers; scratch: 3
+
+
+def test_figures_without_a_run_use_packaged_minilm_and_a_random_scratch_model(tmp_path):
+    assert figures.main(["--out", str(tmp_path)]) == 0
+    check_outputs(tmp_path, expected_layers=[6, 4])  # MiniLM: 6 layers; default scratch: 4
+    labels = [m["label"] for m in json.loads((tmp_path / "attention_pretrained_vs_scratch.json").read_text())["models"]]
+    assert "randomly initialised" in labels[1]
+
+
+def test_run_without_scratch_model_is_a_user_error(tiny_bert_dir, tmp_path):
+    with pytest.raises(UserError, match="scratch"):
+        figures.main(["--run_dir", str(tiny_bert_dir), "--out", str(tmp_path)])
