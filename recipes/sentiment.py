@@ -106,16 +106,16 @@ def build_scratch(config: SentimentConfig, tokenizer, label_names: list[str]):
 
 def run(config: SentimentConfig) -> dict:
     import datasets
-    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from finetune import engine, report
     from finetune.data.text import make_loaders, tokenize
     from finetune.evaluation import ClassificationEvaluator
+    from finetune.hub import write_model_card
     from finetune.io import check_run_dir, prepare_run_dir
     from finetune.models import count_parameters, save_model
 
-    state = PartialState()
+    state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
     check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
     data = build_data(config)
@@ -152,7 +152,7 @@ def run(config: SentimentConfig) -> dict:
     if state.is_main_process:
         report.write_results(run_dir, results)
         report.plot_learning_curves(run_dir, results, metric="accuracy")
-        _write_card(run_dir)
+        write_model_card(run_dir)
         print(report.format_table(results))
         print(f"run directory: {run_dir}  (results.json, learning_curves.png, the model: finetune predict {run_dir} \"some text\")")
     if config.push_to_hub and state.is_main_process:
@@ -169,23 +169,16 @@ def _with(config, **changes):
     return dataclasses.replace(config, **changes)
 
 
-def _write_card(run_dir: Path) -> None:
-    try:
-        from finetune.hub import write_model_card
-    except ImportError:  # the hub module is optional for a local run
-        return
-    write_model_card(run_dir)
-
-
 def main(argv=None) -> int:
-    from finetune.engine import TrainingInterrupted
+    from finetune.engine import TrainingInterrupted, is_rank_zero
 
     with user_errors_exit():
         config = parse_config(SentimentConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
         try:
             run(config)
         except TrainingInterrupted as stop:
-            print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
+            if is_rank_zero():
+                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
             return 130
     return 0
 
