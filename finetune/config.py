@@ -52,6 +52,12 @@ class TrainingConfig:
 
     compare: bool = field(default=True, metadata={"help": "Also train the from-scratch transformer and compare."})
 
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight; heads stay trainable."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Module names to adapt (default: per architecture, see finetune/lora.py)."})
+
     def __post_init__(self):
         positive = ["batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_steps", "keep_checkpoints"]
         for name in positive:
@@ -71,6 +77,12 @@ class TrainingConfig:
             raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pick one")
+        if self.lora_r < 1:
+            raise UserError(f"--lora_r must be at least 1, got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
 
 def _parser(config_cls):

@@ -95,18 +95,22 @@ def save_model(result, tokenizer_or_processor, target: Path) -> None:
     Written into a temporary folder first, then each file is renamed into `target`: every file is either the
     old complete one or the new complete one, whatever happens mid-save.
     """
+    import shutil
     import tempfile
 
-    from finetune.io import publish_files
+    from finetune.io import disk_errors, publish_files
 
     accelerator = result.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         target = Path(target)
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".save.", dir=target) as tmp:
-            result.model.save_pretrained(tmp, safe_serialization=True)
-            if tokenizer_or_processor is not None:
-                tokenizer_or_processor.save_pretrained(tmp)
-            publish_files(Path(tmp), target)
+        for stale in target.glob(".save.*"):  # left by a process killed mid-save
+            shutil.rmtree(stale, ignore_errors=True)
+        with disk_errors("the trained model", target):
+            target.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".save.", dir=target) as tmp:
+                result.model.save_pretrained(tmp, safe_serialization=True)
+                if tokenizer_or_processor is not None:
+                    tokenizer_or_processor.save_pretrained(tmp)
+                publish_files(Path(tmp), target)
     accelerator.wait_for_everyone()

@@ -17,15 +17,40 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 def pipeline_for(run_dir: Path):
     from transformers import AutoConfig, pipeline
 
+    from finetune.lora import is_adapter_dir
+
+    if is_adapter_dir(run_dir) and not (run_dir / "config.json").is_file():
+        return _adapter_pipeline(run_dir)
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir} holds no saved model (no config.json): pass a run directory written by finetune train")
     import finetune.scratch  # noqa: F401  registers the from-scratch models with the Auto classes
 
     config = AutoConfig.from_pretrained(run_dir)
+    architectures = config.architectures or []
+    if architectures and all(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        # pipeline() would bolt a random classification head onto it and print confident nonsense
+        raise UserError(f"{run_dir} holds a causal LM ({', '.join(architectures)}), not a classifier: use "
+                        f"`finetune generate {run_dir} PROMPT`")
     task = "image-classification" if getattr(config, "num_channels", None) and not getattr(config, "vocab_size", None) else "text-classification"
     if (run_dir / "preprocessor_config.json").is_file():
         task = "image-classification"
     return pipeline(task, model=str(run_dir)), task
+
+
+def _adapter_pipeline(run_dir: Path):
+    """A LoRA run (finetune.lora): the base model from its local folder + the adapter, in a pipeline."""
+    from transformers import AutoImageProcessor, AutoTokenizer, pipeline
+
+    from finetune.lora import load_adapter_run, read_adapter_config
+
+    task_type = read_adapter_config(run_dir).get("task_type")
+    if task_type == "CAUSAL_LM":
+        raise UserError(f"{run_dir} holds a causal LM's adapter: use `finetune generate {run_dir} PROMPT`")
+    model, _ = load_adapter_run(run_dir)
+    model = model.merge_and_unload()  # in memory only: a plain model, which pipeline() knows
+    if (run_dir / "preprocessor_config.json").is_file():
+        return pipeline("image-classification", model=model, image_processor=AutoImageProcessor.from_pretrained(run_dir)), "image-classification"
+    return pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(run_dir)), "text-classification"
 
 
 def main(argv=None) -> int:
@@ -49,12 +74,15 @@ def main(argv=None) -> int:
 def load_image(path: str):
     from PIL import Image, UnidentifiedImageError
 
+    from finetune.data.images import to_rgb
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"image {p} does not exist: check the path")
     try:
         with Image.open(p) as image:
-            return image.convert("RGB")  # grayscale / RGBA / palette images become RGB, as in training
+            image.load()
+            return to_rgb(image)  # grayscale / RGBA / palette images become RGB exactly as in training
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"{p} is not a readable image ({err}): pass a PNG or JPEG file") from None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.io import atomic_write_json
+from finetune.io import atomic_write_json, disk_errors
 
 
 def model_entry(role: str, name: str, source: str, directory: str, parameters: int, result) -> dict:
@@ -32,7 +32,8 @@ def model_entry(role: str, name: str, source: str, directory: str, parameters: i
 
 def write_results(run_dir: Path, results: dict) -> Path:
     path = Path(run_dir) / "results.json"
-    atomic_write_json(path, results)
+    with disk_errors("results.json", Path(run_dir)):
+        atomic_write_json(path, results)
     return path
 
 
@@ -51,7 +52,7 @@ def format_table(results: dict) -> str:
     return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
 
 
-def plot_learning_curves(run_dir: Path, results: dict, metric: str) -> Path:
+def plot_learning_curves(run_dir: Path, results: dict, metric: str, log_scale: bool = False) -> Path:
     """learning_curves.png: training loss and the validation metric against training examples seen."""
     import matplotlib
 
@@ -67,6 +68,8 @@ def plot_learning_curves(run_dir: Path, results: dict, metric: str) -> Path:
         ax_metric.plot([h["samples"] for h in evals], [h["eval"][metric] for h in evals], marker="o", label=label)
     ax_loss.set(title="training loss", xlabel="training examples seen", ylabel="loss")
     ax_metric.set(title=f"validation {metric}", xlabel="training examples seen", ylabel=metric)
+    if log_scale:  # e.g. perplexity: from-scratch models start near the vocabulary size, pretrained ones near 10
+        ax_metric.set_yscale("log")
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -74,7 +77,61 @@ def plot_learning_curves(run_dir: Path, results: dict, metric: str) -> Path:
     fig.tight_layout()
     path = Path(run_dir) / "learning_curves.png"
     tmp = path.with_name(".learning_curves.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    with disk_errors(path.name, Path(run_dir)):
+        try:
+            fig.savefig(tmp, dpi=110)
+            tmp.replace(path)
+        finally:
+            plt.close(fig)
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def confusion_matrix(references, predictions, num_labels: int) -> list[list[int]]:
+    """counts[true][predicted] over paired label ids."""
+    counts = [[0] * num_labels for _ in range(num_labels)]
+    for true, predicted in zip(references, predictions):
+        counts[int(true)][int(predicted)] += 1
+    return counts
+
+
+def plot_confusion_matrix(run_dir: Path, name: str, references, predictions, label_names: list[str], title: str) -> Path:
+    """confusion_matrix_<name>.png (rows: true label, columns: predicted) beside confusion_matrix_<name>.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = confusion_matrix(references, predictions, len(label_names))
+    total = sum(map(sum, counts))
+    correct = sum(counts[i][i] for i in range(len(counts)))
+    path = Path(run_dir) / f"confusion_matrix_{name}.png"
+    with disk_errors(f"{path.stem}.json", Path(run_dir)):
+        atomic_write_json(path.with_suffix(".json"), {"labels": label_names, "rows": "true label", "columns": "predicted label",
+                                                      "counts": counts, "accuracy": correct / total if total else None})
+    k = len(label_names)
+    size = min(3 + 0.45 * k, 14)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if k <= 30:  # beyond that, tick labels and counts are unreadable anyway
+        ax.set_xticks(range(k), label_names, rotation=90 if max(map(len, label_names)) > 3 else 0)
+        ax.set_yticks(range(k), label_names)
+        peak = max(max(row) for row in counts) or 1
+        for i in range(k):
+            for j in range(k):
+                if counts[i][j]:
+                    ax.text(j, i, counts[i][j], ha="center", va="center", fontsize=8,
+                            color="white" if counts[i][j] > peak / 2 else "black")
+    ax.set(xlabel="predicted label", ylabel="true label",
+           title=f"{title}\n{correct}/{total} correct" + (f" ({correct / total:.1%})" if total else ""))
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    with disk_errors(path.name, Path(run_dir)):
+        try:
+            fig.savefig(tmp, dpi=110)
+            tmp.replace(path)
+        finally:
+            plt.close(fig)
+            tmp.unlink(missing_ok=True)
     return path

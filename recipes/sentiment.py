@@ -73,12 +73,16 @@ def build_data(config: SentimentConfig):
 # ---- models -------------------------------------------------------------------------------------------------
 
 def build_pretrained(config: SentimentConfig, label_names: list[str]):
-    """The pretrained checkpoint with a fresh classification head, and its tokenizer."""
+    """The pretrained checkpoint with a fresh classification head (LoRA-wrapped with --lora), and its tokenizer."""
     from finetune.models import load_sequence_classifier, load_tokenizer, resolve
 
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     model = load_sequence_classifier(source, tokenizer, label_names)
+    if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
+        from finetune.lora import apply_lora
+
+        model = apply_lora(model, config, "SEQ_CLS", base_path=source.path)
     return model, tokenizer, source
 
 
@@ -113,6 +117,7 @@ def run(config: SentimentConfig) -> dict:
     from finetune.evaluation import ClassificationEvaluator
     from finetune.hub import write_model_card
     from finetune.io import check_run_dir, prepare_run_dir
+    from finetune.lora import save_run_model
     from finetune.models import count_parameters, save_model
 
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
@@ -136,7 +141,7 @@ def run(config: SentimentConfig) -> dict:
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
-    save_model(trained, tokenizer, run_dir)
+    save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     results["models"].append(report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained))
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.

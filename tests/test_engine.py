@@ -83,3 +83,18 @@ def test_early_stopping(tmp_path):
     config = TrainingConfig(output_dir=str(tmp_path), num_epochs=20, eval_steps=1, early_stopping_patience=2, learning_rate=1e-9, warmup_ratio=0.0)
     result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
     assert result.stopped_early and result.steps == 3  # no improvement possible at lr 1e-9: stop after 2 more evals
+
+
+def test_tensorboard_through_accelerate_trackers(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, log_steps=2, log_with="tensorboard", warmup_ratio=0.0)
+    engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert events
+    scalars = set()
+    for event_file in events:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "eval/accuracy", "test/accuracy"} <= scalars

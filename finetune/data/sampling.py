@@ -45,7 +45,11 @@ class LengthGroupedBatchSampler:
             batches += [group[i : i + bs] for i in range(0, len(group), bs)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == bs]
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        # The one short batch (if n % batch_size) goes last. Accelerate's BatchSamplerShard, which deals these
+        # batches out to the processes in turn, only yields a round whose last batch is full: a short batch in
+        # the middle made it drop a whole round, so a process saw fewer batches than len() said.
+        return [b for b in batches if len(b) == bs] + [b for b in batches if len(b) != bs]
 
     def __iter__(self):
         yield from self._batches()

@@ -1,0 +1,100 @@
+"""Several processes: every recipe runs unchanged under `accelerate launch` (two CPU processes over gloo here).
+
+A 2-process run with --batch_size B per process has the global batch of a 1-process run with 2B. The batches
+are not the same examples (each process draws its own length-grouped batches, and each has its own dropout
+stream), so the runs are not bitwise equal: they take the same number of steps over the same number of
+examples and must end at the same test metrics within a tolerance. And only the main process writes.
+
+Adding a recipe is one line in RECIPES: its module name and the flags of a small run that learns something.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml")]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def sentiment_flags(fixtures, batch_size):
+    return ["--model", str(fixtures["tiny_bert_dir"]), "--dataset", str(fixtures["tweets_small_csv"]),
+            "--max_length", "32", "--batch_size", str(batch_size), "--eval_batch_size", "25", "--max_train_samples", "640",
+            "--num_epochs", "3", "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--eval_steps", "1000",
+            "--log_steps", "5", "--compare", "false", "--mixed_precision", "no"]
+
+
+# recipe -> (fixtures it needs, flags for a small run given the per-process batch size, metric tolerances)
+RECIPES = {
+    "sentiment": (["tiny_bert_dir", "tweets_small_csv"], sentiment_flags, {"accuracy": 0.05, "f1": 0.05}),
+}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sharding_gives_every_process_whole_rounds_and_every_example():
+    """Accelerate deals the length-grouped batches out in turn (BatchSamplerShard); len() must match what comes."""
+    import random
+
+    from accelerate.data_loader import BatchSamplerShard
+
+    from finetune.data.sampling import LengthGroupedBatchSampler
+
+    rng = random.Random(0)
+    for n, batch_size, shuffle in [(160, 4, True), (130, 8, True), (101, 4, True), (9, 4, True), (101, 8, False)]:
+        lengths = [rng.randint(1, 40) for _ in range(n)]
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=42, shuffle=shuffle)
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            shards = [BatchSamplerShard(sampler, num_processes=2, process_index=i) for i in range(2)]
+            batches = [list(shard) for shard in shards]
+            assert [len(b) for b in batches] == [len(s) for s in shards], (n, batch_size, epoch)
+            assert len(batches[0]) == len(batches[1])  # DDP needs the same number of steps on every process
+            assert {i for b in batches for batch in b for i in batch} == set(range(n))
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_two_processes_match_one_with_the_same_global_batch(recipe, request, tmp_path):
+    fixture_names, flags, tolerances = RECIPES[recipe]
+    fixtures = {name: request.getfixturevalue(name) for name in fixture_names}
+
+    one = tmp_path / "one-process"
+    proc = subprocess.run([sys.executable, "-m", f"recipes.{recipe}", "--output_dir", str(one), *flags(fixtures, 32)],
+                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    two = tmp_path / "two-processes"
+    cmd = [*LAUNCH, "--main_process_port", str(free_port()), "-m", f"recipes.{recipe}", "--output_dir", str(two), *flags(fixtures, 16)]
+    proc = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    a = json.loads((one / "results.json").read_text())["models"][0]
+    b = json.loads((two / "results.json").read_text())["models"][0]
+    assert b["steps"] == a["steps"] and b["train_samples"] == a["train_samples"]
+    assert [h["samples"] for h in b["history"]] == [h["samples"] for h in a["history"]]
+    for metric, tolerance in tolerances.items():
+        assert abs(a["test"][metric] - b["test"][metric]) <= tolerance, (metric, a["test"], b["test"])
+    tail = lambda m: [h["train_loss"] for h in m["history"] if "train_loss" in h][-3:]
+    assert abs(sum(tail(a)) - sum(tail(b))) / 3 < 0.1, (tail(a), tail(b))
+
+    # Only the main process wrote and printed; each process saved its own RNG state into the one checkpoint.
+    assert proc.stdout.count("run directory:") == 1 and proc.stdout.count("- train ") == 1, proc.stdout
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    checkpoints = two / "checkpoints" / recipe_model_name(two)
+    latest = sorted(checkpoints.glob("step_*"))[-1]
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in latest.iterdir()}
+    assert not [p for p in two.rglob("*") if ".tmp." in p.name or p.name.startswith(".save.")]
+
+
+def recipe_model_name(run_dir):
+    return json.loads((run_dir / "results.json").read_text())["models"][0]["role"]
