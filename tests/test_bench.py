@@ -1,0 +1,57 @@
+"""The benchmark's plumbing in a tiny mode (tiny BERT, two batches, one round): format and sanity, never speed."""
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_engine.py"
+LAST_LINE = re.compile(r"^speedup_vs_trainer=(\d+\.\d\d) speedup_vs_trainer_grouped=(\d+\.\d\d) peak_fraction=(\d+\.\d\d)$")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_engine", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_engine"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    bench = load_bench()
+    out = tmp_path / "results"
+    code = bench.main(["--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), "--train_samples", "64",
+                       "--rounds", "1", "--peak_size", "256", "--peak_reps", "2", "--output_dir", str(out)])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = LAST_LINE.match(lines[-1])
+    assert match, lines[-1]
+    assert all(float(x) > 0 for x in match.groups())
+
+    report = json.loads((out / "bench_engine.json").read_text())
+    assert report["last_line"] == lines[-1]
+    assert (out / "bench_engine.png").stat().st_size > 0
+    (round_,) = report["rounds"]
+    for name in ("engine", "trainer", "trainer_grouped"):
+        measured = round_[name]
+        # Every contender trained on the same 64 examples, in two batches of 32, one optimizer step each.
+        assert measured["samples"] == 64 and measured["steps"] == 2
+        assert 0 < measured["real_tokens"] <= measured["padded_tokens"]
+        assert measured["samples_per_second"] > 0 and measured["useful_flops_per_second"] > 0
+    # Same examples: the real tokens trained on agree across contenders.
+    assert len({round_[n]["real_tokens"] for n in ("engine", "trainer", "trainer_grouped")}) == 1
+    # Useful FLOP/s counts real tokens only: 6 x non-embedding parameters x real tokens / seconds.
+    flops = report["flops_per_real_token"] * round_["engine"]["real_tokens"] / round_["engine"]["seconds"]
+    assert flops == pytest.approx(round_["engine"]["useful_flops_per_second"])
+
+
+def test_bad_option_is_one_line_error(capsys):
+    bench = load_bench()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--train_samples", "10"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --train_samples (10) must cover at least two batches")
