@@ -389,3 +389,41 @@ def test_private_into_existing_public_repo_is_refused(run_dir, hub, tmp_path):
     assert _push(run_dir, f"{USER}/public", env).returncode == 0
     line = _one_line_error(_push(run_dir, f"{USER}/public", env, "--private"))
     assert "is public, but --private was asked" in line
+
+
+# ------------------------------------------------------------------------------------------------ from training
+@pytest.fixture
+def long_lived_hub():
+    with FakeHub(lifetime=900) as server:  # training comes first: allow for a slow, busy machine
+        yield server
+
+
+def test_train_with_push_to_hub_then_load_back(long_lived_hub, tmp_path, monkeypatch, tiny_bert_dir, tweets_small_csv):
+    """The issue's round trip: train a tiny run with --push_to_hub, then from_pretrained(repo_id) from that endpoint."""
+    from recipes.sentiment import main
+
+    hub = long_lived_hub
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)  # the token comes from the environment, as for a user
+    run = tmp_path / "trained"
+    repo_id = f"{USER}/tiny-sentiment"
+    code = main(["--output_dir", str(run), "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv),
+                 "--max_train_samples", "64", "--max_eval_samples", "32", "--batch_size", "16", "--max_length", "24",
+                 "--compare", "false", "--push_to_hub", "--hub_repo_id", repo_id, "--hub_endpoint", hub.url])
+    assert code == 0
+    stored = hub.files(repo_id)
+    assert stored["model.safetensors"] == (run / "model.safetensors").read_bytes()
+    assert "checkpoints/" not in " ".join(stored)
+
+    env = _env(tmp_path, hub.url)
+    load = subprocess.run([sys.executable, "-c", LOAD_BACK, repo_id, str(run)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert load.returncode == 0, load.stderr
+    out = json.loads(load.stdout.strip().splitlines()[-1])
+    assert out["same_keys"] and out["identical"]
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(out["card"])
+    metrics = {m["type"]: m["value"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
+    results = json.loads((run / "results.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(results["models"][0]["test"]["accuracy"])
