@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -102,11 +103,22 @@ def apply_lora(model, config, task_type: Optional[str], base_path: Optional[str]
         task_type=task_type,
         bias="none",
     )
-    peft_model = get_peft_model(model, lora_config)
+    with _quiet_peft():
+        peft_model = get_peft_model(model, lora_config)
     if base_path is not None:
         local = Path(os.path.expanduser(str(base_path)))
         peft_model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.is_dir() else str(base_path)
     return peft_model
+
+
+@contextmanager
+def _quiet_peft():
+    """peft 0.21 calls a transformers method deprecated in 5.x: a FutureWarning users can do nothing about."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def lora_target_modules_hint(model) -> list[str]:
@@ -226,7 +238,8 @@ def load_adapter_run(run_dir, **base_kwargs):
     source = ModelSource(base_path, base_path, "adapter base", is_hub=not Path(os.path.expanduser(base_path)).is_dir())
     base = _load(cls.from_pretrained, source, "base model", **kwargs)
     try:
-        model = PeftModel.from_pretrained(base, str(run_dir))
+        with _quiet_peft():
+            model = PeftModel.from_pretrained(base, str(run_dir))
     except (OSError, ValueError, RuntimeError) as err:
         raise UserError(f"could not load the adapter in {run_dir}: {str(err).splitlines()[0]}") from None
     model.eval()
