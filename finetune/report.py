@@ -24,6 +24,7 @@ def model_entry(role: str, name: str, source: str, directory: str, parameters: i
         "samples_per_second": round(result.samples_per_second, 2),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
+        "train_tokens": result.real_tokens,  # non-padding tokens trained on (0 where batches carry no attention mask)
         "padding_fraction": round(1 - result.real_tokens / result.padded_tokens, 4) if result.padded_tokens else None,
         "test": {k: round(v, 5) for k, v in result.test_metrics.items()},
         "history": result.history,
