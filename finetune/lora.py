@@ -185,8 +185,10 @@ def base_kwargs_from_run(run_dir: Path) -> dict:
         except ValueError:
             labels = None
         if labels:
+            # The base's own head (e.g. 1,000 ImageNet classes) may differ in size: it is replaced by the
+            # adapter's saved head (modules_to_save), so a mismatch there is expected, not an error.
             kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                          label2id={name: i for i, name in enumerate(labels)})
+                          label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
     tokenizer_config = run_dir / "tokenizer_config.json"
     if tokenizer_config.is_file():
         from transformers import AutoTokenizer

@@ -72,6 +72,9 @@ def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[s
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
+        # A checkpoint that already has a head for another label count (an SST-2 model fine-tuned on three
+        # classes) gets a new head: the mismatch is the point, not an error.
+        ignore_mismatched_sizes=True,
     )
     # Models that pool the last non-padding token (GPT-2, Llama) find it through config.pad_token_id.
     if model.config.pad_token_id is None:

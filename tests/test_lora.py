@@ -181,3 +181,27 @@ def test_merge_bad_inputs(tmp_path, gpt2_lm_dir, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not (moved / "merged").exists()
+
+
+def test_adapter_run_on_a_base_whose_head_has_another_size(tmp_path, minilm_dir, tweets_small_csv):
+    """A base with its own 5-class head, fine-tuned with LoRA for 2 labels: the run still reloads (the base's
+    head is replaced by the adapter's saved one, so the size mismatch is expected)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from recipes.sentiment import main
+
+    base = tmp_path / "base-5-classes"
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=5)
+    BertForSequenceClassification(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    run = tmp_path / "run"
+    assert main(["--output_dir", str(run), "--model", str(base), "--dataset", str(tweets_small_csv), "--lora",
+                 "--max_train_samples", "32", "--max_eval_samples", "16", "--max_length", "16", "--batch_size", "16",
+                 "--compare", "false"]) == 0
+    model, _ = lora.load_adapter_run(run)
+    assert model.config.num_labels == 2
+    with torch.no_grad():
+        logits = model(**tokenizer(["good flight"], return_tensors="pt")).logits
+    assert logits.shape == (1, 2)
