@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import tiny_vit
 
 from finetune.data import images
 from finetune.errors import UserError
@@ -46,16 +47,7 @@ def colour_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_vit_dir(tmp_path_factory):
-    """A 2-block, 32-wide ViT at 32x32 (patches of 8), with a PIL-backend ViT image processor."""
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
-
-    path = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=64, num_labels=5)
-    ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
+    return tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
 def tiny_config(tmp_path, model, dataset, **overrides):

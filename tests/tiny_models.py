@@ -1,4 +1,4 @@
-"""Tiny GPT-2 models built from config with the exact GPT-2 tokenizer (rebuilt offline from openai-whisper's
+"""Tiny models for tests. GPT-2 ones are built from config with the exact GPT-2 tokenizer (rebuilt offline from openai-whisper's
 ranks): the architecture and tokenizer of the real thing at a size that trains in seconds."""
 
 from pathlib import Path
@@ -29,4 +29,17 @@ def tiny_gpt2(path: Path, kind: str = "lm", num_labels: int = 2, seed: int = 0) 
     path = Path(path)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_vit(path: Path) -> Path:
+    """A 2-block, 32-wide ViT at 32x32 (patches of 8), with a PIL-backend ViT image processor."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64, num_labels=5)
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
