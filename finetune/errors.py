@@ -4,6 +4,7 @@ Code deep down raises `UserError("what is wrong; how to fix it")`. The CLI catch
 exactly one line, `error: ...`, then exits with code 2. No traceback: the message is the whole story.
 """
 
+import argparse
 import sys
 from contextlib import contextmanager
 
@@ -23,3 +24,13 @@ def user_errors_exit():
         message = " ".join(str(err).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for the commands, with its mistakes (a missing argument, a bad value) as UserErrors.
+
+    argparse's own handling prints the whole usage and exits; here a mistake is one line like any other.
+    """
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")

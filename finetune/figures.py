@@ -18,14 +18,14 @@ import argparse
 import json
 from pathlib import Path
 
-from finetune.errors import UserError
+from finetune.errors import CommandParser, UserError, user_errors_exit
 
 SENTENCE = "The cat sat on the mat because it was tired"
 FOCUS_WORD = "it"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="finetune figures", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="finetune figures", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--run_dir", type=Path, help="a sentiment run folder: the fine-tuned model, and the scratch one in scratch/"
     )
@@ -173,11 +173,12 @@ def main(argv=None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
-    args = parse_args(argv)
-    if args.run_dir is not None and not (args.run_dir / "config.json").exists():
-        raise UserError(f"--run_dir {args.run_dir} holds no saved model (config.json): pass a finished run's folder")
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = [positional_encoding_figure(args.out), attention_figure(attention_panels(args.run_dir), args.out)]
-    for png in written:
-        print(f"wrote {png} and {png.with_suffix('.json').name}")
+    with user_errors_exit():
+        args = parse_args(argv)
+        if args.run_dir is not None and not (args.run_dir / "config.json").exists():
+            raise UserError(f"--run_dir {args.run_dir} holds no saved model (config.json): pass a finished run's folder")
+        args.out.mkdir(parents=True, exist_ok=True)
+        written = [positional_encoding_figure(args.out), attention_figure(attention_panels(args.run_dir), args.out)]
+        for png in written:
+            print(f"wrote {png} and {png.with_suffix('.json').name}")
     return 0

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from finetune.errors import UserError, user_errors_exit
+from finetune.errors import CommandParser, UserError, user_errors_exit
 
 
 def load_causal_lm(run_dir: Path):
@@ -101,7 +101,7 @@ def generate_texts(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="finetune generate", description=__doc__,
+    parser = CommandParser(prog="finetune generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a text_generation run directory (or its scratch/ or merged/)")
     parser.add_argument("prompts", nargs="+", help="one or more prompts")
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--top_p", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of plain text")
-    args = parser.parse_args(argv)
     with user_errors_exit():
+        args = parser.parse_args(argv)
         model, tokenizer = load_causal_lm(args.run_dir)
         texts = generate_texts(model, tokenizer, args.prompts, args.max_new_tokens, args.do_sample,
                                args.temperature, args.top_k, args.top_p, args.seed)

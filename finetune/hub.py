@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finetune.errors import UserError, user_errors_exit
+from finetune.errors import CommandParser, UserError, user_errors_exit
 
 DEFAULT_LICENSE = "apache-2.0"
 PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before calling it unreachable
@@ -618,7 +618,7 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
 
 # ------------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="finetune push",
         description="Push a finished run (model, card, results) to the Hugging Face Hub. Token: --token, HF_TOKEN "
                     "or `hf auth login`. Endpoint: --hub_endpoint, HF_ENDPOINT or https://huggingface.co.")
@@ -640,8 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`finetune push ...` (argv without the word "push"); exits 2 with one line on a user error."""
-    args = build_parser().parse_args(argv)
     with user_errors_exit():
+        args = build_parser().parse_args(argv)
         url = push_run(args.run_dir, args.repo_id, private=args.private, endpoint=args.hub_endpoint,
                        token=args.token, what=args.what, include_scratch=args.include_scratch,
                        keep_card=args.keep_card, commit_message=args.commit_message)

@@ -23,7 +23,6 @@ model. `finetune merge` writes one (a full model) into RUN_DIR/merged.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from finetune.errors import UserError, user_errors_exit
+from finetune.errors import CommandParser, UserError, user_errors_exit
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FULL_MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
@@ -278,12 +277,12 @@ def merge(run_dir, output: Optional[Path] = None) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="finetune merge", description="Merge a LoRA adapter into its base model "
+    parser = CommandParser(prog="finetune merge", description="Merge a LoRA adapter into its base model "
                                      "and save a plain model that from_pretrained / pipeline load.")
     parser.add_argument("run_dir", type=Path, help="a run directory trained with --lora")
     parser.add_argument("--output", type=Path, default=None, help="where to write the merged model (default RUN_DIR/merged)")
-    args = parser.parse_args(argv)
     with user_errors_exit():
+        args = parser.parse_args(argv)
         out = merge(args.run_dir, args.output)
         print(f"merged model written to {out}  (from_pretrained({str(out)!r}) loads it; no peft needed)")
     return 0

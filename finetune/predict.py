@@ -5,11 +5,10 @@ It is `transformers.pipeline` on the run directory, nothing more: what works her
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from finetune.errors import UserError, user_errors_exit
+from finetune.errors import CommandParser, UserError, user_errors_exit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -54,11 +53,11 @@ def _adapter_pipeline(run_dir: Path):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="finetune predict", description=__doc__)
+    parser = CommandParser(prog="finetune predict", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("inputs", nargs="+", help="texts, or image files for an image model")
-    args = parser.parse_args(argv)
     with user_errors_exit():
+        args = parser.parse_args(argv)
         if not args.run_dir.is_dir():
             raise UserError(f"run directory {args.run_dir} does not exist: pass the --output_dir of a finished run")
         classify, task = pipeline_for(args.run_dir)

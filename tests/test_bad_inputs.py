@@ -195,3 +195,16 @@ def test_commands(name, files, models, capsys):
     code, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, needle)
     assert {key: snapshot(path) for key, path in models.items()} == before
+
+
+@pytest.mark.parametrize("argv", [["predict"], ["generate"], ["merge"], ["push", "somewhere"], ["figures", "--nope"],
+                                  ["predict", "--bogus", "x", "y"]])
+def test_argument_mistakes_of_every_command_are_one_line(argv, capsys):
+    """A missing or unknown argument: one `error:` line naming the command and --help, exit 2, no usage dump."""
+    from finetune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: finetune {argv[0]}") and "--help" in err[0], err
