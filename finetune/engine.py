@@ -249,11 +249,17 @@ def train(
                     optimizer.step()
                     optimizer.zero_grad()
                 state["batch_in_epoch"] += 1
-                batch_size = len(next(iter(batch.values())))
-                state["train_samples"] += batch_size * accelerator.num_processes
-                if "attention_mask" in batch:
-                    state["real_tokens"] += int(batch["attention_mask"].sum()) * accelerator.num_processes
-                    state["padded_tokens"] += batch["attention_mask"].numel() * accelerator.num_processes
+                # Examples and tokens of this micro-batch, summed over processes: the last round's batches can
+                # differ in size between processes, so "local count x processes" would be wrong there.
+                mask = batch.get("attention_mask")
+                counts = torch.tensor([len(next(iter(batch.values()))), int(mask.sum()) if mask is not None else 0,
+                                       mask.numel() if mask is not None else 0], device=accelerator.device)
+                if accelerator.num_processes > 1:
+                    counts = accelerator.reduce(counts, reduction="sum")
+                samples, real, padded = counts.tolist()
+                state["train_samples"] += samples
+                state["real_tokens"] += real
+                state["padded_tokens"] += padded
                 loss_value = loss.detach().float()
                 if accelerator.num_processes > 1:  # the mean over processes: every process logs, and stops, alike
                     loss_value = accelerator.reduce(loss_value, reduction="mean")

@@ -50,9 +50,15 @@ class ImageClassificationConfig(TrainingConfig):
     scratch_patch_size: int = field(default=7, metadata={"help": "Patch side of the from-scratch ViT (divides scratch_image_size)."})
     scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=128, metadata={"help": "Width of the from-scratch model."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
+    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self):
         super().__post_init__()
+        if self.push_to_hub and not self.hub_repo_id:
+            raise UserError("--push_to_hub needs --hub_repo_id NAME (e.g. your-user/dinov2-digits)")
         for name in ("max_train_samples", "max_eval_samples", "image_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
@@ -303,6 +309,11 @@ def run(config: ImageClassificationConfig) -> dict:
         print(report.format_table(results))
         print(f"run directory: {run_dir}  (results.json, learning_curves.png, confusion_matrix_*.png; the model: "
               f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]")
+    if config.push_to_hub and state.is_main_process:
+        from finetune.hub import push_run
+
+        url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
+        print(f"pushed to {url}")
     return results
 
 

@@ -8,6 +8,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
+
+# transformers binds its log handler to sys.stderr the first time it logs. Bind it now, to the session's stream:
+# bound inside a test that uses capsys, it would keep that test's stream, closed once the test ends, and every
+# later warning would print a "Logging error" traceback into whichever test comes next.
+transformers_logging.get_logger("transformers")
 
 
 @pytest.fixture(scope="session")

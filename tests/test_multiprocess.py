@@ -9,6 +9,7 @@ Adding a recipe is one line in RECIPES: its module name and the flags of a small
 """
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -39,7 +40,7 @@ def text_generation_flags(fixtures, batch_size):
 
 
 def image_classification_flags(fixtures, batch_size):
-    return ["--model", str(fixtures["tiny_vit_dir"]), "--dataset", str(fixtures["colour_folder"]), "--image_size", "16",
+    return ["--model", str(fixtures["tiny_vit_dir"]), "--dataset", str(fixtures["colour_folder"]), "--image_size", "16", "--freeze_layers", "0",
             "--batch_size", str(batch_size // 4), "--eval_batch_size", "16", "--num_epochs", "6", "--learning_rate", "3e-3",
             "--warmup_ratio", "0.1", "--eval_steps", "1000", "--log_steps", "2", "--compare", "false", "--mixed_precision", "no"]
 
@@ -117,8 +118,14 @@ def test_two_processes_match_one_with_the_same_global_batch(recipe, request, tmp
 
     a = json.loads((one / "results.json").read_text())["models"][0]
     b = json.loads((two / "results.json").read_text())["models"][0]
-    assert b["steps"] == a["steps"] and b["train_samples"] == a["train_samples"]
-    assert [h["samples"] for h in b["history"]] == [h["samples"] for h in a["history"]]
+    assert b["steps"] == a["steps"]
+    # Where the training set is not a multiple of the global batch, Accelerate's even_batches completes the last,
+    # uneven round of each epoch with repeated examples: the 2-process run trains on a few more (text generation
+    # 960 vs 946, images 240 vs 234), never a global batch more per epoch. Where it divides (sentiment): equal.
+    epochs = math.ceil(max(h["epoch"] for h in a["history"]))
+    assert 0 <= b["train_samples"] - a["train_samples"] < 32 * epochs, (a["train_samples"], b["train_samples"])
+    if recipe == "sentiment":
+        assert [h["samples"] for h in b["history"]] == [h["samples"] for h in a["history"]]
     for metric, tolerance in tolerances.items():
         assert abs(a["test"][metric] - b["test"][metric]) <= tolerance, (metric, a["test"], b["test"])
     tail = lambda m: [h["train_loss"] for h in m["history"] if "train_loss" in h][-3:]
