@@ -8,7 +8,6 @@ import pytest
 from transformers import AutoTokenizer
 
 from finetune import figures
-from finetune.errors import UserError
 from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
 
 
@@ -60,6 +59,9 @@ def test_figures_without_a_run_use_packaged_minilm_and_a_random_scratch_model(tm
     assert "randomly initialised" in labels[1]
 
 
-def test_run_without_scratch_model_is_a_user_error(tiny_bert_dir, tmp_path):
-    with pytest.raises(UserError, match="scratch"):
+def test_run_without_scratch_model_is_a_user_error(tiny_bert_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         figures.main(["--run_dir", str(tiny_bert_dir), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "scratch" in err[0], err
