@@ -300,6 +300,8 @@ def plot(path: Path, summary: dict, rounds: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from finetune.report import save_figure
+
     fig, (ax_speed, ax_flops) = plt.subplots(1, 2, figsize=(10, 3.8))
     xs = range(len(CONTENDERS))
     ax_speed.bar(xs, [summary[n]["samples_per_second"] for n in CONTENDERS], color=["tab:green", "tab:gray", "tab:blue"])
@@ -318,11 +320,7 @@ def plot(path: Path, summary: dict, rounds: list[dict]) -> None:
     for ax in (ax_speed, ax_flops):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def run(config: BenchConfig) -> dict:

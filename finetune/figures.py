@@ -15,10 +15,11 @@ with a randomly initialised scratch model: what pretraining alone puts in the at
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from finetune.errors import CommandParser, UserError, user_errors_exit
+from finetune.io import atomic_write_json
+from finetune.report import save_figure
 
 SENTENCE = "The cat sat on the mat because it was tired"
 FOCUS_WORD = "it"
@@ -31,10 +32,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="folder for the PNG and JSON files")
     return parser.parse_args(argv)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data) + "\n")
 
 
 def positional_encoding_figure(out_dir: Path, n_positions: int = 100, d_model: int = 128) -> Path:
@@ -50,10 +47,8 @@ def positional_encoding_figure(out_dir: Path, n_positions: int = 100, d_model: i
     ax.set_ylabel("position in the sequence")
     ax.set_title(f"Sinusoidal positional encoding, d_model = {d_model}")
     fig.colorbar(image, ax=ax)
-    png = out_dir / "positional_encoding.png"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    write_json(png.with_suffix(".json"), {
+    png = save_figure(fig, out_dir / "positional_encoding.png", dpi=120, bbox_inches="tight")
+    atomic_write_json(png.with_suffix(".json"), {
         "formula": "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)); PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model))",
         "n_positions": n_positions,
         "d_model": d_model,
@@ -143,10 +138,8 @@ def attention_figure(panels: list[dict], out_dir: Path) -> Path:
         bottom.set_xticks(range(len(tokens)), tokens, rotation=90)
         bottom.set_yticks(range(len(tokens)), tokens)
     fig.tight_layout()
-    png = out_dir / "attention_pretrained_vs_scratch.png"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    write_json(png.with_suffix(".json"), {"sentence": SENTENCE, "focus_word": FOCUS_WORD, "models": panels})
+    png = save_figure(fig, out_dir / "attention_pretrained_vs_scratch.png", dpi=120, bbox_inches="tight")
+    atomic_write_json(png.with_suffix(".json"), {"sentence": SENTENCE, "focus_word": FOCUS_WORD, "models": panels})
     return png
 
 

@@ -76,16 +76,7 @@ def plot_learning_curves(run_dir: Path, results: dict, metric: str, log_scale: b
         ax.legend()
     fig.suptitle(f"{results['task']}: pretrained vs from scratch" if len(results["models"]) > 1 else results["task"])
     fig.tight_layout()
-    path = Path(run_dir) / "learning_curves.png"
-    tmp = path.with_name(".learning_curves.tmp.png")
-    with disk_errors(path.name, Path(run_dir)):
-        try:
-            fig.savefig(tmp, dpi=110)
-            tmp.replace(path)
-        finally:
-            plt.close(fig)
-            tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, Path(run_dir) / "learning_curves.png")
 
 
 def confusion_matrix(references, predictions, num_labels: int) -> list[list[int]]:
@@ -127,10 +118,22 @@ def plot_confusion_matrix(run_dir: Path, name: str, references, predictions, lab
     ax.set(xlabel="predicted label", ylabel="true label",
            title=f"{title}\n{correct}/{total} correct" + (f" ({correct / total:.1%})" if total else ""))
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure atomically (temporary file, then rename) and close it.
+
+    A full disk or an unwritable folder becomes a one-line error; an earlier PNG at `path` stays whole.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    with disk_errors(path.name, Path(run_dir)):
+    with disk_errors(path.name, path.parent):
         try:
-            fig.savefig(tmp, dpi=110)
+            fig.savefig(tmp, **{"dpi": 110, **savefig_kwargs})
             tmp.replace(path)
         finally:
             plt.close(fig)
