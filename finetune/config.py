@@ -138,11 +138,55 @@ def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Pa
             continue
         tokens.append(f"--{key}")
         tokens.extend(str(v) for v in value) if isinstance(value, list) else tokens.append(str(value))
-    try:
-        (config,) = parser.parse_args_into_dataclasses(args=tokens + argv)
-    except ValueError as err:  # HfArgumentParser: "Some specified arguments are not used..."
-        raise UserError(f"{err}: check the flag names (see --help)") from None
+    refuse_secret_flags(argv, values)
+    namespace, unknown = parser.parse_known_args(args=tokens + argv)
+    if unknown:
+        raise UserError(describe_unknown(unknown, known))
+    (config,) = parser.parse_args_into_dataclasses(args=tokens + argv)
     return config
+
+
+SECRET_FLAGS = ("token", "hub_token", "hf_token", "api_key", "password")
+
+
+def refuse_secret_flags(argv: list[str], values: dict) -> None:
+    """A token on the command line or in a config file would land in config.yaml, the shell history and `ps`:
+    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only."""
+    given = [key for key in values if key in SECRET_FLAGS]
+    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0] in SECRET_FLAGS]
+    if given:
+        raise UserError(f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
+                        f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
+                        f"shown here) and export HF_TOKEN instead")
+
+
+def describe_unknown(leftover: list[str], known: set) -> str:
+    """Name the unknown flags, never the values given with them (a mistyped --hub_tokn hf_... must not be echoed)."""
+    import difflib
+
+    flags = [arg.split("=", 1)[0] for arg in leftover if arg.startswith("-") and not _is_number(arg)]
+    if not flags:
+        return (f"{len(leftover)} value(s) on the command line follow no --field (not shown here): every value goes "
+                f"after its flag, e.g. --learning_rate 3e-5 (see --help for the fields)")
+    hints = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.lstrip("-"), sorted(known), n=1)
+        hints.append(f"{flag} (did you mean --{close[0]}?)" if close else flag)
+    return f"unknown flag(s) {', '.join(hints)}: check the flag names (see --help for the fields)"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def resume_advice(config: TrainingConfig) -> str:
+    """What to type after an interruption; followed as written, it continues the run (and does not stop again)."""
+    drop = [flag for flag, given in (("--overwrite", config.overwrite),) if given]
+    return "resume with the same command plus --resume" + (f" and without {', '.join(drop)}" if drop else "")
 
 
 def save_config(config, path: Path) -> None:

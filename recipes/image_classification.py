@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
+from finetune.config import TrainingConfig, parse_config, resume_advice, save_config
 from finetune.errors import UserError, user_errors_exit
 
 TASK = "image_classification"
@@ -251,7 +251,7 @@ def run(config: ImageClassificationConfig) -> dict:
     from finetune.data.images import make_loaders, scratch_processor
     from finetune.evaluation import ClassificationEvaluator
     from finetune.hub import write_model_card
-    from finetune.io import check_run_dir, prepare_run_dir
+    from finetune.io import check_run_dir, finish_run_dir, prepare_run_dir, run_size
     from finetune.lora import save_run_model
     from finetune.models import count_parameters, save_model
 
@@ -306,8 +306,9 @@ def run(config: ImageClassificationConfig) -> dict:
         for name, title, references, predictions in plots:
             report.plot_confusion_matrix(run_dir, name, references, predictions, data.label_names, f"{title}: test split")
         write_model_card(run_dir)
+        run_dir = finish_run_dir(run_dir)  # finished: now it replaces an earlier run (--overwrite)
         print(report.format_table(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png, confusion_matrix_*.png; the model: "
+        print(f"run directory: {run_dir} ({run_size(run_dir)})  (results.json, learning_curves.png, confusion_matrix_*.png; the model: "
               f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]")
     if config.push_to_hub and state.is_main_process:
         from finetune.hub import push_run
@@ -337,13 +338,15 @@ def _with(config, **changes):
 def main(argv=None) -> int:
     from finetune.engine import TrainingInterrupted, is_rank_zero
 
-    with user_errors_exit():
+    from finetune.io import run_attempt
+
+    with user_errors_exit(), run_attempt():  # a failed attempt leaves no folder behind
         config = parse_config(ImageClassificationConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
         try:
             run(config)
         except TrainingInterrupted as stop:
             if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
+                print(f"{stop}\n{resume_advice(config)}", file=sys.stderr)
             return 130
     return 0
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
+from finetune.config import TrainingConfig, parse_config, resume_advice, save_config
 from finetune.errors import UserError, user_errors_exit
 
 TASK = "text_generation"
@@ -151,7 +151,7 @@ def run(config: TextGenerationConfig) -> dict:
     from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
     from finetune.evaluation import LanguageModelEvaluator
     from finetune.generate import generate_texts
-    from finetune.io import check_run_dir, prepare_run_dir
+    from finetune.io import check_run_dir, finish_run_dir, prepare_run_dir, run_size
     from finetune.lora import describe, save_run_model
     from finetune.models import count_parameters
 
@@ -243,8 +243,9 @@ def run(config: TextGenerationConfig) -> dict:
         report.write_results(run_dir, results)
         report.plot_learning_curves(run_dir, results, metric="perplexity", log_scale=True)
         _write_card(run_dir)
+        run_dir = finish_run_dir(run_dir)  # finished: now it replaces an earlier run (--overwrite)
         print(format_report(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png; generate more: "
+        print(f"run directory: {run_dir} ({run_size(run_dir)})  (results.json, learning_curves.png; generate more: "
               f"finetune generate {run_dir} \"{prompts[0]}\" --do_sample)")
     if config.push_to_hub and state.is_main_process:
         from finetune.hub import push_run
@@ -281,13 +282,15 @@ def _write_card(run_dir: Path) -> None:
 def main(argv=None) -> int:
     from finetune.engine import TrainingInterrupted, is_rank_zero
 
-    with user_errors_exit():
+    from finetune.io import run_attempt
+
+    with user_errors_exit(), run_attempt():  # a failed attempt leaves no folder behind
         config = parse_config(TextGenerationConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
         try:
             run(config)
         except TrainingInterrupted as stop:
             if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
+                print(f"{stop}\n{resume_advice(config)}", file=sys.stderr)
             return 130
     return 0
 
