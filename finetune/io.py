@@ -261,6 +261,13 @@ def has_checkpoints(folder: Path) -> bool:
     return any(Path(folder).glob("checkpoints/*/step_*/train_state.json"))
 
 
+def steps_done(folder: Path) -> Optional[int]:
+    """The most optimizer steps any model's newest checkpoint in `folder` holds (None: no checkpoint)."""
+    steps = [int(p.parent.name.split("_")[-1]) for p in Path(folder).glob("checkpoints/*/step_*/train_state.json")
+             if p.parent.name.split("_")[-1].isdigit()]
+    return max(steps) if steps else None
+
+
 def _refuse_special(output_dir: str) -> Path:
     """The folders a run must never be: "", the current folder, home, a filesystem root (or an ancestor of those)."""
     from finetune.errors import UserError
@@ -284,10 +291,12 @@ def _listing(names: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
+def check_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -> Path:
     """Refuse every output folder this run may not use; return the folder the run will end up in.
 
     Touches nothing: call it before loading anything, so bad input fails fast and leaves the folder as it was.
+    With --resume and the run's `config`, a config that changes what a step means is refused here too
+    (finetune/resume.py), before any file changes.
     Under `accelerate launch` every process calls it, and none goes on until all have checked: otherwise the
     main process could create the folder before another one looked, which would then see "an earlier run".
     """
@@ -312,6 +321,11 @@ def check_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
     if resume:
         if not (has_checkpoints(run_dir) or has_checkpoints(staging)):
             raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints (checkpoints/*/step_*); run without --resume")
+        if config is not None:
+            from finetune.resume import check_resume
+
+            target = staging if has_checkpoints(staging) else run_dir
+            check_resume(config, (read_manifest(target) or {}).get("fingerprint"), str(target), steps_done(target))
     elif manifest is not None and manifest["status"] == "finished" and not overwrite:
         raise UserError(f"{run_dir} already holds an earlier run: pass --overwrite to replace it (it stays as it is "
                         f"until the new run has finished), --resume to continue it, or choose another --output_dir")
@@ -361,13 +375,13 @@ def _check_writable(run_dir: Path) -> None:
             raise UserError(f"--output_dir {run_dir} is not writable ({folder}: {reason}): choose a writable --output_dir") from None
 
 
-def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
+def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -> Path:
     """Make the folder this run writes into, and return it: the run directory itself, or with --overwrite of a
     finished run, its sibling NAME.unfinished (finish_run_dir swaps it in once the run has finished).
 
     Call it once data and models have loaded, so that a bad input never costs the earlier run anything.
     """
-    run_dir = check_run_dir(output_dir, overwrite, resume)
+    run_dir = check_run_dir(output_dir, overwrite, resume, config)
     staging = staging_dir(run_dir)
     manifest = read_manifest(run_dir) if run_dir.is_dir() else None
     if resume:  # continue where the checkpoints are: an interrupted --overwrite's sibling first
@@ -387,7 +401,15 @@ def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
                           f"checkpoint; nothing in it could be resumed)", flush=True)
                 shutil.rmtree(target)  # an unfinished attempt, or an earlier staging folder: ours, checked above
             target.mkdir(parents=True)
-        _write_manifest(target, status="running", **({"replaces": run_dir.name} if target == staging else {}))
+        fields = (read_manifest(target) or {}) if resume else {}
+        fields = {k: v for k, v in fields.items() if k not in ("format", "status", "files")}
+        if target == staging:
+            fields["replaces"] = run_dir.name
+        if config is not None and "fingerprint" not in fields:
+            from finetune.resume import fingerprint
+
+            fields["fingerprint"] = fingerprint(config)  # what --resume must find again (finetune/resume.py)
+        _write_manifest(target, status="running", **fields)
     _wait_for_everyone()
     return target
 
@@ -399,7 +421,8 @@ def finish_run_dir(run_dir: Path) -> Path:
     manifest = read_manifest(run_dir) or {}
     replaces = manifest.get("replaces")
     final = run_dir.with_name(replaces) if replaces else run_dir
-    _write_manifest(run_dir, status="finished", **({"replaces": replaces} if replaces else {}), files=_run_files(run_dir))
+    kept = {k: v for k, v in manifest.items() if k not in ("format", "status", "files")}
+    _write_manifest(run_dir, status="finished", **kept, files=_run_files(run_dir))
     if replaces:
         _swap_in(run_dir, final)
     return final

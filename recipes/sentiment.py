@@ -122,11 +122,11 @@ def run(config: SentimentConfig) -> dict:
 
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
+    check_run_dir(config.output_dir, config.overwrite, config.resume, config)  # fail fast, touch nothing
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
+    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume, config)
     if state.is_main_process:
         save_config(config, run_dir / "config.yaml")
     for note in [source.note, *data.notes]:

@@ -157,13 +157,13 @@ def run(config: TextGenerationConfig) -> dict:
 
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
+    check_run_dir(config.output_dir, config.overwrite, config.resume, config)  # fail fast, touch nothing
     data = build_data(config)
     set_seed(config.seed)
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
+    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume, config)
     if state.is_main_process:
         save_config(config, run_dir / "config.yaml")
     for note in [source.note, *data.notes]:
