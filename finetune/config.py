@@ -137,8 +137,11 @@ def load_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+        mark = mark or context
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        if context is not None and context.line != mark.line:  # an unclosed [ or { shows only where it ends
+            where += f" (in what starts at line {context.line + 1})"
         what = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"config file {path} is not valid YAML{where} ({what}): fix the file") from None
     except (OSError, UnicodeDecodeError) as err:

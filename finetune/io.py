@@ -84,6 +84,7 @@ def commit_dir(tmp: Path, target: Path) -> None:
     a power cut a renamed folder could otherwise hold empty files.
     """
     tmp, target = Path(tmp), Path(target)
+    with_user_modes(tmp)
     for path in sorted(tmp.rglob("*")):
         if path.is_file():
             _fsync(path)
@@ -184,9 +185,22 @@ def disk_errors(what: str, folder: Path, kept: str = ""):
         raise UserError(f"could not write {what} in {folder}: {reason}; {fix}{'; ' + kept if kept else ''}") from None
 
 
+def with_user_modes(folder: Path) -> None:
+    """Give `folder` and everything in it the modes the user's umask gives a new file or folder.
+
+    Libraries that write atomically create private files (safetensors 0.8 writes 0600, tempfile 0600 / 0700):
+    left so, a run would be unreadable to the user's group on a shared machine whatever the umask says.
+    """
+    umask = user_umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def publish_files(src_dir: Path, dest_dir: Path) -> None:
     """Move every file of src_dir into dest_dir, each with an atomic rename (same filesystem)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
+    with_user_modes(src_dir)
     for item in sorted(Path(src_dir).iterdir()):
         target = dest_dir / item.name
         if item.is_dir():

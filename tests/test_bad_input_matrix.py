@@ -61,6 +61,7 @@ def inputs(tmp_path_factory, tweets_small_csv):
     write_csv(root / "float_labels.csv", "text,label", [f"tweet number {i},{float(i % 2)}" for i in range(60)])
     write_csv(root / "tiny.csv", "text,label", ["good,positive", "bad,negative", "fine,positive"])
     write_csv(root / "two_rows.csv", "text,label", ["good,positive", "bad,negative"])
+    write_csv(root / "short_texts.csv", "text,label", [f"t{i},positive" for i in range(30)])
     write_csv(root / "missing_text.csv", "text,label", [*good_rows[:30], ",positive", *good_rows[30:]])
     (root / "broken.jsonl").write_text('{"text": "fine", "label": "positive"}\n{"text": "broken", "label": \n')
     (root / "list_text.jsonl").write_text("".join(json.dumps({"text": ["a", "list"], "label": ["positive", "negative"][i % 2]}) + "\n"
@@ -113,7 +114,8 @@ TRAIN = [
     ("data", "sentiment", "3 rows: too few to split", ["--dataset", "{inputs}/tiny.csv"], "too few"),
     ("data", "sentiment", "2 rows: too few to split", ["--dataset", "{inputs}/two_rows.csv"], "too few"),
     ("data", "text_generation", "3 rows: too few to split", ["--dataset", "{inputs}/tiny.csv"], "too few"),
-    ("data", "sentiment", "an empty text cell", ["--dataset", "{inputs}/missing_text.csv"], "line 32"),
+    ("data", "text_generation", "too few tokens for one block", ["--dataset", "{inputs}/short_texts.csv"], "fewer than block_size"),
+    ("data", "sentiment", "an empty text cell", ["--dataset", "{inputs}/missing_text.csv"], "row 31"),
     ("data", "sentiment", "a broken JSON line", ["--dataset", "{inputs}/broken.jsonl"], "broken.jsonl"),
     ("data", "text_generation", "a broken JSON line", ["--dataset", "{inputs}/broken.jsonl"], "broken.jsonl"),
     ("data", "sentiment", "lists in the text column", ["--dataset", "{inputs}/list_text.jsonl"], "text column"),
@@ -122,7 +124,7 @@ TRAIN = [
     ("data", "sentiment", "junk named .parquet", ["--dataset", "{inputs}/junk.parquet"], "junk.parquet"),
     ("data", "sentiment", "an empty jsonl file", ["--dataset", "{inputs}/empty.jsonl"], "empty"),
     ("data", "sentiment", "no text column at all", ["--dataset", "{inputs}/labels_only.csv"], "--text_column"),
-    ("data", "sentiment", "labels 0.0/1.0 with --labels 0 1", ["--dataset", "{inputs}/float_labels.csv", "--labels", "0", "1"], "--labels 0.0 1.0"),
+    ("data", "sentiment", "labels 0.0/1.0 with --labels 0 2", ["--dataset", "{inputs}/float_labels.csv", "--labels", "0", "2"], "--labels 0 1"),
     ("data", "sentiment", "a plain text file for a classifier", ["--dataset", "{inputs}/text.txt"], "--label_column"),
     ("data", "sentiment", "a folder for a dataset", ["--dataset", "{inputs}/a_folder"], "a_folder"),
     # configuration values
@@ -142,7 +144,7 @@ TRAIN = [
     ("config", "sentiment", "negative gradient clipping", ["--max_grad_norm", "-1"], "--max_grad_norm"),
     ("config", "sentiment", "fp16 without a GPU", ["--mixed_precision", "fp16"], "fp16"),
     ("config", "sentiment", "a single expected label", ["--labels", "positive"], "at least 2"),
-    ("config", "sentiment", "an expected label twice", ["--labels", "positive", "positive", "negative"], "twice"),
+    ("config", "sentiment", "an expected label twice", ["--labels", "positive", "positive", "negative"], "more than once"),
     ("config", "sentiment", "LoRA on modules that do not exist", ["--lora", "--lora_target_modules", "nosuch"], "nosuch"),
     ("config", "sentiment", "an empty dataset name", ["--dataset", ""], "--dataset"),
     ("config", "sentiment", "an empty model name", ["--model", ""], "--model"),

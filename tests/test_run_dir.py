@@ -185,10 +185,10 @@ def test_a_crash_after_the_folder_was_made_does_not_block_the_rerun(tmp_path, ti
 
 
 def test_a_failed_fresh_run_leaves_no_folder(tmp_path, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
-    poison_step(monkeypatch, 1)
     empty = tmp_path / "made-by-the-user"
     empty.mkdir()
     for out in (tmp_path / "new", empty):
+        poison_step(monkeypatch, 1)
         code, err, _ = run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)
         assert code == 2 and "loss became nan" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["made-by-the-user"] and not any(empty.iterdir())
