@@ -124,7 +124,7 @@ TRAIN = [
     ("data", "sentiment", "junk named .parquet", ["--dataset", "{inputs}/junk.parquet"], "junk.parquet"),
     ("data", "sentiment", "an empty jsonl file", ["--dataset", "{inputs}/empty.jsonl"], "empty"),
     ("data", "sentiment", "no text column at all", ["--dataset", "{inputs}/labels_only.csv"], "--text_column"),
-    ("data", "sentiment", "labels 0.0/1.0 with --labels 0 2", ["--dataset", "{inputs}/float_labels.csv", "--labels", "0", "2"], "--labels 0 1"),
+    ("data", "sentiment", "labels 0.0/1.0 with --labels 0 2", ["--dataset", "{inputs}/float_labels.csv", "--labels", "0", "2"], "--labels 0 1 2"),
     ("data", "sentiment", "a plain text file for a classifier", ["--dataset", "{inputs}/text.txt"], "--label_column"),
     ("data", "sentiment", "a folder for a dataset", ["--dataset", "{inputs}/a_folder"], "a_folder"),
     # configuration values
@@ -202,4 +202,17 @@ def test_the_matrix_covers_every_family_and_verb():
 def test_predict_truncates_a_text_longer_than_the_model_takes(runs, capsys):
     """Not an error: the model reads the first max-positions tokens, as training truncated (exit 0, one label)."""
     code, err = run_cli(["predict", str(runs["classifier"]), "word " * 400], capsys)
+    assert code == 0, err
+
+
+def test_the_suggested_labels_work_when_followed(inputs, runs, tmp_path, capsys):
+    """Labels written 0.0 / 1.0: --labels 0.0 1.0 (as written) works, and so does the fix a wrong set is told."""
+    base = ["train", "sentiment", "--model", str(runs["classifier"]), "--dataset", str(inputs / "float_labels.csv"),
+            "--max_steps", "1", "--compare", "false", "--max_length", "16", "--batch_size", "8"]
+    code, err = run_cli(base + ["--output_dir", str(tmp_path / "a"), "--labels", "0.0", "1.0"], capsys)
+    assert code == 0, err
+    code, err = run_cli(base + ["--output_dir", str(tmp_path / "b"), "--labels", "0", "2"], capsys)
+    assert code == 2 and "--labels 0 1 2" in err[0], err
+    suggested = err[0].split("--labels ")[-1].split()
+    code, err = run_cli(base + ["--output_dir", str(tmp_path / "b"), "--labels", *suggested], capsys)
     assert code == 0, err
