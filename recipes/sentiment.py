@@ -118,7 +118,7 @@ def run(config: SentimentConfig) -> dict:
     from finetune.hub import write_model_card
     from finetune.io import check_run_dir, finish_run_dir, prepare_run_dir, run_size
     from finetune.lora import save_run_model
-    from finetune.models import count_parameters, save_model
+    from finetune.models import check_fits, count_parameters, save_model
 
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
@@ -126,6 +126,7 @@ def run(config: SentimentConfig) -> dict:
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names)
+    check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume, config)
     if state.is_main_process:
         save_config(config, run_dir / "config.yaml")
