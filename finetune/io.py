@@ -435,11 +435,27 @@ def finish_run_dir(run_dir: Path) -> Path:
     manifest = read_manifest(run_dir) or {}
     replaces = manifest.get("replaces")
     final = run_dir.with_name(replaces) if replaces else run_dir
+    _release_best_copies(run_dir)
     kept = {k: v for k, v in manifest.items() if k not in ("format", "status", "files")}
     _write_manifest(run_dir, status="finished", **kept, files=_run_files(run_dir))
     if replaces:
         _swap_in(run_dir, final)
     return final
+
+
+def _release_best_copies(run_dir: Path) -> None:
+    """Each model's best weights are now in the run's saved model too: keep one copy (finetune.engine checks that
+    the two hold the same tensors first). The models are those results.json lists, each with its folder."""
+    try:
+        models = json.loads((run_dir / "results.json").read_text()).get("models", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    from finetune.lean import release_best_copy
+
+    for entry in models:
+        role, folder = entry.get("role"), entry.get("dir")
+        if isinstance(role, str) and isinstance(folder, str) and (run_dir / "checkpoints" / role / "best").is_dir():
+            release_best_copy(run_dir / "checkpoints" / role / "best", run_dir / folder, run_dir)
 
 
 def record_files(run_dir: Path, paths) -> None:
