@@ -3,14 +3,17 @@
 It takes a model whose forward returns `.loss` given a batch, data loaders, an evaluator (finetune.evaluation)
 and a TrainingConfig, and it runs unchanged on a CPU, one GPU, or many processes under `accelerate launch`.
 
-The loop, top to bottom:
-    prepare        Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
-    resume         restore model/optimizer/scheduler/RNG state with load_state and skip the batches already seen
-    train          accumulate -> backward -> clip -> step, with a progress bar
-    evaluate       every epoch end (and every eval_steps), gather_for_metrics, keep the best weights
-    checkpoint     save_state into a temporary folder, then rename: a crash never leaves a half checkpoint
-    stop           max steps, early stopping, stop_after_steps, or Ctrl-C / SIGTERM (checkpoint, then exit)
-    finish         load the best weights, evaluate on the test split
+The loop, top to bottom (each step is a function below; train() only strings them together):
+    prepare            Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
+    resume             restore model/optimizer/scheduler/RNG state with load_state, the TrainState from its JSON,
+                       and skip the batches already seen (epoch_batches)
+    optimisation_step  accumulate -> backward -> clip -> step; example/token counts and the loss over processes
+    log_training       the mean training loss every log_steps
+    validate           every epoch end (and every eval_steps), gather_for_metrics; select_best keeps the best
+                       weights; then the on_evaluation callbacks
+    stop_decision      max steps, early stopping, stop_after_steps, or Ctrl-C / SIGTERM, agreed by every process
+    checkpoint_or_pause  save_state into a temporary folder, then rename: a crash never leaves a half checkpoint
+    finish             load the best weights, evaluate on the test split
 """
 
 from __future__ import annotations
@@ -209,6 +212,11 @@ def on_evaluation(callback):
         _evaluation_callbacks.remove(callback)
 
 
+def run_evaluation_callbacks(name: str, step: int, metrics: dict) -> None:
+    for callback in list(_evaluation_callbacks):  # (a copy: a callback may leave its context meanwhile)
+        callback(name, step, metrics)
+
+
 # ---- the loop ------------------------------------------------------------------------------------------------
 
 
@@ -242,8 +250,7 @@ def train(
                 log_training(setup, state, epoch_end)
                 if evaluation_due(setup, state, epoch_end):
                     metrics = validate(setup, state)
-                    for callback in list(_evaluation_callbacks):
-                        callback(name, state.step, metrics)
+                    run_evaluation_callbacks(name, state.step, metrics)
                 if epoch_end:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 stop = stop_decision(setup, state, stop_requested)
