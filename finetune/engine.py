@@ -5,7 +5,7 @@ and a TrainingConfig, and it runs unchanged on a CPU, one GPU, or many processes
 
 The loop, top to bottom (each step is a function below; train() only strings them together):
     prepare            Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
-    resume             restore model/optimizer/scheduler/RNG state with load_state, the TrainState from its JSON,
+    resume_or_start    restore model/optimizer/scheduler/RNG state with load_state, the TrainState from its JSON,
                        and skip the batches already seen (epoch_batches)
     optimisation_step  accumulate -> backward -> clip -> step; example/token counts and the loss over processes
     log_training       the mean training loss every log_steps
@@ -236,7 +236,7 @@ def train(
     continues from the newest one exactly where it stopped (mid-epoch included).
     """
     setup = prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, greater_is_better)
-    state = resume(setup)
+    state = resume_or_start(setup)
     setup.progress = tqdm(total=setup.total_steps, initial=state.step, desc=name, disable=not setup.accelerator.is_main_process)
     setup.model.train()
     with setup.progress, stop_signals() as stop_requested:  # (a closed bar: an error message starts its own line)
@@ -291,7 +291,7 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
                  total_steps=total_steps, metric_for_best=metric_for_best, greater_is_better=greater_is_better)
 
 
-def resume(setup: Setup) -> TrainState:
+def resume_or_start(setup: Setup) -> TrainState:
     """A fresh state, or (with config.resume) the newest checkpoint's: model/optimizer/scheduler/RNG and the state."""
     accelerator = setup.accelerator
     if accelerator.is_main_process and setup.checkpoint_root.is_dir():
