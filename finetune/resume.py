@@ -11,6 +11,7 @@ The fields that MAY change on resume are listed here, and only here (docs/scalin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -107,6 +108,17 @@ def _show(value) -> str:
 
 
 def _path_digest(name: str, model: bool) -> Optional[str]:
+    """(cached per process while the path's size and time stamp stay: checkpoints ask again and again)"""
+    path = Path(os.path.expanduser(name))
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    return _digest(name, model, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(name: str, model: bool, size: int, mtime_ns: int) -> Optional[str]:
     """A digest of a local file (its bytes) or folder (for a model, its config.json; for data, every file's name,
     size and bytes up to 64 MB in all, then names and sizes); None for Hub names and aliases (the name is the
     identity there)."""
