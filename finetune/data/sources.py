@@ -73,8 +73,11 @@ def load_any(name: str, packaged: dict):
     if path.is_dir():
         from datasets import load_dataset
 
+        ignored = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
+                         and p.suffix.lower() not in LOCAL_FORMATS and not p.name.startswith("."))
+        skipped = f" (not data files, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
         try:
-            return load_dataset(str(path)), f"local folder {path}"
+            return load_dataset(str(path)), f"local folder {path}{skipped}"
         except Exception as err:
             raise UserError(f"could not load the folder {path} as a dataset: {first_line(err)}") from None
     if name.startswith((".", "/", "~")) or name.endswith(tuple(LOCAL_FORMATS)):
