@@ -49,7 +49,8 @@ def fingerprint(config, processes: Optional[int] = None) -> dict:
     for name in ("dataset", "model"):
         if isinstance(values.get(name), str):
             digest = _path_digest(values[name], model=name == "model")
-            if digest:
+            if digest:  # a local file or folder: what it holds counts, not where it is (it may move)
+                values[name] = "a local path"
                 values[f"{name} (contents)"] = digest
     values["processes"] = processes if processes is not None else int(os.environ.get("WORLD_SIZE", "1"))
     return json.loads(json.dumps(values, default=str))  # as it reads back from the file
@@ -119,19 +120,21 @@ def _path_digest(name: str, model: bool) -> Optional[str]:
 
 @functools.lru_cache(maxsize=16)
 def _digest(name: str, model: bool, size: int, mtime_ns: int) -> Optional[str]:
-    """A digest of a local file (its bytes) or folder (for a model, its config.json; for data, every file's name,
-    size and bytes up to 64 MB in all, then names and sizes); None for Hub names and aliases (the name is the
-    identity there)."""
+    """A digest of a local file (its bytes) or folder (a model: its config.json and its weight files' names and
+    sizes; data: every file's name, size and bytes up to 64 MB in all, then names and sizes); None for Hub names
+    and aliases (the name is the identity there)."""
     path = Path(os.path.expanduser(name))
     if not path.exists():
         return None
     h = hashlib.sha256()
     if path.is_file():
         _hash_file(h, path)
-    elif model:
+    elif model:  # its configuration, and the weight files by name and size (hashing gigabytes would take seconds)
         for part in ("config.json", "adapter_config.json"):
             if (path / part).is_file():
                 _hash_file(h, path / part)
+        for weights in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
+            h.update(f"{weights.name}\0{weights.stat().st_size}\0".encode())
     else:
         budget = 64 << 20
         for file in sorted(p for p in path.rglob("*") if p.is_file()):

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import write_tweets_csv  # noqa: E402
 from test_run_dir import run_main, snapshot  # noqa: E402
 
 from finetune import resume  # noqa: E402
@@ -100,17 +101,16 @@ def test_a_changed_field_is_refused_and_nothing_changes(flag, copy, capsys):
                                   "the model's config edited", "more processes"])
 def test_changed_data_model_or_processes_are_refused(what, copy, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
     model, data = copy["model"], copy["data"]
-    if what == "another dataset file":
-        data = copy["root"] / "other.csv"
-        shutil.copy(tweets_small_csv, data)
-        needle = "--dataset is"
+    if what == "another dataset file":  # (a moved file with the same contents would resume: see below)
+        data = write_tweets_csv(copy["root"] / "other.csv", per_class=500, skip=100)
+        needle = "the dataset at --dataset changed"
     elif what == "the dataset file edited":
         with open(data, "a") as f:
             f.write("one more tweet,positive\n")
         needle = "the dataset at --dataset changed"
     elif what == "another model":
-        model = tiny_bert_dir
-        needle = "--model is"
+        model = "minilm"
+        needle = "--model is minilm"
     elif what == "the model's config edited":
         config = json.loads((model / "config.json").read_text())
         config["hidden_dropout_prob"] = 0.3
@@ -179,3 +179,11 @@ def test_every_field_either_may_change_or_is_fingerprinted():
         printed = resume.fingerprint(config)
         for field in config.__dataclass_fields__:
             assert (field in resume.MAY_CHANGE_ON_RESUME) != (field in printed), (cls.__name__, field)
+
+
+def test_moved_data_and_model_still_resume(copy, capsys):
+    """The fingerprint holds what a local path holds, not the path: a moved folder resumes."""
+    moved = copy["root"].parent / "moved"
+    copy["root"].rename(moved)
+    code, err, _ = run_main(args(moved / "run", moved / "model", moved / "data.csv", "--resume"), capsys)
+    assert code == 0, err
