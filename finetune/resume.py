@@ -115,6 +115,8 @@ def _path_digest(name: str, model: bool) -> Optional[str]:
         stat = path.stat()
     except (OSError, ValueError):
         return None
+    if model and path.is_dir():  # cheap, and an edit inside would not change the folder's time stamp
+        return _digest.__wrapped__(name, model, stat.st_size, stat.st_mtime_ns)
     return _digest(name, model, stat.st_size, stat.st_mtime_ns)
 
 
