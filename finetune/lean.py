@@ -25,7 +25,8 @@ LEAN_FILE = "trainable_only.json"
 def trainable_only(model, weights: dict) -> dict:
     """`weights` without the frozen parameters of `model` (LoRA's base, frozen blocks): those never change, so
     the pretrained model they were loaded from holds them already. Everything, when nothing is frozen."""
-    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    # (remove_duplicate=False: a tied weight, GPT-2's or Llama's output layer, is listed under both its names)
+    frozen = {name for name, param in model.named_parameters(remove_duplicate=False) if not param.requires_grad}
     return {k: v for k, v in weights.items() if k not in frozen} if frozen else weights
 
 
@@ -33,7 +34,7 @@ def keep_only_trainable_weights(accelerator, model) -> None:
     """Checkpoints of a model with frozen weights hold only the trainable ones (a 2-step LoRA run of a 135M model
     kept the whole frozen base in every checkpoint). Resume stays exact: the frozen weights are the pretrained
     ones, loaded again with the model, and the fingerprint (finetune/resume.py) checks it is the same model."""
-    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    frozen = {name for name, param in model.named_parameters(remove_duplicate=False) if not param.requires_grad}
     if not frozen:
         return
 
