@@ -72,3 +72,21 @@ def test_the_best_copy_stays_when_the_saved_model_differs(tmp_path):
     assert (best / "model.safetensors").is_file()
     save_file({"w": torch.ones(2)}, str(run / "model.safetensors"))
     assert lean.release_best_copy(best, run, run) and lean.best_weights_file(best) == run / "model.safetensors"
+
+
+def test_a_tied_frozen_output_layer_stays_out_of_lora_checkpoints(tmp_path, tweets_small_csv, capsys):
+    """GPT-2 ties its output layer to the token embedding: frozen under LoRA, neither name may be saved."""
+    from recipes.text_generation import main as lm_main
+    from tiny_models import tiny_gpt2
+
+    model = tiny_gpt2(tmp_path / "gpt2")
+    out = tmp_path / "run"
+    capsys.readouterr()
+    code = lm_main(["--output_dir", str(out), "--model", str(model), "--dataset", str(tweets_small_csv), "--lora",
+                    "--max_steps", "2", "--compare", "false", "--block_size", "32", "--batch_size", "4",
+                    "--max_train_samples", "64", "--max_eval_samples", "16", "--max_test_samples", "16",
+                    "--max_new_tokens", "4", "--mixed_precision", "no", "--checkpoint_steps", "1"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    checkpoint = engine.latest_checkpoint(out / "checkpoints" / "pretrained")
+    saved = keys(checkpoint / "model.safetensors")
+    assert saved and all("lora_" in k for k in saved), sorted(k for k in saved if "lora_" not in k)
