@@ -136,7 +136,7 @@ def limit_samples(data, config):
 def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional[str] = None,
                log_scale: bool = False) -> None:
     """The end of every recipe, on the main process: results.json, learning_curves.png, the model card (README.md),
-    the table (`table`, else report.format_table) and where things are, then the push when --push_to_hub.
+    the table (`table`, else report.format_table) and `where` (what to look at next), then the push when --push_to_hub.
 
     Nothing here is optional or silent: a card that cannot be written is an error like any other.
     """
@@ -148,7 +148,7 @@ def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional
     report.plot_learning_curves(run_dir, results, metric=results["metric_for_best"], log_scale=log_scale)
     card.write_model_card(run_dir)
     print(table if table is not None else report.format_table(results))
-    print(f"run directory: {run_dir}  ({where})")
+    print(f"run directory: {run_dir}  {where}")
     if config.push_to_hub:
         from finetune.hub import push_run
 

@@ -131,7 +131,7 @@ def run(config: SentimentConfig) -> dict:
                                                     count_parameters(trained_scratch.model), trained_scratch))
 
     recipe.finish_run(run_dir, config, results,
-                      f'results.json, learning_curves.png, the model: finetune predict {run_dir} "some text"')
+                      f'(results.json, learning_curves.png, the model: finetune predict {run_dir} "some text")')
     return results
 
 
