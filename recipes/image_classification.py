@@ -254,7 +254,7 @@ def run(config: ImageClassificationConfig) -> dict:
     save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".",
                                                 count_parameters(trained.model), trained))
-    matrices.append(("pretrained", f"{source.label} (fine-tuned)", *predict_test_split(trained, loaders["test"], evaluator)))
+    matrices.append(("pretrained", f"{source.label} (fine-tuned)", *report.class_predictions(trained, loaders["test"], evaluator)))
 
     # 2. The from-scratch ViT: same split and batch order, its own resolution, learning rate and epochs.
     if config.compare:
@@ -269,7 +269,7 @@ def run(config: ImageClassificationConfig) -> dict:
         save_model(trained_scratch, small, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-vit", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))
-        matrices.append(("scratch", "from-scratch ViT", *predict_test_split(trained_scratch, scratch_loaders["test"], evaluator)))
+        matrices.append(("scratch", "from-scratch ViT", *report.class_predictions(trained_scratch, scratch_loaders["test"], evaluator)))
 
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if state.is_main_process:
@@ -278,19 +278,6 @@ def run(config: ImageClassificationConfig) -> dict:
     recipe.finish_run(run_dir, config, results, f"(results.json, learning_curves.png, confusion_matrix_*.png; the model: "
                                                 f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]")
     return results
-
-
-def predict_test_split(trained, test_loader, evaluator) -> tuple[list[int], list[int]]:
-    """The test split's (true labels, predicted labels) from the trained model: a pass of its own over the test
-    loader (every process evaluates its shard; `evaluator` gathers them), not state another call left behind."""
-    import torch
-
-    from finetune import engine
-
-    accelerator = trained.accelerator
-    model = accelerator.prepare_model(trained.model, evaluation_mode=True)
-    engine.evaluate(model, accelerator.prepare_data_loader(test_loader), evaluator, accelerator, desc="test predictions")
-    return torch.cat(evaluator.references).tolist(), torch.cat(evaluator.predictions).tolist()
 
 
 def main(argv=None) -> int:
