@@ -32,7 +32,7 @@ class HubFields:
     hub_example: ClassVar[str] = "your-user/my-model"  # the repo id the error message suggests
 
     push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub, e.g. user/minilm-tweets."})
+    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub: NAME or NAMESPACE/NAME."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
     hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
