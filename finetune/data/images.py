@@ -96,6 +96,9 @@ def open_image(value, where: str = "image"):
         image = Image.open(io.BytesIO(data) if data is not None else path)
         image.load()  # decode now: a truncated file fails here, not in the middle of training
         return image
+    except Image.DecompressionBombError as err:  # not an OSError: PIL refuses to decode images this large
+        raise UserError(f"{name} is too large to open safely ({str(err).split(',')[0]}): resize it or remove it "
+                        f"from the dataset") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"{name} is not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__}): "
                         f"fix or remove the file") from None
@@ -146,7 +149,10 @@ def _load_source(name: str):
         return PACKAGED_IMAGES[name]()
     path = Path(os.path.expanduser(name))
     if path.is_dir():
-        return load_image_folder(path), f"local image folder {path}"
+        ignored = sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                         if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() not in METADATA_SUFFIXES)
+        skipped = f" (not images, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
+        return load_image_folder(path), f"local image folder {path}{skipped}"
     if path.is_file():
         raise UserError(f"{path} is a file: an image dataset is a folder with one subfolder per class "
                         f"(DIR/cat/1.png, DIR/dog/2.png), a Hub dataset name, or 'digits'")
@@ -155,9 +161,14 @@ def _load_source(name: str):
     return load_hub_dataset(name), f"Hugging Face Hub dataset {name}"
 
 
+METADATA_SUFFIXES = {".csv", ".jsonl", ".parquet"}  # imagefolder reads metadata.csv / .jsonl / .parquet
+
+
 def load_image_folder(path: Path):
     """datasets' imagefolder, with the layouts it cannot learn from turned into one-line errors."""
     from datasets import load_dataset
+
+    from finetune.data.sources import first_line
 
     images = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not images:
@@ -166,7 +177,7 @@ def load_image_folder(path: Path):
     try:
         dataset = load_dataset("imagefolder", data_dir=str(path))
     except Exception as err:  # datasets raises many types for odd layouts
-        raise UserError(f"could not read {path} as an image folder: {str(err).splitlines()[0]}") from None
+        raise UserError(f"could not read {path} as an image folder: {first_line(err)}") from None
     if "label" not in dataset["train"].column_names:
         # imagefolder adds a label only when there are at least two class folders
         classes = sorted({p.relative_to(path).parts[0] for p in images if len(p.relative_to(path).parts) > 1})

@@ -9,7 +9,7 @@ from typing import Optional
 from finetune import assets
 from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.data.sources import load_any
+from finetune.data.sources import check_text_column, load_any
 
 
 # --- The packaged corpus -------------------------------------------------------------------------------------
@@ -50,6 +50,7 @@ def load_text_classification(dataset: str, text_column: str = "text", label_colu
     """Any supported source -> train/validation/test with columns `text` and `label` (0..K-1)."""
     raw, source_note = load_any(dataset, PACKAGED_TEXT)
     raw = pick_columns(raw, dataset, {"text": (text_column, "--text_column"), "label": (label_column, "--label_column")})
+    check_text_column(raw, "text", f"--text_column (now {text_column!r})")
     splits, label_names, notes = labelled_splits(raw, key_column="text", expected=labels, seed=seed)
     return TextClassificationData(splits, label_names, [source_note] + notes)
 
