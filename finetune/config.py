@@ -39,7 +39,7 @@ class TrainingConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warmup, then linear decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 turns clipping off)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16."})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where the GPU or CPU does bf16 natively, else fp32; see finetune/precision.py) | no (fp32) | bf16 | fp16."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory, where the model supports it."})
 
     eval_steps: Optional[int] = field(default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."})

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from finetune.config import TrainingConfig
 from finetune.errors import UserError
 from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
+from finetune.precision import resolve as resolve_precision
 
 STATE_FILE = "train_state.json"
 
@@ -85,13 +86,11 @@ def process_state():
 def make_accelerator(config: TrainingConfig, project_dir: Path):
     from accelerate import Accelerator
 
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     state = process_state()  # the process group (gloo for CPU processes), if the recipe did not set it up already
     if cpu_processes() and state.num_processes == 1:
         raise RuntimeError("launched as several CPU processes, but Accelerate was set up for one (PartialState() "
                            "without cpu=True): the recipe must call finetune.engine.process_state() instead")
+    precision = resolve_precision(config.mixed_precision)  # auto: bf16 where the GPU/CPU does it natively; one line says why
     return Accelerator(
         cpu=cpu_processes(),
         mixed_precision=precision,
