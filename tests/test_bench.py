@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_engine.py"
-LAST_LINE = re.compile(r"^speedup_vs_trainer=(\d+\.\d\d) speedup_vs_trainer_grouped=(\d+\.\d\d) peak_fraction=(\d+\.\d\d)$")
+LAST_LINE = re.compile(r"^speedup_vs_trainer=(\d+\.\d\d) speedup_vs_trainer_grouped=(\d+\.\d\d) "
+                       r"speedup_vs_trainer_bf16_grouped=(\d+\.\d\d) peak_fraction=(\d+\.\d\d)$")
+CONTENDERS = ("engine", "trainer", "trainer_grouped", "trainer_bf16_grouped")
 
 
 def load_bench():
@@ -35,14 +37,22 @@ def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_
     assert report["last_line"] == lines[-1]
     assert (out / "bench_engine.png").stat().st_size > 0
     (round_,) = report["rounds"]
-    for name in ("engine", "trainer", "trainer_grouped"):
+    for name in CONTENDERS:
         measured = round_[name]
         # Every contender trained on the same 64 examples, in two batches of 32, one optimizer step each.
         assert measured["samples"] == 64 and measured["steps"] == 2
         assert 0 < measured["real_tokens"] <= measured["padded_tokens"]
         assert measured["samples_per_second"] > 0 and measured["useful_flops_per_second"] > 0
     # Same examples: the real tokens trained on agree across contenders.
-    assert len({round_[n]["real_tokens"] for n in ("engine", "trainer", "trainer_grouped")}) == 1
+    assert len({round_[n]["real_tokens"] for n in CONTENDERS}) == 1
+    # The engine trained in what auto chose here; Trainer bf16 in bf16; the peak is the engine's precision's.
+    from finetune.precision import choose
+
+    assert round_["engine"]["precision"] == report["engine_precision"] == choose("auto", device="cpu").precision
+    assert round_["trainer_bf16_grouped"]["precision"] == "bf16" and round_["trainer"]["precision"] == "no"
+    assert report["peak_dtype"] == {"no": "float32", "bf16": "bfloat16"}[report["engine_precision"]]
+    assert float(match.group(4)) == pytest.approx(round(round_["engine"]["useful_flops_per_second"] / round_["peak_flops_per_second"], 2), abs=0.011)
+    assert float(match.group(3)) == pytest.approx(round(round_["engine"]["samples_per_second"] / round_["trainer_bf16_grouped"]["samples_per_second"], 2), abs=0.011)
     # Useful FLOP/s counts real tokens only: 6 x non-embedding parameters x real tokens / seconds.
     flops = report["flops_per_real_token"] * round_["engine"]["real_tokens"] / round_["engine"]["seconds"]
     assert flops == pytest.approx(round_["engine"]["useful_flops_per_second"])
