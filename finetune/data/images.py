@@ -301,12 +301,12 @@ class RandomAffine:
     def __init__(self, degrees: float = 10.0, scale: float = 0.1, shift: float = 0.08):
         self.degrees, self.scale, self.shift = degrees, scale, shift
 
-    def __call__(self, image):
+    def __call__(self, image, generator=None):
         import numpy as np
         import torch
         from PIL import Image
 
-        u = (torch.rand(4) * 2 - 1).tolist()  # four numbers in [-1, 1)
+        u = (torch.rand(4, generator=generator) * 2 - 1).tolist()  # four numbers in [-1, 1)
         angle = math.radians(u[0] * self.degrees)
         scale = 1 + u[1] * self.scale
         w, h = image.size
