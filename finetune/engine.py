@@ -151,6 +151,8 @@ def train(
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing")
         model.gradient_checkpointing_enable()
+    if config.torch_compile:
+        model.compile()  # in place: same module, same state_dict keys, so checkpoints and saved models are unchanged
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loader = accelerator.prepare(loaders["train"])

@@ -126,3 +126,33 @@ def test_evaluation_batches_are_the_cached_pixels_in_order(processor):
 def test_default_workers_follow_the_cores(monkeypatch, cores, expected):
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert pipeline.default_num_workers() == expected
+
+
+def test_text_is_tokenized_once_then_read_from_the_cache(tiny_bert_dir, monkeypatch):
+    from datasets import Dataset, DatasetDict
+    from transformers import AutoTokenizer
+
+    from finetune.data.text import tokenize
+
+    splits = DatasetDict({name: Dataset.from_dict({"text": [f"{name} text number {i} " * (i % 4 + 1) for i in range(9)],
+                                                   "label": [i % 2 for i in range(9)]}) for name in ("train", "test")})
+    hits = []
+    real = pipeline.cached_map
+
+    def recording(*args, **kwargs):
+        dataset, hit = real(*args, **kwargs)
+        hits.append(hit)
+        return dataset, hit
+
+    monkeypatch.setattr(pipeline, "cached_map", recording)
+    first = tokenize(splits, AutoTokenizer.from_pretrained(tiny_bert_dir), 8)
+    again = tokenize(splits, AutoTokenizer.from_pretrained(tiny_bert_dir), 8)  # a fresh tokenizer, as in a new run
+    assert hits == [False, False, True, True]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    for name in ("train", "test"):
+        assert first[name].to_dict() == again[name].to_dict()
+        # Independent truth: the tokenizer called directly.
+        assert first[name]["input_ids"] == tokenizer(splits[name]["text"], truncation=True, max_length=8)["input_ids"]
+        assert first[name]["labels"] == splits[name]["label"]
+    assert tokenize(splits, tokenizer, 6)["train"]["length"] != first["train"]["length"]  # another max_length: recomputed
+    assert hits[-2:] == [False, False]
