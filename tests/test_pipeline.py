@@ -152,7 +152,7 @@ def test_text_is_tokenized_once_then_read_from_the_cache(tiny_bert_dir, monkeypa
     for name in ("train", "test"):
         assert first[name].to_dict() == again[name].to_dict()
         # Independent truth: the tokenizer called directly.
-        assert first[name]["input_ids"] == tokenizer(splits[name]["text"], truncation=True, max_length=8)["input_ids"]
-        assert first[name]["labels"] == splits[name]["label"]
-    assert tokenize(splits, tokenizer, 6)["train"]["length"] != first["train"]["length"]  # another max_length: recomputed
+        assert list(first[name]["input_ids"]) == tokenizer(list(splits[name]["text"]), truncation=True, max_length=8)["input_ids"]
+        assert list(first[name]["labels"]) == list(splits[name]["label"])
+    assert list(tokenize(splits, tokenizer, 6)["train"]["length"]) != list(first["train"]["length"])  # another max_length
     assert hits[-2:] == [False, False]
