@@ -43,17 +43,20 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_second_run_reads_the_cache_and_gets_identical_pixels(processor, monkeypatch):
     split = image_split()
-    first, hit = pipeline.cached_pixels(split, processor)
+    cached, hit = pipeline.cached_pixels(split, processor)
     assert hit is False
-    assert first[0]["pixels"].dtype == np.uint8 and first[0]["pixels"].shape == (3, 16, 16)
+    first, labels = pipeline.pixel_arrays(cached)
+    assert first[:]["pixels"].dtype == np.uint8 and first[:]["pixels"].shape == (10, 3, 16, 16)
+    assert list(labels) == list(split["label"])
 
     # The second run must not decode a single image: make decoding fail, and read the cache.
     from finetune.data import images
 
     monkeypatch.setattr(images, "open_image", lambda *a, **k: pytest.fail("decoded again instead of reading the cache"))
-    again, hit = pipeline.cached_pixels(image_split(), processor)
+    cached_again, hit = pipeline.cached_pixels(image_split(), processor)
     assert hit is True
-    assert np.array_equal(first["pixels"], again["pixels"]) and np.array_equal(first["label"], again["label"])
+    again, labels_again = pipeline.pixel_arrays(cached_again)
+    assert np.array_equal(first[:]["pixels"], again[:]["pixels"]) and np.array_equal(labels, labels_again)
 
 
 def test_cache_key_follows_the_images_and_the_resize(processor):
@@ -63,7 +66,7 @@ def test_cache_key_follows_the_images_and_the_resize(processor):
     assert pipeline.cached_pixels(image_split(seed=1), processor)[1] is False  # other pixels
     bigger = ViTImageProcessorPil(size={"height": 24, "width": 24})
     pixels, hit = pipeline.cached_pixels(image_split(), bigger)
-    assert hit is False and pixels[0]["pixels"].shape == (3, 24, 24)
+    assert hit is False and pipeline.pixel_arrays(pixels)[0][0]["pixels"].shape == (3, 24, 24)
     # Normalisation is not part of the cache: another mean / std reads the same entry.
     other_norm = ViTImageProcessorPil(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     assert pipeline.cached_pixels(image_split(), other_norm)[1] is True
@@ -74,7 +77,7 @@ def test_normalisation_on_the_device_equals_the_processors_own(processor):
     from finetune.data.images import open_image, to_rgb
 
     split = image_split()
-    pixels, _ = pipeline.cached_pixels(split, processor)
+    pixels = pipeline.pixel_arrays(pipeline.cached_pixels(split, processor)[0])[0][:]
     expected = processor(images=[to_rgb(open_image(v)) for v in split["image"]], return_tensors="pt")["pixel_values"]
 
     seen = []
@@ -109,17 +112,17 @@ def test_augmentation_depends_on_seed_epoch_index_not_on_workers(processor):
     epoch0, epoch1 = batches(no_workers["train"], 0), batches(no_workers["train"], 1)
     assert not all(torch.equal(x0, x1) for (x0, _), (x1, _) in zip(epoch0, epoch1))  # a new draw each epoch
     # Augmented, yet the same images: on average close to the unaugmented pixels.
-    plain, _ = pipeline.cached_pixels(split, processor)
-    assert not torch.equal(epoch0[0][0], torch.from_numpy(plain["pixels"][:4]))
+    plain = pipeline.pixel_arrays(pipeline.cached_pixels(split, processor)[0])[0][:]["pixels"]
+    assert not torch.equal(epoch0[0][0], torch.from_numpy(plain[:4]))
 
 
 def test_evaluation_batches_are_the_cached_pixels_in_order(processor):
     split = image_split(n=7)
     loaders, _ = pipeline.image_loaders({"train": split, "test": split}, processor, 4, 5, seed=0, num_workers=0)
-    plain, _ = pipeline.cached_pixels(split, processor)
+    plain = pipeline.pixel_arrays(pipeline.cached_pixels(split, processor)[0])[0][:]["pixels"]
     test = batches(loaders["test"], 0)
     assert [len(y) for _, y in test] == [5, 2]
-    assert torch.equal(torch.cat([x for x, _ in test]), torch.from_numpy(plain["pixels"]))
+    assert torch.equal(torch.cat([x for x, _ in test]), torch.from_numpy(plain))
 
 
 @pytest.mark.parametrize("cores, expected", [(1, 0), (2, 0), (4, 3), (64, 8)])

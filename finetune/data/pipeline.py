@@ -95,7 +95,7 @@ def resize_settings(processor) -> dict:
 def cached_pixels(split, processor):
     """{"image" (undecoded), "label"} -> {"pixels": uint8 (3, H, W), "label"}, decoded and resized once, cached.
 
-    Returns (dataset in numpy format, True if read from the cache).
+    Returns (the Arrow-backed dataset, True if read from the cache); `pixel_arrays` reads it as numpy.
     """
     from datasets import Array3D, Features
 
@@ -113,7 +113,17 @@ def cached_pixels(split, processor):
     key = content_key(split, ["image", "label"], resize_settings(processor))
     dataset, hit = cached_map(split.select_columns(["image", "label"]), decode_and_resize, key, "pixels",
                               remove_columns=["image"], features=features, batch_size=256)
-    return dataset.with_format("numpy"), hit
+    return dataset, hit
+
+
+def pixel_arrays(dataset):
+    """(pixels view: view[indices]["pixels"] -> uint8 (n, 3, H, W), labels: int64 array) of a cached_pixels dataset.
+
+    (datasets' numpy format turns every integer into int64 unless told a dtype, and labels may not fit in uint8.)
+    """
+    import numpy as np
+
+    return dataset.with_format("numpy", columns=["pixels"], dtype=np.uint8), np.asarray(dataset["label"], dtype=np.int64)
 
 
 def resized(processor, images):
@@ -131,28 +141,29 @@ class PixelBatches:
     where the epoch is set by the batch sampler (EpochBatchSampler) before each pass, before workers start.
     """
 
-    def __init__(self, pixels, augment=None, seed: int = 0):
-        self.pixels, self.augment, self.seed, self.epoch = pixels, augment, seed, 0
+    def __init__(self, cached, augment=None, seed: int = 0):
+        self.pixels, self.labels = pixel_arrays(cached)
+        self.augment, self.seed, self.epoch = augment, seed, 0
 
     def __len__(self):
-        return len(self.pixels)
+        return len(self.labels)
 
     def __getitems__(self, indices):
         import numpy as np
         import torch
         from PIL import Image
 
-        rows = self.pixels[list(indices)]
-        pixels = rows["pixels"]
+        indices = [int(i) for i in indices]
+        pixels = self.pixels[indices]["pixels"]
         if self.augment is not None:
             out = np.empty_like(pixels)
             for j, (index, array) in enumerate(zip(indices, pixels)):
-                generator = torch.Generator().manual_seed(example_seed(self.seed, self.epoch, int(index)))
+                generator = torch.Generator().manual_seed(example_seed(self.seed, self.epoch, index))
                 image = Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)))
                 out[j] = np.asarray(self.augment(image, generator=generator)).transpose(2, 0, 1)
             pixels = out
         return {"pixel_values": torch.from_numpy(np.ascontiguousarray(pixels)),
-                "labels": torch.as_tensor(rows["label"], dtype=torch.long)}
+                "labels": torch.from_numpy(self.labels[indices])}
 
     def __getitem__(self, index):
         batch = self.__getitems__([index])
