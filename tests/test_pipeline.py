@@ -38,7 +38,7 @@ def processor():
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FINETUNE_PIPELINE_CACHE", str(tmp_path / "cache"))
 
 
 def test_second_run_reads_the_cache_and_gets_identical_pixels(processor, monkeypatch):

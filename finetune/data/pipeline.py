@@ -33,9 +33,10 @@ def default_num_workers() -> int:
 # ---- a disk cache for dataset.map ---------------------------------------------------------------------------
 
 def cache_root() -> Path:
+    """$FINETUNE_PIPELINE_CACHE, else <cache>/pipeline ($FINETUNE_CACHE, else ~/.cache/finetune)."""
     from finetune.assets import cache_dir
 
-    return cache_dir() / "pipeline"
+    return Path(os.environ.get("FINETUNE_PIPELINE_CACHE") or cache_dir() / "pipeline")
 
 
 def content_key(split, columns: list[str], settings: dict) -> str:
@@ -76,8 +77,9 @@ def cached_map(split, function: Callable, key: str, what: str, **map_kwargs):
             pass
     result = split.map(function, batched=True, desc=what, **map_kwargs)
     try:
-        with atomic_dir(folder) as tmp:
-            result.save_to_disk(str(tmp))
+        if not (folder / "dataset_info.json").is_file():  # (another process may have written it meanwhile)
+            with atomic_dir(folder) as tmp:
+                result.save_to_disk(str(tmp))
         return load_from_disk(str(folder)), False  # memory-mapped: workers share it without copying
     except OSError:
         return result, False
