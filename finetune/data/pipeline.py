@@ -2,7 +2,8 @@
 
 Images, in three stages:
     once      decode, convert to RGB, resize / center-crop to the model's input size -> uint8 arrays in a `datasets`
-              Arrow cache under <cache>/pipeline/ (FINETUNE_CACHE, else ~/.cache/finetune), keyed by the images'
+              Arrow cache under $FINETUNE_PIPELINE_CACHE, else <cache>/pipeline/ (<cache>: $FINETUNE_CACHE, else
+              ~/.cache/finetune), keyed by the images'
               bytes (or paths, sizes and mtimes), the labels and the resize settings: a second run reads it back
     per epoch the random affine augmentation (training only), in DataLoader worker processes (--num_workers);
               each example's randomness comes from (seed, epoch, index) alone, so a resumed run, any number of
