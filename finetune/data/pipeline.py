@@ -60,11 +60,12 @@ def content_key(split, columns: list[str], settings: dict) -> str:
     return digest.hexdigest()[:20]
 
 
-def cached_map(split, function: Callable, key: str, what: str, **map_kwargs):
+def cached_map(split, function: Callable, key: str, what: str, features: Optional[Callable] = None, **map_kwargs):
     """split.map(function, batched=True, **map_kwargs), computed once and read back from <cache>/pipeline/<what>-<key>.
 
-    Returns (dataset, True if it came from the cache). Entries appear by atomic rename, so a crash mid-write
-    leaves no half entry; an unwritable cache only costs recomputing next time.
+    Returns (dataset, True if it came from the cache). `features`, if given, is called (only when computing) for
+    the map's output Features. Entries appear by atomic rename, so a crash mid-write leaves no half entry; an
+    unwritable cache only costs recomputing next time.
     """
     from datasets import load_from_disk
 
@@ -76,6 +77,8 @@ def cached_map(split, function: Callable, key: str, what: str, **map_kwargs):
             return load_from_disk(str(folder)), True
         except Exception:  # a damaged entry is only a cache: recompute it
             pass
+    if features is not None:
+        map_kwargs["features"] = features()
     result = split.map(function, batched=True, desc=what, **map_kwargs)
     try:
         if not (folder / "dataset_info.json").is_file():  # (another process may have written it meanwhile)
@@ -106,9 +109,10 @@ def cached_pixels(split, processor):
 
     if len(split) == 0:
         raise ValueError("cached_pixels needs at least one image")
-    probe = resized(processor, [to_rgb(open_image(split[0]["image"]))])
-    channels, height, width = probe.shape[1:]
-    features = Features({"pixels": Array3D((channels, height, width), "uint8"), "label": split.features["label"]})
+
+    def features():  # the output shape, from the first image: only when the cache misses
+        channels, height, width = resized(processor, [to_rgb(open_image(split[0]["image"]))]).shape[1:]
+        return Features({"pixels": Array3D((channels, height, width), "uint8"), "label": split.features["label"]})
 
     def decode_and_resize(batch):
         return {"pixels": resized(processor, [to_rgb(open_image(v)) for v in batch["image"]])}
