@@ -40,8 +40,10 @@ class TrainingConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warmup, then linear decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 turns clipping off)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16."})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where the GPU or CPU does bf16 natively, else fp32; see finetune/precision.py) | no (fp32) | bf16 | fp16."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory, where the model supports it."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor); pays off on GPUs, rarely on CPUs."})
+    num_workers: Optional[int] = field(default=None, metadata={"help": "DataLoader worker processes for per-epoch input work (default: 0 on 1-2 cores, else cores - 1, at most 8)."})
 
     eval_steps: Optional[int] = field(default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."})
     early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "Stop after N evaluations without improvement."})
@@ -88,6 +90,8 @@ class TrainingConfig:
             raise UserError("--output_dir holds a NUL character: choose a plain folder name")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num_workers must be 0 or more (or left unset), got {self.num_workers}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
         if self.mixed_precision == "fp16":

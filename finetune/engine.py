@@ -37,6 +37,7 @@ from finetune.errors import UserError
 from finetune.lean import best_weights_file, keep_only_trainable_weights, lean_checkpoint, trainable_only
 from finetune.resume import check_resume, read_fingerprint, save_fingerprint
 from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
+from finetune.precision import resolve as resolve_precision
 
 STATE_FILE = "train_state.json"
 
@@ -90,13 +91,11 @@ def process_state():
 def make_accelerator(config: TrainingConfig, project_dir: Path):
     from accelerate import Accelerator
 
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     state = process_state()  # the process group (gloo for CPU processes), if the recipe did not set it up already
     if cpu_processes() and state.num_processes == 1:
         raise RuntimeError("launched as several CPU processes, but Accelerate was set up for one (PartialState() "
                            "without cpu=True): the recipe must call finetune.engine.process_state() instead")
+    precision = resolve_precision(config.mixed_precision)  # auto: bf16 where the GPU/CPU does it natively; one line says why
     return Accelerator(
         cpu=cpu_processes(),
         mixed_precision=precision,
@@ -274,6 +273,8 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing")
         model.gradient_checkpointing_enable()
+    if config.torch_compile:
+        model.compile()  # in place: same module, same state_dict keys, so checkpoints and saved models are unchanged
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loader = accelerator.prepare(loaders["train"])

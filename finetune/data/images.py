@@ -12,9 +12,9 @@ grayscale (L, I, ...) and palette (P) images become RGB by repeating / looking u
 transparency (RGBA, LA, P with a transparent colour) are composited onto white first, as transformers'
 image processors do.
 
-Tensors (`image_transform`, `make_loaders`): the checkpoint's own image processor (its PIL backend: torchvision
-is not needed) resizes to the resolution the recipe asks for, rescales and normalises. Training images first
-get a light random affine (rotation, scale, shift); evaluation images get none.
+Tensors: finetune/data/pipeline.py (`image_loaders`). The checkpoint's own image processor (its PIL backend:
+torchvision is not needed) resizes to the resolution the recipe asks for, once, into a cache; training images then
+get a light random affine (rotation, scale, shift) per epoch; the model rescales and normalises on its device.
 """
 
 from __future__ import annotations
@@ -247,19 +247,19 @@ class RandomAffine:
     """Light augmentation for training: rotate up to +-degrees, scale by 1 +- scale, shift up to +-shift of the
     side. Uncovered corners are filled with the mean colour of the image's border (black for digits).
 
-    Its random numbers come from torch's global generator, which the engine's checkpoints save and restore:
-    a resumed run augments exactly as an uninterrupted one.
+    Its random numbers come from `generator` (the pipeline seeds one per seed, epoch and example: the same
+    pixels in every worker and after a resume), else from torch's global generator.
     """
 
     def __init__(self, degrees: float = 10.0, scale: float = 0.1, shift: float = 0.08):
         self.degrees, self.scale, self.shift = degrees, scale, shift
 
-    def __call__(self, image):
+    def __call__(self, image, generator=None):
         import numpy as np
         import torch
         from PIL import Image
 
-        u = (torch.rand(4) * 2 - 1).tolist()  # four numbers in [-1, 1)
+        u = (torch.rand(4, generator=generator) * 2 - 1).tolist()  # four numbers in [-1, 1)
         angle = math.radians(u[0] * self.degrees)
         scale = 1 + u[1] * self.scale
         w, h = image.size
@@ -275,41 +275,3 @@ class RandomAffine:
         fill = tuple(int(round(v)) for v in np.atleast_1d(border))
         return image.transform(image.size, Image.Transform.AFFINE, (a, b, c, d, e, f),
                                resample=Image.Resampling.BILINEAR, fillcolor=fill if len(fill) > 1 else fill[0])
-
-
-def image_transform(processor, augment=None):
-    """A batch transform for Dataset.set_transform: {"image", "label"} -> {"pixel_values", "labels"}."""
-    import torch
-
-    def transform(batch):
-        images = [to_rgb(open_image(value)) for value in batch["image"]]
-        if augment is not None:
-            images = [augment(image) for image in images]
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"], dtype=torch.long)}
-
-    return transform
-
-
-def make_loaders(splits, processor, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True):
-    """DataLoaders that decode, (augment,) and preprocess each batch on the fly.
-
-    Batches come from a seeded sampler whose order depends on (seed, epoch) alone, for an exact mid-epoch
-    resume. All images have the same size after preprocessing, so the length-grouped sampler of the text recipes
-    (every length 1) is just that: a seeded shuffle for training, the dataset order for evaluation.
-    """
-    import torch
-    from torch.utils.data import DataLoader, default_collate
-
-    from finetune.data.sampling import LengthGroupedBatchSampler
-
-    loaders = {}
-    for name, split in splits.items():
-        train = name == "train"
-        # with_transform: a new Dataset object that transforms on access; the caller's `splits` stay untouched
-        split = split.with_transform(image_transform(processor, RandomAffine() if (train and augment) else None))
-        sampler = LengthGroupedBatchSampler([1] * len(split), batch_size if train else eval_batch_size, seed=seed, shuffle=train)
-        # Dataset.__getitems__ transforms a whole batch in one call; default_collate then stacks the rows.
-        loaders[name] = DataLoader(split, batch_sampler=sampler, collate_fn=default_collate,
-                                   generator=torch.Generator().manual_seed(seed))
-    return loaders

@@ -58,15 +58,27 @@ def load_text_classification(dataset: str, text_column: str = "text", label_colu
 # --- Tokenization and loaders --------------------------------------------------------------------------------
 
 def tokenize(splits, tokenizer, max_length: int):
-    """Token ids, truncated to max_length and NOT padded: padding happens per batch (dynamic padding)."""
+    """Token ids, truncated to max_length and NOT padded: padding happens per batch (dynamic padding).
+
+    Tokenized once per (texts, labels, tokenizer, max_length) and cached under <cache>/pipeline/: a second run,
+    a resumed run or a study's next trial reads the ids back (finetune.data.pipeline.cached_map).
+    """
+    from datasets import DatasetDict
+    from datasets.fingerprint import Hasher
+
+    from finetune.data.pipeline import cached_map, content_key
 
     def encode(batch):
         enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
-    splits = splits.map(encode, batched=True, remove_columns=["text"], desc="tokenize")
-    return splits.rename_column("label", "labels")
+    settings = {"tokenizer": Hasher.hash(tokenizer), "max_length": max_length}
+    out = DatasetDict()
+    for name, split in splits.items():
+        key = content_key(split, ["text", "label"], settings)
+        out[name], _ = cached_map(split.select_columns(["text", "label"]), encode, key, "tokens", remove_columns=["text"])
+    return out.rename_column("label", "labels")
 
 
 def make_loaders(tokenized, tokenizer, batch_size: int, eval_batch_size: int, seed: int):
