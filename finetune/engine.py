@@ -316,6 +316,9 @@ def train(
                                 state["stopped_early"] = True
                                 accelerator.print(f"[{name}] early stop at step {step}: no {metric_for_best} improvement in {patience} evaluations")
 
+                    for callback in list(_EVALUATION_CALLBACKS):  # e.g. finetune.search: report, maybe prune
+                        callback(name, step, metrics)
+
                 # ---- checkpoint / stop -------------------------------------------------------------------
                 if epoch_end:
                     state["epoch"] += 1
@@ -355,6 +358,20 @@ def train(
         train_seconds=state["train_seconds"], train_samples=state["train_samples"],
         real_tokens=state["real_tokens"], padded_tokens=state["padded_tokens"], stopped_early=state["stopped_early"],
     )
+
+
+_EVALUATION_CALLBACKS: list = []
+
+
+@contextmanager
+def on_evaluation(callback):
+    """callback(name: str, step: int, metrics: dict) runs on every process after each validation evaluation
+    (after best-model selection and before the stop decision); an exception it raises propagates out of train()."""
+    _EVALUATION_CALLBACKS.append(callback)
+    try:
+        yield callback
+    finally:
+        _EVALUATION_CALLBACKS.remove(callback)
 
 
 def latest_checkpoint(root: Path) -> Optional[Path]:

@@ -29,6 +29,9 @@ from finetune.config import TrainingConfig, parse_config, save_config
 from finetune.errors import UserError, user_errors_exit
 
 TASK = "image_classification"
+# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+METRIC_FOR_BEST = "accuracy"
+GREATER_IS_BETTER = True
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image_classification.yaml"
 
 
@@ -274,11 +277,11 @@ def run(config: ImageClassificationConfig) -> dict:
 
     evaluator = ClassificationEvaluator(len(data.label_names))
     results = {"task": TASK, "pipeline_tag": "image-classification", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "accuracy", "labels": data.label_names, "models": []}
+               "dataset_source": data.notes[0], "metric_for_best": METRIC_FOR_BEST, "greater_is_better": GREATER_IS_BETTER, "labels": data.label_names, "models": []}
     plots = []
 
     # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
+    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
     save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     entry = report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained)
     results["models"].append(entry)
@@ -293,7 +296,7 @@ def run(config: ImageClassificationConfig) -> dict:
         scratch_config = _with(config, learning_rate=config.scratch_learning_rate,
                                num_epochs=config.scratch_num_epochs or config.num_epochs)
         trained_scratch = engine.train(scratch, scratch_loaders, evaluator, scratch_config, run_dir, name="scratch",
-                                       metric_for_best="accuracy")
+                                       metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
         save_model(trained_scratch, small, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-vit", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))
@@ -302,7 +305,7 @@ def run(config: ImageClassificationConfig) -> dict:
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if state.is_main_process:
         report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="accuracy")
+        report.plot_learning_curves(run_dir, results, metric=METRIC_FOR_BEST)
         for name, title, references, predictions in plots:
             report.plot_confusion_matrix(run_dir, name, references, predictions, data.label_names, f"{title}: test split")
         write_model_card(run_dir)

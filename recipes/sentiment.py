@@ -22,6 +22,9 @@ from finetune.config import TrainingConfig, parse_config, save_config
 from finetune.errors import UserError, user_errors_exit
 
 TASK = "sentiment"
+# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+METRIC_FOR_BEST = "accuracy"
+GREATER_IS_BETTER = True
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
 
 
@@ -137,10 +140,10 @@ def run(config: SentimentConfig) -> dict:
 
     evaluator = ClassificationEvaluator(len(data.label_names))
     results = {"task": TASK, "pipeline_tag": "text-classification", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "accuracy", "labels": data.label_names, "models": []}
+               "dataset_source": data.notes[0], "metric_for_best": METRIC_FOR_BEST, "greater_is_better": GREATER_IS_BETTER, "labels": data.label_names, "models": []}
 
     # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
+    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
     save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     results["models"].append(report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained))
 
@@ -149,14 +152,14 @@ def run(config: SentimentConfig) -> dict:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names)
         scratch_config = _with(config, learning_rate=config.scratch_learning_rate)
-        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best="accuracy")
+        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))
 
     if state.is_main_process:
         report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="accuracy")
+        report.plot_learning_curves(run_dir, results, metric=METRIC_FOR_BEST)
         write_model_card(run_dir)
         print(report.format_table(results))
         print(f"run directory: {run_dir}  (results.json, learning_curves.png, the model: finetune predict {run_dir} \"some text\")")

@@ -29,6 +29,9 @@ from finetune.config import TrainingConfig, parse_config, save_config
 from finetune.errors import UserError, user_errors_exit
 
 TASK = "text_generation"
+# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+METRIC_FOR_BEST = "perplexity"
+GREATER_IS_BETTER = False
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_generation.yaml"
 
 
@@ -181,7 +184,7 @@ def run(config: TextGenerationConfig) -> dict:
     evaluator = LanguageModelEvaluator()
 
     results = {"task": TASK, "pipeline_tag": "text-generation", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "perplexity", "greater_is_better": False,
+               "dataset_source": data.notes[0], "metric_for_best": METRIC_FOR_BEST, "greater_is_better": GREATER_IS_BETTER,
                "base_model_note": source.note, "packing": config.packing, "block_size": config.block_size,
                "prompts": prompts, "models": []}
     sample = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k, seed=config.seed)
@@ -210,7 +213,7 @@ def run(config: TextGenerationConfig) -> dict:
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained",
-                           metric_for_best="perplexity", greater_is_better=False)
+                           metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
     save_run_model(trained, tokenizer, run_dir)
     entry = report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained)
     entry["trainable_parameters"] = count_parameters(trained.model, trainable_only=True)
@@ -229,7 +232,7 @@ def run(config: TextGenerationConfig) -> dict:
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate, lora=False,
                                              max_steps=config.max_steps or trained.steps)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch",
-                                       metric_for_best="perplexity", greater_is_better=False)
+                                       metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
         save_run_model(trained_scratch, tokenizer, run_dir / "scratch")
         scratch_entry = report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                            count_parameters(trained_scratch.model), trained_scratch)
@@ -241,7 +244,7 @@ def run(config: TextGenerationConfig) -> dict:
 
     if state.is_main_process:
         report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="perplexity", log_scale=True)
+        report.plot_learning_curves(run_dir, results, metric=METRIC_FOR_BEST, log_scale=True)
         _write_card(run_dir)
         print(format_report(results))
         print(f"run directory: {run_dir}  (results.json, learning_curves.png; generate more: "
