@@ -48,7 +48,7 @@ class TrainingConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "How many recent checkpoints to keep."})
     stop_after_steps: Optional[int] = field(default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."})
     log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
-    log_with: Optional[str] = field(default=None, metadata={"help": "Accelerate tracker, e.g. tensorboard."})
+    log_with: Optional[str] = field(default=None, metadata={"help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/trackers.py)."})
 
     compare: bool = field(default=True, metadata={"help": "Also train the from-scratch transformer and compare."})
 
@@ -75,6 +75,9 @@ class TrainingConfig:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
+        from finetune.trackers import names as tracker_names
+
+        tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pick one")
         if self.lora_r < 1:

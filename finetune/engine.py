@@ -82,7 +82,7 @@ def process_state():
     return PartialState(cpu=cpu_processes())
 
 
-def make_accelerator(config: TrainingConfig, project_dir: Path):
+def make_accelerator(config: TrainingConfig, project_dir: Path, trackers: Optional[list] = None):
     from accelerate import Accelerator
 
     precision = config.mixed_precision
@@ -96,7 +96,7 @@ def make_accelerator(config: TrainingConfig, project_dir: Path):
         cpu=cpu_processes(),
         mixed_precision=precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=config.log_with,
+        log_with=trackers or None,  # finetune.trackers: Accelerate's tracker objects, each given a local store
         project_dir=str(project_dir),
     )
 
@@ -147,7 +147,9 @@ def train(
 
     # ---- prepare ------------------------------------------------------------------------------------------
     checkpoint_root = Path(run_dir) / "checkpoints" / name
-    accelerator = make_accelerator(config, Path(run_dir) / "logs")
+    from finetune import trackers
+
+    accelerator = make_accelerator(config, Path(run_dir) / "logs", trackers.build(config.log_with, run_dir, name))
     if config.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing")
@@ -165,7 +167,7 @@ def train(
     # registered so save_state / load_state carry it.
     accelerator.register_for_checkpointing(scheduler)
     if config.log_with:
-        accelerator.init_trackers(name, config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers(Path(run_dir).resolve().name, config=trackers.config_values(config))
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "evals_without_improvement": 0,
              "history": [], "train_seconds": 0.0, "train_samples": 0, "real_tokens": 0, "padded_tokens": 0,
@@ -351,7 +353,7 @@ def train(
     test_metrics = evaluate(model, test_loader, evaluator, accelerator, desc=f"{name} test") if test_loader else {}
     if config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state["step"])
-        accelerator.end_training()
+        trackers.finish(accelerator)
     return TrainResult(
         model=accelerator.unwrap_model(model), accelerator=accelerator, history=state["history"],
         test_metrics=test_metrics, best_metric=state["best_metric"], steps=state["step"],

@@ -29,6 +29,7 @@ def three_runs(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
     return [root / "sst", root / "lm", root / "img"]
 
 
+@pytest.mark.slow
 def test_compare_three_recipes_table_and_png(three_runs, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert cli_main(["compare", *map(str, three_runs), "--output", str(out)]) == 0
