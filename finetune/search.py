@@ -464,6 +464,7 @@ def build_parser() -> CommandParser:
 
 def main(argv=None) -> int:
     import importlib
+    import importlib.util
     import os
 
     from finetune.cli import tasks
@@ -480,6 +481,8 @@ def main(argv=None) -> int:
             raise UserError(f"unknown task {args.task!r}: use one of {', '.join(tasks())}")
         if args.n_trials < 1:
             raise UserError(f"--n_trials must be at least 1, got {args.n_trials}")
+        if importlib.util.find_spec("optuna") is None:
+            raise UserError("finetune search needs the 'optuna' package: pip install optuna (or pip install -e '.[search]')")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("finetune search runs as one process: to search in parallel, start several "
                             "`finetune search` processes on the same --storage instead of accelerate launch")

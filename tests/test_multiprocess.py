@@ -152,9 +152,9 @@ def test_two_machines_match_one_machine_with_two_processes(tmp_path, tiny_bert_d
     127.0.0.1 with the shipped multi_node.yaml. Ranks, seeds, shards and the gloo all-reduce are those of one
     machine running two processes, so the two runs must agree bit for bit: history, test metrics, weights."""
     flags = ["-m", "recipes.sentiment", *sentiment_flags({"tiny_bert_dir": tiny_bert_dir, "tweets_small_csv": tweets_small_csv}, 16)]
-    flags[flags.index("--max_train_samples") + 1] = "320"
+    flags[flags.index("--max_train_samples") + 1] = "256"
     flags[flags.index("--num_epochs") + 1] = "1"
-    flags += ["--eval_steps", "5"]  # a few evaluations: best-model selection runs across the machines too
+    flags[flags.index("--eval_steps") + 1] = "3"  # a few evaluations: best-model selection runs across the machines too
 
     one = tmp_path / "one-machine"
     proc = subprocess.run([*LAUNCH, "--main_process_port", str(free_port()), *flags, "--output_dir", str(one)],
