@@ -225,6 +225,8 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
             state, note = "FAIL", f"{type(err).__name__}: {err}"
             raise
         finally:
+            if state != "COMPLETE" and "mlflow" in sys.modules:  # a run the stopped trial left open must not nest the next
+                sys.modules["mlflow"].end_run(status="KILLED")
             seconds = round(time.perf_counter() - started, 2)
             if run_dir.is_dir():
                 atomic_write_json(run_dir / "trial.json", {"number": trial.number, "state": state, metric: value,
