@@ -7,6 +7,7 @@ with `finetune train` and must reach the best trial's validation metric.
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -21,14 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
-# The forced bad range: half the learning rates cannot move a tiny BERT in 10 steps, so those trials sit at
-# their initial accuracy while the others learn, and the median rule has something to prune.
+# The forced bad range: one of the two learning rates cannot move a tiny GPT-2 in 8 steps, so those trials keep
+# their initial validation perplexity while the others improve, and the median rule has something to prune.
 SPACE = """\
 learning_rate: {type: categorical, choices: [3.0e-3, 1.0e-7]}
 warmup_ratio: {type: float, low: 0.0, high: 0.2}
 weight_decay: null
-batch_size: 16
-num_epochs: 1
+batch_size: 8
 """
 
 
@@ -38,11 +38,18 @@ def flags(tiny_bert_dir, tweets_small_csv, out):
             "--log_steps", "5", "--mixed_precision", "no", "--output_dir", str(out)]
 
 
-def search_cmd(*args):
-    return [sys.executable, "-m", "finetune.cli", "search", "sentiment", *args]
+def lm_flags(gpt2_dir, tweets_small_csv, out):
+    return ["--model", str(gpt2_dir), "--dataset", str(tweets_small_csv), "--condition_on_label", "--block_size", "32",
+            "--eval_batch_size", "32", "--max_steps", "8", "--eval_steps", "2", "--log_steps", "2", "--max_train_samples", "200",
+            "--max_eval_samples", "32", "--max_test_samples", "32", "--max_new_tokens", "2", "--mixed_precision", "no",
+            "--output_dir", str(out)]
 
 
-def load(db, name="sentiment"):
+def search_cmd(task, *args):
+    return [sys.executable, "-m", "finetune.cli", "search", task, *args]
+
+
+def load(db, name):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,74 +60,88 @@ def finished(study):
     return [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
 
 
+def started(stdout):
+    """The trial numbers a search process says it started ("trial 3: starting learning_rate=...")."""
+    return [int(m) for m in re.findall(r"^trial (\d+): starting", stdout, flags=re.MULTILINE)]
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    from tiny_models import tiny_gpt2
+
+    return tiny_gpt2(tmp_path_factory.mktemp("gpt2-lm"), kind="lm")
+
+
 @pytest.mark.slow
-def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, tiny_bert_dir, tweets_small_csv):
+def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gpt2_dir, tweets_small_csv):
     out = tmp_path / "search"
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    cmd = search_cmd("--n_trials", "6", "--space", str(space), "--seed", "3", *flags(tiny_bert_dir, tweets_small_csv, out))
+    cmd = search_cmd("text_generation", "--n_trials", "6", "--space", str(space), "--seed", "3",
+                     *lm_flags(gpt2_dir, tweets_small_csv, out))
 
-    # 1. Start a 6-trial search and interrupt it (Ctrl-C) once 4 trials have finished.
-    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # 1. Start a 6-trial search; press Ctrl-C (SIGINT) as soon as the fifth trial starts, i.e. after 4 finished.
+    with open(tmp_path / "stderr.txt", "w") as stderr_file:
+        proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+        lines, interrupted = [], False
+        for line in proc.stdout:
+            lines.append(line)
+            if not interrupted and len(started("".join(lines))) == 5:
+                proc.send_signal(signal.SIGINT)
+                interrupted = True
+        proc.wait(timeout=120)
+    stdout = "".join(lines)
+    assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert "run the same command again to continue" in (tmp_path / "stderr.txt").read_text()
     db = out / "search.db"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                if len(finished(load(db))) >= 4:
-                    break
-            except Exception:  # the study is not created yet
-                pass
-        time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-3000:]
-    assert "run the same command again to continue" in stderr
-    first = load(db)
-    done_before = len(finished(first))
-    assert 4 <= done_before < 6, [t.state for t in first.get_trials()]
+    first = load(db, "text_generation")
+    assert len(finished(first)) == 4, [(t.number, t.state.name) for t in first.get_trials()]
+    assert [t.state.name for t in first.get_trials()][4] == "FAIL"  # the interrupted trial, not counted
+    note = json.loads((out / "trials" / "trial_0004" / "trial.json").read_text())
+    assert note["state"] == "FAIL" and "Interrupt" in note["note"]
 
-    # 2. The same command continues the same study to 6 finished trials: numbers continue, none repeated.
+    # 2. The same command continues the same study to 6 finished trials: numbers go on, none repeated.
     proc = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    study = load(db)
+    study = load(db, "text_generation")
     trials = study.get_trials()
-    assert len(finished(study)) == 6
-    assert [t.number for t in trials] == list(range(len(trials)))
-    ran_now = [int(line.split()[1].rstrip(":")) for line in proc.stdout.splitlines() if line.startswith("trial ") and "starting" in line]
-    assert min(ran_now) >= len([t for t in first.get_trials()]) and len(ran_now) == 6 - done_before
+    assert len(finished(study)) == 6 and len(trials) == 7
+    assert [t.number for t in trials] == list(range(7))
+    assert started(proc.stdout) == [5, 6]
 
-    # 3. Pruning: at least one trial stopped early, and only where the median rule says so (re-derived here from
-    #    the intermediate values Optuna stored: worse than the median of the trials complete before it).
+    # 3. Pruning: at least one trial stopped early, and only where the median rule says so, re-derived here from
+    #    the intermediate values Optuna stored: worse (higher perplexity) than the median of the trials complete
+    #    before it, at the same evaluation.
     pruned = [t for t in trials if t.state.name == "PRUNED"]
-    assert pruned, [(t.number, t.state.name, t.params) for t in trials]
+    assert pruned, [(t.number, t.state.name, t.params, t.intermediate_values) for t in trials]
     for t in pruned:
         k = max(t.intermediate_values)
         earlier = [c.intermediate_values[k] for c in trials
                    if c.state.name == "COMPLETE" and c.datetime_complete < t.datetime_complete and k in c.intermediate_values]
-        assert len(earlier) >= 2 and t.intermediate_values[k] < statistics.median(earlier), (t.number, t.intermediate_values, earlier)
+        assert len(earlier) >= 2 and t.intermediate_values[k] > statistics.median(earlier), (t.number, t.intermediate_values, earlier)
         note = json.loads((out / "trials" / f"trial_{t.number:04d}" / "trial.json").read_text())
         assert note["state"] == "PRUNED" and "worse than the median" in note["note"]
+        assert len(t.intermediate_values) < 4  # stopped before the last of its 4 evaluations
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert all(len(t.intermediate_values) > max(len(p.intermediate_values) for p in pruned) - 1 for t in complete)
+    assert all(len(t.intermediate_values) == 4 for t in complete)
 
     # 4. Reports agree with the database; only the best trial kept its model.
     summary = json.loads((out / "search.json").read_text())
-    best = max(complete, key=lambda t: t.value)
-    assert summary["best"]["number"] == best.number and summary["best"]["accuracy"] == best.value
-    assert summary["direction"] == "maximize" and summary["metric"] == "accuracy"
+    best = min(complete, key=lambda t: t.value)
+    assert summary["best"]["number"] == best.number and summary["best"]["perplexity"] == best.value
+    assert summary["direction"] == "minimize" and summary["metric"] == "perplexity"
     assert sorted(t["number"] for t in summary["trials"]) == [t.number for t in trials]
     models = sorted(p.parent.name for p in (out / "trials").glob("*/model.safetensors"))
     assert models == [f"trial_{best.number:04d}"]
     for name in ("search_history.png", "search_slices.png"):
         assert imread(out / name)[..., :3].std() > 0.05, name
 
-    # 5. best.yaml retrains, through the plain train command, to the best trial's validation accuracy.
-    retrain = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "sentiment", "--config", str(out / "best.yaml")],
+    # 5. best.yaml retrains, through the plain train command, to the best trial's validation perplexity.
+    retrain = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "text_generation", "--config", str(out / "best.yaml")],
                              env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     history = json.loads((out / "best" / "results.json").read_text())["models"][0]["history"]
-    assert max(h["eval"]["accuracy"] for h in history if "eval" in h) == best.value
+    assert min(h["eval"]["perplexity"] for h in history if "eval" in h) == pytest.approx(best.value, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -129,7 +150,7 @@ def test_two_processes_share_one_study(tmp_path, tiny_bert_dir, tweets_small_csv
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\nbatch_size: 16\nnum_epochs: 1\n")
     db = tmp_path / "team.db"
-    procs = [subprocess.Popen(search_cmd("--n_trials", "4", "--space", str(space), "--storage", f"sqlite:///{db}",
+    procs = [subprocess.Popen(search_cmd("sentiment", "--n_trials", "4", "--space", str(space), "--storage", f"sqlite:///{db}",
                                          "--study_name", "team", "--sampler_seed", str(seed),
                                          *flags(tiny_bert_dir, tweets_small_csv, out)),
                               env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -137,8 +158,7 @@ def test_two_processes_share_one_study(tmp_path, tiny_bert_dir, tweets_small_csv
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
-    ran = [{int(line.split()[1].rstrip(":")) for line in o.splitlines() if line.startswith("trial ") and "starting" in line}
-           for o, _ in outputs]
+    ran = [set(started(o)) for o, _ in outputs]
     study = load(db, "team")
     numbers = [t.number for t in study.get_trials()]
     assert ran[0] and ran[1] and not ran[0] & ran[1]  # both worked, never on the same trial
