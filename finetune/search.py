@@ -228,10 +228,10 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
             if state != "COMPLETE" and "mlflow" in sys.modules:  # a run the stopped trial left open must not nest the next
                 sys.modules["mlflow"].end_run(status="KILLED")
             seconds = round(time.perf_counter() - started, 2)
-            if run_dir.is_dir():
-                atomic_write_json(run_dir / "trial.json", {"number": trial.number, "state": state, metric: value,
-                                                           "params": values, "seconds": seconds, "note": note,
-                                                           "evaluations": evaluations})
+            # Always, even for a trial stopped before its recipe made the folder: the folder says what happened.
+            atomic_write_json(run_dir / "trial.json", {"number": trial.number, "state": state, metric: value,
+                                                       "params": values, "seconds": seconds, "note": note,
+                                                       "evaluations": evaluations})
             shown = f"{metric} {value:.4f}" if value is not None else note
             print(f"trial {trial.number}: {state} in {seconds:.1f} s: {shown}", flush=True)
 
