@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
-# The forced bad range: one of the two learning rates cannot move a tiny GPT-2 in 8 steps, so those trials keep
+# The forced bad range (full fine-tuning: the recipe's YAML defaults to LoRA, which barely moves a random tiny
+# model): one of the two learning rates cannot move a tiny GPT-2 in 8 steps, so those trials keep
 # their initial validation perplexity while the others improve, and the median rule has something to prune.
 SPACE = """\
 learning_rate: {type: categorical, choices: [3.0e-3, 1.0e-7]}
@@ -41,7 +42,7 @@ def flags(tiny_bert_dir, tweets_small_csv, out):
 def lm_flags(gpt2_dir, tweets_small_csv, out):
     return ["--model", str(gpt2_dir), "--dataset", str(tweets_small_csv), "--condition_on_label", "--block_size", "32",
             "--eval_batch_size", "32", "--max_steps", "8", "--eval_steps", "2", "--log_steps", "2", "--max_train_samples", "200",
-            "--max_eval_samples", "32", "--max_test_samples", "32", "--max_new_tokens", "2", "--mixed_precision", "no",
+            "--max_eval_samples", "32", "--max_test_samples", "32", "--max_new_tokens", "2", "--mixed_precision", "no", "--lora", "false",
             "--output_dir", str(out)]
 
 
