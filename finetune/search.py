@@ -127,8 +127,7 @@ def open_study(storage_url: str, study_name: str, task: str, greater_is_better: 
         # Several processes on one SQLite file: wait for the write lock instead of failing at once.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     try:
-        # Heartbeats: a trial whose process died (kill -9, a lost machine) is marked failed, not left running.
-        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120, **kwargs)
+        storage = _rdb_storage(storage_url, kwargs)
     except ImportError as err:
         raise UserError(f"--storage {mask(storage_url)} needs a database driver that is not installed ({err}): "
                         f"e.g. pip install psycopg2-binary for PostgreSQL") from None
@@ -153,6 +152,23 @@ def open_study(storage_url: str, study_name: str, task: str, greater_is_better: 
     elif owner != task:
         raise UserError(f"study {study_name!r} in {mask(storage_url)} belongs to task {owner!r}, not {task!r}: pick another --study_name")
     return study
+
+
+def _rdb_storage(storage_url: str, kwargs: dict):
+    """Optuna's RDBStorage. Two processes that open a new database at once race to create its tables (seen:
+    SQLite's "UNIQUE constraint failed: alembic_version"); the loser retries and finds them made."""
+    import optuna
+
+    for attempt in range(5):
+        try:
+            # Heartbeats: a trial whose process died (kill -9, a lost machine) is marked failed, not left running.
+            return optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120, **kwargs)
+        except ImportError:
+            raise
+        except Exception as err:
+            if attempt == 4 or not any(word in str(err) for word in ("UNIQUE constraint", "already exists", "locked")):
+                raise
+            time.sleep(1 + attempt)
 
 
 def mask(url: str) -> str:
@@ -198,10 +214,10 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
                 raise optuna.TrialPruned(f"evaluation {len(evaluations)} (step {step}): {metric} {metrics[metric]:.4f} "
                                          f"is worse than the median of earlier trials")
 
-        print(f"trial {trial.number}: starting {format_params(values)}", flush=True)
         started = time.perf_counter()
         state, value, note = "COMPLETE", None, None
-        try:
+        try:  # (the line below inside: a Ctrl-C right after it still leaves trial.json)
+            print(f"trial {trial.number}: starting {format_params(values)}", flush=True)
             with on_evaluation(report):
                 results = recipe.run(config)
             history = results["models"][0]["history"]
