@@ -6,6 +6,8 @@
     finetune merge RUN_DIR                                   merge a LoRA adapter into its base model
     finetune push RUN_DIR --repo_id NAME                     upload a run to the Hugging Face Hub
     finetune figures [--run_dir RUN_DIR]                     draw the teaching figures for docs/
+    finetune search TASK [--n_trials N] [--storage URL]       hyperparameter search with Optuna (a study database)
+    finetune compare RUN_DIR [RUN_DIR ...] [--output DIR]    one table and one chart across finished runs
 
 Only argparse is imported here, so `finetune --help` answers at once; each verb imports what it needs.
 """
@@ -24,6 +26,8 @@ VERBS = {
     "merge": "finetune.lora",
     "push": "finetune.hub",
     "figures": "finetune.figures",
+    "search": "finetune.search",
+    "compare": "finetune.compare",
 }
 
 

@@ -51,7 +51,7 @@ class TrainingConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "How many recent checkpoints to keep."})
     stop_after_steps: Optional[int] = field(default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."})
     log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
-    log_with: Optional[str] = field(default=None, metadata={"help": "Accelerate tracker, e.g. tensorboard."})
+    log_with: Optional[str] = field(default=None, metadata={"help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/trackers.py)."})
 
     compare: bool = field(default=True, metadata={"help": "Also train the from-scratch transformer and compare."})
 
@@ -100,8 +100,9 @@ class TrainingConfig:
             if not torch.cuda.is_available():
                 raise UserError("--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
                                 "(or bf16, which works on a CPU)")
-        if self.log_with is not None:
-            check_tracker(self.log_with)
+        from finetune.trackers import names as tracker_names
+
+        tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pick one")
         if self.lora_r < 1:
@@ -110,18 +111,6 @@ class TrainingConfig:
             raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
-
-
-def check_tracker(name: str) -> None:
-    """--log_with must name a tracker Accelerate knows and this machine has installed."""
-    from accelerate.tracking import _available_trackers  # (what Accelerate found installed; no public getter)
-    from accelerate.utils import LoggerType
-
-    known = sorted(t.value for t in LoggerType if t.value != "all")
-    if name not in known:
-        raise UserError(f"--log_with {name!r} is not a tracker Accelerate knows: use one of {', '.join(known)}")
-    if name not in {str(getattr(t, "value", t)) for t in _available_trackers}:
-        raise UserError(f"--log_with {name}: the {name} package is not installed: pip install {name}, or drop --log_with")
 
 
 def _parser(config_cls):

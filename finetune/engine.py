@@ -88,7 +88,7 @@ def process_state():
     return PartialState(cpu=cpu_processes())
 
 
-def make_accelerator(config: TrainingConfig, project_dir: Path):
+def make_accelerator(config: TrainingConfig, project_dir: Path, trackers: Optional[list] = None):
     from accelerate import Accelerator
 
     state = process_state()  # the process group (gloo for CPU processes), if the recipe did not set it up already
@@ -100,7 +100,7 @@ def make_accelerator(config: TrainingConfig, project_dir: Path):
         cpu=cpu_processes(),
         mixed_precision=precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=config.log_with,
+        log_with=trackers or None,  # finetune.trackers: Accelerate's tracker objects, each given a local store
         project_dir=str(project_dir),
     )
 
@@ -268,7 +268,9 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
     """Accelerator (mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay."""
     from transformers import get_linear_schedule_with_warmup
 
-    accelerator = make_accelerator(config, Path(run_dir) / "logs")
+    from finetune import trackers
+
+    accelerator = make_accelerator(config, Path(run_dir) / "logs", trackers.build(config.log_with, run_dir, name))
     if config.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing")
@@ -289,7 +291,8 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
     accelerator.register_for_checkpointing(scheduler)
     keep_only_trainable_weights(accelerator, model)
     if config.log_with:
-        accelerator.init_trackers(name, config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+        # One experiment per run directory, one tracker run per model (pretrained, scratch) in it.
+        accelerator.init_trackers(Path(run_dir).resolve().name, config=trackers.config_values(config))
     return Setup(name=name, config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                  train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, evaluator=evaluator,
                  checkpoint_root=Path(run_dir) / "checkpoints" / name, steps_per_epoch=steps_per_epoch,
@@ -535,7 +538,9 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         test_metrics = evaluate(model, setup.test_loader, setup.evaluator, accelerator, desc=f"{setup.name} test")
     if setup.config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
-        accelerator.end_training()
+        from finetune import trackers
+
+        trackers.finish(accelerator)  # not end_training(): that also destroys the process group the next model needs
     return TrainResult(
         model=accelerator.unwrap_model(model), accelerator=accelerator, history=state.history,
         test_metrics=test_metrics, best_metric=state.best_metric, steps=state.step,

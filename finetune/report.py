@@ -6,6 +6,8 @@ classification, generation and images.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from finetune.io import atomic_write_json, disk_errors
@@ -144,8 +146,11 @@ def save_figure(fig, path: Path, **savefig_kwargs) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     with disk_errors(path.name, path.parent):
+        # A unique temporary name: several processes (concurrent finetune search) may draw the same figure.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
         try:
             fig.savefig(tmp, **{"dpi": 110, **savefig_kwargs})
             tmp.replace(path)

@@ -23,6 +23,9 @@ from finetune.config import TrainingConfig
 from finetune.errors import UserError
 
 TASK = "sentiment"
+# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+METRIC_FOR_BEST = "accuracy"
+GREATER_IS_BETTER = True
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
 
 
@@ -113,11 +116,11 @@ def run(config: SentimentConfig) -> dict:
     state.print(f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test {len(tokenized['test'])} examples; labels {data.label_names}")
 
     evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {**recipe.results_header(TASK, "text-classification", config, source, data.notes[0], "accuracy"),
+    results = {**recipe.results_header(TASK, "text-classification", config, source, data.notes[0], METRIC_FOR_BEST, GREATER_IS_BETTER),
                "labels": data.label_names, "models": []}
 
     # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
+    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
     save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained))
 
@@ -126,7 +129,7 @@ def run(config: SentimentConfig) -> dict:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names)
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
-        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best="accuracy")
+        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))

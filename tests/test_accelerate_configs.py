@@ -20,7 +20,10 @@ EXPECTED = {
     "deepspeed_zero3.yaml": ("DEEPSPEED", 2, "bf16", lambda c: c.deepspeed_config["zero_stage"] == 3
                              and c.deepspeed_config["zero3_save_16bit_model"]),
     "cpu_2proc.yaml": ("MULTI_GPU", 2, "no", lambda c: c.main_process_port == 29533),
+    "multi_node.yaml": ("MULTI_GPU", 16, "bf16", lambda c: c.machine_rank == 0 and c.rdzv_backend == "static"
+                        and c.main_process_ip and c.main_process_port),
 }
+MACHINES = {"multi_node.yaml": 2}  # every other file: one machine
 
 
 def test_every_config_file_is_listed():
@@ -35,7 +38,7 @@ def test_loads_with_accelerates_loader(name):
     distributed_type, processes, precision, extra = EXPECTED[name]
     assert isinstance(config, ClusterConfig)
     assert config.distributed_type.value == distributed_type
-    assert config.num_processes == processes and config.num_machines == 1
+    assert config.num_processes == processes and config.num_machines == MACHINES.get(name, 1)
     assert str(config.mixed_precision) == precision
     assert extra(config)
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml")]
@@ -144,3 +145,54 @@ def test_two_processes_match_one_with_the_same_global_batch(recipe, request, tmp
 
 def recipe_model_name(run_dir):
     return json.loads((run_dir / "results.json").read_text())["models"][0]["role"]
+
+
+def test_two_machines_match_one_machine_with_two_processes(tmp_path, tiny_bert_dir, tweets_small_csv):
+    """Multi-node, the way one host can test it: two launchers, each a "machine" of one process, meeting over
+    127.0.0.1 with the shipped multi_node.yaml. Ranks, seeds, shards and the gloo all-reduce are those of one
+    machine running two processes, so the two runs must agree bit for bit: history, test metrics, weights."""
+    flags = ["-m", "recipes.sentiment", *sentiment_flags({"tiny_bert_dir": tiny_bert_dir, "tweets_small_csv": tweets_small_csv}, 16)]
+    flags[flags.index("--max_train_samples") + 1] = "256"
+    flags[flags.index("--num_epochs") + 1] = "1"
+    flags[flags.index("--eval_steps") + 1] = "3"  # a few evaluations: best-model selection runs across the machines too
+
+    one = tmp_path / "one-machine"
+    proc = subprocess.run([*LAUNCH, "--main_process_port", str(free_port()), *flags, "--output_dir", str(one)],
+                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    two = tmp_path / "two-machines"
+    port = free_port()
+    machine = lambda rank: [sys.executable, "-m", "accelerate.commands.launch",
+                            "--config_file", str(ROOT / "configs" / "accelerate" / "multi_node.yaml"),
+                            "--num_processes", "2", "--mixed_precision", "no", "--machine_rank", str(rank),
+                            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+                            *flags, "--output_dir", str(two)]
+    launchers = [subprocess.Popen(machine(rank), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for rank in (0, 1)]  # rank 0 first: it hosts the rendezvous
+    try:
+        outputs = [p.communicate(timeout=120) for p in launchers]
+    finally:
+        for p in launchers:
+            p.kill()
+    for p, (out, err) in zip(launchers, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert outputs[0][0].count("run directory:") == 1 and "run directory:" not in outputs[1][0]  # one writer
+
+    a = json.loads((one / "results.json").read_text())["models"][0]
+    b = json.loads((two / "results.json").read_text())["models"][0]
+    for key in ("steps", "train_samples", "test"):
+        assert a[key] == b[key], key
+    assert a["history"] == b["history"]  # every logged loss, learning rate and validation metric
+    assert len([h for h in a["history"] if "eval" in h]) >= 3
+    weights_one, weights_two = _weights(one), _weights(two)
+    assert weights_one.keys() == weights_two.keys()
+    assert all(torch.equal(weights_one[k], weights_two[k]) for k in weights_one)
+    checkpoints = sorted((two / "checkpoints" / "pretrained").glob("step_*"))[-1]
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoints.iterdir()}
+
+
+def _weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model.safetensors"))

@@ -1,0 +1,190 @@
+"""`finetune search`: Optuna on a real SQLite study, driven through the recipes' own run(), tiny BERT.
+
+The truths checked come from outside the search code: the study is read back with Optuna's own API from the
+database file, pruning decisions are re-derived from the stored intermediate values, and best.yaml is retrained
+with `finetune train` and must reach the best trial's validation metric.
+"""
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+# The forced bad range (full fine-tuning: the recipe's YAML defaults to LoRA, which barely moves a random tiny
+# model): one of the two learning rates cannot move a tiny GPT-2 in 8 steps, so those trials keep
+# their initial validation perplexity while the others improve, and the median rule has something to prune.
+SPACE = """\
+learning_rate: {type: categorical, choices: [3.0e-3, 1.0e-7]}
+warmup_ratio: {type: float, low: 0.0, high: 0.2}
+weight_decay: null
+batch_size: 8
+"""
+
+
+def flags(tiny_bert_dir, tweets_small_csv, out):
+    return ["--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), "--max_length", "32",
+            "--max_train_samples", "160", "--max_eval_samples", "96", "--eval_batch_size", "96", "--eval_steps", "3",
+            "--log_steps", "5", "--mixed_precision", "no", "--output_dir", str(out)]
+
+
+def lm_flags(gpt2_dir, tweets_small_csv, out):
+    return ["--model", str(gpt2_dir), "--dataset", str(tweets_small_csv), "--condition_on_label", "--block_size", "32",
+            "--eval_batch_size", "32", "--max_steps", "8", "--eval_steps", "2", "--log_steps", "2", "--max_train_samples", "200",
+            "--max_eval_samples", "32", "--max_test_samples", "32", "--max_new_tokens", "2", "--mixed_precision", "no", "--lora", "false",
+            "--output_dir", str(out)]
+
+
+def search_cmd(task, *args):
+    return [sys.executable, "-m", "finetune.cli", "search", task, *args]
+
+
+def load(db, name):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def finished(study):
+    return [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def started(stdout):
+    """The trial numbers a search process says it started ("trial 3: starting learning_rate=...")."""
+    return [int(m) for m in re.findall(r"^trial (\d+): starting", stdout, flags=re.MULTILINE)]
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    from tiny_models import tiny_gpt2
+
+    return tiny_gpt2(tmp_path_factory.mktemp("gpt2-lm"), kind="lm")
+
+
+@pytest.mark.slow
+def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gpt2_dir, tweets_small_csv):
+    out = tmp_path / "search"
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    cmd = search_cmd("text_generation", "--n_trials", "6", "--space", str(space), "--seed", "3",
+                     *lm_flags(gpt2_dir, tweets_small_csv, out))
+
+    # 1. Start a 6-trial search; press Ctrl-C (SIGINT) as soon as the fifth trial starts, i.e. after 4 finished.
+    with open(tmp_path / "stderr.txt", "w") as stderr_file:
+        proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+        lines, interrupted = [], False
+        for line in proc.stdout:
+            lines.append(line)
+            if not interrupted and len(started("".join(lines))) == 5:
+                proc.send_signal(signal.SIGINT)
+                interrupted = True
+        proc.wait(timeout=120)
+    stdout = "".join(lines)
+    assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert "run the same command again to continue" in (tmp_path / "stderr.txt").read_text()
+    db = out / "search.db"
+    first = load(db, "text_generation")
+    assert len(finished(first)) == 4, [(t.number, t.state.name) for t in first.get_trials()]
+    assert [t.state.name for t in first.get_trials()][4] == "FAIL"  # the interrupted trial, not counted
+    note = json.loads((out / "trials" / "trial_0004" / "trial.json").read_text())
+    assert note["state"] == "FAIL" and "Interrupt" in note["note"]
+
+    # 2. The same command continues the same study to 6 finished trials: numbers go on, none repeated.
+    proc = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(db, "text_generation")
+    trials = study.get_trials()
+    assert len(finished(study)) == 6 and len(trials) == 7
+    assert [t.number for t in trials] == list(range(7))
+    assert started(proc.stdout) == [5, 6]
+
+    # 3. Pruning: at least one trial stopped early, and only where the median rule says so, re-derived here from
+    #    the intermediate values Optuna stored: worse (higher perplexity) than the median of the trials complete
+    #    before it, at the same evaluation.
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned, [(t.number, t.state.name, t.params, t.intermediate_values) for t in trials]
+    for t in pruned:
+        k = max(t.intermediate_values)
+        earlier = [c.intermediate_values[k] for c in trials
+                   if c.state.name == "COMPLETE" and c.datetime_complete < t.datetime_complete and k in c.intermediate_values]
+        assert len(earlier) >= 2 and t.intermediate_values[k] > statistics.median(earlier), (t.number, t.intermediate_values, earlier)
+        note = json.loads((out / "trials" / f"trial_{t.number:04d}" / "trial.json").read_text())
+        assert note["state"] == "PRUNED" and "worse than the median" in note["note"]
+        assert len(t.intermediate_values) < 4  # stopped before the last of its 4 evaluations
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert all(len(t.intermediate_values) == 4 for t in complete)
+
+    # 4. Reports agree with the database; only the best trial kept its model.
+    summary = json.loads((out / "search.json").read_text())
+    best = min(complete, key=lambda t: t.value)
+    assert summary["best"]["number"] == best.number and summary["best"]["perplexity"] == best.value
+    assert summary["direction"] == "minimize" and summary["metric"] == "perplexity"
+    assert sorted(t["number"] for t in summary["trials"]) == [t.number for t in trials]
+    models = sorted(p.parent.name for p in (out / "trials").glob("*/model.safetensors"))
+    assert models == [f"trial_{best.number:04d}"]
+    for name in ("search_history.png", "search_slices.png"):
+        assert imread(out / name)[..., :3].std() > 0.05, name
+
+    # 5. best.yaml retrains, through the plain train command, to the best trial's validation perplexity.
+    retrain = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "text_generation", "--config", str(out / "best.yaml")],
+                             env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    history = json.loads((out / "best" / "results.json").read_text())["models"][0]["history"]
+    assert min(h["eval"]["perplexity"] for h in history if "eval" in h) == pytest.approx(best.value, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(tmp_path, tiny_bert_dir, tweets_small_csv):
+    out = tmp_path / "shared"
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\nbatch_size: 16\nnum_epochs: 1\n")
+    db = tmp_path / "team.db"
+    procs = [subprocess.Popen(search_cmd("sentiment", "--n_trials", "4", "--space", str(space), "--storage", f"sqlite:///{db}",
+                                         "--study_name", "team", "--sampler_seed", str(seed),
+                                         *flags(tiny_bert_dir, tweets_small_csv, out)),
+                              env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in (1, 2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    ran = [set(started(o)) for o, _ in outputs]
+    study = load(db, "team")
+    numbers = [t.number for t in study.get_trials()]
+    assert ran[0] and ran[1] and not ran[0] & ran[1]  # both worked, never on the same trial
+    assert sorted(ran[0] | ran[1]) == numbers == list(range(len(numbers)))  # the union, no duplicate numbers
+    assert 4 <= len(finished(study)) <= 5  # each process may start one trial while the other finishes the last
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials())
+
+
+def test_bad_space_and_bad_storage_are_one_line_exit_2(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    from finetune.search import main
+
+    def error_of(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sentiment", *args, *flags(tiny_bert_dir, tweets_small_csv, tmp_path / "s")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+        return err
+
+    space = tmp_path / "space.yaml"
+    for text, expected in [("learning_rat: 0.1\n", "not a field"),
+                           ("learning_rate: {type: float, low: 0, high: 1, log: true}\n", "log range"),
+                           ("batch_size: {type: gaussian}\n", "use float, int or categorical")]:
+        space.write_text(text)
+        assert expected in error_of("--space", str(space))
+    assert "--n_trials must be at least 1" in error_of("--n_trials", "0")
+    err = error_of("--storage", "postgresql://me:secret@127.0.0.1:1/optuna")
+    assert "secret" not in err and "***" in err
+    assert not (tmp_path / "s" / "trials").exists()
