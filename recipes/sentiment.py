@@ -1,10 +1,11 @@
-"""Sentiment classification: fine-tune a pretrained encoder, and compare it with a transformer trained from scratch.
+"""Sentiment classification: the tweets preset of the text-classification recipe (recipes/text_classification.py).
 
     finetune train sentiment                                  # packaged MiniLM on packaged tweets, offline
     finetune train sentiment --model bert-base-uncased --dataset stanfordnlp/sst2 --text_column sentence
     python -m recipes.sentiment --config my.yaml --learning_rate 3e-5
 
-Each step is a function you can call from your own code:
+Same steps, same flags as `finetune train text_classification`; only the defaults differ (recipes/configs/sentiment.yaml:
+the packaged tweets, 64 tokens, 12,000 training tweets). Each step is a function you can call from your own code:
 
     from recipes.sentiment import SentimentConfig, build_data, build_pretrained, build_scratch, run
     config = SentimentConfig(output_dir="runs/mine", max_train_samples=2000)
@@ -16,176 +17,25 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
-from finetune.errors import UserError, user_errors_exit
+from recipes import text_classification
+from recipes.text_classification import TextClassificationConfig, build_data, build_pretrained, build_scratch  # noqa: F401
 
 TASK = "sentiment"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
 
 
 @dataclass
-class SentimentConfig(TrainingConfig):
-    model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
-    dataset: str = field(default="tweets", metadata={"help": "Hub name, local csv/jsonl/parquet, or 'tweets' (packaged)."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
-    labels: Optional[list[str]] = field(default=None, metadata={"help": "The expected label set; others are errors."})
+class SentimentConfig(TextClassificationConfig):
     max_length: int = field(default=64, metadata={"help": "Truncate texts to this many tokens."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N (shuffled) examples."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Validate on N examples (the test split is always whole)."})
-    scratch_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the from-scratch model."})
-    scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
-    scratch_d_model: int = field(default=256, metadata={"help": "Width of the from-scratch model."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub, e.g. user/minilm-tweets."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_length < 2:
-            raise UserError(f"--max_length must be at least 2, got {self.max_length}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
-        if self.push_to_hub and not self.hub_repo_id:
-            raise UserError("--push_to_hub needs --hub_repo_id NAME (e.g. your-user/minilm-tweets)")
-
-
-# ---- data ---------------------------------------------------------------------------------------------------
-
-def build_data(config: SentimentConfig):
-    """train / validation / test with `text` and integer `label`, plus label names and provenance notes."""
-    from finetune.data.text import load_text_classification
-
-    data = load_text_classification(config.dataset, config.text_column, config.label_column, config.labels, config.seed)
-    if config.max_train_samples:
-        train = data.splits["train"].shuffle(seed=config.seed)
-        data.splits["train"] = train.select(range(min(config.max_train_samples, len(train))))
-    if config.max_eval_samples:
-        validation = data.splits["validation"]
-        data.splits["validation"] = validation.select(range(min(config.max_eval_samples, len(validation))))
-    return data
-
-
-# ---- models -------------------------------------------------------------------------------------------------
-
-def build_pretrained(config: SentimentConfig, label_names: list[str]):
-    """The pretrained checkpoint with a fresh classification head (LoRA-wrapped with --lora), and its tokenizer."""
-    from finetune.models import load_sequence_classifier, load_tokenizer, resolve
-
-    source = resolve(config.model)
-    tokenizer = load_tokenizer(source)
-    model = load_sequence_classifier(source, tokenizer, label_names)
-    if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.lora import apply_lora
-
-        model = apply_lora(model, config, "SEQ_CLS", base_path=source.path)
-    return model, tokenizer, source
-
-
-def build_scratch(config: SentimentConfig, tokenizer, label_names: list[str]):
-    """The teaching transformer (finetune.scratch), same tokenizer, randomly initialised."""
-    from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
-
-    scratch_config = ScratchTransformerConfig(
-        vocab_size=len(tokenizer),
-        d_model=config.scratch_d_model,
-        n_heads=max(1, config.scratch_d_model // 64),
-        n_layers=config.scratch_layers,
-        d_ff=4 * config.scratch_d_model,
-        max_position_embeddings=max(512, config.max_length),
-        dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
-    return ScratchTransformerForSequenceClassification(scratch_config)
-
-
-# ---- the recipe ---------------------------------------------------------------------------------------------
 
 def run(config: SentimentConfig) -> dict:
-    import datasets
-    from accelerate.utils import set_seed
-
-    from finetune import engine, report
-    from finetune.data.text import make_loaders, tokenize
-    from finetune.evaluation import ClassificationEvaluator
-    from finetune.hub import write_model_card
-    from finetune.io import check_run_dir, prepare_run_dir
-    from finetune.lora import save_run_model
-    from finetune.models import count_parameters, save_model
-
-    state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
-    datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
-    data = build_data(config)
-    set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
-    model, tokenizer, source = build_pretrained(config, data.label_names)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    if state.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-    for note in [source.note, *data.notes]:
-        state.print(f"- {note}")
-    tokenized = tokenize(data.splits, tokenizer, config.max_length)
-    loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
-    state.print(f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test {len(tokenized['test'])} examples; labels {data.label_names}")
-
-    evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {"task": TASK, "pipeline_tag": "text-classification", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "accuracy", "labels": data.label_names, "models": []}
-
-    # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
-    save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    results["models"].append(report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained))
-
-    # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
-    if config.compare:
-        set_seed(config.seed)
-        scratch = build_scratch(config, tokenizer, data.label_names)
-        scratch_config = _with(config, learning_rate=config.scratch_learning_rate)
-        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best="accuracy")
-        save_model(trained_scratch, tokenizer, run_dir / "scratch")
-        results["models"].append(report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
-                                                    count_parameters(trained_scratch.model), trained_scratch))
-
-    if state.is_main_process:
-        report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="accuracy")
-        write_model_card(run_dir)
-        print(report.format_table(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png, the model: finetune predict {run_dir} \"some text\")")
-    if config.push_to_hub and state.is_main_process:
-        from finetune.hub import push_run
-
-        url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
-        print(f"pushed to {url}")
-    return results
-
-
-def _with(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
+    return text_classification.run(config, task=TASK)
 
 
 def main(argv=None) -> int:
-    from finetune.engine import TrainingInterrupted, is_rank_zero
-
-    with user_errors_exit():
-        config = parse_config(SentimentConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
-        try:
-            run(config)
-        except TrainingInterrupted as stop:
-            if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
-            return 130
-    return 0
+    return text_classification.main(argv, config_cls=SentimentConfig, default_config=DEFAULT_CONFIG, task=TASK)
 
 
 if __name__ == "__main__":

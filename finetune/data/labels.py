@@ -210,8 +210,8 @@ def to_label_sets(raw, label_columns: list[str], delimiter: Optional[str]):
     def to_lists(batch):
         out = []
         for value in batch["label"]:
-            if value is None:
-                out.append(None)
+            if value is None:  # an empty cell: no label applies to this example
+                out.append([])
             elif isinstance(value, list):
                 out.append([label_key(v, class_names) for v in value])
             elif delimiter is not None:
@@ -245,8 +245,8 @@ def multi_label_splits(raw, key_column, label_columns: list[str], delimiter: Opt
     from finetune.data.sources import make_splits
 
     raw = to_label_sets(raw, label_columns, delimiter)
-    splits, notes = make_splits(raw, seed=seed, key_column=key_column, extra=extra, aliases=aliases,
-                                labelled=lambda split: any(v is not None for v in split["label"]))
+    # every row counts as labelled: an empty set is an answer ("none of these"); all-empty is caught below
+    splits, notes = make_splits(raw, seed=seed, key_column=key_column, extra=extra, aliases=aliases)
     if expected:
         names = [str(name) for name in expected]
     elif len(label_columns) > 1:
