@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune import recipe
 from recipes import text_classification
 from recipes.text_classification import TextClassificationConfig, build_data, build_pretrained, build_scratch  # noqa: F401
 
@@ -35,7 +36,7 @@ def run(config: SentimentConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    return text_classification.main(argv, config_cls=SentimentConfig, default_config=DEFAULT_CONFIG, task=TASK)
+    return recipe.main(SentimentConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

