@@ -12,11 +12,96 @@ import torch
 from finetune.metrics import load_metric
 
 
-class ClassificationEvaluator:
-    """accuracy, and F1 (binary for two labels, macro-averaged for more)."""
+# Metrics where a smaller value is better; every other metric is maximised when selecting the best checkpoint.
+LOWER_IS_BETTER = {"mse", "mae", "loss", "perplexity"}
 
-    def __init__(self, num_labels: int):
+
+def greater_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+class ClassificationEvaluator:
+    """One label per example: accuracy, and F1 (binary for two labels, macro-averaged for more).
+
+    `extra` adds metrics by name: "matthews_correlation" (CoLA), "f1_macro", "f1_micro". The class
+    probabilities of the last evaluation are kept (`outputs()`), for calibration and per-class reports.
+    """
+
+    def __init__(self, num_labels: int, extra: tuple = ()):
         self.average = "binary" if num_labels == 2 else "macro"
+        self.extra = tuple(extra)
+        self._metrics = None
+        self.reset()
+
+    def reset(self):
+        self.predictions, self.references, self.probabilities = [], [], []
+
+    def add(self, batch, outputs, gather):
+        logits = outputs.logits.float()  # (B, K)
+        predictions, references, probabilities = gather((logits.argmax(dim=-1), batch["labels"], logits.softmax(dim=-1)))
+        self.predictions.append(predictions.cpu())
+        self.references.append(references.cpu())
+        self.probabilities.append(probabilities.cpu())
+
+    def outputs(self) -> dict:
+        """The last evaluation, example by example: references, predictions (label ids), probabilities (B, K)."""
+        return {"references": torch.cat(self.references).tolist(), "predictions": torch.cat(self.predictions).tolist(),
+                "probabilities": torch.cat(self.probabilities).tolist()}
+
+    def compute(self) -> dict:
+        if self._metrics is None:
+            self._metrics = {name: load_metric(name) for name in ("accuracy", "f1", "matthews_correlation")}
+        p = torch.cat(self.predictions).tolist()
+        r = torch.cat(self.references).tolist()
+        scores = {**self._metrics["accuracy"].compute(predictions=p, references=r),
+                  **self._metrics["f1"].compute(predictions=p, references=r, average=self.average)}
+        for name in self.extra:
+            if name == "matthews_correlation":
+                scores.update(self._metrics[name].compute(predictions=p, references=r))
+            elif name in ("f1_macro", "f1_micro"):
+                scores[name] = self._metrics["f1"].compute(predictions=p, references=r, average=name[3:])["f1"]
+            else:
+                raise ValueError(f"unknown extra classification metric {name!r}")
+        return scores
+
+
+class MultiLabelEvaluator:
+    """Several labels per example (0/1 per label): a label is predicted when its sigmoid passes `threshold`.
+
+    Metrics: micro and macro F1 over the labels, and subset accuracy (the whole label set exactly right).
+    """
+
+    def __init__(self, num_labels: int, threshold: float = 0.5):
+        self.num_labels, self.threshold = num_labels, threshold
+        self._metric = None
+        self.reset()
+
+    def reset(self):
+        self.probabilities, self.references = [], []
+
+    def add(self, batch, outputs, gather):
+        probabilities, references = gather((outputs.logits.float().sigmoid(), batch["labels"]))  # (B, K) each
+        self.probabilities.append(probabilities.cpu())
+        self.references.append(references.cpu())
+
+    def outputs(self) -> dict:
+        probabilities = torch.cat(self.probabilities)
+        return {"references": torch.cat(self.references).round().int().tolist(),
+                "predictions": (probabilities > self.threshold).int().tolist(), "probabilities": probabilities.tolist()}
+
+    def compute(self) -> dict:
+        if self._metric is None:
+            self._metric = load_metric("multilabel")
+        out = self.outputs()
+        return self._metric.compute(predictions=out["predictions"], references=out["references"])
+
+
+class RegressionEvaluator:
+    """One number per example: Pearson and Spearman correlation, mean squared and mean absolute error."""
+
+    NAMES = ("pearson", "spearman", "mse", "mae")
+
+    def __init__(self):
         self._metrics = None
         self.reset()
 
@@ -24,17 +109,21 @@ class ClassificationEvaluator:
         self.predictions, self.references = [], []
 
     def add(self, batch, outputs, gather):
-        predictions, references = gather((outputs.logits.argmax(dim=-1), batch["labels"]))
+        predictions, references = gather((outputs.logits.float().squeeze(-1), batch["labels"].float()))  # (B,) each
         self.predictions.append(predictions.cpu())
         self.references.append(references.cpu())
 
+    def outputs(self) -> dict:
+        return {"references": torch.cat(self.references).tolist(), "predictions": torch.cat(self.predictions).tolist()}
+
     def compute(self) -> dict:
         if self._metrics is None:
-            self._metrics = (load_metric("accuracy"), load_metric("f1"))
-        accuracy, f1 = self._metrics
-        p = torch.cat(self.predictions).tolist()
-        r = torch.cat(self.references).tolist()
-        return {**accuracy.compute(predictions=p, references=r), **f1.compute(predictions=p, references=r, average=self.average)}
+            self._metrics = [load_metric(name) for name in self.NAMES]
+        out = self.outputs()
+        scores = {}
+        for metric in self._metrics:
+            scores.update(metric.compute(predictions=out["predictions"], references=out["references"]))
+        return scores
 
 
 class LanguageModelEvaluator:

@@ -84,8 +84,13 @@ def load_tokenizer(source: ModelSource):
     return tokenizer
 
 
-def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[str]):
-    """AutoModelForSequenceClassification with a fresh head for `label_names`."""
+def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[str], problem_type: Optional[str] = None):
+    """AutoModelForSequenceClassification with a fresh head for `label_names`.
+
+    problem_type (config.problem_type, which picks the model's loss): "single_label_classification" (the default),
+    "multi_label_classification" (one sigmoid per label), or "regression" (label_names is then one name, the score).
+    """
+    extra = {"problem_type": problem_type} if problem_type else {}
     from transformers import AutoModelForSequenceClassification
 
     model = load_pretrained(
@@ -96,6 +101,7 @@ def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[s
         # A checkpoint that already has a head for another label count (an SST-2 model fine-tuned on three
         # classes) gets a new head: the mismatch is the point, not an error.
         ignore_mismatched_sizes=True,
+        **extra,
     )
     # Models that pool the last non-padding token (GPT-2, Llama) find it through config.pad_token_id.
     if model.config.pad_token_id is None:

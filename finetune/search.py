@@ -188,6 +188,36 @@ def finished(study) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+# ---- what is optimised ----------------------------------------------------------------------------------------
+
+def objective_metric(recipe, config) -> tuple[str, bool]:
+    """The validation metric a trial is scored on, and its direction: the one the recipe selects weights on.
+
+    A recipe whose metric depends on its configuration (text_classification: by problem type) reads it from
+    --metric_for_best or its per-problem-type default; the direction is finetune.evaluation's one rule.
+    """
+    from finetune.evaluation import greater_is_better
+
+    metric = getattr(config, "metric_for_best", None) or getattr(recipe, "METRIC_FOR_BEST", None)
+    defaults = getattr(recipe, "DEFAULT_METRIC", {})
+    if metric is None and getattr(config, "problem_type", "auto") in defaults:
+        metric = defaults[config.problem_type]
+    if metric is None:
+        raise UserError(f"finetune search {recipe.TASK}: the metric to optimise depends on the data here: pass "
+                        f"--metric_for_best NAME (or --problem_type)")
+    return metric, greater_is_better(metric)
+
+
+class SearchTarget:
+    """A recipe module as the search sees it: its own names, plus the metric and direction being optimised."""
+
+    def __init__(self, module, metric: str, greater: bool):
+        self._module, self.METRIC_FOR_BEST, self.GREATER_IS_BETTER = module, metric, greater
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
 # ---- one trial ------------------------------------------------------------------------------------------------
 
 def make_objective(recipe, base_config, space: dict, out_dir: Path):
@@ -504,8 +534,9 @@ def main(argv=None) -> int:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("finetune search runs as one process: to search in parallel, start several "
                             "`finetune search` processes on the same --storage instead of accelerate launch")
-        recipe = importlib.import_module(f"recipes.{args.task}")
-        base = parse_config(recipe_config_class(recipe), rest, recipe.DEFAULT_CONFIG)
+        module = importlib.import_module(f"recipes.{args.task}")
+        base = parse_config(recipe_config_class(module), rest, module.DEFAULT_CONFIG)
+        recipe = SearchTarget(module, *objective_metric(module, base))
         if "--output_dir" not in rest:  # not the recipe's default run directory: a search is its own thing
             base = dataclasses.replace(base, output_dir=f"runs/search-{args.task}")
         out_dir = Path(base.output_dir)

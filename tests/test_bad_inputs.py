@@ -118,6 +118,12 @@ COVERED = {("sentiment", "unknown flag"), ("sentiment", "non-numeric value"),
 RECIPE_CASES = {
     "sentiment": {"max_length of 1": (["--max_length", "1"], "--max_length must be at least 2"),
                   "zero train samples": (["--max_train_samples", "0"], "--max_train_samples must be at least 1")},
+    "text_classification": {
+        "unknown GLUE task": (["--glue_task", "mnli2"], "unknown --glue_task 'mnli2'"),
+        "class weights with regression": (["--problem_type", "regression", "--class_weights", "balanced"], "--class_weights applies to classification"),
+        "class weights with STS-B": (["--glue_task", "stsb", "--class_weights", "balanced"], "--class_weights applies to classification"),
+        "unknown problem type": (["--problem_type", "ordinal"], "--problem_type must be one of"),
+        "unknown class weights": (["--class_weights", "inverse"], "--class_weights must be none or balanced")},
     "text_generation": {"block_size of 1": (["--block_size", "1"], "--block_size must be at least 2"),
                         "unknown packing": (["--packing", "zip"], "--packing must be one of"),
                         "zero temperature": (["--temperature", "0"], "--temperature must be positive")},

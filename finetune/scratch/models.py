@@ -140,6 +140,20 @@ def mean_over_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torc
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """The loss Hugging Face's *ForSequenceClassification models use for each problem type.
+
+    single_label_classification: cross-entropy over the K classes (the default when problem_type is unset).
+    multi_label_classification: one independent yes/no per label, binary cross-entropy on each logit.
+    regression: mean squared error between the one output and the score.
+    """
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return F.cross_entropy(logits, labels)
+
+
 class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedModel):
     """Encoder-only text classifier: TextEmbedding -> Encoder -> mean pooling -> linear classifier.
 
@@ -167,14 +181,15 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         return_dict: bool = True,
         **kwargs,  # token_type_ids and other tokenizer outputs this model has no use for
     ) -> SequenceClassifierOutput | tuple:
-        """input_ids, attention_mask: (B, T); labels: (B,) class ids. logits: (B, num_labels)."""
+        """input_ids, attention_mask: (B, T); labels: (B,) class ids, (B, K) 0/1 floats (multi-label) or (B,) scores
+        (regression, num_labels 1). logits: (B, num_labels)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embeddings(input_ids)  # (B, T, C)
         x, attentions = self.encoder(x, mask=padding_mask(attention_mask))  # (B, T, C)
         pooled = mean_over_tokens(x, attention_mask)  # (B, C)
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        loss = sequence_classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, attentions=attentions if output_attentions else None
         )
