@@ -179,7 +179,9 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
         info["verification"] = {"examples": examples, "split": "test", "max_abs_difference": difference, "tolerance": TOLERANCE}
         if quantize:
             info["quantized"] = _quantize(run, tmp, sess, progress)
-        run.model.config.save_pretrained(tmp)
+        config = run.model.config.to_dict()
+        config.pop("auto_map", None)  # the graph needs no Python model code (a scratch model's save would copy it)
+        atomic_write_json(tmp / "config.json", config)
         run.processor.save_pretrained(tmp)
         atomic_write_json(tmp / "export.json", info)
     progress(f"exported to {output}  (model.onnx{', model.int8.onnx' if quantize else ''}; see export.json)")

@@ -1,5 +1,5 @@
 """finetune evaluate and finetune predict --file on one tiny sentiment run (full fine-tune + scratch model) and
-one tiny LoRA run, each trained once for the module. Truth: the runs' own results.json, scikit-learn's
+one tiny LoRA run, each trained once for the session (tests/conftest.py). Truth: the runs' own results.json, scikit-learn's
 classification report, and predict on the same texts given as arguments."""
 
 import json
@@ -10,35 +10,15 @@ from pathlib import Path
 import pytest
 
 from finetune import evaluate_run, predict
-from recipes.sentiment import SentimentConfig, run
-
-
-def _train(path, model, dataset, **overrides):
-    config = dict(output_dir=str(path), model=str(model), dataset=str(dataset), max_length=32, batch_size=16,
-                  eval_batch_size=32, max_train_samples=160, num_epochs=1, learning_rate=1e-3, log_steps=5,
-                  scratch_layers=1, scratch_d_model=32, compare=True)
-    config.update(overrides)
-    run(SentimentConfig(**config))
-    return Path(path)
-
-
-@pytest.fixture(scope="module")
-def sentiment_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
-    return _train(tmp_path_factory.mktemp("runs") / "sentiment", tiny_bert_dir, tweets_small_csv)
-
-
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
-    return _train(tmp_path_factory.mktemp("runs") / "lora", tiny_bert_dir, tweets_small_csv, lora=True, compare=False)
 
 
 def _results(run_dir):
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
-def test_evaluate_reproduces_the_runs_test_metrics_exactly(sentiment_run, lora_run, tmp_path, capsys):
+def test_evaluate_reproduces_the_runs_test_metrics_exactly(sentiment_run, sentiment_lora_run, tmp_path, capsys):
     for folder, root, role in ((sentiment_run, sentiment_run, "pretrained"), (sentiment_run / "scratch", sentiment_run, "scratch"),
-                               (lora_run, lora_run, "pretrained")):
+                               (sentiment_lora_run, sentiment_lora_run, "pretrained")):
         output = tmp_path / f"{root.name}-{role}.json"
         assert evaluate_run.main([str(folder), "--output", str(output)]) == 0
         report = json.loads(output.read_text())
