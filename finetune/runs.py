@@ -53,8 +53,7 @@ class TextClassification(Kind):
         from finetune.data.text import PACKAGED_TEXT, load_text_classification
 
         if split == "all":
-            return all_rows(dataset, PACKAGED_TEXT, {columns["text_column"]: "text", columns["label_column"]: "label"},
-                            run.label_names)
+            return all_rows(dataset, PACKAGED_TEXT, _pairs(columns), run.label_names)
         data = load_text_classification(dataset, columns["text_column"], columns["label_column"], run.label_names,
                                         run.seed)
         return data.splits[split]
@@ -86,8 +85,7 @@ class ImageClassification(Kind):
         from finetune.data.images import PACKAGED_IMAGES, load_image_classification
 
         if split == "all":
-            rows = all_rows(dataset, PACKAGED_IMAGES, {columns["image_column"]: "image", columns["label_column"]: "label"},
-                            run.label_names)
+            rows = all_rows(dataset, PACKAGED_IMAGES, _pairs(columns), run.label_names)
             from datasets import Image
 
             return rows.cast_column("image", Image(decode=False))  # decoded by us: an unreadable file is named
@@ -121,12 +119,12 @@ class TextGeneration(Kind):
         condition = bool(run.config.get("condition_on_label"))
         if split == "all":
             if condition:  # the model learnt "label: text"; score the texts the same way
-                rows = all_rows(dataset, PACKAGED_TEXT, {columns["text_column"]: "text", columns["label_column"]: "label"})
+                rows = all_rows(dataset, PACKAGED_TEXT, _pairs(columns))
                 from finetune.data.lm import condition_prefix
 
                 return rows.map(lambda b: {"text": [f"{condition_prefix(l)} {t}" for t, l in zip(b["text"], b["label"])]},
                                 batched=True, remove_columns=["label"])
-            return all_rows(dataset, PACKAGED_TEXT, {columns["text_column"]: "text"})
+            return all_rows(dataset, PACKAGED_TEXT, _pairs(columns, ["text_column"]))
         data = load_corpus(dataset, columns["text_column"], columns["label_column"], condition, run.seed)
         splits = data.splits
         if dataset == run.config.get("dataset"):  # the run's own data: the run's own limits, so its numbers repeat
@@ -304,42 +302,36 @@ def _read_yaml(path: Path) -> dict:
 # ---- data -----------------------------------------------------------------------------------------------------
 
 def all_rows(dataset: str, packaged: dict, columns: dict, label_names: Optional[list[str]] = None):
-    """Every row of every split of a source, columns renamed ({source name: recipe name}), labels matched by
-    name against the model's label_names (an unknown one is an error naming it). For scoring new data whole."""
-    from datasets import concatenate_datasets
+    """Every row of every split of a source, as the recipe's columns (columns: {recipe name: (source column,
+    flag)}), labels matched by name against the model's label_names (an unknown one is an error naming it)."""
+    from datasets import Value, concatenate_datasets
 
+    from finetune.data.labels import class_names_of, label_key, pick_columns
     from finetune.data.sources import load_any
 
     raw, _ = load_any(dataset, packaged)
-    parts = []
-    for split_name, split in raw.items():
-        missing = [c for c in columns if c not in split.column_names]
-        if missing:
-            flag = f"--{next(k for k, v in _COLUMN_FLAGS.items() if v == columns[missing[0]])}"
-            raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {missing[0]!r} (columns: "
-                            f"{', '.join(split.column_names)}): pass {flag} NAME")
-        parts.append(split.select_columns(list(columns)).rename_columns({k: v for k, v in columns.items() if k != v}))
-    rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    raw = pick_columns(raw, dataset, columns)
+    rows = concatenate_datasets(list(raw.values())) if len(raw) > 1 else next(iter(raw.values()))
     if label_names is None or "label" not in rows.column_names:
         return rows
-    names = list(getattr(rows.features["label"], "names", []) or [])
+    class_names = class_names_of(rows)
     index = {name: i for i, name in enumerate(label_names)}
 
     def encode(batch):
-        out = []
+        ids = []
         for value in batch["label"]:
-            key = names[value] if names and isinstance(value, int) and value >= 0 else str(value)
+            key = label_key(value, class_names)
             if key not in index:
                 raise UserError(f"label {key!r} in {dataset} is not one of the model's labels {label_names}: fix the "
                                 f"data (labels are matched by name against the run's id2label)")
-            out.append(index[key])
-        return {"label": out}
+            ids.append(index[key])
+        return {"label": ids}
 
-    from datasets import Value
-
-    if not names:
+    if not class_names:
         rows = rows.cast_column("label", Value("string"))
     return rows.map(encode, batched=True, desc="labels").cast_column("label", Value("int64"))
 
 
-_COLUMN_FLAGS = {"text_column": "text", "image_column": "image", "label_column": "label"}
+def _pairs(columns: dict, names=None) -> dict:
+    """{"text_column": "body", ...} -> {"text": ("body", "--text_column"), ...}, as pick_columns takes them."""
+    return {name.removesuffix("_column"): (value, f"--{name}") for name, value in columns.items() if names is None or name in names}
