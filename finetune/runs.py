@@ -72,8 +72,11 @@ class TextClassification(Kind):
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
+        import inspect
+
         names = list(getattr(run.processor, "model_input_names", ["input_ids", "attention_mask"]))
-        return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
+        takes = inspect.signature(run.model.forward).parameters  # the scratch model ignores token_type_ids
+        return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names and n in takes]
 
 
 class ImageClassification(Kind):
