@@ -63,7 +63,7 @@ def server(sentiment_run):
 def expected_label(sentiment_run):
     from finetune.runs import open_run
 
-    run = open_run(sentiment_run)
+    run = open_run(sentiment_run, attentions=True)  # as the app loads it
     labels, _ = demo.classify_text(run, TEXT)
     return max(labels, key=labels.get)
 
