@@ -24,8 +24,6 @@ largest absolute difference of the logits is printed and must be below 1e-4 (fp3
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 from finetune.errors import CommandParser, UserError, user_errors_exit
