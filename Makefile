@@ -18,7 +18,7 @@ DATASET    ?=
 ARGS       ?=
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install finetune-sentiment finetune-gpt2 finetune-vit figures test bench clean
+.PHONY: install browser finetune-sentiment finetune-gpt2 finetune-vit figures test bench clean
 
 install: $(STAMP)
 
@@ -43,7 +43,15 @@ finetune-vit: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/finetune figures $(ARGS)
 
-test: $(STAMP)
+# The demo's end-to-end test drives Debian's Chromium through Playwright (Playwright's own browser download
+# is not used: it needs its CDN). Installs it when missing, where apt-get can (root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium \
+	  || echo "make browser: could not install chromium; the browser test will skip and say so"; }
+
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -2,6 +2,10 @@
 
     finetune train TASK [--config FILE] [--field value ...]   run recipes/TASK.py (sentiment, text_generation, ...)
     finetune predict RUN_DIR INPUT [INPUT ...]               classify texts (or images) with a saved model
+    finetune predict RUN_DIR --file INPUT [--output FILE]    ... every row of a csv/jsonl/txt file, a folder, or -
+    finetune evaluate RUN_DIR [--dataset SOURCE] [--split S]  score a saved model on labelled data
+    finetune export RUN_DIR --format onnx [--quantize dynamic-int8]   ONNX model + tokenizer, checked by ONNX Runtime
+    finetune demo RUN_DIR [--port 7860]                      a Gradio app for the model, on this machine
     finetune generate RUN_DIR PROMPT                         continue a prompt with a saved causal LM
     finetune merge RUN_DIR                                   merge a LoRA adapter into its base model
     finetune push RUN_DIR --repo_id NAME                     upload a run to the Hugging Face Hub
@@ -22,6 +26,9 @@ from finetune.errors import UserError, user_errors_exit
 
 VERBS = {
     "predict": "finetune.predict",
+    "evaluate": "finetune.evaluate_run",
+    "export": "finetune.export",
+    "demo": "finetune.demo",
     "generate": "finetune.generate",
     "merge": "finetune.lora",
     "push": "finetune.hub",

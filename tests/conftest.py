@@ -66,3 +66,29 @@ def write_tweets_csv(path, per_class, skip=0, columns=("text", "label")):
 @pytest.fixture(scope="session")
 def tweets_small_csv(tmp_path_factory):
     return write_tweets_csv(tmp_path_factory.mktemp("data") / "tweets_small.csv", per_class=500)
+
+
+def train_tiny_sentiment(path, model, dataset, **overrides):
+    """A tiny sentiment run (2-layer BERT + 1-block scratch transformer, 160 tweets, one epoch: seconds)."""
+    from pathlib import Path
+
+    from recipes.sentiment import SentimentConfig, run
+
+    config = dict(output_dir=str(path), model=str(model), dataset=str(dataset), max_length=32, batch_size=16,
+                  eval_batch_size=32, max_train_samples=160, num_epochs=1, learning_rate=1e-3, log_steps=5,
+                  scratch_layers=1, scratch_d_model=32, compare=True)
+    config.update(overrides)
+    run(SentimentConfig(**config))
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def sentiment_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
+    """One finished sentiment run for every test that reads a run (evaluate, predict, export, demo)."""
+    return train_tiny_sentiment(tmp_path_factory.mktemp("runs") / "sentiment", tiny_bert_dir, tweets_small_csv)
+
+
+@pytest.fixture(scope="session")
+def sentiment_lora_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
+    return train_tiny_sentiment(tmp_path_factory.mktemp("runs") / "lora", tiny_bert_dir, tweets_small_csv, lora=True,
+                                compare=False)
