@@ -24,6 +24,7 @@ VERBS = {
     "merge": "finetune.lora",
     "push": "finetune.hub",
     "figures": "finetune.figures",
+    "study": "finetune.study",
 }
 
 
