@@ -291,9 +291,11 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     study_file = study_dir / STUDY_FILE
     if study_file.exists():
         earlier = json.loads(study_file.read_text()).get("settings")
-        if earlier != settings and not overwrite:
+        finished = any(study_dir.glob(f"size_*/seed_*/{CELL_FILE}"))
+        if earlier != settings and finished and not overwrite:  # (no finished cell: nothing to lose, start afresh)
             raise UserError(f"{study_dir} holds a study with other settings ({_differences(earlier, settings)}): "
                             f"use the same command to continue it, --overwrite to start again, or another --output_dir")
+        overwrite = overwrite or earlier != settings
     elif study_dir.is_dir() and any(study_dir.iterdir()) and not overwrite:
         raise UserError(f"{study_dir} already holds files that are not a study: choose another --output_dir or pass --overwrite")
     if overwrite:
@@ -303,6 +305,8 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     study_dir.mkdir(parents=True, exist_ok=True)
 
     study = {"study": "data_efficiency", "settings": settings, "machine": machine(), "cells": []}
+    _collect(study, study_dir, [(size, seed) for size in sizes for seed in seeds])
+    atomic_write_json(study_file, study)  # the settings first: a study stopped in its first cell is still ours
     cells = [(size, seed) for size in sizes for seed in seeds]
     todo = [(size, seed) for size, seed in cells if not (cell_dir(study_dir, size, seed) / CELL_FILE).exists()]
     if len(todo) < len(cells):

@@ -120,7 +120,8 @@ cross = outputs.cross_attentions[-1][0].mean(dim=0)  # last decoder block, (T, S
 fig, ax = plt.subplots(figsize=(4, 4))
 ax.imshow(cross, cmap="viridis")
 ax.set_xticks(range(LENGTH), digits(held_out_source[0]).split())
-ax.set_yticks(range(LENGTH + 1), digits(predicted[0, :-1]).split())
+queries = digits(predicted[0, :-1]).split()
+ax.set_yticks(range(len(queries)), queries)
 ax.set(xlabel="source (keys)", ylabel="decoder input (queries)", title="cross-attention, last block")
 plt.show()
 

@@ -162,3 +162,36 @@ def test_bad_study_arguments_are_one_line(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_bad_recipe_input_stops_the_first_cell_with_one_line(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    out = tmp_path / "s"
+    argv = ["data_efficiency", "sentiment", "--sizes", "20", "--seeds", "0", "--output_dir", str(out),
+            "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv)]
+    for column in ("sentence", "body"):  # the second command has other settings, but no cell had finished
+        with pytest.raises(SystemExit) as exit_info:
+            study.main([*argv, "--text_column", column])
+        assert exit_info.value.code == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(err) == 1 and f"no column '{column}'" in err[0], err
+    assert json.loads((out / study.STUDY_FILE).read_text())["cells"] == []
+
+
+@pytest.mark.slow
+def test_text_generation_study_reads_perplexity_lower_is_better_from_the_runs(tmp_path, tweets_small_csv):
+    from tiny_models import tiny_gpt2
+
+    model = tiny_gpt2(tmp_path / "gpt2")
+    recipe_argv = ["--model", str(model), "--dataset", str(tweets_small_csv), "--block_size", "32", "--batch_size", "8",
+                   "--eval_batch_size", "32", "--max_eval_samples", "16", "--max_test_samples", "32", "--max_new_tokens", "4",
+                   "--scratch_layers", "1", "--scratch_d_model", "32", "--learning_rate", "3e-3", "--scratch_learning_rate", "3e-3"]
+    report = study.data_efficiency("text_generation", [24, 48], [0], tmp_path / "study", recipe_argv, min_examples=48, max_epochs=2)
+    assert report["metric"] == "perplexity" and report["greater_is_better"] is False
+    for cell in report["cells"]:
+        results = json.loads((tmp_path / "study" / cell["dir"] / "results.json").read_text())
+        assert results["greater_is_better"] is False
+        (entry,) = [m for m in results["models"] if m["role"] == cell["model"]]
+        assert cell["value"] == entry["test"]["perplexity"] > 1
+    table = study.format_table(report)
+    assert "lower is better" in table and "perplexity" in table
+    assert (tmp_path / "study" / study.FIGURE_FILE).stat().st_size > 0
