@@ -6,9 +6,11 @@
 For every training-set size and seed, the recipe's own `run(config)` trains the pretrained model and the
 from-scratch one (one run directory per cell: DIR/size_00100/seed_0). The subsets are nested, because a
 recipe's `--max_train_samples N` keeps the first N examples of the training split shuffled by `--seed`: for a
-given seed the 100 examples are the first 100 of the 300. Small sets get more epochs (`--min_examples` examples
-seen at least, at most `--max_epochs` passes) and stop early on the validation metric; every cell reports on the
-whole test split of its seed.
+given seed the 100 examples are the first 100 of the 300. Small sets get more epochs (at least `--min_examples`
+examples seen, default 1,000; at most `--max_epochs` passes, default 10) and stop early on the validation metric
+(patience 3, about 5 evaluations per run besides the epoch ends, on at most 200 validation examples unless
+--max_eval_samples says otherwise); every cell reports on the whole test split of its seed. The defaults (sizes
+100, 300, 1000 x seeds 0, 1, 2) are sized for a 2-core CPU: see README, "Teaching", for the measured time.
 
 What it writes, in DIR:
     study.json            every cell (size, seed, model, metric, steps, seconds) and the summary statistics
@@ -77,7 +79,7 @@ def cell_dir(study_dir: Path, size: int, seed: int) -> Path:
 
 
 def cell_config(base, study_dir: Path, size: int, seed: int, min_examples: int, max_epochs: float,
-                evaluations: int = 5, validation_examples: int = 300, given: frozenset = frozenset()):
+                evaluations: int = 5, validation_examples: int = 200, given: frozenset = frozenset()):
     """The recipe's config for one cell: the user's settings, plus the study's size, seed and schedule.
 
     A cell evaluates about `evaluations` times (and at each epoch end, as every run does) on at most
@@ -254,10 +256,29 @@ def run_cell(module, config, directory: Path) -> None:
     if directory.exists():  # left by a killed study: start this cell again from nothing
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    with open(directory / "run.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with open(directory / "run.log", "w") as log, _output_into(log):
         module.run(config)
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # the cell is final: nothing to resume from
     atomic_write_json(directory / CELL_FILE, {"wall_seconds": round(time.perf_counter() - started, 2)})
+
+
+@contextlib.contextmanager
+def _output_into(log):
+    """A run's prints, progress bars and transformers' log lines into `log`; the study's bar keeps the terminal."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger("transformers")  # its handler binds to the real stderr now, not to this cell's log
+    handlers = [h for h in logging.getLogger("transformers").handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(log) for h in handlers]
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        for handler, stream in zip(handlers, previous):
+            if stream is not None:
+                handler.setStream(stream)
 
 
 # ---- the study ----------------------------------------------------------------------------------------------
@@ -274,7 +295,7 @@ def machine() -> dict:
 
 
 def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Path, recipe_argv: list[str],
-                    min_examples: int = 1500, max_epochs: float = 10, overwrite: bool = False) -> dict:
+                    min_examples: int = 1000, max_epochs: float = 10, overwrite: bool = False) -> dict:
     """Run every (size, seed) cell not yet finished, then write study.json and the figure. Returns the study."""
     from tqdm.auto import tqdm
 
@@ -382,7 +403,7 @@ def _data_efficiency_command(argv: list[str]) -> int:
     parser.add_argument("--sizes", type=_int_list, default=[100, 300, 1000])
     parser.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
     parser.add_argument("--output_dir", type=Path)
-    parser.add_argument("--min_examples", type=int, default=1500, help="examples each cell sees at least")
+    parser.add_argument("--min_examples", type=int, default=1000, help="examples each cell sees at least")
     parser.add_argument("--max_epochs", type=float, default=10, help="at most this many passes over a small set")
     parser.add_argument("--overwrite", action="store_true")
     if not argv or argv[0] in ("-h", "--help"):

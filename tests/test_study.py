@@ -185,7 +185,7 @@ def test_text_generation_study_reads_perplexity_lower_is_better_from_the_runs(tm
     recipe_argv = ["--model", str(model), "--dataset", str(tweets_small_csv), "--block_size", "32", "--batch_size", "8",
                    "--eval_batch_size", "32", "--max_eval_samples", "16", "--max_test_samples", "32", "--max_new_tokens", "4",
                    "--scratch_layers", "1", "--scratch_d_model", "32", "--learning_rate", "3e-3", "--scratch_learning_rate", "3e-3"]
-    report = study.data_efficiency("text_generation", [24, 48], [0], tmp_path / "study", recipe_argv, min_examples=48, max_epochs=2)
+    report = study.data_efficiency("text_generation", [24], [0], tmp_path / "study", recipe_argv, min_examples=24, max_epochs=1)
     assert report["metric"] == "perplexity" and report["greater_is_better"] is False
     for cell in report["cells"]:
         results = json.loads((tmp_path / "study" / cell["dir"] / "results.json").read_text())
