@@ -3,14 +3,17 @@
 It takes a model whose forward returns `.loss` given a batch, data loaders, an evaluator (finetune.evaluation)
 and a TrainingConfig, and it runs unchanged on a CPU, one GPU, or many processes under `accelerate launch`.
 
-The loop, top to bottom:
-    prepare        Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
-    resume         restore model/optimizer/scheduler/RNG state with load_state and skip the batches already seen
-    train          accumulate -> backward -> clip -> step, with a progress bar
-    evaluate       every epoch end (and every eval_steps), gather_for_metrics, keep the best weights
-    checkpoint     save_state into a temporary folder, then rename: a crash never leaves a half checkpoint
-    stop           max steps, early stopping, stop_after_steps, or Ctrl-C / SIGTERM (checkpoint, then exit)
-    finish         load the best weights, evaluate on the test split
+The loop, top to bottom (each step is a function below; train() only strings them together):
+    prepare            Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
+    resume_or_start    restore model/optimizer/scheduler/RNG state with load_state, the TrainState from its JSON,
+                       and skip the batches already seen (epoch_batches)
+    optimisation_step  accumulate -> backward -> clip -> step; example/token counts and the loss over processes
+    log_training       the mean training loss every log_steps
+    validate           every epoch end (and every eval_steps), gather_for_metrics; select_best keeps the best
+                       weights; then the on_evaluation callbacks
+    stop_decision      max steps, early stopping, stop_after_steps, or Ctrl-C / SIGTERM, agreed by every process
+    checkpoint_or_pause  save_state into a temporary folder, then rename: a crash never leaves a half checkpoint
+    finish             load the best weights, evaluate on the test split
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -128,6 +131,95 @@ def evaluate(model, loader, evaluator, accelerator, desc="eval") -> dict:
     return evaluator.compute()
 
 
+@dataclass
+class TrainState:
+    """Where training stands: exactly the JSON saved as train_state.json in each checkpoint (same keys, same order).
+
+    Everything a resumed run needs to continue as if never stopped lives here (the running loss too, so a
+    resumed run logs the same means); the weights, optimizer, scheduler and RNG states are Accelerate's.
+    """
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
+    best_metric: Optional[float] = None
+    evals_without_improvement: int = 0
+    history: list = field(default_factory=list)  # training-loss and evaluation records, in order
+    train_seconds: float = 0.0  # evaluation and checkpoints not included
+    train_samples: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    stopped_early: bool = False
+    done: bool = False  # finished or stopped early: --resume trains no further
+    running_loss: float = 0.0  # sum of micro-batch losses since the last training-loss record
+    running_count: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainState":
+        """Keys a checkpoint lacks keep their defaults (as the old dict.update did)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Setup:
+    """What prepare() builds: the Accelerate-wrapped objects and the fixed facts of one training."""
+
+    name: str
+    config: TrainingConfig
+    accelerator: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: object
+    eval_loader: object
+    test_loader: object
+    evaluator: object
+    checkpoint_root: Path
+    steps_per_epoch: int
+    total_steps: int
+    metric_for_best: Optional[str]
+    greater_is_better: bool
+    progress: Optional[tqdm] = None
+    clock: float = 0.0  # time.perf_counter() when the current stretch of timed training began
+
+
+@dataclass
+class StopDecision:
+    finished: bool  # max steps reached or early stop: the run is done
+    reason: Optional[str] = None  # why training pauses resumably (Ctrl-C / SIGTERM, --stop_after_steps), else None
+
+
+# ---- a hook for callers (e.g. hyperparameter search prunes a trial on its validation metrics) ---------------
+
+_evaluation_callbacks: list = []
+
+
+@contextmanager
+def on_evaluation(callback):
+    """callback(name: str, step: int, metrics: dict) runs on every process after each validation evaluation
+    (after best-model selection and before the stop decision); an exception it raises propagates out of train().
+
+    Under several processes it must decide alike on every process (the metrics are the same everywhere).
+    """
+    _evaluation_callbacks.append(callback)
+    try:
+        yield callback
+    finally:
+        _evaluation_callbacks.remove(callback)
+
+
+def run_evaluation_callbacks(name: str, step: int, metrics: dict) -> None:
+    for callback in list(_evaluation_callbacks):  # (a copy: a callback may leave its context meanwhile)
+        callback(name, step, metrics)
+
+
+# ---- the loop ------------------------------------------------------------------------------------------------
+
+
 def train(
     model,
     loaders: dict,
@@ -143,10 +235,37 @@ def train(
     Checkpoints live in run_dir/checkpoints/<name>/; if one exists and config.resume is set, training
     continues from the newest one exactly where it stopped (mid-epoch included).
     """
+    setup = prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, greater_is_better)
+    state = resume_or_start(setup)
+    setup.progress = tqdm(total=setup.total_steps, initial=state.step, desc=name, disable=not setup.accelerator.is_main_process)
+    setup.model.train()
+    with setup.progress, stop_signals() as stop_requested:  # (a closed bar: an error message starts its own line)
+        while not state.done and state.step < setup.total_steps:
+            batches = epoch_batches(setup, state)
+            setup.clock = time.perf_counter()
+            for batch in batches:
+                if not optimisation_step(setup, state, batch):
+                    continue  # accumulating gradients: no optimizer step yet
+                epoch_end = state.batch_in_epoch >= len(setup.train_loader)
+                log_training(setup, state, epoch_end)
+                if evaluation_due(setup, state, epoch_end):
+                    metrics = validate(setup, state)
+                    run_evaluation_callbacks(name, state.step, metrics)
+                if epoch_end:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                stop = stop_decision(setup, state, stop_requested)
+                if epoch_end or stop.finished or stop.reason or checkpoint_due(setup, state):
+                    checkpoint_or_pause(setup, state, stop)
+                if stop.finished:  # the while condition ends too (state.done); an epoch end is the last batch anyway
+                    break
+    setup.progress.close()
+    return finish(setup, state)
+
+
+def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, greater_is_better) -> Setup:
+    """Accelerator (mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay."""
     from transformers import get_linear_schedule_with_warmup
 
-    # ---- prepare ------------------------------------------------------------------------------------------
-    checkpoint_root = Path(run_dir) / "checkpoints" / name
     accelerator = make_accelerator(config, Path(run_dir) / "logs")
     if config.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
@@ -166,194 +285,250 @@ def train(
     accelerator.register_for_checkpointing(scheduler)
     if config.log_with:
         accelerator.init_trackers(name, config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+    return Setup(name=name, config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                 train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, evaluator=evaluator,
+                 checkpoint_root=Path(run_dir) / "checkpoints" / name, steps_per_epoch=steps_per_epoch,
+                 total_steps=total_steps, metric_for_best=metric_for_best, greater_is_better=greater_is_better)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "evals_without_improvement": 0,
-             "history": [], "train_seconds": 0.0, "train_samples": 0, "real_tokens": 0, "padded_tokens": 0,
-             "stopped_early": False, "done": False, "running_loss": 0.0, "running_count": 0}
 
-    # ---- resume -------------------------------------------------------------------------------------------
-    if accelerator.is_main_process and checkpoint_root.is_dir():
-        remove_stale_temp(checkpoint_root)  # half-written folders of a killed run: never read, now gone
+def resume_or_start(setup: Setup) -> TrainState:
+    """A fresh state, or (with config.resume) the newest checkpoint's: model/optimizer/scheduler/RNG and the state."""
+    accelerator = setup.accelerator
+    if accelerator.is_main_process and setup.checkpoint_root.is_dir():
+        remove_stale_temp(setup.checkpoint_root)  # half-written folders of a killed run: never read, now gone
     accelerator.wait_for_everyone()
-    latest = latest_checkpoint(checkpoint_root)
-    if latest is not None and config.resume:
-        accelerator.load_state(str(latest))
-        state.update(json.loads((latest / STATE_FILE).read_text()))
-        accelerator.print(f"[{name}] resumed from {latest} (step {state['step']}/{total_steps})")
+    latest = latest_checkpoint(setup.checkpoint_root)
+    if latest is None or not setup.config.resume:
+        return TrainState()
+    accelerator.load_state(str(latest))
+    state = TrainState.from_json(json.loads((latest / STATE_FILE).read_text()))
+    accelerator.print(f"[{setup.name}] resumed from {latest} (step {state.step}/{setup.total_steps})")
+    return state
 
-    def kept():
-        good = latest_checkpoint(checkpoint_root)
-        return f"the last good checkpoint, {good}, is intact" if good else "no checkpoint was written yet"
 
-    def save_checkpoint():
-        """save_state into a temporary folder, then one rename: the folder either exists whole or not at all.
+def epoch_batches(setup: Setup, state: TrainState):
+    """This epoch's loader; resuming mid-epoch: the same order, minus the batches already trained on."""
+    # Accelerate's loader re-applies its own epoch counter to the sampler on every pass: set both.
+    setup.train_loader.set_epoch(state.epoch)
+    loader = setup.train_loader
+    if state.batch_in_epoch:
+        loader = setup.accelerator.skip_first_batches(setup.train_loader, state.batch_in_epoch)
+    set_epoch(loader, state.epoch)
+    return loader
 
-        Every process calls save_state (each writes its own RNG state; FSDP and DeepSpeed write shards), all
-        into the one folder the main process made; the main process adds the train state and renames it.
-        """
-        target = checkpoint_root / f"step_{state['step']:08d}"
-        accelerator.wait_for_everyone()
-        trouble = lambda: disk_errors(f"the checkpoint {target.name}", checkpoint_root, kept())
-        with trouble():
-            tmp = [str(new_temp_dir(target)) if accelerator.is_main_process else None]
-        tmp = Path(_broadcast(tmp)[0])
-        try:
-            with trouble():  # inside the try: a full disk is diagnosed before the cleanup frees space
-                accelerator.save_state(str(tmp), safe_serialization=True)
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    atomic_write_json(tmp / STATE_FILE, state)
-                    commit_dir(tmp, target)
-                    for old in sorted(checkpoint_root.glob("step_*"))[: -config.keep_checkpoints]:
-                        shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if accelerator.is_main_process and tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        return target
 
-    def save_best():
-        accelerator.wait_for_everyone()
-        # get_state_dict is collective under FSDP / DeepSpeed ZeRO-3 (it gathers the shards): every process calls it.
-        weights = accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            from safetensors.torch import save_file
+def optimisation_step(setup: Setup, state: TrainState, batch) -> bool:
+    """One micro-batch: forward, backward, clip and step (Accelerate skips the step while accumulating).
 
-            trouble = lambda: disk_errors("the best weights", checkpoint_root, kept())
-            with trouble(), atomic_dir(checkpoint_root / "best") as tmp, trouble():  # (inner: before the cleanup)
-                weights = {k: v.contiguous() for k, v in weights.items()}
-                save_file(_untie(weights), str(tmp / "model.safetensors"))
-                atomic_write_json(tmp / "best.json", {"step": state["step"], metric_for_best: state["best_metric"]})
-        accelerator.wait_for_everyone()
+    Returns True when an optimizer step is done (the scheduler stepped, state.step counted).
+    """
+    accelerator, model, optimizer = setup.accelerator, setup.model, setup.optimizer
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and setup.config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), setup.config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    state.batch_in_epoch += 1
+    count_examples(setup, state, batch)
+    state.running_loss += mean_loss_over_processes(setup, state, loss)  # in the state: a resumed run logs the same means
+    state.running_count += 1
+    if not accelerator.sync_gradients:
+        return False
+    setup.scheduler.step()
+    state.step += 1
+    setup.progress.update(1)
+    return True
 
-    # ---- train --------------------------------------------------------------------------------------------
-    progress = tqdm(total=total_steps, initial=state["step"], desc=name, disable=not accelerator.is_main_process)
-    model.train()
-    with progress, stop_signals() as stop_requested:  # (a closed bar: an error message starts its own line)
-        while not state["done"] and state["step"] < total_steps:
-            # Accelerate's loader re-applies its own epoch counter to the sampler on every pass: set both.
-            train_loader.set_epoch(state["epoch"])
-            loader = train_loader
-            if state["batch_in_epoch"]:  # resuming mid-epoch: same order, minus the batches already trained on
-                loader = accelerator.skip_first_batches(train_loader, state["batch_in_epoch"])
-            set_epoch(loader, state["epoch"])
-            started = time.perf_counter()
-            stop = False
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    outputs = model(**batch)
-                    loss = outputs.loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                state["batch_in_epoch"] += 1
-                # Examples and tokens of this micro-batch, summed over processes: the last round's batches can
-                # differ in size between processes, so "local count x processes" would be wrong there.
-                mask = batch.get("attention_mask")
-                counts = torch.tensor([len(next(iter(batch.values()))), int(mask.sum()) if mask is not None else 0,
-                                       mask.numel() if mask is not None else 0], device=accelerator.device)
-                if accelerator.num_processes > 1:
-                    counts = accelerator.reduce(counts, reduction="sum")
-                samples, real, padded = counts.tolist()
-                state["train_samples"] += samples
-                state["real_tokens"] += real
-                state["padded_tokens"] += padded
-                loss_value = loss.detach().float()
-                if accelerator.num_processes > 1:  # the mean over processes: every process logs, and stops, alike
-                    loss_value = accelerator.reduce(loss_value, reduction="mean")
-                loss_value = loss_value.item()
-                if not math.isfinite(loss_value):
-                    kept = latest_checkpoint(checkpoint_root)
-                    raise UserError(
-                        f"[{name}] the loss became {loss_value} at step {state['step'] + 1}: lower --learning_rate or "
-                        f"check the data; last good checkpoint: {kept or 'none yet'}"
-                    )
-                state["running_loss"] += loss_value  # kept in the state: a resumed run logs the same means
-                state["running_count"] += 1
-                if not accelerator.sync_gradients:
-                    continue
 
-                # ---- one optimizer step done --------------------------------------------------------------
-                scheduler.step()
-                state["step"] += 1
-                progress.update(1)
-                step = state["step"]
-                epoch_end = state["batch_in_epoch"] >= len(train_loader)
-                if step % config.log_steps == 0 or epoch_end or step == total_steps:
-                    mean_loss = state["running_loss"] / max(state["running_count"], 1)
-                    record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "samples": state["train_samples"],
-                              "train_loss": round(mean_loss, 5), "learning_rate": scheduler.get_last_lr()[0]}
-                    state["history"].append(record)
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
-                    if config.log_with:
-                        accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]}, step=step)
-                    state["running_loss"], state["running_count"] = 0.0, 0
+def count_examples(setup: Setup, state: TrainState, batch) -> None:
+    """Add this micro-batch's examples and tokens, summed over processes.
 
-                # ---- evaluate ----------------------------------------------------------------------------
-                do_eval = eval_loader is not None and (
-                    epoch_end or step == total_steps or (config.eval_steps and step % config.eval_steps == 0)
-                )
-                if do_eval:
-                    state["train_seconds"] += time.perf_counter() - started
-                    metrics = evaluate(model, eval_loader, evaluator, accelerator, desc=f"{name} validation")
-                    started = time.perf_counter()
-                    state["history"].append({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                             "samples": state["train_samples"], "eval": metrics})
-                    if config.log_with:
-                        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
-                    if metric_for_best:
-                        value = metrics[metric_for_best]
-                        best = state["best_metric"]
-                        if best is None or (value > best if greater_is_better else value < best):
-                            state["best_metric"], state["evals_without_improvement"] = value, 0
-                            save_best()
-                        else:
-                            state["evals_without_improvement"] += 1
-                            patience = config.early_stopping_patience
-                            if patience and state["evals_without_improvement"] >= patience:
-                                state["stopped_early"] = True
-                                accelerator.print(f"[{name}] early stop at step {step}: no {metric_for_best} improvement in {patience} evaluations")
+    The last round's batches can differ in size between processes, so "local count x processes" would be wrong there.
+    """
+    accelerator = setup.accelerator
+    mask = batch.get("attention_mask")
+    counts = torch.tensor([len(next(iter(batch.values()))), int(mask.sum()) if mask is not None else 0,
+                           mask.numel() if mask is not None else 0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        counts = accelerator.reduce(counts, reduction="sum")
+    samples, real, padded = counts.tolist()
+    state.train_samples += samples
+    state.real_tokens += real
+    state.padded_tokens += padded
 
-                # ---- checkpoint / stop -------------------------------------------------------------------
-                if epoch_end:
-                    state["epoch"] += 1
-                    state["batch_in_epoch"] = 0
-                interrupted = _any_process(accelerator, stop_requested.is_set())  # all stop at the same step
-                stop_now = config.stop_after_steps is not None and step >= config.stop_after_steps and step < total_steps
-                finished = step >= total_steps or state["stopped_early"]
-                if epoch_end or finished or stop_now or interrupted or (config.checkpoint_steps and step % config.checkpoint_steps == 0):
-                    state["train_seconds"] += time.perf_counter() - started
-                    state["done"] = finished  # an early stop counts as done: --resume won't train further
-                    checkpoint = save_checkpoint()
-                    started = time.perf_counter()
-                    if interrupted or stop_now:
-                        progress.close()
-                        why = "interrupted" if interrupted else f"stopped after {step} steps (--stop_after_steps)"
-                        raise TrainingInterrupted(f"[{name}] {why}; checkpoint saved at {checkpoint}", checkpoint)
-                if finished:  # (an epoch end needs no break: it is the loader's last batch)
-                    stop = True
-                    break
-            if stop:
-                break
-    progress.close()
 
-    # ---- finish: best weights, then the test split ------------------------------------------------------------
-    best_dir = checkpoint_root / "best"
-    if metric_for_best and (best_dir / "model.safetensors").exists():
+def mean_loss_over_processes(setup: Setup, state: TrainState, loss) -> float:
+    """The micro-batch loss as a float, the mean over processes (every process logs, and stops, alike); NaN/inf stop."""
+    value = loss.detach().float()
+    if setup.accelerator.num_processes > 1:
+        value = setup.accelerator.reduce(value, reduction="mean")
+    value = value.item()
+    if not math.isfinite(value):
+        last_good = latest_checkpoint(setup.checkpoint_root)
+        raise UserError(
+            f"[{setup.name}] the loss became {value} at step {state.step + 1}: lower --learning_rate or "
+            f"check the data; last good checkpoint: {last_good or 'none yet'}"
+        )
+    return value
+
+
+def log_training(setup: Setup, state: TrainState, epoch_end: bool) -> None:
+    """Every log_steps, at each epoch end and at the last step: the mean training loss since the last record."""
+    step, config = state.step, setup.config
+    if not (step % config.log_steps == 0 or epoch_end or step == setup.total_steps):
+        return
+    mean_loss = state.running_loss / max(state.running_count, 1)
+    record = {"step": step, "epoch": round(step / setup.steps_per_epoch, 4), "samples": state.train_samples,
+              "train_loss": round(mean_loss, 5), "learning_rate": setup.scheduler.get_last_lr()[0]}
+    state.history.append(record)
+    setup.progress.set_postfix(loss=f"{mean_loss:.4f}")
+    if config.log_with:
+        setup.accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]}, step=step)
+    state.running_loss, state.running_count = 0.0, 0
+
+
+def evaluation_due(setup: Setup, state: TrainState, epoch_end: bool) -> bool:
+    step, eval_steps = state.step, setup.config.eval_steps
+    return setup.eval_loader is not None and (
+        epoch_end or step == setup.total_steps or bool(eval_steps and step % eval_steps == 0)
+    )
+
+
+@contextmanager
+def untimed(setup: Setup, state: TrainState):
+    """Evaluation and checkpoint saves do not count as training time (samples per second measures training)."""
+    state.train_seconds += time.perf_counter() - setup.clock
+    yield
+    setup.clock = time.perf_counter()
+
+
+def validate(setup: Setup, state: TrainState) -> dict:
+    """Evaluate on the validation split, record it, and keep the best weights (or count towards early stopping)."""
+    with untimed(setup, state):
+        metrics = evaluate(setup.model, setup.eval_loader, setup.evaluator, setup.accelerator, desc=f"{setup.name} validation")
+    state.history.append({"step": state.step, "epoch": round(state.step / setup.steps_per_epoch, 4),
+                          "samples": state.train_samples, "eval": metrics})
+    if setup.config.log_with:
+        setup.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.step)
+    if setup.metric_for_best:
+        select_best(setup, state, metrics[setup.metric_for_best])
+    return metrics
+
+
+def select_best(setup: Setup, state: TrainState, value: float) -> None:
+    best = state.best_metric
+    if best is None or (value > best if setup.greater_is_better else value < best):
+        state.best_metric, state.evals_without_improvement = value, 0
+        save_best(setup, state)
+        return
+    state.evals_without_improvement += 1
+    patience = setup.config.early_stopping_patience
+    if patience and state.evals_without_improvement >= patience:
+        state.stopped_early = True
+        setup.accelerator.print(f"[{setup.name}] early stop at step {state.step}: "
+                                f"no {setup.metric_for_best} improvement in {patience} evaluations")
+
+
+def save_best(setup: Setup, state: TrainState) -> None:
+    """The best weights so far, into checkpoint_root/best (atomically), with best.json naming step and metric."""
+    accelerator, root = setup.accelerator, setup.checkpoint_root
+    accelerator.wait_for_everyone()
+    # get_state_dict is collective under FSDP / DeepSpeed ZeRO-3 (it gathers the shards): every process calls it.
+    weights = accelerator.get_state_dict(setup.model)
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        trouble = lambda: disk_errors("the best weights", root, last_good_note(root))
+        with trouble(), atomic_dir(root / "best") as tmp, trouble():  # (inner: before the cleanup)
+            weights = {k: v.contiguous() for k, v in weights.items()}
+            save_file(_untie(weights), str(tmp / "model.safetensors"))
+            atomic_write_json(tmp / "best.json", {"step": state.step, setup.metric_for_best: state.best_metric})
+    accelerator.wait_for_everyone()
+
+
+def stop_decision(setup: Setup, state: TrainState, stop_requested) -> StopDecision:
+    """Agreed by every process at the same step: finished, paused (signal or --stop_after_steps), or go on."""
+    interrupted = _any_process(setup.accelerator, stop_requested.is_set())  # collective: every process, every step
+    step, stop_after = state.step, setup.config.stop_after_steps
+    finished = step >= setup.total_steps or state.stopped_early
+    if interrupted:
+        return StopDecision(finished, "interrupted")
+    if stop_after is not None and stop_after <= step < setup.total_steps:
+        return StopDecision(finished, f"stopped after {step} steps (--stop_after_steps)")
+    return StopDecision(finished)
+
+
+def checkpoint_due(setup: Setup, state: TrainState) -> bool:
+    every = setup.config.checkpoint_steps
+    return bool(every and state.step % every == 0)
+
+
+def checkpoint_or_pause(setup: Setup, state: TrainState, stop: StopDecision) -> None:
+    """Save a checkpoint; when training pauses, raise TrainingInterrupted once it is on disk."""
+    with untimed(setup, state):
+        state.done = stop.finished  # an early stop counts as done: --resume won't train further
+        checkpoint = save_checkpoint(setup, state)
+    if stop.reason:
+        setup.progress.close()
+        raise TrainingInterrupted(f"[{setup.name}] {stop.reason}; checkpoint saved at {checkpoint}", checkpoint)
+
+
+def save_checkpoint(setup: Setup, state: TrainState) -> Path:
+    """save_state into a temporary folder, then one rename: the folder either exists whole or not at all.
+
+    Every process calls save_state (each writes its own RNG state; FSDP and DeepSpeed write shards), all
+    into the one folder the main process made; the main process adds the train state and renames it.
+    """
+    accelerator, root = setup.accelerator, setup.checkpoint_root
+    target = root / f"step_{state.step:08d}"
+    accelerator.wait_for_everyone()
+    trouble = lambda: disk_errors(f"the checkpoint {target.name}", root, last_good_note(root))
+    with trouble():
+        tmp = [str(new_temp_dir(target)) if accelerator.is_main_process else None]
+    tmp = Path(_broadcast(tmp)[0])
+    try:
+        with trouble():  # inside the try: a full disk is diagnosed before the cleanup frees space
+            accelerator.save_state(str(tmp), safe_serialization=True)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                atomic_write_json(tmp / STATE_FILE, state.to_json())
+                commit_dir(tmp, target)
+                for old in sorted(root.glob("step_*"))[: -setup.config.keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return target
+
+
+def last_good_note(checkpoint_root: Path) -> str:
+    """For a disk error message: what the user still has."""
+    good = latest_checkpoint(checkpoint_root)
+    return f"the last good checkpoint, {good}, is intact" if good else "no checkpoint was written yet"
+
+
+def finish(setup: Setup, state: TrainState) -> TrainResult:
+    """Load the best weights (if selection ran), evaluate on the test split, end the trackers."""
+    accelerator, model = setup.accelerator, setup.model
+    best_weights = setup.checkpoint_root / "best" / "model.safetensors"
+    if setup.metric_for_best and best_weights.exists():
         from safetensors.torch import load_file
 
-        accelerator.unwrap_model(model).load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
-    test_metrics = evaluate(model, test_loader, evaluator, accelerator, desc=f"{name} test") if test_loader else {}
-    if config.log_with:
-        accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state["step"])
+        accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
+    test_metrics = {}
+    if setup.test_loader:
+        test_metrics = evaluate(model, setup.test_loader, setup.evaluator, accelerator, desc=f"{setup.name} test")
+    if setup.config.log_with:
+        accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
         accelerator.end_training()
     return TrainResult(
-        model=accelerator.unwrap_model(model), accelerator=accelerator, history=state["history"],
-        test_metrics=test_metrics, best_metric=state["best_metric"], steps=state["step"],
-        train_seconds=state["train_seconds"], train_samples=state["train_samples"],
-        real_tokens=state["real_tokens"], padded_tokens=state["padded_tokens"], stopped_early=state["stopped_early"],
+        model=accelerator.unwrap_model(model), accelerator=accelerator, history=state.history,
+        test_metrics=test_metrics, best_metric=state.best_metric, steps=state.step,
+        train_seconds=state.train_seconds, train_samples=state.train_samples,
+        real_tokens=state.real_tokens, padded_tokens=state.padded_tokens, stopped_early=state.stopped_early,
     )
 
 

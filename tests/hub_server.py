@@ -15,6 +15,12 @@ that `hf_hub_download` / `from_pretrained` use to read it back:
     GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]     file listing
     HEAD/GET /{ns}/{name}/resolve/{rev}/{path}           file content, with ETag, X-Repo-Commit, Content-Length
 
+Dataset repositories (read-only, added by tests with `add_dataset`), for the real `datasets` client:
+    GET  /api/datasets/{ns}/{name}[/revision/{rev}]      dataset info (sha, siblings, card data)
+    GET  /api/datasets/{ns}/{name}/tree/{rev}[/{path}]   file listing
+    POST /api/datasets/{ns}/{name}/paths-info/{rev}      info on the given paths
+    HEAD/GET /datasets/{ns}/{name}/resolve/{rev}/{path}  file content
+
 Xet is never advertised: preupload never answers a Xet mode and /resolve never sends `X-Xet-Hash`, so the client
 uploads file contents inline in the commit (regular mode; base64 in the NDJSON) and downloads over plain HTTP.
 (The client switches to Xet storage only for files the server marks "lfs", when `hf_xet` is installed.)
@@ -43,6 +49,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 WRITE_TOKEN = "hf_fake_write_token"
 READ_TOKEN = "hf_fake_read_token"
 USER = "tester"
+DATASET_PREFIX = "datasets/"  # dataset repositories live beside model ones in FakeHub.repos under this prefix
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -126,6 +133,14 @@ class FakeHub:
     # ---------------------------------------------------------------- helpers for tests
     def files(self, repo_id: str) -> dict[str, bytes]:
         return dict(self.repos[repo_id].head()[1])
+
+    def add_dataset(self, repo_id: str, files: dict[str, bytes | str], private: bool = False) -> None:
+        """Serve a dataset repository: {path in repo: content}, e.g. {"data/train.csv": "...", "README.md": "..."}."""
+        repo = _Repo(repo_id, private)
+        repo.commits = [(uuid.uuid4().hex + "00000000",
+                         {path: data.encode() if isinstance(data, str) else data for path, data in files.items()})]
+        with self.lock:
+            self.repos[DATASET_PREFIX + repo_id] = repo
 
     def requests_to(self, pattern: str) -> list[tuple[str, str, int]]:
         return [entry for entry in self.log if re.search(pattern, entry[1])]
@@ -302,6 +317,18 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._tree(repo_id, rest)
         if method in ("GET", "HEAD") and (m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)):
             return self._resolve(*m.groups())
+        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/(revision|tree|paths-info)/(.+))?", path):
+            repo_id, action, rest = m.groups()
+            repo_id = DATASET_PREFIX + repo_id
+            if method == "GET" and action in (None, "revision"):
+                return self._model_info(repo_id, rest or "main")
+            if method == "GET" and action == "tree":
+                return self._tree(repo_id, rest)
+            if method == "POST" and action == "paths-info":
+                return self._paths_info(repo_id, rest)
+        if method in ("GET", "HEAD") and (m := re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)):
+            repo_id, revision, file = m.groups()
+            return self._resolve(DATASET_PREFIX + repo_id, revision, file)
         raise _HubError(404, f"fake hub: no route for {method} {path}")
 
     def _whoami(self) -> int:
@@ -420,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
         oid, files = found
         stamp = repo.created.strftime("%Y-%m-%dT%H:%M:%S.000Z")
         self._send(200, {
-            "_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": oid, "private": repo.private,
+            "_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "sha": oid, "private": repo.private,
             "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [], "library_name": "transformers",
             "createdAt": stamp, "lastModified": stamp,
             "siblings": [{"rfilename": path, "size": len(data)} for path, data in sorted(files.items())],
@@ -446,6 +473,29 @@ class _Handler(BaseHTTPRequestHandler):
             entries.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path})
         entries += [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
                     for d in sorted(folders)]
+        self._send(200, entries)
+        return 200
+
+    def _paths_info(self, repo_id: str, revision: str) -> int:
+        """POST form or JSON {"paths": [...], "expand": ...}: the entries that exist, files and folders."""
+        repo = self._repo(repo_id)
+        raw = self._read_body()
+        try:
+            paths = json.loads(raw).get("paths", [])
+        except ValueError:
+            paths = parse_qs(raw.decode()).get("paths", [])
+        found = repo.at(revision)
+        if found is None:
+            raise _HubError(404, f"Revision not found: {revision}", "RevisionNotFound")
+        entries = []
+        for wanted in paths:
+            wanted = wanted.strip("/")
+            if wanted in found[1]:
+                data = found[1][wanted]
+                entries.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": wanted})
+            elif any(p.startswith(wanted + "/") for p in found[1]) or wanted == "":
+                entries.append({"type": "directory", "oid": hashlib.sha1(wanted.encode()).hexdigest(), "size": 0,
+                                "path": wanted})
         self._send(200, entries)
         return 200
 

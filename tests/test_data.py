@@ -75,3 +75,56 @@ def test_empty_dataset(tmp_path):
 def test_hub_dataset_offline_names_the_fix():
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
         load_text_classification("stanfordnlp/sst2", text_column="sentence")
+
+
+# ---- labelled splits (finetune/data/labels.py, shared by text and images) -------------------------------------------
+
+def test_integer_labels_keep_numeric_order(tmp_path):
+    path = tmp_path / "d.csv"
+    values = [2, 10, 1] * 20
+    path.write_text("text,label\n" + "\n".join(f"row {i},{v}" for i, v in enumerate(values)) + "\n")
+    data = load_text_classification(str(path), seed=0)
+    assert data.label_names == [str(v) for v in sorted(set(values))] == ["1", "2", "10"]  # not "1", "10", "2"
+    by_text = {f"row {i}": v for i, v in enumerate(values)}
+    for split in data.splits.values():  # every id names the value that row had in the file
+        assert all(data.label_names[i] == str(by_text[t]) for t, i in zip(split["text"], split["label"]))
+
+
+def test_one_class_text_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "\n".join(f"t{i},pos" for i in range(30)) + "\n")
+    with pytest.raises(UserError, match=r"1 distinct label\(s\) \(\['pos'\]\).*at least 2") as err:
+        load_text_classification(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_class_label_names_keep_their_order_and_hidden_test_labels_are_dropped():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from finetune.data.labels import labelled_splits
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neutral", "positive", "negative"])})
+    train = Dataset.from_dict({"text": [f"t{i}" for i in range(40)], "label": [i % 3 for i in range(40)]}, features=features)
+    hidden = Dataset.from_dict({"text": ["a", "b"], "label": [-1, -1]}, features=features)  # as GLUE hides test labels
+    splits, names, notes = labelled_splits(DatasetDict({"train": train, "test": hidden}), key_column="text", seed=0)
+    assert names == ["neutral", "positive", "negative"]  # the dataset's order, not sorted
+    assert any("'test' has no labels" in note for note in notes)
+    assert "a" not in splits["test"]["text"] and len(splits["test"]) == 4  # carved from train instead
+    original = dict(zip(train["text"], train["label"]))
+    assert all(original[t] == i for s in splits.values() for t, i in zip(s["text"], s["label"]))
+
+
+@pytest.mark.parametrize("labels, needle", [(["pos", "neg", "pos"], "names pos more than once"),
+                                            (["pos"], "--labels gives 1 distinct label")])
+def test_expected_labels_are_checked(tmp_path, labels, needle):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "\n".join(f"t{i},{['pos', 'neg'][i % 2]}" for i in range(30)) + "\n")
+    with pytest.raises(UserError, match=needle):
+        load_text_classification(str(path), labels=labels)
+
+
+def test_missing_label_column_names_the_columns_and_the_flag(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,stars\nhi,1\nho,2\n")
+    with pytest.raises(UserError, match=r"no column 'label' \(columns: text, stars\): pass --label_column NAME"):
+        load_text_classification(str(path))

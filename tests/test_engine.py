@@ -98,3 +98,74 @@ def test_tensorboard_through_accelerate_trackers(tmp_path):
         accumulator.Reload()
         scalars |= set(accumulator.Tags()["scalars"])
     assert {"train/loss", "eval/accuracy", "test/accuracy"} <= scalars
+
+
+def test_train_state_is_exactly_the_checkpoint_json(tmp_path):
+    import dataclasses
+    import json
+
+    # Stop mid-epoch with accumulation, so the running loss and the batch position are not trivially zero.
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, gradient_accumulation_steps=2, stop_after_steps=3,
+                            warmup_ratio=0.0)
+    with pytest.raises(engine.TrainingInterrupted) as stopped:
+        engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    saved = json.loads((stopped.value.checkpoint / engine.STATE_FILE).read_text())
+    assert list(saved) == [f.name for f in dataclasses.fields(engine.TrainState)]  # same keys, same order
+    state = engine.TrainState.from_json(saved)
+    assert state.to_json() == saved
+    assert (state.step, state.epoch, state.batch_in_epoch, state.train_samples) == (3, 0, 6, 24)  # 3 steps x 2 batches of 4
+    assert state.running_count == 6 and state.running_loss > 0 and not state.done  # no loss record yet (log_steps)
+    # An older checkpoint that lacks keys resumes with the defaults for them.
+    assert engine.TrainState.from_json({"step": 10}) == engine.TrainState(step=10)
+
+
+def test_on_evaluation_sees_every_validation_after_best_model_selection(tmp_path):
+    import json
+
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, eval_steps=4, learning_rate=0.1, warmup_ratio=0.0)
+    best_file = tmp_path / "checkpoints" / "toy" / "best" / "best.json"
+    calls = []
+
+    def callback(name, step, metrics):
+        calls.append((name, step, metrics))
+        assert json.loads(best_file.read_text())["step"] <= step  # selection already ran for this evaluation
+
+    with engine.on_evaluation(callback):
+        result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    evaluations = [("toy", r["step"], r["eval"]) for r in result.history if "eval" in r]
+    assert calls == evaluations and [step for _, step, _ in calls] == [4, 8, 10, 12, 16, 20]
+    engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path / "again", "toy")
+    assert len(calls) == 6  # left the context: no longer called
+
+
+def test_an_exception_from_on_evaluation_leaves_train_cleanly(tmp_path, monkeypatch):
+    import signal
+
+    class Pruned(Exception):
+        pass
+
+    bars_closed = []
+
+    class Bar(engine.tqdm):
+        def close(self):
+            bars_closed.append(self.desc)
+            super().close()
+
+    monkeypatch.setattr(engine, "tqdm", Bar)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    during = {}
+
+    def prune_at_step_4(name, step, metrics):
+        during.update({s: signal.getsignal(s) for s in handlers})
+        if step == 4:
+            raise Pruned(f"{name} pruned at {step}")
+
+    # Step 4 is both an evaluation and a checkpoint step: the callback runs before the checkpoint, so none is written.
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, eval_steps=2, checkpoint_steps=2, warmup_ratio=0.0)
+    with engine.on_evaluation(prune_at_step_4), pytest.raises(Pruned, match="toy pruned at 4"):
+        engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    assert all(during[s] is not handlers[s] for s in handlers)  # the engine's handlers were installed...
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # ...and are restored
+    assert "toy" in bars_closed
+    assert engine.latest_checkpoint(tmp_path / "checkpoints" / "toy").name == "step_00000002"
+    assert engine._evaluation_callbacks == []

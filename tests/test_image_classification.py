@@ -128,6 +128,23 @@ def test_image_folder_labels_and_conversion_note(colour_folder):
     assert "grayscale (L)" in note and "palette (P)" in note and "RGBA" in note and "white" in note
 
 
+def test_integer_labels_keep_numeric_order(tmp_path):
+    """An image folder whose metadata.csv gives integer labels: the label set is 1, 2, 10 (numbers), as for text."""
+    rng = np.random.default_rng(0)
+    values = [2, 10, 1] * 10
+    rows = ["file_name,label"]
+    for i, value in enumerate(values):
+        _image(rng, (8 * i, 0, 0)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{value}")
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    data = images.load_image_classification(str(tmp_path), seed=0)
+    assert data.label_names == [str(v) for v in sorted(set(values))] == ["1", "2", "10"]
+    by_path = {f"{i}.png": v for i, v in enumerate(values)}
+    for split in data.splits.values():  # every id names the label that image had in metadata.csv
+        assert all(data.label_names[i] == str(by_path[Path(image["path"]).name])
+                   for image, i in zip(split["image"], split["label"]))
+
+
 # ---- models and resolution ----------------------------------------------------------------------------------------
 
 def test_vit_position_embeddings_are_resampled_and_survive_saving(tmp_path, tiny_vit_dir):

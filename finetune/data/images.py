@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from finetune import assets
+from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
 from finetune.errors import UserError
 
 MODE_NAMES = {"L": "grayscale (L)", "LA": "grayscale+alpha (LA)", "P": "palette (P)", "RGBA": "RGBA", "1": "1-bit",
@@ -103,77 +104,37 @@ def open_image(value, where: str = "image"):
 # --- Classification data ------------------------------------------------------------------------------------------
 
 @dataclass
-class ImageClassificationData:
-    splits: "object"  # DatasetDict with columns image (undecoded Image feature), label (ClassLabel ids)
-    label_names: list[str]
-    notes: list[str] = field(default_factory=list)
+class ImageClassificationData(ClassificationData):
+    """splits: DatasetDict train / validation / test with columns `image` (undecoded Image feature) and `label`
+    (ClassLabel ids)."""
 
 
-def load_image_classification(
-    dataset: str,
-    image_column: str = "image",
-    label_column: str = "label",
-    labels: Optional[list[str]] = None,
-    seed: int = 42,
-) -> ImageClassificationData:
+def load_image_classification(dataset: str, image_column: str = "image", label_column: str = "label",
+                               labels: Optional[list[str]] = None, seed: int = 42) -> ImageClassificationData:
     """Any supported source -> train/validation/test with columns `image` and `label` (0..K-1).
 
     Missing validation / test splits are carved from train (10% each, seeded, after removing exact duplicate
     images, so no test image is also a training image).
     """
-    from datasets import ClassLabel, Image, Value
-
-    from finetune.data.sources import make_splits
+    from datasets import Image
 
     raw, source_note = _load_source(dataset)
     notes = [source_note]
-    image_column = _image_column(raw, image_column, dataset, notes)
-    for split_name, split in raw.items():
-        if label_column not in split.column_names:
-            raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {label_column!r} (columns: "
-                            f"{', '.join(split.column_names)}): pass --label_column NAME")
-    raw = raw.select_columns([image_column, label_column])
-    if image_column != "image":
-        raw = raw.rename_column(image_column, "image")
-    if label_column != "label":
-        raw = raw.rename_column(label_column, "label")
+    image_column = _image_column(raw, image_column, notes)
+    raw = pick_columns(raw, dataset, {"image": (image_column, "--image_column"), "label": (label_column, "--label_column")})
     raw = raw.cast_column("image", Image(decode=False))  # bytes / paths: decoded by us, so errors name the file
-
-    feature = raw["train"].features["label"]
-    class_names = list(getattr(feature, "names", []) or [])
 
     converted = {}
     for split_name in list(raw):
-        keys = check_images(raw[split_name], split_name, converted)
-        raw[split_name] = raw[split_name].add_column("key", keys)
+        # a content hash per image: duplicates are removed on it before carving splits
+        raw[split_name] = raw[split_name].add_column("key", check_images(raw[split_name], split_name, converted))
     if converted:
         what = ", ".join(f"{n} {MODE_NAMES.get(mode, mode)}" for mode, n in sorted(converted.items()))
         alpha = any("A" in mode or mode == "P" for mode in converted)
         notes.append(f"converted to RGB: {what} image(s)" + (" (any transparency composited onto white)" if alpha else ""))
 
-    def labelled(split):
-        return any(v is not None and v != -1 for v in split["label"])
-
-    splits, split_notes = make_splits(raw, seed=seed, key_column="key", labelled=labelled)
-    notes += split_notes
-    splits = splits.remove_columns("key")
-    label_names = _label_names(splits, class_names, labels)
-    index = {name: i for i, name in enumerate(label_names)}
-
-    def encode(batch):
-        out = []
-        for value in batch["label"]:
-            key = class_names[value] if class_names and isinstance(value, int) and value >= 0 else str(value)
-            if key not in index:
-                raise UserError(f"label {key!r} is not among the expected labels {label_names}: fix the data or "
-                                f"pass --labels with the full set")
-            out.append(index[key])
-        return {"label": out}
-
-    splits = splits.cast_column("label", Value("string")) if not class_names else splits
-    splits = splits.map(encode, batched=True, desc="labels")
-    splits = splits.cast_column("label", ClassLabel(names=label_names))
-    return ImageClassificationData(splits, label_names, notes)
+    splits, label_names, split_notes = labelled_splits(raw, key_column="key", expected=labels, seed=seed)
+    return ImageClassificationData(splits.remove_columns("key"), label_names, notes + split_notes)
 
 
 def _load_source(name: str):
@@ -215,18 +176,16 @@ def load_image_folder(path: Path):
     return dataset
 
 
-def _image_column(raw, wanted: str, dataset: str, notes: list) -> str:
+def _image_column(raw, wanted: str, notes: list) -> str:
+    """`wanted`, or the dataset's only image column when the default 'image' is absent (CIFAR-10 calls it "img")."""
     from datasets import Image
 
     columns = raw["train"].column_names
-    if wanted in columns:
-        return wanted
     image_columns = [c for c, f in raw["train"].features.items() if isinstance(f, Image)]
-    if wanted == "image" and len(image_columns) == 1:  # e.g. CIFAR-10 calls it "img"
+    if wanted == "image" and wanted not in columns and len(image_columns) == 1:
         notes.append(f"image column: {image_columns[0]!r}, the dataset's only image column (no column 'image')")
         return image_columns[0]
-    raise UserError(f"dataset {dataset!r} has no column {wanted!r} (columns: {', '.join(columns)}): pass "
-                    f"--image_column NAME")
+    return wanted
 
 
 def check_images(split, split_name: str, converted: dict) -> list[str]:
@@ -243,23 +202,6 @@ def check_images(split, split_name: str, converted: dict) -> list[str]:
         digest = hashlib.sha1(image.mode.encode() + str(image.size).encode() + image.tobytes()).hexdigest()
         keys.append(digest)
     return keys
-
-
-def _label_names(splits, class_names, expected):
-    """The label set: the user's --labels, else the dataset's ClassLabel names, else the sorted train values."""
-    if expected:
-        return list(expected)
-    if class_names:
-        if len(class_names) < 2:
-            raise UserError(f"the dataset has {len(class_names)} class(es) ({class_names}); classification needs at least 2")
-        return class_names
-    values = {v for v in splits["train"]["label"] if v is not None}
-    if len(values) < 2:
-        raise UserError(f"the train split has {len(values)} distinct label(s) ({sorted(map(str, values))}); "
-                        f"classification needs at least 2")
-    if all(isinstance(v, int) for v in values):
-        return [str(v) for v in sorted(values)]  # 2 before 10
-    return sorted(str(v) for v in values)
 
 
 # --- Preprocessing ------------------------------------------------------------------------------------------------

