@@ -87,13 +87,18 @@ def cell_config(base, study_dir: Path, size: int, seed: int, min_examples: int, 
     fields the user gave (`given`) are left as they are.
     """
     epochs = epochs_for(size, min_examples, max_epochs)
-    steps = math.ceil(epochs * math.ceil(size / base.batch_size) / base.gradient_accumulation_steps)
+    steps_per_epoch = math.ceil(math.ceil(size / base.batch_size) / base.gradient_accumulation_steps)
     changes = dict(output_dir=str(cell_dir(study_dir, size, seed)), seed=seed, max_train_samples=size,
                    num_epochs=epochs, max_steps=None, compare=True, overwrite=True, resume=False, keep_checkpoints=1)
     if "eval_steps" not in given:
-        changes["eval_steps"] = max(1, steps // evaluations)
+        changes["eval_steps"] = max(1, math.ceil(epochs * steps_per_epoch) // evaluations)
     if "early_stopping_patience" not in given and base.early_stopping_patience is None:
-        changes["early_stopping_patience"] = 3
+        # Stop after three passes over the data without a better validation score. Counted in evaluations (every
+        # eval_steps, and at each epoch end) that is 3 for a small set evaluated once per epoch, more for larger
+        # ones: a patience of a few evaluations would stop a large set's run while the model still sits on the
+        # majority-class plateau it starts from.
+        eval_steps = changes.get("eval_steps", base.eval_steps) or steps_per_epoch
+        changes["early_stopping_patience"] = 3 * (1 + (steps_per_epoch - 1) // eval_steps)
     if "max_eval_samples" not in given and hasattr(base, "max_eval_samples"):
         changes["max_eval_samples"] = min(base.max_eval_samples or validation_examples, validation_examples)
     if getattr(base, "push_to_hub", False):
@@ -238,14 +243,19 @@ def plot_study(study: dict, path: Path) -> Path:
 
 def read_cell(directory: Path, size: int, seed: int) -> list[dict]:
     """The cell's records, one per model, from the recipe's results.json (the metric is the run's own)."""
+    import yaml
+
     results = json.loads((directory / "results.json").read_text())
     done = json.loads((directory / CELL_FILE).read_text())
+    config = yaml.safe_load((directory / "config.yaml").read_text())
     metric = results["metric_for_best"]
     records = []
     for model in results["models"]:
         records.append({"size": size, "seed": seed, "model": model["role"], "name": model["name"], "metric": metric,
                         "value": model["test"][metric], "steps": model["steps"], "seconds": model["train_seconds"],
-                        "stopped_early": model.get("stopped_early", False), "cell_wall_seconds": done["wall_seconds"],
+                        "stopped_early": model.get("stopped_early", False), "epochs": config["num_epochs"],
+                        "eval_steps": config["eval_steps"], "patience": config["early_stopping_patience"],
+                        "cell_wall_seconds": done["wall_seconds"],
                         "dir": str(directory.relative_to(directory.parent.parent))})
     return records
 
@@ -326,9 +336,9 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     study_dir.mkdir(parents=True, exist_ok=True)
 
     study = {"study": "data_efficiency", "settings": settings, "machine": machine(), "cells": []}
-    _collect(study, study_dir, [(size, seed) for size in sizes for seed in seeds])
+    _collect(study, study_dir, [(size, seed) for seed in seeds for size in sizes])
     atomic_write_json(study_file, study)  # the settings first: a study stopped in its first cell is still ours
-    cells = [(size, seed) for size in sizes for seed in seeds]
+    cells = [(size, seed) for seed in seeds for size in sizes]  # seed by seed: a stopped study has whole curves
     todo = [(size, seed) for size, seed in cells if not (cell_dir(study_dir, size, seed) / CELL_FILE).exists()]
     if len(todo) < len(cells):
         print(f"continuing the study in {study_dir}: {len(cells) - len(todo)} of {len(cells)} cells already done")
