@@ -206,7 +206,7 @@ def before_after_figure(run_dir: Path, out_dir: Path) -> Path:
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
             ax.set_yticks(range(len(names)), names, fontsize=7)
     fig.suptitle(f'How fine-tuning changed attention on "{SENTENCE}" (mean over heads; row: query, column: key)')
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / layers))  # room for the title above the first row
     png = save_figure(fig, out_dir / "attention_before_after.png", dpi=80, bbox_inches="tight")
     atomic_write_json(png.with_suffix(".json"), {
         "sentence": SENTENCE, "tokens": tokens, "focus_index": focus, "base_model": source.name,

@@ -54,6 +54,20 @@ def test_epochs_scale_with_size():
     assert study.epochs_for(10, 2000, 20) == 20  # capped
 
 
+def test_early_stopping_waits_three_passes_over_the_data(tmp_path):
+    from recipes.sentiment import SentimentConfig
+
+    base = SentimentConfig(batch_size=32)
+    plan = {size: study.cell_config(base, tmp_path, size, 0, min_examples=1000, max_epochs=10) for size in (100, 300, 1000)}
+    assert [(c.num_epochs, c.eval_steps, c.early_stopping_patience) for c in plan.values()] == [
+        (10, 8, 3),  # 4 steps a pass, evaluated at each pass's end: 3 evaluations = 3 passes
+        (1000 / 300, 6, 6),  # 10 steps a pass, evaluated twice a pass
+        (1, 6, 18),  # one pass of 32 steps: it never stops early
+    ]
+    given = study.cell_config(base, tmp_path, 100, 0, 1000, 10, given=frozenset({"eval_steps"}))
+    assert given.eval_steps == base.eval_steps  # what the user set stays
+
+
 # ---- nested subsets, through the recipes' own data step --------------------------------------------------------
 
 def _train_and_test(module, config):
