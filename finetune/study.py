@@ -229,10 +229,10 @@ def plot_study(study: dict, path: Path) -> Path:
     values = [s["mean"] for r in summary for s in r["models"].values()]
     if not study["greater_is_better"] and min(values) > 0 and max(values) / min(values) > 10:
         ax.set_yscale("log")  # perplexity: scratch models start near the vocabulary size
-    n_seeds = len({c["seed"] for c in study["cells"]})
+    seeds = "/".join(str(max(s["n"] for s in row["models"].values())) for row in summary)
     ax.set(xlabel="training examples (log scale)", ylabel=f"test {metric}",
            title=f"{study['task']}: what pretraining buys, by training-set size\n"
-                 f"{n_seeds} seed(s) per point; the arrows give pretrained - scratch (mean, ±95% interval)")
+                 f"seeds per size: {seeds}; arrows: pretrained - scratch (mean, ±95% t-interval where 2+ seeds)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
