@@ -7,20 +7,25 @@
 Contenders, each fine-tuning a fresh copy of the same model on the same examples, batch size, learning rate,
 weight decay, warmup + linear decay and gradient clipping, for one epoch:
 
-    engine           finetune.engine.train with finetune.data.text.make_loaders (length-grouped batches)
-    trainer          transformers.Trainer with its defaults (random batches, its default collator and optimizer)
-    trainer_grouped  the same Trainer with train_sampling_strategy="group_by_length"
+    engine                finetune.engine.train with finetune.data.text.make_loaders (length-grouped batches), in
+                          the precision --mixed_precision chooses (auto: bf16 on a CPU that does bf16 natively)
+    trainer               transformers.Trainer with its defaults (random batches, its default collator and optimizer)
+    trainer_grouped       the same Trainer with train_sampling_strategy="group_by_length"
+    trainer_bf16_grouped  the same, plus bf16=True: the strongest Trainer setting on a native-bf16 CPU. Where bf16
+                          is emulated (AVX2: ~40x slower matmuls) it trains on --bf16_trainer_samples examples only
+                          (default: two batches there), so that the benchmark still ends; the table says so.
 
 Every contender is timed by the same clock: from the start of its first training forward pass to the end of
 its last optimizer step (a forward pre-hook and a global optimizer post-hook), so model loading, data loader
-construction and end-of-run checkpointing are outside it for all three. Contenders run in rounds, their order
-rotated each round, and the fp32 matmul peak is measured at the start of each round: on a shared machine the
-medians of the per-round ratios are what to read.
+construction and end-of-run checkpointing are outside it for all of them. Contenders run in rounds, their order
+rotated each round, and the matmul peak of the precision the engine trains in (fp32, or bf16 where auto chose
+it) is measured at the start of each round: on a shared machine the medians of the per-round ratios are what to read.
 
 Useful model FLOP/s = 6 x non-embedding parameters x real (non-padding) tokens per second, the usual estimate
 of forward + backward matmul work; padding positions are computed but not counted.
 
-The last line of stdout is:  speedup_vs_trainer=X.XX speedup_vs_trainer_grouped=Y.YY peak_fraction=Z.ZZ
+The last line of stdout is:
+    speedup_vs_trainer=X.XX speedup_vs_trainer_grouped=Y.YY speedup_vs_trainer_bf16_grouped=Z.ZZ peak_fraction=P.PP
 Numbers go to <output_dir>/bench_engine.json, a bar chart to <output_dir>/bench_engine.png.
 """
 
@@ -42,9 +47,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from finetune.errors import UserError, user_errors_exit  # noqa: E402
 
-CONTENDERS = ("engine", "trainer", "trainer_grouped")
-LABELS = {"engine": "this engine (length-grouped)", "trainer": "Trainer defaults", "trainer_grouped": "Trainer group_by_length"}
-TARGETS = {"speedup_vs_trainer": 1.3, "speedup_vs_trainer_grouped": 1.0, "peak_fraction": 0.55}
+CONTENDERS = ("engine", "trainer", "trainer_grouped", "trainer_bf16_grouped")
+TRAINERS = CONTENDERS[1:]
+LABELS = {"engine": "this engine (length-grouped)", "trainer": "Trainer defaults", "trainer_grouped": "Trainer group_by_length",
+          "trainer_bf16_grouped": "Trainer bf16 group_by_length"}
+SPEEDUPS = {"speedup_vs_trainer": "trainer", "speedup_vs_trainer_grouped": "trainer_grouped",
+            "speedup_vs_trainer_bf16_grouped": "trainer_bf16_grouped"}
+# Issue 15's targets: on a CPU without native bf16 (the engine trains fp32) the fp32 ones; with it, the bf16 ones.
+PRECISION_NAMES = {"no": "fp32", "bf16": "bf16"}
+TARGETS = {
+    "no": {"speedup_vs_trainer": 1.3, "speedup_vs_trainer_grouped": 1.0, "peak_fraction": 0.55},
+    "bf16": {"speedup_vs_trainer": 2.5, "speedup_vs_trainer_grouped": 1.8, "speedup_vs_trainer_bf16_grouped": 1.0,
+             "peak_fraction": 0.40},
+}
 
 
 @dataclass
@@ -59,7 +74,10 @@ class BenchConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (all contenders)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Linear warmup share, then linear decay (all contenders)."})
     threads: Optional[int] = field(default=None, metadata={"help": "torch.set_num_threads for everything (default: torch's)."})
-    peak_size: int = field(default=2048, metadata={"help": "Side of the square fp32 matmul that measures the peak."})
+    mixed_precision: str = field(default="auto", metadata={"help": "The engine's --mixed_precision (auto: see finetune/precision.py)."})
+    bf16_trainer_samples: Optional[int] = field(default=None, metadata={
+        "help": "Examples for the Trainer bf16 contender (default: all, or two batches where bf16 is emulated)."})
+    peak_size: int = field(default=2048, metadata={"help": "Side of the square matmul that measures the peak."})
     peak_reps: int = field(default=5, metadata={"help": "Matmuls per peak measurement; the fastest counts."})
     output_dir: str = field(default="bench/results", metadata={"help": "Where bench_engine.json and bench_engine.png go."})
     seed: int = field(default=42, metadata={"help": "Seeds the example choice, the new head and the batch orders."})
@@ -73,6 +91,11 @@ class BenchConfig:
                             f"{self.batch_size}: raise it to {2 * self.batch_size} or more")
         if self.max_length < 2:
             raise UserError(f"--max_length must be at least 2, got {self.max_length}")
+        if self.bf16_trainer_samples is not None and not 2 * self.batch_size <= self.bf16_trainer_samples <= self.train_samples:
+            raise UserError(f"--bf16_trainer_samples must be between two batches ({2 * self.batch_size}) and "
+                            f"--train_samples ({self.train_samples}), got {self.bf16_trainer_samples}")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise UserError(f"--mixed_precision must be auto, no or bf16 on a CPU, got {self.mixed_precision!r}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1 (or left unset), got {self.threads}")
         if not 0 <= self.warmup_ratio < 1:
@@ -128,23 +151,14 @@ class StepClock:
                 "cpu_seconds": self.cpu_end - self.cpu_start}
 
 
-def matmul_peak(size: int, reps: int) -> tuple[float, float]:
-    """FLOP/s of the fastest of `reps` square fp32 matmuls (2 n^3 FLOPs each), after one untimed warmup.
+def matmul_peak(size: int, reps: int, dtype_name: str = "float32") -> tuple[float, float]:
+    """FLOP/s of the fastest of `reps` square matmuls in `dtype_name` (2 n^3 FLOPs each), after one untimed warmup.
 
     Returns (per wall second, per CPU second of this process).
     """
-    import torch
+    from finetune.precision import matmul_flops
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    torch.mm(a, b, out=out)
-    best = best_cpu = float("inf")
-    for _ in range(reps):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - started)
-        best_cpu = min(best_cpu, time.process_time() - cpu_started)
-    return 2 * size**3 / best, 2 * size**3 / max(best_cpu, 1e-9)
+    return matmul_flops(dtype_name, size, reps)
 
 
 # ---- the contenders -----------------------------------------------------------------------------------------
@@ -167,7 +181,8 @@ def run_engine(config: BenchConfig, model, tokenizer, tokenized, workdir: Path) 
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.batch_size, config.seed)
     training = TrainingConfig(output_dir=str(workdir), num_epochs=1, batch_size=config.batch_size,
                               learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                              warmup_ratio=config.warmup_ratio, max_grad_norm=1.0, mixed_precision="no", compare=False)
+                              warmup_ratio=config.warmup_ratio, max_grad_norm=1.0, mixed_precision=config.mixed_precision,
+                              compare=False)
     clock = StepClock(model)
     try:
         result = engine.train(model, {"train": loaders["train"]}, None, training, workdir, name="engine")
@@ -175,10 +190,11 @@ def run_engine(config: BenchConfig, model, tokenizer, tokenized, workdir: Path) 
         measured = clock.close()
     # The engine's own timer (its loop, checkpoint excluded) as a cross-check of the shared clock.
     measured["engine_own_samples_per_second"] = result.samples_per_second
+    measured["precision"] = result.accelerator.mixed_precision
     return measured
 
 
-def run_trainer(config: BenchConfig, model, tokenizer, tokenized, workdir: Path, grouped: bool) -> dict:
+def run_trainer(config: BenchConfig, model, tokenizer, train, workdir: Path, grouped: bool, bf16: bool = False) -> dict:
     """Trainer with its defaults, except what must match the engine's run (schedule, decay) or save time."""
     from transformers import Trainer, TrainingArguments
 
@@ -187,16 +203,17 @@ def run_trainer(config: BenchConfig, model, tokenizer, tokenized, workdir: Path,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio, max_grad_norm=1.0,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-        train_sampling_strategy="group_by_length" if grouped else "random",
+        train_sampling_strategy="group_by_length" if grouped else "random", bf16=bf16,
     )
     # No data_collator: Trainer's default for a tokenizer is DataCollatorWithPadding (dynamic padding).
-    trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], processing_class=tokenizer)
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     clock = StepClock(model)
     try:
         trainer.train()
     finally:
         measured = clock.close()
     measured["optimizer"] = str(args.optim)
+    measured["precision"] = "bf16" if bf16 else "no"
     return measured
 
 
@@ -236,22 +253,24 @@ def summarize(rounds: list[dict]) -> dict:
 
     keys = ("samples_per_second", "computed_tokens_per_second", "useful_flops_per_second", "padding_fraction")
     summary = {name: {key: median([r[name][key] for r in rounds]) for key in keys} for name in CONTENDERS}
-    summary["speedup_vs_trainer"] = median([r["engine"]["samples_per_second"] / r["trainer"]["samples_per_second"] for r in rounds])
-    summary["speedup_vs_trainer_grouped"] = median(
-        [r["engine"]["samples_per_second"] / r["trainer_grouped"]["samples_per_second"] for r in rounds])
+    for speedup, name in SPEEDUPS.items():
+        summary[speedup] = median([r["engine"]["samples_per_second"] / r[name]["samples_per_second"] for r in rounds])
     summary["peak_flops_per_second"] = median([r["peak_flops_per_second"] for r in rounds])
     summary["peak_fraction"] = median([r["engine"]["useful_flops_per_second"] / r["peak_flops_per_second"] for r in rounds])
-    # The same three numbers in CPU time: a cross-check when other processes share the machine.
-    cpu = lambda r, name: r[name]["cpu_seconds"]  # noqa: E731
-    summary["cpu_time"] = {
-        "speedup_vs_trainer": median([cpu(r, "trainer") / cpu(r, "engine") for r in rounds]),
-        "speedup_vs_trainer_grouped": median([cpu(r, "trainer_grouped") / cpu(r, "engine") for r in rounds]),
-        "peak_fraction": median([r["engine"]["useful_flops_per_cpu_second"] / r["peak_flops_per_cpu_second"] for r in rounds]),
-    }
+    # The same numbers in CPU time: a cross-check when other processes share the machine.
+    cpu = lambda r, name: r[name]["cpu_seconds"] / r[name]["samples"]  # noqa: E731  (per example: sample counts may differ)
+    summary["cpu_time"] = {speedup: median([cpu(r, name) / cpu(r, "engine") for r in rounds]) for speedup, name in SPEEDUPS.items()}
+    summary["cpu_time"]["peak_fraction"] = median(
+        [r["engine"]["useful_flops_per_cpu_second"] / r["peak_flops_per_cpu_second"] for r in rounds])
     return summary
 
 
-def format_table(config: BenchConfig, summary: dict, rounds: list[dict], threads: int) -> str:
+def last_line(summary: dict) -> str:
+    return " ".join(f"{key}={summary[key]:.2f}" for key in (*SPEEDUPS, "peak_fraction"))
+
+
+def format_table(config: BenchConfig, summary: dict, rounds: list[dict], threads: int, precision: str,
+                 bf16_samples: int) -> str:
     header = (f"{'contender':<30} {'samples/s':>10} {'padding':>8} {'computed tok/s':>15} {'useful GFLOP/s':>15} "
               f"{'of peak':>8} {'engine is':>10}")
     lines = ["-" * len(header), header, "-" * len(header)]
@@ -264,18 +283,22 @@ def format_table(config: BenchConfig, summary: dict, rounds: list[dict], threads
     lines.append("-" * len(header))
     per_round = ", ".join(f"{r['engine']['samples_per_second'] / r['trainer']['samples_per_second']:.2f}" for r in rounds)
     lines.append(f"medians of {len(rounds)} round(s) x {config.train_samples} examples, batch {config.batch_size}, "
-                 f"max length {config.max_length}, {threads} torch thread(s)")
-    lines.append(f"fp32 matmul peak ({config.peak_size}x{config.peak_size}): {peak / 1e9:.1f} GFLOP/s; "
+                 f"max length {config.max_length}, {threads} torch thread(s); the engine trained in {PRECISION_NAMES[precision]}")
+    lines.append(f"{PRECISION_NAMES[precision]} matmul peak ({config.peak_size}x{config.peak_size}): {peak / 1e9:.1f} GFLOP/s; "
                  f"speedup vs Trainer defaults per round: {per_round}")
+    if bf16_samples < config.train_samples:
+        lines.append(f"note: Trainer bf16 trained on {bf16_samples} of the {config.train_samples} examples: this CPU has no "
+                     f"native bf16 (emulated bf16 matmuls are many times slower than fp32), so a full epoch would not end")
     engine_group, trainer_group = megabatch_examples(config)
     if trainer_group < engine_group:
         lines.append(f"note: on {config.train_samples} examples Trainer's group_by_length sorts within megabatches of "
                      f"{trainer_group} examples (it keeps >= 4 of them; 50 batches from {200 * config.batch_size} "
                      f"examples up), this engine within {engine_group}: part of the gap to it is that padding")
     c = summary["cpu_time"]
-    lines.append(f"in CPU time instead (less sensitive to a busy machine): speedup_vs_trainer={c['speedup_vs_trainer']:.2f} "
-                 f"speedup_vs_trainer_grouped={c['speedup_vs_trainer_grouped']:.2f} peak_fraction={c['peak_fraction']:.2f}")
-    lines.append("targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()))
+    lines.append("in CPU time instead (less sensitive to a busy machine): "
+                 + " ".join(f"{key}={c[key]:.2f}" for key in (*SPEEDUPS, "peak_fraction")))
+    lines.append(f"targets ({'native-bf16' if precision == 'bf16' else 'fp32-only'} CPU): "
+                 + ", ".join(f"{k} >= {v}" for k, v in TARGETS[precision].items()))
     return "\n".join(lines)
 
 
@@ -294,7 +317,7 @@ def megabatch_examples(config: BenchConfig) -> tuple[int, int]:
     return engine, trainer
 
 
-def plot(path: Path, summary: dict, rounds: list[dict]) -> None:
+def plot(path: Path, summary: dict, rounds: list[dict], precision: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,19 +325,22 @@ def plot(path: Path, summary: dict, rounds: list[dict]) -> None:
 
     from finetune.report import save_figure
 
-    fig, (ax_speed, ax_flops) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_speed, ax_flops) = plt.subplots(1, 2, figsize=(11, 3.8))
     xs = range(len(CONTENDERS))
-    ax_speed.bar(xs, [summary[n]["samples_per_second"] for n in CONTENDERS], color=["tab:green", "tab:gray", "tab:blue"])
+    colors = ["tab:green", "tab:gray", "tab:blue", "tab:purple"]
+    names = [LABELS[n].replace(" (", "\n(").replace(" group_by", "\ngroup_by") for n in CONTENDERS]
+    ax_speed.bar(xs, [summary[n]["samples_per_second"] for n in CONTENDERS], color=colors)
     for x, name in zip(xs, CONTENDERS):
         ax_speed.plot([x] * len(rounds), [r[name]["samples_per_second"] for r in rounds], "k.", label="rounds" if x == 0 else None)
-    ax_speed.set_xticks(list(xs), [LABELS[n].replace(" (", "\n(") for n in CONTENDERS], fontsize=8)
+    ax_speed.set_xticks(list(xs), names, fontsize=7)
     ax_speed.set(title="fine-tuning throughput (median, dots: rounds)", ylabel="samples / s")
     ax_speed.legend(fontsize=8)
     peak = summary["peak_flops_per_second"] / 1e9
-    ax_flops.bar(xs, [summary[n]["useful_flops_per_second"] / 1e9 for n in CONTENDERS], color=["tab:green", "tab:gray", "tab:blue"])
-    ax_flops.axhline(peak, color="k", ls="--", label=f"fp32 matmul peak {peak:.1f}")
-    ax_flops.axhline(TARGETS["peak_fraction"] * peak, color="tab:red", ls=":", label=f"target {TARGETS['peak_fraction']:.0%} of peak")
-    ax_flops.set_xticks(list(xs), [LABELS[n].replace(" (", "\n(") for n in CONTENDERS], fontsize=8)
+    target = TARGETS[precision]["peak_fraction"]
+    ax_flops.bar(xs, [summary[n]["useful_flops_per_second"] / 1e9 for n in CONTENDERS], color=colors)
+    ax_flops.axhline(peak, color="k", ls="--", label=f"{PRECISION_NAMES[precision]} matmul peak {peak:.1f}")
+    ax_flops.axhline(target * peak, color="tab:red", ls=":", label=f"target {target:.0%} of peak")
+    ax_flops.set_xticks(list(xs), names, fontsize=7)
     ax_flops.set(title="useful model FLOP/s (real tokens only)", ylabel="GFLOP / s", ylim=(0, 1.35 * peak))
     ax_flops.legend(fontsize=8)
     for ax in (ax_speed, ax_flops):
@@ -326,9 +352,11 @@ def plot(path: Path, summary: dict, rounds: list[dict]) -> None:
 def run(config: BenchConfig) -> dict:
     import torch
     import transformers
+    from accelerate.state import AcceleratorState
 
     from finetune.io import atomic_write_json
     from finetune.models import load_tokenizer, non_embedding_parameters, resolve
+    from finetune.precision import choose
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -336,9 +364,21 @@ def run(config: BenchConfig) -> dict:
     transformers.logging.set_verbosity_error()  # Trainer's notices and weight-loading bars would bury the table
     transformers.logging.disable_progress_bar()
 
+    # What the engine will train in (it decides again, identically, and prints the same line), and so which
+    # peak counts and what the Trainer bf16 contender can afford.
+    choice = choose(config.mixed_precision, device="cpu")
+    print(f"- engine: {choice.line}")
+    precision = choice.precision
+    bf16_samples = config.bf16_trainer_samples
+    if bf16_samples is None:
+        native = precision == "bf16" or choose("auto", device="cpu").precision == "bf16"
+        bf16_samples = config.train_samples if native else 2 * config.batch_size
+    peak_dtype = "bfloat16" if precision == "bf16" else "float32"
+
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     tokenized, data = load_data(config, tokenizer)
+    bf16_train = tokenized["train"].select(range(bf16_samples))
     print(f"- {source.note}\n- {data.notes[0]}")
     model = fresh_model(config, source, tokenizer, data.label_names)
     flops_per_token = 6 * non_embedding_parameters(model)
@@ -348,43 +388,50 @@ def run(config: BenchConfig) -> dict:
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench_engine.") as tmp:
         for r in range(config.rounds):
-            peak, peak_cpu = matmul_peak(config.peak_size, config.peak_reps)
+            peak, peak_cpu = matmul_peak(config.peak_size, config.peak_reps, peak_dtype)
             result = {"peak_flops_per_second": peak, "peak_flops_per_cpu_second": peak_cpu}
             order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[: r % len(CONTENDERS)]
             for name in order:
                 print(f"round {r + 1}/{config.rounds}: {LABELS[name]}", flush=True)
+                # Accelerate keeps one process-wide state whose mixed precision can't change: each contender
+                # starts from none, as it would in a process of its own.
+                AcceleratorState._reset_state(reset_partial_state=True)
                 model = fresh_model(config, source, tokenizer, data.label_names)
                 workdir = Path(tmp) / f"{name}_{r}"
                 if name == "engine":
                     measured = run_engine(config, model, tokenizer, tokenized, workdir)
                 else:
-                    measured = run_trainer(config, model, tokenizer, tokenized, workdir, grouped=name == "trainer_grouped")
+                    bf16 = name == "trainer_bf16_grouped"
+                    measured = run_trainer(config, model, tokenizer, bf16_train if bf16 else tokenized["train"], workdir,
+                                           grouped=name != "trainer", bf16=bf16)
                 measured["useful_flops_per_second"] = flops_per_token * measured["real_tokens"] / measured["seconds"]
                 measured["useful_flops_per_cpu_second"] = flops_per_token * measured["real_tokens"] / measured["cpu_seconds"]
                 result[name] = measured
                 print(f"  {measured['samples_per_second']:.2f} samples/s, padding {measured['padding_fraction']:.1%}", flush=True)
                 del model
+            AcceleratorState._reset_state(reset_partial_state=True)
             rounds.append(result)
 
     summary = summarize(rounds)
-    last_line = (f"speedup_vs_trainer={summary['speedup_vs_trainer']:.2f} "
-                 f"speedup_vs_trainer_grouped={summary['speedup_vs_trainer_grouped']:.2f} "
-                 f"peak_fraction={summary['peak_fraction']:.2f}")
+    line = last_line(summary)
     out_dir = Path(config.output_dir)
     report = {
         "config": dataclasses.asdict(config), "model_source": source.note, "data_source": data.notes[0],
+        "engine_precision": precision, "engine_precision_reason": choice.reason, "bf16_trainer_samples": bf16_samples,
+        "peak_dtype": peak_dtype,
         "non_embedding_parameters": flops_per_token // 6, "flops_per_real_token": flops_per_token,
         "megabatch_examples": dict(zip(("engine", "trainer_grouped"), megabatch_examples(config))),
         "machine": {"processor": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": threads,
+                    "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
-        "targets": TARGETS, "summary": summary, "rounds": rounds, "last_line": last_line,
+        "targets": TARGETS[precision], "summary": summary, "rounds": rounds, "last_line": line,
         "note": "medians over rounds; the machine may be shared, so single numbers are noisy",
     }
     atomic_write_json(out_dir / "bench_engine.json", report)
-    plot(out_dir / "bench_engine.png", summary, rounds)
-    print(format_table(config, summary, rounds, threads))
+    plot(out_dir / "bench_engine.png", summary, rounds, precision)
+    print(format_table(config, summary, rounds, threads, precision, bf16_samples))
     print(f"wrote {out_dir / 'bench_engine.json'} and {out_dir / 'bench_engine.png'}")
-    print(last_line)
+    print(line)
     return report
 
 

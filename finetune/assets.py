@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -93,7 +92,9 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> None:
     tells a finished conversion from an older interrupted layout.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    from finetune.io import make_temp_dir
+
+    tmp = make_temp_dir(prefix=f".{target.name}.", dir=target.parent)  # (mkdtemp alone: 0700 whatever the umask)
     try:
         build(tmp)
         (tmp / ".complete").touch()

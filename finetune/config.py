@@ -9,6 +9,7 @@ usage dump.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,10 @@ class TrainingConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warmup, then linear decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 turns clipping off)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16."})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where the GPU or CPU does bf16 natively, else fp32; see finetune/precision.py) | no (fp32) | bf16 | fp16."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory, where the model supports it."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor); pays off on GPUs, rarely on CPUs."})
+    num_workers: Optional[int] = field(default=None, metadata={"help": "DataLoader worker processes for per-epoch input work (default: 0 on 1-2 cores, else cores - 1, at most 8)."})
 
     eval_steps: Optional[int] = field(default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."})
     early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "Stop after N evaluations without improvement."})
@@ -67,14 +70,38 @@ class TrainingConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {value}")
+        for name in [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), float)]:
+            if not math.isfinite(getattr(self, name)):  # argparse's float() takes "nan" and "inf"
+                raise UserError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):  # --dataset "" would otherwise reach a library as a path
+            value = getattr(self, f.name)
+            if isinstance(value, str) and not value.strip() and f.default not in ("", None) and f.name != "output_dir":
+                raise UserError(f"--{f.name} is empty: give a value (default: {f.default})")
         if self.num_epochs <= 0:
             raise UserError(f"--num_epochs must be positive, got {self.num_epochs}")
         if self.learning_rate <= 0:
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.seed < 2**32:  # numpy's limit, and set_seed seeds numpy
+            raise UserError(f"--seed must be in [0, 2**32), got {self.seed}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be at least 0, got {getattr(self, name)}")
+        if "\x00" in self.output_dir:
+            raise UserError("--output_dir holds a NUL character: choose a plain folder name")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num_workers must be 0 or more (or left unset), got {self.num_workers}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
+        if self.mixed_precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError("--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
+                                "(or bf16, which works on a CPU)")
+        if self.log_with is not None:
+            check_tracker(self.log_with)
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pick one")
         if self.lora_r < 1:
@@ -83,6 +110,18 @@ class TrainingConfig:
             raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+def check_tracker(name: str) -> None:
+    """--log_with must name a tracker Accelerate knows and this machine has installed."""
+    from accelerate.tracking import _available_trackers  # (what Accelerate found installed; no public getter)
+    from accelerate.utils import LoggerType
+
+    known = sorted(t.value for t in LoggerType if t.value != "all")
+    if name not in known:
+        raise UserError(f"--log_with {name!r} is not a tracker Accelerate knows: use one of {', '.join(known)}")
+    if name not in {str(getattr(t, "value", t)) for t in _available_trackers}:
+        raise UserError(f"--log_with {name}: the {name} package is not installed: pip install {name}, or drop --log_with")
 
 
 def _parser(config_cls):
@@ -102,7 +141,15 @@ def load_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]}): fix the file") from None
+        mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+        mark = mark or context
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        if context is not None and context.line != mark.line:  # an unclosed [ or { shows only where it ends
+            where += f" (in what starts at line {context.line + 1})"
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML{where} ({what}): fix the file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {path} could not be read ({err.__class__.__name__}): pass a UTF-8 YAML file") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of field: value, not {type(data).__name__}")
     return data
@@ -126,6 +173,14 @@ def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Pa
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}: remove them or use one of {', '.join(sorted(known))}")
 
+    list_fields = {f.name for f in dataclasses.fields(config_cls) if "list" in str(f.type)}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            raise UserError(f"config key {key} holds a mapping, but fields are flat (e.g. lora_r: 8, not lora: {{r: 8}}): "
+                            f"fix the config file")
+        if isinstance(value, list) and key not in list_fields:
+            raise UserError(f"config key {key} holds a list, but takes one value: fix the config file")
+
     # YAML values go through the same argparse typing as flags (YAML reads 3e-5 as a string, for one);
     # they come first, so a flag given later wins.
     parser = _parser(config_cls)
@@ -138,11 +193,55 @@ def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Pa
             continue
         tokens.append(f"--{key}")
         tokens.extend(str(v) for v in value) if isinstance(value, list) else tokens.append(str(value))
-    try:
-        (config,) = parser.parse_args_into_dataclasses(args=tokens + argv)
-    except ValueError as err:  # HfArgumentParser: "Some specified arguments are not used..."
-        raise UserError(f"{err}: check the flag names (see --help)") from None
+    refuse_secret_flags(argv, values)
+    namespace, unknown = parser.parse_known_args(args=tokens + argv)
+    if unknown:
+        raise UserError(describe_unknown(unknown, known))
+    (config,) = parser.parse_args_into_dataclasses(args=tokens + argv)
     return config
+
+
+SECRET_FLAGS = ("token", "hub_token", "hf_token", "api_key", "password")
+
+
+def refuse_secret_flags(argv: list[str], values: dict) -> None:
+    """A token on the command line or in a config file would land in config.yaml, the shell history and `ps`:
+    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only."""
+    given = [key for key in values if key in SECRET_FLAGS]
+    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0] in SECRET_FLAGS]
+    if given:
+        raise UserError(f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
+                        f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
+                        f"shown here) and export HF_TOKEN instead")
+
+
+def describe_unknown(leftover: list[str], known: set) -> str:
+    """Name the unknown flags, never the values given with them (a mistyped --hub_tokn hf_... must not be echoed)."""
+    import difflib
+
+    flags = [arg.split("=", 1)[0] for arg in leftover if arg.startswith("-") and not _is_number(arg)]
+    if not flags:
+        return (f"{len(leftover)} value(s) on the command line follow no --field (not shown here): every value goes "
+                f"after its flag, e.g. --learning_rate 3e-5 (see --help for the fields)")
+    hints = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.lstrip("-"), sorted(known), n=1)
+        hints.append(f"{flag} (did you mean --{close[0]}?)" if close else flag)
+    return f"unknown flag(s) {', '.join(hints)}: check the flag names (see --help for the fields)"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def resume_advice(config: TrainingConfig) -> str:
+    """What to type after an interruption; followed as written, it continues the run (and does not stop again)."""
+    drop = [flag for flag, given in (("--overwrite", config.overwrite),) if given]
+    return "resume with the same command plus --resume" + (f" and without {', '.join(drop)}" if drop else "")
 
 
 def save_config(config, path: Path) -> None:

@@ -34,7 +34,10 @@ from tqdm.auto import tqdm
 
 from finetune.config import TrainingConfig
 from finetune.errors import UserError
+from finetune.lean import best_weights_file, keep_only_trainable_weights, lean_checkpoint, trainable_only
+from finetune.resume import check_resume, read_fingerprint, save_fingerprint
 from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
+from finetune.precision import resolve as resolve_precision
 
 STATE_FILE = "train_state.json"
 
@@ -88,13 +91,11 @@ def process_state():
 def make_accelerator(config: TrainingConfig, project_dir: Path):
     from accelerate import Accelerator
 
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     state = process_state()  # the process group (gloo for CPU processes), if the recipe did not set it up already
     if cpu_processes() and state.num_processes == 1:
         raise RuntimeError("launched as several CPU processes, but Accelerate was set up for one (PartialState() "
                            "without cpu=True): the recipe must call finetune.engine.process_state() instead")
+    precision = resolve_precision(config.mixed_precision)  # auto: bf16 where the GPU/CPU does it natively; one line says why
     return Accelerator(
         cpu=cpu_processes(),
         mixed_precision=precision,
@@ -184,6 +185,7 @@ class Setup:
     metric_for_best: Optional[str]
     greater_is_better: bool
     progress: Optional[tqdm] = None
+    start_step: int = 0  # the step this invocation began at (resumed runs: the checkpoint's)
     clock: float = 0.0  # time.perf_counter() when the current stretch of timed training began
 
 
@@ -271,6 +273,8 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing")
         model.gradient_checkpointing_enable()
+    if config.torch_compile:
+        model.compile()  # in place: same module, same state_dict keys, so checkpoints and saved models are unchanged
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loader = accelerator.prepare(loaders["train"])
@@ -283,6 +287,7 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
     # Stepped by hand once per optimizer step (not prepared, which would step it once per process), but
     # registered so save_state / load_state carry it.
     accelerator.register_for_checkpointing(scheduler)
+    keep_only_trainable_weights(accelerator, model)
     if config.log_with:
         accelerator.init_trackers(name, config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
     return Setup(name=name, config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -300,8 +305,12 @@ def resume_or_start(setup: Setup) -> TrainState:
     latest = latest_checkpoint(setup.checkpoint_root)
     if latest is None or not setup.config.resume:
         return TrainState()
-    accelerator.load_state(str(latest))
     state = TrainState.from_json(json.loads((latest / STATE_FILE).read_text()))
+    check_resume(setup.config, read_fingerprint(latest), str(latest), state.step, accelerator.num_processes)
+    accelerator.load_state(str(latest), strict=not lean_checkpoint(latest))
+    if state.done and not state.stopped_early and state.step < setup.total_steps:
+        state.done = False  # finished at the old --max_steps; a larger one continues it
+    setup.start_step = state.step
     accelerator.print(f"[{setup.name}] resumed from {latest} (step {state.step}/{setup.total_steps})")
     return state
 
@@ -440,6 +449,8 @@ def save_best(setup: Setup, state: TrainState) -> None:
     if accelerator.is_main_process:
         from safetensors.torch import save_file
 
+        weights = trainable_only(accelerator.unwrap_model(setup.model), weights)
+
         trouble = lambda: disk_errors("the best weights", root, last_good_note(root))
         with trouble(), atomic_dir(root / "best") as tmp, trouble():  # (inner: before the cleanup)
             weights = {k: v.contiguous() for k, v in weights.items()}
@@ -455,7 +466,7 @@ def stop_decision(setup: Setup, state: TrainState, stop_requested) -> StopDecisi
     finished = step >= setup.total_steps or state.stopped_early
     if interrupted:
         return StopDecision(finished, "interrupted")
-    if stop_after is not None and stop_after <= step < setup.total_steps:
+    if stop_after is not None and setup.start_step < stop_after <= step < setup.total_steps:
         return StopDecision(finished, f"stopped after {step} steps (--stop_after_steps)")
     return StopDecision(finished)
 
@@ -494,6 +505,7 @@ def save_checkpoint(setup: Setup, state: TrainState) -> Path:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 atomic_write_json(tmp / STATE_FILE, state.to_json())
+                save_fingerprint(tmp, setup.config, accelerator.num_processes)
                 commit_dir(tmp, target)
                 for old in sorted(root.glob("step_*"))[: -setup.config.keep_checkpoints]:
                     shutil.rmtree(old, ignore_errors=True)
@@ -513,8 +525,8 @@ def last_good_note(checkpoint_root: Path) -> str:
 def finish(setup: Setup, state: TrainState) -> TrainResult:
     """Load the best weights (if selection ran), evaluate on the test split, end the trackers."""
     accelerator, model = setup.accelerator, setup.model
-    best_weights = setup.checkpoint_root / "best" / "model.safetensors"
-    if setup.metric_for_best and best_weights.exists():
+    best_weights = best_weights_file(setup.checkpoint_root / "best")
+    if setup.metric_for_best and best_weights is not None:
         from safetensors.torch import load_file
 
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)

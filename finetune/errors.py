@@ -5,6 +5,7 @@ exactly one line, `error: ...`, then exits with code 2. No traceback: the messag
 """
 
 import argparse
+import re
 import sys
 from contextlib import contextmanager
 
@@ -15,13 +16,29 @@ class UserError(Exception):
     """A problem with the user's input or environment, with a message that names the fix."""
 
 
+# Strings shaped like credentials: Hugging Face, GitHub, OpenAI-style and AWS keys, Slack tokens, JWTs, and the
+# value of anything written token=..., password: ..., ... They are replaced before any message is printed, so a
+# value typed in the wrong place never reaches a terminal or a CI log.
+SECRET_SHAPES = re.compile(
+    r"\bhf_[A-Za-z0-9]{8,}|\bapi_org_[A-Za-z0-9]{8,}|\bgh[pousr]_[A-Za-z0-9]{16,}|\bgithub_pat_[A-Za-z0-9_]{16,}"
+    r"|\bsk-[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+SECRET_VALUES = re.compile(r"(?i)((?:token|password|passwd|secret|api_key|apikey)['\"]?\s*[=:]\s*['\"]?)(?!\[redacted)[^\s,;'\"\])]{4,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with every credential-shaped substring replaced by [redacted]."""
+    return SECRET_VALUES.sub(lambda m: m.group(1) + REDACTED, SECRET_SHAPES.sub(REDACTED, str(text)))
+
+
 @contextmanager
 def user_errors_exit():
     """Turn a UserError into one line on stderr and exit code 2 (used by every command's entry point)."""
     try:
         yield
     except UserError as err:
-        message = " ".join(str(err).split())  # one line, whatever the message held
+        message = redact(" ".join(str(err).split()))  # one line, whatever the message held; no secrets
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 

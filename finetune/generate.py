@@ -75,6 +75,10 @@ def generate_texts(
         raise UserError(f"--max_new_tokens must be at least 1, got {max_new_tokens}")
     if do_sample and temperature <= 0:
         raise UserError(f"--temperature must be positive, got {temperature}")
+    if do_sample and top_k is not None and top_k < 0:
+        raise UserError(f"--top_k must be at least 0 (0: no top-k filtering), got {top_k}")
+    if do_sample and top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"--top_p must be in (0, 1], got {top_p}")
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,

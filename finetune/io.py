@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -20,6 +21,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~user_umask())  # mkstemp makes 0600: the file gets the mode a plain open() gives
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -53,7 +55,26 @@ def new_temp_dir(target: Path) -> Path:
     """An empty folder `.NAME.tmp.XXXX` beside `target`, on the same filesystem (so a rename can publish it)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
+    return make_temp_dir(prefix=f".{target.name}.tmp.", dir=target.parent)
+
+
+def make_temp_dir(prefix: str, dir: Path) -> Path:
+    """tempfile.mkdtemp with the mode a plain mkdir gives (mkdtemp's 0700 would outlive the rename into place)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    tmp.chmod(0o777 & ~user_umask())
+    return tmp
+
+
+def user_umask() -> int:
+    """The process umask (read by setting it and setting it back: there is no getter before Python 3.12's os)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK = None
 
 
 def commit_dir(tmp: Path, target: Path) -> None:
@@ -63,6 +84,7 @@ def commit_dir(tmp: Path, target: Path) -> None:
     a power cut a renamed folder could otherwise hold empty files.
     """
     tmp, target = Path(tmp), Path(target)
+    with_user_modes(tmp)
     for path in sorted(tmp.rglob("*")):
         if path.is_file():
             _fsync(path)
@@ -163,9 +185,22 @@ def disk_errors(what: str, folder: Path, kept: str = ""):
         raise UserError(f"could not write {what} in {folder}: {reason}; {fix}{'; ' + kept if kept else ''}") from None
 
 
+def with_user_modes(folder: Path) -> None:
+    """Give `folder` and everything in it the modes the user's umask gives a new file or folder.
+
+    Libraries that write atomically create private files (safetensors 0.8 writes 0600, tempfile 0600 / 0700):
+    left so, a run would be unreadable to the user's group on a shared machine whatever the umask says.
+    """
+    umask = user_umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def publish_files(src_dir: Path, dest_dir: Path) -> None:
     """Move every file of src_dir into dest_dir, each with an atomic rename (same filesystem)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
+    with_user_modes(src_dir)
     for item in sorted(Path(src_dir).iterdir()):
         target = dest_dir / item.name
         if item.is_dir():
@@ -174,26 +209,149 @@ def publish_files(src_dir: Path, dest_dir: Path) -> None:
         os.replace(item, target)
 
 
-def check_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
-    """Refuse to clobber an earlier run unless asked; with --resume, insist there is something to resume.
+# ---- run directories ----------------------------------------------------------------------------------------
+#
+# A run directory is a folder of its own that only this toolkit writes into. It carries a manifest,
+# `.finetune-run.json`: while a run works in it, {"status": "running"} (everything in the folder is the run's:
+# the folder was empty or absent when the manifest went in); once it finished, {"status": "finished", "files":
+# [every file the run wrote]}. The manifest is the only permission to replace anything:
+#   - a folder without one that holds files is never touched (refused, whatever the flags);
+#   - a finished run is replaced only with --overwrite, and never while it holds files its manifest does not list;
+#   - the replacement is built in a sibling, NAME.unfinished, and swapped in by renames once it has finished,
+#     so a failed --overwrite leaves the earlier run byte for byte as it was;
+#   - an unfinished attempt (a crash after the folder was made) is replaced by the next run without --overwrite,
+#     unless it holds checkpoints: then --resume continues it, --overwrite starts again.
+
+MANIFEST = ".finetune-run.json"
+STAGING_SUFFIX = ".unfinished"
+
+
+def read_manifest(folder: Path) -> Optional[dict]:
+    """The run manifest of `folder`, or None if it has none (or one this toolkit cannot read)."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") in ("running", "finished") else None
+
+
+def _write_manifest(folder: Path, **fields) -> None:
+    atomic_write_json(Path(folder) / MANIFEST, {"format": 1, **fields})
+
+
+def _run_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name != MANIFEST)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """What in `folder` this toolkit did not write: everything when it has no manifest, nothing while a run is
+    working in it, else the files its manifest does not list (leftovers of interrupted atomic writes aside)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return sorted(p.name for p in folder.iterdir())
+    if manifest["status"] == "running":
+        return []
+    listed = set(manifest.get("files", []))
+    return [rel for rel in _run_files(folder) if rel not in listed and not _write_leftover(rel)]
+
+
+def _write_leftover(rel: str) -> bool:
+    """A part of .NAME.tmp.XXXX / .save.XXXX / .NAME.old: what an interrupted atomic write leaves (ours)."""
+    return any(part.startswith(".") and (".tmp." in part or part.startswith(".save.") or part.endswith(".old"))
+               for part in Path(rel).parts)
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """Where an --overwrite builds the new run beside the earlier one (NAME.unfinished)."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(run_dir.name + STAGING_SUFFIX)
+
+
+def has_checkpoints(folder: Path) -> bool:
+    return any(Path(folder).glob("checkpoints/*/step_*/train_state.json"))
+
+
+def steps_done(folder: Path) -> Optional[int]:
+    """The most optimizer steps any model's newest checkpoint in `folder` holds (None: no checkpoint)."""
+    steps = [int(p.parent.name.split("_")[-1]) for p in Path(folder).glob("checkpoints/*/step_*/train_state.json")
+             if p.parent.name.split("_")[-1].isdigit()]
+    return max(steps) if steps else None
+
+
+def _refuse_special(output_dir: str) -> Path:
+    """The folders a run must never be: "", the current folder, home, a filesystem root (or an ancestor of those)."""
+    from finetune.errors import UserError
+
+    if not str(output_dir).strip():
+        raise UserError("--output_dir is empty: name a folder of its own for the run, e.g. --output_dir runs/mine")
+    run_dir = Path(os.path.expanduser(output_dir))
+    resolved = run_dir.resolve()
+    special = {Path.cwd().resolve(): "the current folder", Path.home().resolve(): "your home folder"}
+    for place, what in special.items():
+        if resolved == place or resolved in place.parents:
+            raise UserError(f"--output_dir {output_dir} is {what}{'' if resolved == place else ' or a folder above it'}: "
+                            f"a run needs a folder of its own, e.g. --output_dir runs/mine")
+    if resolved == Path(resolved.anchor):
+        raise UserError(f"--output_dir {output_dir} is a filesystem root: a run needs a folder of its own, e.g. --output_dir runs/mine")
+    return run_dir
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -> Path:
+    """Refuse every output folder this run may not use; return the folder the run will end up in.
 
     Touches nothing: call it before loading anything, so bad input fails fast and leaves the folder as it was.
+    With --resume and the run's `config`, a config that changes what a step means is refused here too
+    (finetune/resume.py), before any file changes.
     Under `accelerate launch` every process calls it, and none goes on until all have checked: otherwise the
     main process could create the folder before another one looked, which would then see "an earlier run".
     """
     from finetune.errors import UserError
 
-    run_dir = Path(output_dir)
-    if resume:
-        if not (run_dir / "checkpoints").is_dir():
-            raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints/ folder; run without --resume")
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise UserError(
-            f"{run_dir} already holds files (an earlier run?): pass --overwrite to replace it, --resume to "
-            f"continue it, or choose another --output_dir"
-        )
-    elif run_dir.exists() and not run_dir.is_dir():
+    run_dir = _refuse_special(output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--output_dir {run_dir} is a file, not a folder: choose another --output_dir")
+    if _is_main_process():
+        _recover_swap(run_dir)  # (a swap killed between its renames: finish it first, it decides what is there)
+    _wait_for_everyone()
+    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
+    foreign = foreign_files(run_dir)
+    if foreign:
+        what = ("holds files this toolkit did not write" if manifest is None
+                else "holds files its run manifest does not list (added after the run?)")
+        if manifest is None and (run_dir / "results.json").exists():
+            what += " (a run from a version without run manifests? delete it yourself if so)"
+        raise UserError(f"--output_dir {run_dir} {what}: {_listing(foreign)}; a run directory is a folder of its own, "
+                        f"so nothing is replaced there: move those files out, or choose another --output_dir")
+    staging = staging_dir(run_dir)
+    if resume:
+        if not (has_checkpoints(run_dir) or has_checkpoints(staging)):
+            raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints (checkpoints/*/step_*); run without --resume")
+        if config is not None:
+            from finetune.resume import check_resume
+
+            target = staging if has_checkpoints(staging) else run_dir
+            check_resume(config, (read_manifest(target) or {}).get("fingerprint"), str(target), steps_done(target))
+    elif manifest is not None and manifest["status"] == "finished" and not overwrite:
+        raise UserError(f"{run_dir} already holds an earlier run: pass --overwrite to replace it (it stays as it is "
+                        f"until the new run has finished), --resume to continue it, or choose another --output_dir")
+    elif manifest is not None and manifest["status"] == "running" and has_checkpoints(run_dir) and not overwrite:
+        raise UserError(f"{run_dir} holds an unfinished run with checkpoints: pass --resume to continue it, "
+                        f"--overwrite to start again, or choose another --output_dir")
+    elif not overwrite and read_manifest(staging) is not None and has_checkpoints(staging):
+        raise UserError(f"{staging} holds an unfinished --overwrite of {run_dir} with checkpoints: pass --resume to "
+                        f"continue it, --overwrite to start again, or choose another --output_dir")
+    if staging.exists() and not (read_manifest(staging) or not any(staging.iterdir())):
+        raise UserError(f"{staging} exists and was not made by this toolkit; a run in {run_dir} would build its "
+                        f"replacement there: move it, or choose another --output_dir")
     _check_writable(run_dir)
     _wait_for_everyone()
     return run_dir
@@ -222,26 +380,157 @@ def _check_writable(run_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"--output_dir {run_dir} is inside {existing}, which is a file, not a folder: choose another --output_dir")
-    try:
-        with tempfile.TemporaryFile(dir=existing):  # os.access would say yes to root on a read-only mount
-            pass
-    except OSError as err:
-        reason = _WRITE_ERRNOS.get(err.errno, err.strerror)
-        raise UserError(f"--output_dir {run_dir} is not writable ({existing}: {reason}): choose a writable --output_dir") from None
+    for folder in {existing, run_dir.parent if run_dir.parent.exists() else existing}:  # the swap renames in the parent
+        try:
+            with tempfile.TemporaryFile(dir=folder):  # os.access would say yes to root on a read-only mount
+                pass
+        except OSError as err:
+            reason = _WRITE_ERRNOS.get(err.errno, err.strerror)
+            raise UserError(f"--output_dir {run_dir} is not writable ({folder}: {reason}): choose a writable --output_dir") from None
 
 
-def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
-    """Create the run folder; with --overwrite, remove what would mix stale state into the new run.
+def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -> Path:
+    """Make the folder this run writes into, and return it: the run directory itself, or with --overwrite of a
+    finished run, its sibling NAME.unfinished (finish_run_dir swaps it in once the run has finished).
 
     Call it once data and models have loaded, so that a bad input never costs the earlier run anything.
     """
-    run_dir = check_run_dir(output_dir, overwrite, resume)
-    if _is_main_process():  # one process changes the folder; the others wait for it
-        if overwrite:
-            # Only what this toolkit wrote: stale checkpoints would be resumed from, a stale scratch/ model would
-            # sit beside new results. Final model files are replaced file by file when the new run saves.
-            for stale in ("checkpoints", "scratch", "logs"):
-                shutil.rmtree(run_dir / stale, ignore_errors=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = check_run_dir(output_dir, overwrite, resume, config)
+    staging = staging_dir(run_dir)
+    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
+    if resume:  # continue where the checkpoints are: an interrupted --overwrite's sibling first
+        target = staging if has_checkpoints(staging) else run_dir
+    elif manifest is not None and manifest["status"] == "finished":  # (only with --overwrite: checked above)
+        target = staging
+    else:
+        target = run_dir
+    if _is_main_process():  # one process changes the folders; the others wait for it
+        if target == run_dir and staging.exists():  # an abandoned replacement attempt (checked: it is ours)
+            shutil.rmtree(staging)
+        if not resume:
+            _attempts.setdefault(target, target.exists() and not any(target.iterdir()))
+            if target.exists():
+                if not overwrite and any(target.iterdir()):
+                    print(f"note: replacing the unfinished attempt in {target} (a run that stopped before its first "
+                          f"checkpoint; nothing in it could be resumed)", flush=True)
+                shutil.rmtree(target)  # an unfinished attempt, or an earlier staging folder: ours, checked above
+            target.mkdir(parents=True)
+        fields = (read_manifest(target) or {}) if resume else {}
+        fields = {k: v for k, v in fields.items() if k not in ("format", "status", "files")}
+        if target == staging:
+            fields["replaces"] = run_dir.name
+        if config is not None and "fingerprint" not in fields:
+            from finetune.resume import fingerprint
+
+            fields["fingerprint"] = fingerprint(config)  # what --resume must find again (finetune/resume.py)
+        _write_manifest(target, status="running", **fields)
     _wait_for_everyone()
-    return run_dir
+    return target
+
+
+def finish_run_dir(run_dir: Path) -> Path:
+    """Mark the run in `run_dir` finished (its manifest lists every file it wrote); if it was built beside an
+    earlier run (--overwrite), swap it in now. Returns the run directory's final path. Main process only."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir) or {}
+    replaces = manifest.get("replaces")
+    final = run_dir.with_name(replaces) if replaces else run_dir
+    _release_best_copies(run_dir)
+    kept = {k: v for k, v in manifest.items() if k not in ("format", "status", "files")}
+    _write_manifest(run_dir, status="finished", **kept, files=_run_files(run_dir))
+    if replaces:
+        _swap_in(run_dir, final)
+    return final
+
+
+def _release_best_copies(run_dir: Path) -> None:
+    """Each model's best weights are now in the run's saved model too: keep one copy (finetune.engine checks that
+    the two hold the same tensors first). The models are those results.json lists, each with its folder."""
+    try:
+        models = json.loads((run_dir / "results.json").read_text()).get("models", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    from finetune.lean import release_best_copy
+
+    for entry in models:
+        role, folder = entry.get("role"), entry.get("dir")
+        if isinstance(role, str) and isinstance(folder, str) and (run_dir / "checkpoints" / role / "best").is_dir():
+            release_best_copy(run_dir / "checkpoints" / role / "best", run_dir / folder, run_dir)
+
+
+def record_files(run_dir: Path, paths) -> None:
+    """Add files a later command wrote into a finished run (finetune merge) to its manifest, so --overwrite may
+    replace them with the rest."""
+    manifest = read_manifest(run_dir)
+    if manifest is None or manifest["status"] != "finished":
+        return
+    root = Path(run_dir).resolve()
+    files = set(manifest.get("files", [])) | {str(Path(p).resolve().relative_to(root)) for p in paths}
+    _write_manifest(run_dir, **{**manifest, "files": sorted(files)})
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """staging -> final by renames: final -> .NAME.replaced, staging -> final, then the replaced run is removed.
+
+    A crash between the renames leaves .NAME.replaced and a finished staging folder; _recover_swap completes it.
+    """
+    replaced = final.with_name(f".{final.name}.replaced")
+    if replaced.exists():
+        shutil.rmtree(replaced)
+    if final.exists():
+        os.replace(final, replaced)
+    os.replace(staging, final)
+    _fsync(final.parent)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _recover_swap(run_dir: Path) -> None:
+    """Complete (or undo) a swap a killed process left half done."""
+    replaced = run_dir.with_name(f".{run_dir.name}.replaced")
+    if not replaced.is_dir():
+        return
+    staging = staging_dir(run_dir)
+    if run_dir.exists():  # the swap happened; only the removal of the old run is left
+        shutil.rmtree(replaced, ignore_errors=True)
+    elif (read_manifest(staging) or {}).get("status") == "finished":
+        os.replace(staging, run_dir)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.replace(replaced, run_dir)
+
+
+@contextmanager
+def run_attempt():
+    """Around one training run: if it fails before writing any checkpoint, the folder it made goes again (an
+    empty folder the user made stays, empty), so a failed attempt leaves nothing behind and the earlier run, if
+    any, was never touched. An attempt with checkpoints stays, marked unfinished, for --resume.
+    """
+    earlier = dict(_attempts)
+    try:
+        yield
+    except BaseException:
+        if _is_main_process():
+            for folder, existed_empty in _attempts.items():
+                if folder in earlier or not folder.is_dir() or has_checkpoints(folder):
+                    continue
+                if (read_manifest(folder) or {}).get("status") == "running":
+                    shutil.rmtree(folder, ignore_errors=True)
+                    if existed_empty:
+                        folder.mkdir()
+        raise
+    finally:
+        for folder in set(_attempts) - set(earlier):
+            del _attempts[folder]
+
+
+_attempts: dict = {}  # folders prepare_run_dir made for a new run in this process -> "was an empty folder before"
+
+
+def run_size(folder: Path) -> str:
+    """What `folder` takes on disk, for the end-of-run line: "1.8 MB" (links not followed)."""
+    size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -273,6 +273,10 @@ def merge(run_dir, output: Optional[Path] = None) -> Path:
                                 "chat_template", "preprocessor_config", "processor_config", "spiece")):
                 if (run_dir / name).is_file():
                     shutil.copy2(run_dir / name, tmp / name)
+    if output.resolve().parent == run_dir.resolve():  # RUN_DIR/merged is the run's too: --overwrite may replace it
+        from finetune.io import record_files
+
+        record_files(run_dir, [p for p in output.rglob("*") if p.is_file()])
     return output
 
 

@@ -138,3 +138,20 @@ def save_model(result, tokenizer_or_processor, target: Path) -> None:
                     tokenizer_or_processor.save_pretrained(tmp)
                 publish_files(Path(tmp), target)
     accelerator.wait_for_everyone()
+
+
+def max_positions(model) -> Optional[int]:
+    """How many token positions the model has (BERT's max_position_embeddings, GPT-2's n_positions), if it says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(model, length: int, flag: str) -> None:
+    """Refuse a sequence length the model has no positions for (it would fail mid-training with an index error)."""
+    limit = max_positions(model)
+    if limit is not None and length > limit:
+        raise UserError(f"{flag} {length} is more than the {limit} positions the model has: pass {flag} {limit} or less")

@@ -62,12 +62,30 @@ def main(argv=None) -> int:
             raise UserError(f"run directory {args.run_dir} does not exist: pass the --output_dir of a finished run")
         classify, task = pipeline_for(args.run_dir)
         inputs = args.inputs
+        options = {}
         if task == "image-classification":
             inputs = [load_image(p) for p in inputs]
-        for text, prediction in zip(args.inputs, classify(inputs)):
+        else:
+            empty = [i + 1 for i, text in enumerate(inputs) if not text.strip()]
+            if empty:
+                raise UserError(f"input {empty[0]} is empty: pass the text to classify, e.g. finetune predict RUN_DIR \"what a flight\"")
+            options = {"truncation": True, "max_length": text_limit(args.run_dir, classify.model)}
+        for text, prediction in zip(args.inputs, classify(inputs, **options)):
             top = prediction[0] if isinstance(prediction, list) else prediction
             print(json.dumps({"input": text, "label": top["label"], "score": round(float(top["score"]), 4)}))
     return 0
+
+
+def text_limit(run_dir: Path, model) -> int:
+    """Tokens a text is cut to, as in training: the run's --max_length (config.yaml), capped by the model's positions."""
+    import yaml
+
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None) or 512
+    try:
+        trained = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("max_length")
+    except (OSError, yaml.YAMLError, AttributeError):
+        trained = None
+    return min(limit, trained) if isinstance(trained, int) and trained > 1 else limit
 
 
 def load_image(path: str):
@@ -76,14 +94,18 @@ def load_image(path: str):
     from finetune.data.images import to_rgb
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p} is a folder, not an image file: pass the image files themselves (e.g. {p}/*.png)")
     if not p.is_file():
         raise UserError(f"image {p} does not exist: check the path")
     try:
         with Image.open(p) as image:
             image.load()
             return to_rgb(image)  # grayscale / RGBA / palette images become RGB exactly as in training
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"{p} is not a readable image ({err}): pass a PNG or JPEG file") from None
+    except Image.DecompressionBombError as err:  # not an OSError: PIL refuses images this large for safety
+        raise UserError(f"{p} is too large to open safely ({str(err).split('.')[0]}): resize it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise UserError(f"{p} is not a readable image ({str(err) or type(err).__name__}): pass a PNG or JPEG file") from None
 
 
 if __name__ == "__main__":

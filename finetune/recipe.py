@@ -7,7 +7,8 @@
     results_header   the facts results.json states once, where they are known (what the model card reads)
     scratch_config   the from-scratch model's config: the task's preset resized, with one rule for the heads
     limit_samples    --max_train_samples / --max_eval_samples on labelled splits
-    finish_run       results.json, learning curves, model card, the table, and the push when asked
+    finish_run       results.json, learning curves, model card, the run directory finished (an --overwrite
+                     swapped in), the table and its size, and the push when asked
 
 It lives in the library (not in recipes/) because study / search / compare drive recipes through the same
 run() and finish: the package `recipes/` then holds tasks only, as `finetune train` lists them.
@@ -48,17 +49,18 @@ def main(config_cls, run, default_yaml: Path, argv: Optional[list[str]] = None) 
     Exit codes: 0 done; 2 a UserError (one line, printed by user_errors_exit); 130 interrupted with a
     checkpoint saved, and the hint to resume printed once (by rank zero) however many processes ran.
     """
-    from finetune.config import parse_config
+    from finetune.config import parse_config, resume_advice
     from finetune.engine import TrainingInterrupted, is_rank_zero
     from finetune.errors import user_errors_exit
+    from finetune.io import run_attempt
 
-    with user_errors_exit():
+    with user_errors_exit(), run_attempt():  # a failed attempt leaves no folder behind (finetune/io.py)
         config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, default_yaml)
         try:
             run(config)
         except TrainingInterrupted as stop:
             if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
+                print(f"{stop}\n{resume_advice(config)}", file=sys.stderr)
             return EXIT_INTERRUPTED
     return 0
 
@@ -73,16 +75,19 @@ def start_run(config):
 
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
-    check_run_dir(config.output_dir, config.overwrite, config.resume)
+    check_run_dir(config.output_dir, config.overwrite, config.resume, config)  # (and a --resume's fingerprint)
     return state
 
 
 def open_run_dir(config, state, notes: list[str]) -> Path:
-    """Once data and model have loaded: (re)make the run directory, save config.yaml, print the notes."""
+    """Once data and model have loaded: (re)make the run directory, save config.yaml, print the notes.
+
+    With --overwrite of a finished run, the folder returned is its sibling NAME.unfinished: the new run is built
+    there and finish_run swaps it in, so a failure never costs the earlier run anything (finetune/io.py)."""
     from finetune.config import save_config
     from finetune.io import prepare_run_dir
 
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
+    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume, config)
     if state.is_main_process:
         save_config(config, run_dir / "config.yaml")
     for note in notes:
@@ -141,14 +146,18 @@ def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional
     Nothing here is optional or silent: a card that cannot be written is an error like any other.
     """
     from finetune import card, engine, report
+    from finetune.io import finish_run_dir, run_size
 
     if not engine.process_state().is_main_process:
         return
     report.write_results(run_dir, results)
     report.plot_learning_curves(run_dir, results, metric=results["metric_for_best"], log_scale=log_scale)
     card.write_model_card(run_dir)
+    final = finish_run_dir(run_dir)  # finished: only now may it replace an earlier run (--overwrite)
+    where = where.replace(str(run_dir), str(final))  # (an --overwrite was built in NAME.unfinished)
+    run_dir = final
     print(table if table is not None else report.format_table(results))
-    print(f"run directory: {run_dir}  {where}")
+    print(f"run directory: {run_dir} ({run_size(run_dir)})  {where}")
     if config.push_to_hub:
         from finetune.hub import push_run
 

@@ -228,7 +228,8 @@ def run(config: ImageClassificationConfig) -> dict:
     from accelerate.utils import set_seed
 
     from finetune import engine, report
-    from finetune.data.images import make_loaders, scratch_processor
+    from finetune.data.images import scratch_processor
+    from finetune.data.pipeline import image_loaders, normalize_on_device
     from finetune.evaluation import ClassificationEvaluator
     from finetune.lora import save_run_model
     from finetune.models import count_parameters, save_model
@@ -240,7 +241,13 @@ def run(config: ImageClassificationConfig) -> dict:
     model, processor, source, model_notes = build_pretrained(config, data.label_names)
     run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes, *model_notes])
     splits = data.splits
-    loaders = make_loaders(splits, processor, config.batch_size, config.eval_batch_size, config.seed, config.augment)
+    # Decoded and resized once into a cache (the main process writes it, the others then read it); augmented per
+    # epoch in worker processes; the model normalises the uint8 batches itself, on its device.
+    with state.main_process_first():
+        loaders, pipeline_notes = image_loaders(splits, processor, config.batch_size, config.eval_batch_size, config.seed,
+                                                config.augment, config.num_workers)
+    normalize_on_device(model, processor)
+    state.print(f"- {pipeline_notes[0]}")
     state.print(f"- train {len(splits['train'])} / validation {len(splits['validation'])} / test {len(splits['test'])} "
                 f"images; {len(data.label_names)} labels {data.label_names if len(data.label_names) <= 20 else ''}")
 
@@ -261,7 +268,10 @@ def run(config: ImageClassificationConfig) -> dict:
         set_seed(config.seed)
         scratch = build_scratch(config, data.label_names)
         small = scratch_processor(config.scratch_image_size)
-        scratch_loaders = make_loaders(splits, small, config.batch_size, config.eval_batch_size, config.seed, config.augment)
+        with state.main_process_first():
+            scratch_loaders, _ = image_loaders(splits, small, config.batch_size, config.eval_batch_size, config.seed,
+                                               config.augment, config.num_workers)
+        normalize_on_device(scratch, small)
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate,
                                              num_epochs=config.scratch_num_epochs or config.num_epochs)
         trained_scratch = engine.train(scratch, scratch_loaders, evaluator, scratch_config, run_dir, name="scratch",

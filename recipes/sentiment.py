@@ -100,12 +100,13 @@ def run(config: SentimentConfig) -> dict:
     from finetune.data.text import make_loaders, tokenize
     from finetune.evaluation import ClassificationEvaluator
     from finetune.lora import save_run_model
-    from finetune.models import count_parameters, save_model
+    from finetune.models import check_fits, count_parameters, save_model
 
     state = recipe.start_run(config)
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names)
+    check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes])
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)

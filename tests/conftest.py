@@ -6,6 +6,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Pixel and token caches of the test runs (finetune/data/pipeline.py) go to a folder of this session, not into
+# the user's ~/.cache/finetune/pipeline (converted model assets are still read from ~/.cache/finetune).
+if "FINETUNE_PIPELINE_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["FINETUNE_PIPELINE_CACHE"] = tempfile.mkdtemp(prefix="finetune-pipeline-cache.")
 
 import pytest  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from finetune import cli
+from finetune.io import finish_run_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import tiny_gpt2  # noqa: E402
@@ -58,6 +59,7 @@ def earlier_run(tmp_path):
     (run / "model.safetensors").write_bytes(b"earlier weights")
     (run / "checkpoints" / "pretrained" / "step_00000010").mkdir(parents=True)
     (run / "checkpoints" / "pretrained" / "step_00000010" / "train_state.json").write_text('{"step": 10}')
+    finish_run_dir(run)  # the manifest that makes it a run directory --overwrite may replace
     return run
 
 

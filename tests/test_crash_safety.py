@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from finetune import engine
 from recipes.sentiment import SentimentConfig, main, run
+from finetune.io import finish_run_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -225,6 +226,7 @@ def read_only_dir(tmp_path):
     folder = tmp_path / "locked"
     folder.mkdir()
     (folder / "results.json").write_text('{"earlier": "run"}')
+    finish_run_dir(folder)  # an earlier run (so only the folder's mode stands in the way)
 
     def writable():
         try:

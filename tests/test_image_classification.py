@@ -15,6 +15,7 @@ from tiny_models import tiny_vit
 from finetune.data import images
 from finetune.errors import UserError
 from recipes.image_classification import ImageClassificationConfig, build_pretrained, fit_resolution, main, run
+from finetune.io import finish_run_dir
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 210)}
 
@@ -306,6 +307,7 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
     out.mkdir()
     (out / "results.json").write_text('{"earlier": "run"}')
     (out / "model.safetensors").write_bytes(b"earlier weights")
+    finish_run_dir(out)  # a finished run: its manifest lists these files, so --overwrite may replace them
     before = _snapshot(out)
     argv = ["--output_dir", str(out), "--overwrite", "--model", str(tiny_vit_dir), "--dataset", dataset, "--image_size", "16",
             "--scratch_image_size", "16", "--scratch_patch_size", "4", *extra]

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from finetune import engine
 from recipes.sentiment import SentimentConfig, main, run
+from finetune.io import finish_run_dir
 
 
 def tiny_config(tmp_path, model, dataset, **overrides):
@@ -119,6 +120,7 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
     out.mkdir()
     (out / "results.json").write_text('{"earlier": "run"}')
     (out / "model.safetensors").write_bytes(b"earlier weights")
+    finish_run_dir(out)  # a finished run: its manifest lists these files, so --overwrite may replace them
     before = _snapshot(out)
     extra, needle = BAD_INPUTS[name]
     argv = ["--output_dir", str(out), "--overwrite", "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), *extra]
@@ -140,6 +142,7 @@ def test_existing_run_is_refused_without_overwrite(tmp_path, tiny_bert_dir, twee
     out = tmp_path / "run"
     out.mkdir()
     (out / "results.json").write_text("{}")
+    finish_run_dir(out)
     before = _snapshot(out)
     code, err = _run_cli(["--output_dir", str(out), "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv)], capsys)
     assert code == 2 and "--overwrite" in err[0] and "--resume" in err[0]

@@ -12,9 +12,9 @@ grayscale (L, I, ...) and palette (P) images become RGB by repeating / looking u
 transparency (RGBA, LA, P with a transparent colour) are composited onto white first, as transformers'
 image processors do.
 
-Tensors (`image_transform`, `make_loaders`): the checkpoint's own image processor (its PIL backend: torchvision
-is not needed) resizes to the resolution the recipe asks for, rescales and normalises. Training images first
-get a light random affine (rotation, scale, shift); evaluation images get none.
+Tensors: finetune/data/pipeline.py (`image_loaders`). The checkpoint's own image processor (its PIL backend:
+torchvision is not needed) resizes to the resolution the recipe asks for, once, into a cache; training images then
+get a light random affine (rotation, scale, shift) per epoch; the model rescales and normalises on its device.
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ def open_image(value, where: str = "image"):
         image = Image.open(io.BytesIO(data) if data is not None else path)
         image.load()  # decode now: a truncated file fails here, not in the middle of training
         return image
+    except Image.DecompressionBombError as err:  # not an OSError: PIL refuses to decode images this large
+        raise UserError(f"{name} is too large to open safely ({str(err).split(',')[0]}): resize it or remove it "
+                        f"from the dataset") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"{name} is not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__}): "
                         f"fix or remove the file") from None
@@ -146,7 +149,10 @@ def _load_source(name: str):
         return PACKAGED_IMAGES[name]()
     path = Path(os.path.expanduser(name))
     if path.is_dir():
-        return load_image_folder(path), f"local image folder {path}"
+        ignored = sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                         if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() not in METADATA_SUFFIXES)
+        skipped = f" (not images, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
+        return load_image_folder(path), f"local image folder {path}{skipped}"
     if path.is_file():
         raise UserError(f"{path} is a file: an image dataset is a folder with one subfolder per class "
                         f"(DIR/cat/1.png, DIR/dog/2.png), a Hub dataset name, or 'digits'")
@@ -155,9 +161,14 @@ def _load_source(name: str):
     return load_hub_dataset(name), f"Hugging Face Hub dataset {name}"
 
 
+METADATA_SUFFIXES = {".csv", ".jsonl", ".parquet"}  # imagefolder reads metadata.csv / .jsonl / .parquet
+
+
 def load_image_folder(path: Path):
     """datasets' imagefolder, with the layouts it cannot learn from turned into one-line errors."""
     from datasets import load_dataset
+
+    from finetune.data.sources import first_line
 
     images = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not images:
@@ -166,7 +177,7 @@ def load_image_folder(path: Path):
     try:
         dataset = load_dataset("imagefolder", data_dir=str(path))
     except Exception as err:  # datasets raises many types for odd layouts
-        raise UserError(f"could not read {path} as an image folder: {str(err).splitlines()[0]}") from None
+        raise UserError(f"could not read {path} as an image folder: {first_line(err)}") from None
     if "label" not in dataset["train"].column_names:
         # imagefolder adds a label only when there are at least two class folders
         classes = sorted({p.relative_to(path).parts[0] for p in images if len(p.relative_to(path).parts) > 1})
@@ -236,19 +247,19 @@ class RandomAffine:
     """Light augmentation for training: rotate up to +-degrees, scale by 1 +- scale, shift up to +-shift of the
     side. Uncovered corners are filled with the mean colour of the image's border (black for digits).
 
-    Its random numbers come from torch's global generator, which the engine's checkpoints save and restore:
-    a resumed run augments exactly as an uninterrupted one.
+    Its random numbers come from `generator` (the pipeline seeds one per seed, epoch and example: the same
+    pixels in every worker and after a resume), else from torch's global generator.
     """
 
     def __init__(self, degrees: float = 10.0, scale: float = 0.1, shift: float = 0.08):
         self.degrees, self.scale, self.shift = degrees, scale, shift
 
-    def __call__(self, image):
+    def __call__(self, image, generator=None):
         import numpy as np
         import torch
         from PIL import Image
 
-        u = (torch.rand(4) * 2 - 1).tolist()  # four numbers in [-1, 1)
+        u = (torch.rand(4, generator=generator) * 2 - 1).tolist()  # four numbers in [-1, 1)
         angle = math.radians(u[0] * self.degrees)
         scale = 1 + u[1] * self.scale
         w, h = image.size
@@ -264,41 +275,3 @@ class RandomAffine:
         fill = tuple(int(round(v)) for v in np.atleast_1d(border))
         return image.transform(image.size, Image.Transform.AFFINE, (a, b, c, d, e, f),
                                resample=Image.Resampling.BILINEAR, fillcolor=fill if len(fill) > 1 else fill[0])
-
-
-def image_transform(processor, augment=None):
-    """A batch transform for Dataset.set_transform: {"image", "label"} -> {"pixel_values", "labels"}."""
-    import torch
-
-    def transform(batch):
-        images = [to_rgb(open_image(value)) for value in batch["image"]]
-        if augment is not None:
-            images = [augment(image) for image in images]
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"], dtype=torch.long)}
-
-    return transform
-
-
-def make_loaders(splits, processor, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True):
-    """DataLoaders that decode, (augment,) and preprocess each batch on the fly.
-
-    Batches come from a seeded sampler whose order depends on (seed, epoch) alone, for an exact mid-epoch
-    resume. All images have the same size after preprocessing, so the length-grouped sampler of the text recipes
-    (every length 1) is just that: a seeded shuffle for training, the dataset order for evaluation.
-    """
-    import torch
-    from torch.utils.data import DataLoader, default_collate
-
-    from finetune.data.sampling import LengthGroupedBatchSampler
-
-    loaders = {}
-    for name, split in splits.items():
-        train = name == "train"
-        # with_transform: a new Dataset object that transforms on access; the caller's `splits` stay untouched
-        split = split.with_transform(image_transform(processor, RandomAffine() if (train and augment) else None))
-        sampler = LengthGroupedBatchSampler([1] * len(split), batch_size if train else eval_batch_size, seed=seed, shuffle=train)
-        # Dataset.__getitems__ transforms a whole batch in one call; default_collate then stacks the rows.
-        loaders[name] = DataLoader(split, batch_sampler=sampler, collate_fn=default_collate,
-                                   generator=torch.Generator().manual_seed(seed))
-    return loaders

@@ -12,6 +12,7 @@ brings its own `label_names` / encoder; token classification encodes each tag wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from numbers import Number
 from typing import Optional
@@ -62,7 +63,7 @@ def label_names(train, class_names: list[str], expected: Optional[list[str]] = N
     """The label set, in id order: the user's --labels, else the dataset's ClassLabel names, else the distinct train
     values sorted (as numbers when they are numbers: 2 before 10). Fewer than two classes is an error."""
     if expected:
-        names = [str(name) for name in expected]
+        names = [label_key(name, []) for name in expected]  # "1.0" and 1 name the same label as the data's 1.0
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise UserError(f"--labels names {', '.join(repeated)} more than once: give each label once")
@@ -72,7 +73,7 @@ def label_names(train, class_names: list[str], expected: Optional[list[str]] = N
     else:
         values = {value for value in train[column] if value is not None}
         numeric = all(isinstance(value, Number) and not isinstance(value, bool) for value in values)
-        names = [str(value) for value in sorted(values)] if numeric else sorted(str(value) for value in values)
+        names = [label_key(value, []) for value in sorted(values)] if numeric else sorted(str(value) for value in values)
         origin = "the train split has"
     if len(names) < 2:
         raise UserError(f"{origin} {len(names)} distinct label(s) ({names}); classification needs at least 2: "
@@ -81,30 +82,44 @@ def label_names(train, class_names: list[str], expected: Optional[list[str]] = N
 
 
 def label_key(value, class_names: list[str]) -> str:
-    """How one raw label value is named: a ClassLabel id becomes its name, anything else its text."""
+    """How one raw label value is named: a ClassLabel id becomes its name, anything else its text, with whole
+    numbers written alike however the file stored them (1, 1.0 and "1.0" are all "1")."""
     if class_names and isinstance(value, int) and value >= 0:
         return class_names[value]
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and re.fullmatch(r"-?\d+\.0+", value.strip()):
+        return value.strip().split(".")[0]
     return str(value)
+
+
+def _sorted_names(names) -> list[str]:
+    """Label names sorted as numbers when they all are numbers (2 before 10), else as text."""
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return sorted(names)
 
 
 def encode_labels(splits, names: list[str], class_names: list[str], column: str = "label"):
     """Every split's labels -> ids into `names`, as a ClassLabel column. A value outside the set is an error."""
-    from datasets import ClassLabel, Value
+    from datasets import ClassLabel
 
     index = {name: i for i, name in enumerate(names)}
+    for split_name, split in splits.items():
+        blank = next((i for i, value in enumerate(split[column]) if value is None or value == ""), None)
+        if blank is not None:
+            raise UserError(f"row {blank + 1} of the {split_name} split has no label: fill it in or remove the row")
+    found = {label_key(value, class_names) for split in splits.values() for value in split[column]}
+    outside = sorted(found - set(index))
+    if outside:  # the suggested --labels is the one that works: the expected set plus what the data holds
+        full = _sorted_names(set(names) | found)
+        raise UserError(f"label {outside[0]!r} is not among the expected labels {names}: fix the data or pass the "
+                        f"full set, --labels {' '.join(full)}")
 
-    def encode(batch):
-        ids = []
-        for value in batch[column]:
-            key = label_key(value, class_names)
-            if key not in index:
-                raise UserError(f"label {key!r} is not among the expected labels {names}: fix the data or pass "
-                                f"--labels with the full set")
-            ids.append(index[key])
-        return {column: ids}
+    def encode(batch):  # (values of any type: a csv may read 1, 2 as int in one file, "1" or 1.0 in another)
+        return {column: [index[label_key(value, class_names)] for value in batch[column]]}
 
-    if not class_names:  # one type for every split (a csv may read 1, 2 as int in one file, "1" in another)
-        splits = splits.cast_column(column, Value("string"))
     splits = splits.map(encode, batched=True, desc="labels")
     return splits.cast_column(column, ClassLabel(names=names))
 
@@ -117,6 +132,11 @@ def labelled_splits(raw, key_column: str, expected: Optional[list[str]] = None, 
     """
     from finetune.data.sources import make_splits
 
+    feature = raw["train"].features["label"]
+    if type(feature).__name__ not in ("Value", "ClassLabel") or getattr(feature, "dtype", "") in ("binary", "large_binary"):
+        kind = getattr(feature, "dtype", None) or type(feature).__name__.lower()
+        raise UserError(f"the label column holds {kind} values; a label is one string or number per example: pass "
+                        f"--label_column with the column of labels")
     class_names = class_names_of(raw["train"])
     splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=is_labelled)
     names = label_names(splits["train"], class_names, expected)

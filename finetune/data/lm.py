@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from finetune.data.sources import load_any, make_splits
+from finetune.data.sources import check_text_column, load_any, make_splits
 from finetune.data.text import PACKAGED_TEXT
 from finetune.errors import UserError
 
@@ -57,6 +57,7 @@ def load_corpus(
                 raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {column!r} (columns: "
                                 f"{', '.join(split.column_names)}): {fix}")
     raw = raw.select_columns(wanted)
+    check_text_column(raw, text_column)
 
     labels: list[str] = []
     if condition_on_label:

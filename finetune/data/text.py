@@ -9,7 +9,7 @@ from typing import Optional
 from finetune import assets
 from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.data.sources import load_any
+from finetune.data.sources import check_text_column, load_any
 
 
 # --- The packaged corpus -------------------------------------------------------------------------------------
@@ -50,6 +50,7 @@ def load_text_classification(dataset: str, text_column: str = "text", label_colu
     """Any supported source -> train/validation/test with columns `text` and `label` (0..K-1)."""
     raw, source_note = load_any(dataset, PACKAGED_TEXT)
     raw = pick_columns(raw, dataset, {"text": (text_column, "--text_column"), "label": (label_column, "--label_column")})
+    check_text_column(raw, "text", f"--text_column (now {text_column!r})")
     splits, label_names, notes = labelled_splits(raw, key_column="text", expected=labels, seed=seed)
     return TextClassificationData(splits, label_names, [source_note] + notes)
 
@@ -57,15 +58,27 @@ def load_text_classification(dataset: str, text_column: str = "text", label_colu
 # --- Tokenization and loaders --------------------------------------------------------------------------------
 
 def tokenize(splits, tokenizer, max_length: int):
-    """Token ids, truncated to max_length and NOT padded: padding happens per batch (dynamic padding)."""
+    """Token ids, truncated to max_length and NOT padded: padding happens per batch (dynamic padding).
+
+    Tokenized once per (texts, labels, tokenizer, max_length) and cached under <cache>/pipeline/: a second run,
+    a resumed run or a study's next trial reads the ids back (finetune.data.pipeline.cached_map).
+    """
+    from datasets import DatasetDict
+    from datasets.fingerprint import Hasher
+
+    from finetune.data.pipeline import cached_map, content_key
 
     def encode(batch):
         enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
-    splits = splits.map(encode, batched=True, remove_columns=["text"], desc="tokenize")
-    return splits.rename_column("label", "labels")
+    settings = {"tokenizer": Hasher.hash(tokenizer), "max_length": max_length}
+    out = DatasetDict()
+    for name, split in splits.items():
+        key = content_key(split, ["text", "label"], settings)
+        out[name], _ = cached_map(split.select_columns(["text", "label"]), encode, key, "tokens", remove_columns=["text"])
+    return out.rename_column("label", "labels")
 
 
 def make_loaders(tokenized, tokenizer, batch_size: int, eval_batch_size: int, seed: int):
