@@ -16,6 +16,7 @@ What it writes, in DIR:
     study.json            every cell (size, seed, model, metric, steps, seconds) and the summary statistics
     data_efficiency.png   test metric against training examples (log axis): mean and +/- 1 std band per model
     size_*/seed_*/        each cell's run directory (results.json, models, learning curves)
+    size_*/seed_*.log     its output; size_*/seed_*.json: the cell's done mark and wall time
 and it prints a table: mean +/- std per size and model, and the paired difference (pretrained - scratch, same
 seed, same subset) with a 95% t-interval over seeds.
 
@@ -45,7 +46,12 @@ from finetune.io import atomic_write_json, atomic_write_text
 
 STUDY_FILE = "study.json"
 FIGURE_FILE = "data_efficiency.png"
-CELL_FILE = "cell.json"  # written by the study once a cell's run has finished: the cell's "done" mark
+# Beside each cell's run directory (never inside it: a run directory holds only what its run wrote):
+# size_00100/seed_0.json, the cell's "done" mark with its wall time, and size_00100/seed_0.log, its output.
+
+
+def done_file(directory: Path) -> Path:
+    return directory.parent / f"{directory.name}.json"
 # Fields the study sets itself, with the flag to use instead.
 STUDY_OWNS = {"seed": "--seeds", "max_train_samples": "--sizes", "resume": "(the study resumes by itself)",
               "output_dir": "--output_dir", "compare": "(a study always compares)"}
@@ -246,7 +252,7 @@ def read_cell(directory: Path, size: int, seed: int) -> list[dict]:
     import yaml
 
     results = json.loads((directory / "results.json").read_text())
-    done = json.loads((directory / CELL_FILE).read_text())
+    done = json.loads(done_file(directory).read_text())
     config = yaml.safe_load((directory / "config.yaml").read_text())
     metric = results["metric_for_best"]
     records = []
@@ -261,15 +267,14 @@ def read_cell(directory: Path, size: int, seed: int) -> list[dict]:
 
 
 def run_cell(module, config, directory: Path) -> None:
-    """The recipe's own run(), its chatter into DIR/run.log; then the cell's done mark."""
+    """The recipe's own run(), its chatter into the cell's .log beside it; then the cell's done mark."""
     started = time.perf_counter()
     if directory.exists():  # left by a killed study: start this cell again from nothing
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    with open(directory / "run.log", "w") as log, _output_into(log):
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f"{directory.name}.log", "w") as log, _output_into(log):
         module.run(config)
-    shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # the cell is final: nothing to resume from
-    atomic_write_json(directory / CELL_FILE, {"wall_seconds": round(time.perf_counter() - started, 2)})
+    atomic_write_json(done_file(directory), {"wall_seconds": round(time.perf_counter() - started, 2)})
 
 
 @contextlib.contextmanager
@@ -322,7 +327,7 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     study_file = study_dir / STUDY_FILE
     if study_file.exists():
         earlier = json.loads(study_file.read_text()).get("settings")
-        finished = any(study_dir.glob(f"size_*/seed_*/{CELL_FILE}"))
+        finished = any(study_dir.glob("size_*/seed_*.json"))
         if earlier != settings and finished and not overwrite:  # (no finished cell: nothing to lose, start afresh)
             raise UserError(f"{study_dir} holds a study with other settings ({_differences(earlier, settings)}): "
                             f"use the same command to continue it, --overwrite to start again, or another --output_dir")
@@ -339,7 +344,7 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     _collect(study, study_dir, [(size, seed) for seed in seeds for size in sizes])
     atomic_write_json(study_file, study)  # the settings first: a study stopped in its first cell is still ours
     cells = [(size, seed) for seed in seeds for size in sizes]  # seed by seed: a stopped study has whole curves
-    todo = [(size, seed) for size, seed in cells if not (cell_dir(study_dir, size, seed) / CELL_FILE).exists()]
+    todo = [(size, seed) for size, seed in cells if not done_file(cell_dir(study_dir, size, seed)).exists()]
     if len(todo) < len(cells):
         print(f"continuing the study in {study_dir}: {len(cells) - len(todo)} of {len(cells)} cells already done")
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study cells", unit="cell", file=sys.stderr) as bar:
@@ -361,7 +366,7 @@ def _collect(study: dict, study_dir: Path, cells) -> None:
     records = []
     for size, seed in cells:
         directory = cell_dir(study_dir, size, seed)
-        if (directory / CELL_FILE).exists():
+        if done_file(directory).exists():
             records.extend(read_cell(directory, size, seed))
     if not records:
         return
