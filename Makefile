@@ -2,6 +2,8 @@
 #   make finetune-sentiment [MODEL=...] [DATASET=...] [OUTPUT_DIR=...] [ARGS="--field value ..."]
 #   make test            the whole suite, offline
 #   make bench           engine vs transformers.Trainer, samples/s and FLOP/s
+#   make notebooks       the teaching notebooks in JupyterLab (installed on first use; JUPYTER=notebook for classic)
+#   make study           the data-efficiency study of the sentiment recipe (about 15 min on 2 CPU cores)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,9 +18,10 @@ OUTPUT_DIR ?=
 MODEL      ?=
 DATASET    ?=
 ARGS       ?=
+JUPYTER    ?= lab
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install browser finetune-sentiment finetune-gpt2 finetune-vit figures test bench clean
+.PHONY: install browser finetune-sentiment finetune-gpt2 finetune-vit figures notebooks study test bench clean
 
 install: $(STAMP)
 
@@ -40,8 +43,23 @@ finetune-gpt2: $(STAMP)
 finetune-vit: $(STAMP)
 	$(BIN)/finetune train image_classification $(run_flags)
 
+# The study's figure is drawn from the numbers of the committed real run (docs/studies/), not retrained.
 figures: $(STAMP)
 	$(BIN)/finetune figures $(ARGS)
+	$(BIN)/finetune study report docs/studies/sentiment --out docs/figures
+
+# Retrain the study (resumable: run again after an interruption), then keep its numbers for `make figures`.
+study: $(STAMP)
+	$(BIN)/finetune study data_efficiency sentiment --output_dir runs/study_sentiment $(ARGS)
+	mkdir -p docs/studies/sentiment
+	cp runs/study_sentiment/study.json docs/studies/sentiment/study.json
+	$(BIN)/finetune study report docs/studies/sentiment --out docs/figures
+
+# jupytext pairs each notebooks/*.py with a .ipynb (git-ignored, outputs stay local); edits sync back to the .py.
+notebooks: $(STAMP)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[dev,notebooks]'
+	$(BIN)/jupytext --sync notebooks/[0-9]*.py
+	$(BIN)/jupyter $(JUPYTER) notebooks
 
 # The demo's end-to-end test drives Debian's Chromium through Playwright (Playwright's own browser download
 # is not used: it needs its CDN). Installs it when missing, where apt-get can (root or sudo).

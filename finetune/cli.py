@@ -35,6 +35,7 @@ VERBS = {
     "figures": "finetune.figures",
     "search": "finetune.search",
     "compare": "finetune.compare",
+    "study": "finetune.study",
 }
 
 

@@ -6,6 +6,9 @@ positional_encoding.png              the sinusoidal position codes (blocks.sinus
 attention_pretrained_vs_scratch.png  where the models look in "The cat sat on the mat because it was tired":
                                      row 1, the attention of the token "it" in every layer (averaged over heads);
                                      row 2, the whole attention matrix of the last layer (averaged over heads).
+attention_before_after.png           (with --run_dir) how fine-tuning changed attention, one row per layer: the
+                                     pretrained checkpoint before fine-tuning, after it, the difference, and the
+                                     scratch model after training (every matrix averaged over heads).
 
 With --run_dir, the two models are the fine-tuned classifier saved in RUN_DIR and the from-scratch one in
 RUN_DIR/scratch, both trained. Without it, the pretrained MiniLM as packaged (not fine-tuned) is compared
@@ -57,12 +60,9 @@ def positional_encoding_figure(out_dir: Path, n_positions: int = 100, d_model: i
     return png
 
 
-def attention_of(model, tokenizer, label: str, source: str) -> dict:
-    """Run `model` on SENTENCE and read its attention maps (each (1, nh, T, T), one per layer).
-
-    Returns the tokens, the attention of FOCUS_WORD over the sentence in every layer, and the last layer's
-    full matrix, all averaged over heads, as plain lists for JSON.
-    """
+def attention_maps(model, tokenizer):
+    """Run `model` on SENTENCE; return its tokens, the index of FOCUS_WORD, and the attention of every layer
+    averaged over heads, (L, T, T) (the model hands out one (1, nh, T, T) map per layer)."""
     import torch
 
     encoding = tokenizer(SENTENCE, return_tensors="pt")
@@ -70,10 +70,17 @@ def attention_of(model, tokenizer, label: str, source: str) -> dict:
     with torch.no_grad():
         outputs = model(**encoding, output_attentions=True)
     per_layer = torch.stack(outputs.attentions)[:, 0].mean(dim=1)  # (L, T, T): batch item 0, mean over heads
+    return tokenizer.convert_ids_to_tokens(encoding["input_ids"][0]), focus_index, per_layer
+
+
+def attention_of(model, tokenizer, label: str, source: str) -> dict:
+    """The tokens, the attention of FOCUS_WORD over the sentence in every layer, and the last layer's full
+    matrix, all averaged over heads, as plain lists for JSON."""
+    tokens, focus_index, per_layer = attention_maps(model, tokenizer)
     return {
         "label": label,
         "source": source,
-        "tokens": tokenizer.convert_ids_to_tokens(encoding["input_ids"][0]),
+        "tokens": tokens,
         "focus_index": focus_index,
         "focus_attention_per_layer": per_layer[:, focus_index].tolist(),  # (L, T)
         "last_layer_attention": per_layer[-1].tolist(),  # (T, T)
@@ -143,6 +150,73 @@ def attention_figure(panels: list[dict], out_dir: Path) -> Path:
     return png
 
 
+def load_base_model(run_dir: Path):
+    """The checkpoint the run started from (config.yaml's `model`), as it was before fine-tuning."""
+    import yaml
+    from transformers import AutoModel
+
+    from finetune.models import _load, resolve
+
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(f"--run_dir {run_dir} has no config.yaml, so the checkpoint it started from is unknown: "
+                        f"pass a folder written by finetune train")
+    source = resolve(yaml.safe_load(config_file.read_text())["model"])
+    return _load(AutoModel.from_pretrained, source, "model", attn_implementation="eager").eval(), source
+
+
+def before_after_figure(run_dir: Path, out_dir: Path) -> Path:
+    """One row per layer: attention before fine-tuning, after it, after - before, and the scratch model's.
+
+    The before/after columns share one colour scale (0 to the largest weight), the difference a symmetric one
+    around 0 (red: more attention after fine-tuning, blue: less); each difference is titled with its mean
+    absolute change, so the layers that fine-tuning moved most stand out.
+    """
+    import matplotlib.pyplot as plt
+
+    base, source = load_base_model(run_dir)
+    tuned, tokenizer = load_pretrained(run_dir)
+    scratch, scratch_tokenizer = load_scratch(run_dir / "scratch")
+    tokens, focus, before = attention_maps(base, tokenizer)
+    _, _, after = attention_maps(tuned, tokenizer)
+    scratch_tokens, _, trained_scratch = attention_maps(scratch, scratch_tokenizer)
+    if before.shape != after.shape:
+        raise UserError(f"the run's model has {after.shape[0]} layers but its config.yaml model {source.name!r} has "
+                        f"{before.shape[0]}: was the run trained from another checkpoint?")
+    difference = after - before
+    layers = max(len(before), len(trained_scratch))
+    top = float(max(before.max(), after.max()))
+    spread = float(difference.abs().max()) or 1e-6
+    fig, axes = plt.subplots(layers, 4, figsize=(17, 3.6 * layers), squeeze=False)
+    columns = [("pretrained, before fine-tuning", before, "viridis", 0, top),
+               ("fine-tuned", after, "viridis", 0, top),
+               ("difference: after - before", difference, "RdBu_r", -spread, spread),
+               ("from scratch, after training", trained_scratch, "viridis", 0, float(trained_scratch.max()))]
+    for column, (title, maps, cmap, vmin, vmax) in enumerate(columns):
+        names = scratch_tokens if column == 3 else tokens
+        for layer in range(layers):
+            ax = axes[layer, column]
+            if layer >= len(maps):
+                ax.axis("off")
+                continue
+            image = ax.imshow(maps[layer].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            extra = f", mean |change| {maps[layer].abs().mean():.4f}" if column == 2 else ""
+            ax.set_title(f"{title}\nlayer {layer + 1}{extra}", fontsize=9)
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(names)), names, fontsize=7)
+    fig.suptitle(f'How fine-tuning changed attention on "{SENTENCE}" (mean over heads; row: query, column: key)')
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / layers))  # room for the title above the first row
+    png = save_figure(fig, out_dir / "attention_before_after.png", dpi=80, bbox_inches="tight")
+    atomic_write_json(png.with_suffix(".json"), {
+        "sentence": SENTENCE, "tokens": tokens, "focus_index": focus, "base_model": source.name,
+        "before": before.tolist(), "after": after.tolist(), "difference": difference.tolist(),
+        "mean_abs_change_per_layer": difference.abs().mean(dim=(1, 2)).tolist(),
+        "scratch_tokens": scratch_tokens, "scratch_after_training": trained_scratch.tolist(),
+    })  # fmt: skip
+    return png
+
+
 def attention_panels(run_dir: Path | None) -> list[dict]:
     if run_dir is not None:
         scratch_dir = run_dir / "scratch"
@@ -170,8 +244,16 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         if args.run_dir is not None and not (args.run_dir / "config.json").exists():
             raise UserError(f"--run_dir {args.run_dir} holds no saved model (config.json): pass a finished run's folder")
+        if args.run_dir is not None:  # everything the figures need, checked before any file is written
+            if not (args.run_dir / "scratch" / "config.json").exists():
+                raise UserError(f"no from-scratch model in {args.run_dir / 'scratch'}: train one with the sentiment recipe first")
+            if not (args.run_dir / "config.yaml").is_file():
+                raise UserError(f"--run_dir {args.run_dir} has no config.yaml, so the checkpoint it started from is "
+                                f"unknown: pass a folder written by finetune train")
         args.out.mkdir(parents=True, exist_ok=True)
         written = [positional_encoding_figure(args.out), attention_figure(attention_panels(args.run_dir), args.out)]
+        if args.run_dir is not None:
+            written.append(before_after_figure(args.run_dir, args.out))
         for png in written:
             print(f"wrote {png} and {png.with_suffix('.json').name}")
     return 0

@@ -14,8 +14,17 @@ from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequ
 @pytest.fixture
 def run_dir(tmp_path, tiny_bert_dir):
     """A run as the sentiment recipe leaves it: the fine-tuned model at the top, the scratch one in scratch/."""
+    import torch
+    import yaml
+    from transformers import AutoModelForSequenceClassification
+
     run = tmp_path / "run"
     shutil.copytree(tiny_bert_dir, run)
+    tuned = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():  # "fine-tuning" that moves layer 1's queries only: layer 2 differs through its input
+        tuned.bert.encoder.layer[0].attention.self.query.weight.mul_(3.0)
+    tuned.save_pretrained(run)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": str(tiny_bert_dir)}))  # what the run started from
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     config = ScratchTransformerConfig(
         vocab_size=len(tokenizer), d_model=16, n_heads=2, n_layers=3, d_ff=32, max_position_embeddings=64,
@@ -46,10 +55,31 @@ def check_outputs(out, expected_layers):
         assert len(model["last_layer_attention"]) == len(model["tokens"])
 
 
-def test_figures_for_a_run(run_dir, tmp_path):
+def test_figures_for_a_run(run_dir, tmp_path, tiny_bert_dir):
     out = tmp_path / "figures"
     assert figures.main(["--run_dir", str(run_dir), "--out", str(out)]) == 0
     check_outputs(out, expected_layers=[2, 3])  # tiny BERT: 2 layers; scratch: 3
+
+    # Before / after fine-tuning, checked against transformers' own BERT run on the two checkpoints.
+    import torch
+    from transformers import BertModel
+
+    assert (out / "attention_before_after.png").stat().st_size > 0
+    numbers = json.loads((out / "attention_before_after.json").read_text())
+    encoding = AutoTokenizer.from_pretrained(run_dir)(figures.SENTENCE, return_tensors="pt")
+    for key, folder in (("before", tiny_bert_dir), ("after", run_dir)):
+        model = BertModel.from_pretrained(folder, attn_implementation="eager").eval()
+        with torch.no_grad():
+            expected = torch.stack(model(**encoding, output_attentions=True).attentions)[:, 0].mean(dim=1)
+        assert torch.allclose(torch.tensor(numbers[key]), expected, atol=1e-6), key
+        for layer in numbers[key]:
+            assert_probability_rows(layer)
+    difference = torch.tensor(numbers["after"]) - torch.tensor(numbers["before"])
+    assert torch.allclose(torch.tensor(numbers["difference"]), difference, atol=1e-7)
+    assert min(numbers["mean_abs_change_per_layer"]) > 0  # the changed queries moved the attention of both layers
+    assert len(numbers["scratch_after_training"]) == 3 and numbers["scratch_tokens"] == numbers["tokens"]
+    for layer in numbers["scratch_after_training"]:
+        assert_probability_rows(layer)
 
 
 def test_figures_without_a_run_use_packaged_minilm_and_a_random_scratch_model(tmp_path):
@@ -66,3 +96,14 @@ def test_run_without_scratch_model_is_a_user_error(tiny_bert_dir, tmp_path, caps
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]  # (progress bars share stderr)
     assert len(errors) == 1 and "scratch" in errors[0] and "Traceback" not in err, err
+
+
+def test_run_without_config_yaml_is_a_user_error_and_writes_nothing(run_dir, tmp_path, capsys):
+    (run_dir / "config.yaml").unlink()
+    out = tmp_path / "figures"
+    with pytest.raises(SystemExit) as exit_info:
+        figures.main(["--run_dir", str(run_dir), "--out", str(out)])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "config.yaml" in errors[0]
+    assert not out.exists()

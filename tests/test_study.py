@@ -1,0 +1,210 @@
+"""`finetune study data_efficiency`: statistics against numpy/scipy, nested subsets through the recipes' own
+build_data, and a tiny study end to end that is killed between cells and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finetune import study
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_mean_std_and_paired_interval_match_numpy_and_scipy(n):
+    from scipy import stats
+
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(0.8, 0.05, n), rng.normal(0.7, 0.08, n)
+    mean, std = study.mean_std(list(a))
+    assert mean == pytest.approx(np.mean(a), abs=1e-12) and std == pytest.approx(np.std(a, ddof=1), abs=1e-12)
+
+    interval = study.paired_interval(list(a), list(b))
+    expected = stats.ttest_rel(a, b).confidence_interval(0.95)  # scipy's paired t-test, its own code path
+    assert interval["mean"] == pytest.approx(np.mean(a - b), abs=1e-12)
+    assert interval["std"] == pytest.approx(np.std(a - b, ddof=1), abs=1e-12)
+    assert (interval["low"], interval["high"]) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert interval["n"] == n
+
+
+def test_one_seed_has_no_spread_and_no_interval():
+    assert study.mean_std([0.7]) == (0.7, None)
+    assert study.paired_interval([0.9], [0.6]) == {"n": 1, "mean": pytest.approx(0.3), "std": None, "low": None, "high": None}
+
+
+def test_summary_pairs_models_by_seed():
+    cells = [{"size": 10, "seed": s, "model": m, "value": v} for s, m, v in
+             [(0, "pretrained", 0.9), (1, "pretrained", 0.8), (1, "scratch", 0.5), (0, "scratch", 0.7)]]
+    (row,) = study.summarize(cells)["sizes"]
+    assert row["models"]["pretrained"]["mean"] == pytest.approx(0.85)
+    assert row["difference"]["mean"] == pytest.approx(((0.9 - 0.7) + (0.8 - 0.5)) / 2)  # seed 0 with seed 0, 1 with 1
+
+
+def test_epochs_scale_with_size():
+    assert study.epochs_for(100, min_examples=2000, max_epochs=20) == 20
+    assert study.epochs_for(300, 2000, 20) == pytest.approx(2000 / 300)
+    assert study.epochs_for(5000, 2000, 20) == 1  # large sets: one pass
+    assert study.epochs_for(10, 2000, 20) == 20  # capped
+
+
+def test_early_stopping_waits_three_passes_over_the_data(tmp_path):
+    from recipes.sentiment import SentimentConfig
+
+    base = SentimentConfig(batch_size=32)
+    plan = {size: study.cell_config(base, tmp_path, size, 0, min_examples=1000, max_epochs=10) for size in (100, 300, 1000)}
+    assert [(c.num_epochs, c.eval_steps, c.early_stopping_patience) for c in plan.values()] == [
+        (10, 8, 3),  # 4 steps a pass, evaluated at each pass's end: 3 evaluations = 3 passes
+        (1000 / 300, 6, 6),  # 10 steps a pass, evaluated twice a pass
+        (1, 6, 18),  # one pass of 32 steps: it never stops early
+    ]
+    given = study.cell_config(base, tmp_path, 100, 0, 1000, 10, given=frozenset({"eval_steps"}))
+    assert given.eval_steps == base.eval_steps  # what the user set stays
+
+
+# ---- nested subsets, through the recipes' own data step --------------------------------------------------------
+
+def _train_and_test(module, config):
+    data = module.build_data(config)
+    return list(data.splits["train"]["text"]), list(data.splits["test"]["text"])
+
+
+@pytest.mark.parametrize("task", ["sentiment", "text_generation"])
+def test_subsets_are_nested_per_seed_and_the_test_split_is_whole(task, tmp_path, tweets_small_csv):
+    module, config_cls, _ = study.load_recipe(task)
+    base = config_cls(dataset=str(tweets_small_csv))
+    orders = {}
+    for seed in (0, 1):
+        previous, first_test = [], None
+        for size in (30, 90, 270):
+            config = study.cell_config(base, tmp_path, size, seed, min_examples=100, max_epochs=5)
+            assert (config.max_train_samples, config.seed, config.compare) == (size, seed, True)
+            train, test = _train_and_test(module, config)
+            assert len(train) == size and len(set(train)) == size
+            assert train[: len(previous)] == previous  # the smaller set is the start of the larger one
+            previous = train
+            first_test = first_test or test
+            assert test == first_test  # every size of a seed is tested on the same, whole test split
+        orders[seed] = previous
+        assert not (set(previous) & set(first_test))  # no test example is ever trained on
+    assert orders[0] != orders[1]  # each seed draws its own subsets
+
+
+# ---- a tiny study end to end, killed between cells and resumed ------------------------------------------------
+
+def _study_command(out, model, dataset):
+    return [sys.executable, "-m", "finetune.cli", "study", "data_efficiency", "sentiment", "--sizes", "80,40",
+            "--seeds", "0,1", "--output_dir", str(out), "--min_examples", "80", "--max_epochs", "4",
+            "--model", str(model), "--dataset", str(dataset), "--max_length", "32", "--batch_size", "8",
+            "--eval_batch_size", "64", "--max_eval_samples", "48", "--learning_rate", "1e-3", "--log_steps", "2",
+            "--scratch_layers", "1", "--scratch_d_model", "32"]
+
+
+@pytest.mark.slow
+def test_tiny_study_killed_between_cells_resumes_and_reports(tmp_path, tiny_bert_dir, tweets_small_csv):
+    out = tmp_path / "study"
+    command = _study_command(out, tiny_bert_dir, tweets_small_csv)
+    first = study.cell_dir(out, 40, 0)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not study.done_file(first).exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "the first cell did not finish in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # a real kill: no handler runs
+    process.wait(timeout=30)
+    done_before = sorted(p.with_suffix("") for p in out.glob("size_*/seed_*.json"))
+    assert first in done_before and len(done_before) < 4
+    stamp = (first / "results.json").stat().st_mtime_ns
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{len(done_before)} of 4 cells already done" in resumed.stdout
+    assert (first / "results.json").stat().st_mtime_ns == stamp  # finished cells are not trained again
+
+    report = json.loads((out / study.STUDY_FILE).read_text())
+    assert report["metric"] == "accuracy" and report["greater_is_better"] is True  # read from results.json
+    cells = report["cells"]
+    assert sorted((c["size"], c["seed"], c["model"]) for c in cells) == sorted(
+        (size, seed, model) for size in (40, 80) for seed in (0, 1) for model in ("pretrained", "scratch"))
+    for cell in cells:
+        results = json.loads((out / cell["dir"] / "results.json").read_text())
+        (entry,) = [m for m in results["models"] if m["role"] == cell["model"]]
+        assert cell["value"] == entry["test"]["accuracy"] and 0 <= cell["value"] <= 1
+        assert cell["steps"] == entry["steps"] and cell["seconds"] > 0
+        # epochs scale with size: 40 examples get 80/40 = 2 passes of 5 batches, 80 get one pass of 10 (or fewer: early stop)
+        assert 1 <= cell["steps"] <= 10
+    for row in report["summary"]["sizes"]:
+        for model, stats in row["models"].items():
+            values = [c["value"] for c in cells if c["size"] == row["size"] and c["model"] == model]
+            assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(np.std(values, ddof=1))
+    assert "pretrained - scratch [95% CI]" in resumed.stdout
+
+    import matplotlib.image
+
+    image = matplotlib.image.imread(out / study.FIGURE_FILE)
+    assert image.shape[0] > 300 and image.shape[1] > 500 and image[..., :3].std() > 0.05  # a drawn figure, not blank
+
+    # report redraws from study.json alone; another configuration in the same folder is refused
+    figures = tmp_path / "figures"
+    assert study.main(["report", str(out), "--out", str(figures)]) == 0
+    assert (figures / study.FIGURE_FILE).stat().st_size > 0
+    assert "| 40 |" in (figures / "data_efficiency.md").read_text()
+    other = subprocess.run(command[:-2] + ["--scratch_d_model", "64"], capture_output=True, text=True, timeout=120)
+    errors = [line for line in other.stderr.splitlines() if line.startswith("error: ")]
+    assert other.returncode == 2 and len(errors) == 1 and "other settings" in errors[0], other.stderr
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["data_efficiency", "sentiment", "--seed", "3"], "--seeds"),
+    (["data_efficiency", "sentiment", "--max_train_samples", "3"], "--sizes"),
+    (["data_efficiency", "sentiment", "--sizes", "10,x"], "comma-separated"),
+    (["data_efficiency", "nosuchtask"], "unknown task"),
+    (["bootstrap", "sentiment"], "unknown study"),
+])
+def test_bad_study_arguments_are_one_line(argv, needle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        study.main([*argv, "--output_dir", str(tmp_path / "s")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_bad_recipe_input_stops_the_first_cell_with_one_line(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    out = tmp_path / "s"
+    argv = ["data_efficiency", "sentiment", "--sizes", "20", "--seeds", "0", "--output_dir", str(out),
+            "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv)]
+    for column in ("sentence", "body"):  # the second command has other settings, but no cell had finished
+        with pytest.raises(SystemExit) as exit_info:
+            study.main([*argv, "--text_column", column])
+        assert exit_info.value.code == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(err) == 1 and f"no column '{column}'" in err[0], err
+    assert json.loads((out / study.STUDY_FILE).read_text())["cells"] == []
+
+
+@pytest.mark.slow
+def test_text_generation_study_reads_perplexity_lower_is_better_from_the_runs(tmp_path, tweets_small_csv):
+    from tiny_models import tiny_gpt2
+
+    model = tiny_gpt2(tmp_path / "gpt2")
+    recipe_argv = ["--model", str(model), "--dataset", str(tweets_small_csv), "--block_size", "32", "--batch_size", "8",
+                   "--eval_batch_size", "32", "--max_eval_samples", "16", "--max_test_samples", "32", "--max_new_tokens", "4",
+                   "--scratch_layers", "1", "--scratch_d_model", "32", "--learning_rate", "3e-3", "--scratch_learning_rate", "3e-3"]
+    report = study.data_efficiency("text_generation", [24], [0], tmp_path / "study", recipe_argv, min_examples=24, max_epochs=1)
+    assert report["metric"] == "perplexity" and report["greater_is_better"] is False
+    for cell in report["cells"]:
+        results = json.loads((tmp_path / "study" / cell["dir"] / "results.json").read_text())
+        assert results["greater_is_better"] is False
+        (entry,) = [m for m in results["models"] if m["role"] == cell["model"]]
+        assert cell["value"] == entry["test"]["perplexity"] > 1
+    table = study.format_table(report)
+    assert "lower is better" in table and "perplexity" in table
+    assert (tmp_path / "study" / study.FIGURE_FILE).stat().st_size > 0
