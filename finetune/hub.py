@@ -1,26 +1,23 @@
-"""Share a finished run on the Hugging Face Hub: the model card, and the push.
+"""Share a finished run on the Hugging Face Hub: choose the files, push them, and say what went wrong.
 
     finetune push RUN_DIR --repo_id NAME [--private] [--hub_endpoint URL] [--token T]
                           [--what auto|model|adapter|merged] [--include_scratch] [--keep_card]
     python -m finetune.hub RUN_DIR --repo_id NAME ...            (the same, without the dispatcher)
 
-`write_model_card(run_dir)` builds README.md from results.json + config.yaml with `huggingface_hub.ModelCard`
-(YAML metadata with a `model-index` of the test metrics, the pretrained-vs-scratch table, hyperparameters and a
-how-to-use snippet). Training calls it at the end of every run; `push_run` rewrites it with the repo id, then
-uploads an allow-list of files (see `select_files`) with `HfApi.create_repo(exist_ok=True)` + `upload_folder`.
+`push_run` rewrites the model card with the repo id (finetune/card.py; training already wrote it), then uploads
+an allow-list of files (`select_files`) with `HfApi.create_repo(exist_ok=True)` + `upload_folder`.
+`write_model_card` / `build_model_card` stay importable from here as aliases of finetune.card's.
 
 Every failure the user can fix (no token, refused token, no write access, bad repo id, unreachable endpoint,
-a connection lost mid-upload) becomes one `UserError` line naming the fix. Nothing in the run directory is
-deleted or moved by a push, and running the same command again retries it.
+a connection lost mid-upload) becomes one `UserError` line naming the fix (`_user_error`). Nothing in the run
+directory is deleted or moved by a push, and running the same command again retries it.
 
-Importing this module is cheap: huggingface_hub and yaml are imported inside the functions that need them.
+Importing this module is cheap: huggingface_hub is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import re
 import subprocess
@@ -28,9 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from finetune.card import SECRET_KEY, build_model_card, flatten, load_run, write_model_card  # noqa: F401 (aliases)
 from finetune.errors import CommandParser, UserError, user_errors_exit
 
-DEFAULT_LICENSE = "apache-2.0"
 PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before calling it unreachable
 
 # What a push may upload. Everything else in the run directory (checkpoints/, logs/, optimizer states, stray
@@ -45,292 +42,6 @@ PROCESSOR_FILES = (
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 RUN_FILES = ("README.md", "results.json", "config.yaml")  # plus every top-level *.png (learning_curves.png)
 WHAT_CHOICES = ("auto", "model", "adapter", "merged")
-# config.yaml fields about where the run goes, not how it was trained: left out of the card's hyperparameter table.
-NOT_HYPERPARAMETERS = {"push_to_hub", "hub_repo_id", "hub_private", "hub_endpoint", "hub_token", "output_dir",
-                       "resume", "resume_from_checkpoint"}
-SECRET_KEY = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
-
-_SNIPPET_INPUTS = {
-    "text-classification": ('classifier', '"What a lovely flight, thank you!"'),
-    "text-generation": ('generator', '"Once upon a time", max_new_tokens=40'),
-    "image-classification": ('classifier', '"path/to/image.png"'),
-}
-
-
-# ------------------------------------------------------------------------------------------------ reading a run
-def _load_run(run_dir: Path) -> tuple[dict, dict]:
-    """results.json (required) and config.yaml (optional) of a finished run."""
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist: pass the folder a training run wrote (RUN_DIR)")
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise UserError(f"{results_path} is missing: {run_dir} is not a finished run "
-                        "(training writes results.json at the end); finish or re-run training first")
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise UserError(f"{results_path} is not valid JSON ({err}); re-run training to rewrite it")
-    if not isinstance(results, dict):
-        raise UserError(f"{results_path} should hold a JSON object; re-run training to rewrite it")
-    config: dict = {}
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise UserError(f"{config_path} is not valid YAML ({' '.join(str(err).split())}); fix or delete it")
-        config = loaded if isinstance(loaded, dict) else {}
-    return results, config
-
-
-def _models(results: dict) -> list[dict]:
-    return [m for m in results.get("models") or [] if isinstance(m, dict)]
-
-
-def _main_model(results: dict) -> dict:
-    """The model the repo holds: the one saved at the run's root (dir "."), else the pretrained one, else the first."""
-    models = _models(results)
-    for test in (lambda m: m.get("dir") in (".", "", None) and m.get("role") != "scratch",
-                 lambda m: m.get("role") == "pretrained", lambda m: True):
-        for model in models:
-            if test(model):
-                return model
-    return {}
-
-
-def _is_hub_id(name) -> bool:
-    """True for a Hub repo id ("bert-base-uncased", "org/model"), False for local paths."""
-    if not isinstance(name, str) or not name or name.startswith((".", "/", "~")) or "\\" in name:
-        return False
-    if os.path.exists(name):
-        return False
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def _hub_dataset(results: dict, config: dict) -> str | None:
-    """The dataset's Hub id when it came from the Hub; None for packaged/offline/local data."""
-    source = str(results.get("dataset_source") or "")
-    if re.search(r"packaged|offline|local|file|builtin|bundled", source, re.IGNORECASE):
-        return None
-    for candidate in (config.get("dataset"), results.get("dataset")):
-        if _is_hub_id(candidate):
-            return candidate
-    return None
-
-
-# ------------------------------------------------------------------------------------------------ the card
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}".rstrip("0").rstrip(".")
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    if value is None:
-        return "-"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _flatten(config: dict, prefix: str = "") -> list[tuple[str, object]]:
-    rows = []
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += _flatten(value, prefix=f"{name}.")
-        else:
-            rows.append((name, value))
-    return rows
-
-
-def _metric_names(results: dict) -> list[str]:
-    names: list[str] = []
-    best = results.get("metric_for_best")
-    if best:
-        names.append(best)
-    for model in _models(results):
-        for key in (model.get("test") or {}):
-            if key not in names:
-                names.append(key)
-    return names
-
-
-def _comparison_table(results: dict) -> list[str]:
-    metrics = _metric_names(results)
-    header = ["model", "role", "parameters", "train samples", "train time (s)", "samples/s"] + [
-        f"test {m}" for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model in _models(results):
-        test = model.get("test") or {}
-        cells = [model.get("name"), model.get("role"), model.get("parameters"), model.get("train_samples"),
-                 model.get("train_seconds"), model.get("samples_per_second")] + [test.get(m) for m in metrics]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    return lines
-
-
-def _comparison_sentence(results: dict) -> str | None:
-    metric = results.get("metric_for_best") or next(iter(_metric_names(results)), None)
-    by_role = {m.get("role"): m for m in _models(results)}
-    pre, scratch = by_role.get("pretrained"), by_role.get("scratch")
-    if not (metric and pre and scratch):
-        return None
-    a, b = (pre.get("test") or {}).get(metric), (scratch.get("test") or {}).get(metric)
-    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return None
-    lower_is_better = metric in ("perplexity", "loss", "eval_loss")
-    better = (a < b) if lower_is_better else (a > b)
-    verdict = "better" if better else ("the same" if a == b else "worse")
-    return (f"On the test set the fine-tuned pretrained model scores {metric} {_fmt(a)} against {_fmt(b)} for the "
-            f"model trained from scratch on the same data ({verdict}; "
-            f"{'lower' if lower_is_better else 'higher'} is better).")
-
-
-def _versions() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    rows = []
-    for package in ("finetune", "transformers", "torch", "peft", "accelerate", "huggingface_hub"):
-        try:
-            rows.append(f"- {package} {version(package)}")
-        except PackageNotFoundError:
-            pass
-    return rows
-
-
-def _snippet(pipeline_tag: str | None, model_ref: str, labels: list | None, adapter_only: bool) -> list[str]:
-    task = pipeline_tag or "text-classification"
-    var, example = _SNIPPET_INPUTS.get(task, ("pipe", "..."))
-    lines = ["```python", "from transformers import pipeline", "",
-             f'{var} = pipeline("{task}", model="{model_ref}")']
-    if task == "text-generation":
-        lines.append(f'print({var}({example})[0]["generated_text"])')
-    else:
-        lines.append(f"print({var}({example}))")
-    lines.append("```")
-    if labels and task != "text-generation":
-        lines.append(f"\nLabels: {', '.join(f'`{label}`' for label in labels)}.")
-    if adapter_only:
-        lines.append("\nThis repo holds a LoRA adapter: `peft` must be installed, and the base model named in "
-                     "`adapter_config.json` (`base_model_name_or_path`) must be loadable where you run it.")
-    return lines
-
-
-def build_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, what: str = "auto"):
-    """The `huggingface_hub.ModelCard` for a run (not written anywhere). See `write_model_card`."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    run_dir = Path(run_dir)
-    results, config = _load_run(run_dir)
-    main = _main_model(results)
-    task = results.get("task") or config.get("task") or "fine-tuning"
-    pipeline_tag = results.get("pipeline_tag") or config.get("pipeline_tag")
-    dataset = results.get("dataset") or config.get("dataset") or "unknown"
-    dataset_id = _hub_dataset(results, config)
-    source = main.get("source")
-    adapter_only = what == "adapter" or (
-        what == "auto" and (run_dir / "adapter_config.json").is_file() and not (run_dir / "config.json").is_file())
-    base_model = source if _is_hub_id(source) else None
-    if adapter_only and base_model is None:
-        try:
-            adapter_base = json.loads((run_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        except (OSError, ValueError):
-            adapter_base = None
-        base_model = adapter_base if _is_hub_id(adapter_base) else None
-    model_name = (repo_id.split("/")[-1] if repo_id else None) or run_dir.resolve().name
-
-    eval_results = []
-    for metric, value in (main.get("test") or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        eval_results.append(EvalResult(
-            task_type=pipeline_tag or str(task), task_name=str(task), dataset_type=dataset_id or str(dataset),
-            dataset_name=str(dataset), dataset_split="test", metric_type=metric, metric_name=f"test {metric}",
-            metric_value=value))
-
-    tags = ["finetune", str(task)]
-    if config.get("lora") or (run_dir / "adapter_config.json").is_file():
-        tags.append("lora")
-    if any(m.get("role") == "scratch" for m in _models(results)):
-        tags.append("from-scratch-comparison")
-    data = ModelCardData(
-        license=str(config.get("license") or results.get("license") or DEFAULT_LICENSE),
-        library_name="peft" if adapter_only else "transformers",
-        base_model=base_model, datasets=[dataset_id] if dataset_id else None, tags=tags,
-        pipeline_tag=pipeline_tag, model_name=model_name if eval_results else None,
-        eval_results=eval_results or None,
-    )
-
-    body = [f"# {model_name}", ""]
-    base_text = f"[`{source}`](https://huggingface.co/{source})" if base_model == source and source else None
-    if base_text is None and source:
-        base_text = (f"`{main.get('name') or source}`, loaded from the local folder `{source}` (an offline "
-                     "stand-in for a Hub checkpoint, so `base_model` is not set in the metadata)")
-    what_text = "a LoRA adapter for" if adapter_only else ("the merged LoRA fine-tune of" if what == "merged" else
-                                                           "a fine-tuned version of")
-    data_text = f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id})" if dataset_id else f"`{dataset}`"
-    if results.get("dataset_source"):
-        data_text += f", from {results['dataset_source']},"
-    body.append(f"This model is {what_text} {base_text or 'a pretrained checkpoint'}, trained for **{task}** "
-                f"on {data_text} with `finetune` (Hugging Face Transformers + Accelerate).")
-    body += ["", "## Results", "",
-             "Test-set scores of every model the run trained (the pretrained model fine-tuned, and the same "
-             "task learned from scratch for comparison):", ""]
-    body += _comparison_table(results) if _models(results) else ["(results.json lists no models)"]
-    if sentence := _comparison_sentence(results):
-        body += ["", sentence]
-    if (run_dir / "learning_curves.png").is_file():
-        body += ["", "![learning curves](learning_curves.png)"]
-
-    body += ["", "## Training procedure", ""]
-    hyper = [(name, value) for name, value in _flatten(config) if name not in NOT_HYPERPARAMETERS
-             and not SECRET_KEY.search(name)]
-    if hyper:
-        body += ["Hyperparameters (the resolved `config.yaml`, also in this repo):", "",
-                 "| parameter | value |", "|---|---|"]
-        body += [f"| {name} | {_fmt(value)} |" for name, value in hyper]
-    else:
-        body.append("No config.yaml was found in the run directory.")
-    if main.get("train_samples") or main.get("train_seconds"):
-        body += ["", f"The fine-tuned model saw {_fmt(main.get('train_samples'))} training samples in "
-                     f"{_fmt(main.get('train_seconds'))} s ({_fmt(main.get('samples_per_second'))} samples/s)."]
-
-    body += ["", "## How to use", ""]
-    model_ref = repo_id or "YOUR_NAME/REPO_NAME"
-    body += _snippet(pipeline_tag, model_ref, results.get("labels"), adapter_only)
-    if not repo_id:
-        body.append(f"\nBefore it is pushed, pass the local run directory instead: `model=\"{run_dir}\"`.")
-
-    body += ["", "## Limitations", "",
-             "Scores come from one run on one test split; check them on your own data before relying on the model. "
-             "The training data's own license applies to what the model learned from it.",
-             "", "## Framework versions", ""] + _versions()
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
-
-
-def write_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, what: str = "auto") -> Path:
-    """Build the model card from RUN_DIR/results.json + config.yaml and write it to RUN_DIR/README.md.
-
-    `repo_id` fills the how-to-use snippet (a placeholder when None). The card is deterministic: the same run
-    and repo id give the same bytes, so rewriting it is harmless.
-    """
-    card = build_model_card(run_dir, repo_id=repo_id, what=what)
-    path = Path(run_dir) / "README.md"
-    text = str(card)
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        path.write_text(text, encoding="utf-8")
-    return path
-
 
 # ------------------------------------------------------------------------------------------------ what to push
 def _weights(folder: Path) -> list[Path]:
@@ -392,8 +103,8 @@ def select_files(run_dir: str | os.PathLike, what: str = "auto", include_scratch
         files.update({p.name: p for p in _named(run_dir, PROCESSOR_FILES)})
     files.update({p.name: p for p in _named(run_dir, RUN_FILES)})
     if "config.yaml" in files:
-        _, config = _load_run(run_dir) if (run_dir / "results.json").is_file() else ({}, {})
-        secrets = [name for name, value in _flatten(config) if SECRET_KEY.search(name) and value]
+        _, config = load_run(run_dir) if (run_dir / "results.json").is_file() else ({}, {})
+        secrets = [name for name, value in flatten(config) if SECRET_KEY.search(name) and value]
         if secrets:
             raise UserError(f"{run_dir / 'config.yaml'} holds a secret ({', '.join(secrets)}): it would be "
                             "published with the run; remove that field from the file, then push again")
@@ -518,6 +229,28 @@ def _push_in_child(run_dir: Path, repo_id: str, private: bool, endpoint: str | N
     return found[-1] if found else f"{endpoint or ''}/{repo_id}"
 
 
+def _whoami(endpoint: str, token: str, fail) -> str | None:
+    """The token's user name from `endpoint` (None if the endpoint does not say); `fail(err, stage)` maps errors."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    try:
+        response = get_session().get(f"{endpoint}/api/whoami-v2", headers=build_hf_headers(token=token),
+                                     timeout=PROBE_TIMEOUT_S)
+    except Exception as err:
+        fail(err, "contacting the Hub")
+    if response.status_code == 401:
+        try:
+            hf_raise_for_status(response)
+        except Exception as err:
+            fail(err, "checking the token")
+    if response.status_code != 200:
+        return None
+    try:
+        return response.json().get("name")
+    except ValueError:
+        return None
+
+
 def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, endpoint: str | None = None,
              token: str | None = None, what: str = "auto", include_scratch: bool = False,
              keep_card: bool = False, commit_message: str | None = None) -> str:
@@ -532,7 +265,7 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
     """
     run_dir = Path(run_dir)
     _check_repo_id(repo_id)
-    _load_run(run_dir)
+    load_run(run_dir)
     select_files(run_dir, what, include_scratch)  # fail on missing files before touching anything
 
     from huggingface_hub import constants
@@ -541,7 +274,6 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
         return _push_in_child(run_dir, repo_id, private, endpoint, token, what, include_scratch, keep_card)
 
     from huggingface_hub import HfApi, get_token
-    from huggingface_hub.utils import build_hf_headers, get_session
 
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     if not re.match(r"https?://[^/\s]+", endpoint):
@@ -552,31 +284,14 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
         raise UserError(f"no Hugging Face token: run `hf auth login` or export HF_TOKEN=hf_... (a token with write "
                         f"access, from {endpoint}/settings/tokens), or pass --token")
 
-    # 1. Is the endpoint there, and does it accept the token? A short timeout instead of hanging.
     def fail(err: BaseException, stage: str):
         mapped = _user_error(err, endpoint=endpoint, repo_id=repo_id, run_dir=run_dir, stage=stage)
         if mapped is None:
             raise err
         raise mapped from err
 
-    try:
-        response = get_session().get(f"{endpoint}/api/whoami-v2", headers=build_hf_headers(token=token),
-                                     timeout=PROBE_TIMEOUT_S)
-    except Exception as err:
-        fail(err, "contacting the Hub")
-    if response.status_code == 401:
-        from huggingface_hub.utils import hf_raise_for_status
-
-        try:
-            hf_raise_for_status(response)
-        except Exception as err:
-            fail(err, "checking the token")
-    user = None
-    if response.status_code == 200:
-        try:
-            user = response.json().get("name")
-        except ValueError:
-            user = None
+    # 1. Is the endpoint there, and does it accept the token? A short timeout instead of hanging.
+    user = _whoami(endpoint, token, fail)
     if "/" not in repo_id and user:
         repo_id = f"{user}/{repo_id}"
 

@@ -15,25 +15,39 @@ from finetune.errors import UserError
 class ModelSource:
     name: str  # what the user asked for
     path: str  # what from_pretrained receives: a local folder or a Hub name
-    note: str  # where it came from, said in the output and the model card
+    note: str  # where it came from, said in the run's output (may hold a local path: never published)
     is_hub: bool
+    origin: str = ""  # where it came from without any local path: results.json and the model card say this
+
+    @property
+    def hub_id(self) -> Optional[str]:
+        """The Hub id the weights came from, or None (an offline alias or a local folder)."""
+        return self.name if self.is_hub else None
+
+    @property
+    def label(self) -> str:
+        """A short name without the filesystem: the alias or Hub id as given, or a local folder's own name."""
+        return self.name if self.is_hub or self.name in assets.MODELS else Path(self.path).resolve().name
 
 
 def resolve(name: str) -> ModelSource:
     if name in assets.MODELS:
         path = assets.resolve_model(name)
         asset = assets.MODELS[name]
-        return ModelSource(name, str(path), f"offline default {name!r}: {asset.description}", is_hub=False)
+        return ModelSource(name, str(path), f"offline default {name!r}: {asset.description}", is_hub=False,
+                           origin=f"{asset.description}, offline default")
     local = Path(os.path.expanduser(name))
     if local.is_dir():
-        return ModelSource(name, str(local), f"local folder {local}", is_hub=False)
+        return ModelSource(name, str(local), f"local folder {local}", is_hub=False,
+                           origin=f"a local folder named {local.resolve().name}")
     if name.startswith((".", "/", "~")):
         raise UserError(f"model folder {name} does not exist: check the path")
-    return ModelSource(name, name, f"Hugging Face Hub model {name}", is_hub=True)
+    return ModelSource(name, name, f"Hugging Face Hub model {name}", is_hub=True, origin=f"Hugging Face Hub model {name}")
 
 
-def _load(loader, source: ModelSource, what: str, **kwargs):
-    """Call a from_pretrained, turning 'not found' / 'offline' failures into one-line UserErrors."""
+def load_pretrained(loader, source: ModelSource, what: str, **kwargs):
+    """`loader(source.path, **kwargs)` (any from_pretrained), with 'not found' / 'offline' failures as one-line
+    UserErrors. `what` names the thing in the message ("config", "causal LM", "image processor")."""
     try:
         return loader(source.path, **kwargs)
     except (OSError, ValueError) as err:
@@ -48,10 +62,19 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
         raise UserError(f"could not load the {what} of {source.name!r}: {str(err).splitlines()[0]}") from None
 
 
+_load = load_pretrained  # the earlier private name (finetune.lora uses it)
+
+
+def head_labels(label_names: list[str]) -> dict:
+    """num_labels / id2label / label2id for a classification head over `label_names`, in that order."""
+    return dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)})
+
+
 def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
-    tokenizer = _load(AutoTokenizer.from_pretrained, source, "tokenizer")
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer")
     if tokenizer.pad_token is None:
         # GPT-2 style tokenizers have no pad token. Padding with EOS is safe because the attention mask hides
         # the padding and the labels ignore it; the model's config must learn the same id (see below).
@@ -65,13 +88,11 @@ def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[s
     """AutoModelForSequenceClassification with a fresh head for `label_names`."""
     from transformers import AutoModelForSequenceClassification
 
-    model = _load(
+    model = load_pretrained(
         AutoModelForSequenceClassification.from_pretrained,
         source,
         "model",
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
+        **head_labels(label_names),
         # A checkpoint that already has a head for another label count (an SST-2 model fine-tuned on three
         # classes) gets a new head: the mismatch is the point, not an error.
         ignore_mismatched_sizes=True,

@@ -23,17 +23,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
-from finetune.errors import UserError, user_errors_exit
+from finetune import recipe
+from finetune.config import TrainingConfig
+from finetune.errors import UserError
 
 TASK = "image_classification"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image_classification.yaml"
 
 
 @dataclass
-class ImageClassificationConfig(TrainingConfig):
+class ImageClassificationConfig(recipe.HubFields, TrainingConfig):
+    hub_example: ClassVar[str] = "your-user/dinov2-digits"
+
     model: str = field(default="dinov2-small", metadata={"help": "Hub name, local folder, or offline alias (dinov2-small)."})
     dataset: str = field(default="digits", metadata={"help": "Hub name, local image folder (one subfolder per class), or 'digits' (packaged)."})
     image_column: str = field(default="image", metadata={"help": "Column holding the images."})
@@ -50,15 +53,9 @@ class ImageClassificationConfig(TrainingConfig):
     scratch_patch_size: int = field(default=7, metadata={"help": "Patch side of the from-scratch ViT (divides scratch_image_size)."})
     scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=128, metadata={"help": "Width of the from-scratch model."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.push_to_hub and not self.hub_repo_id:
-            raise UserError("--push_to_hub needs --hub_repo_id NAME (e.g. your-user/dinov2-digits)")
         for name in ("max_train_samples", "max_eval_samples", "image_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
@@ -80,13 +77,7 @@ def build_data(config: ImageClassificationConfig):
     from finetune.data.images import load_image_classification
 
     data = load_image_classification(config.dataset, config.image_column, config.label_column, config.labels, config.seed)
-    if config.max_train_samples:
-        train = data.splits["train"].shuffle(seed=config.seed)
-        data.splits["train"] = train.select(range(min(config.max_train_samples, len(train))))
-    if config.max_eval_samples:
-        validation = data.splits["validation"]
-        data.splits["validation"] = validation.select(range(min(config.max_eval_samples, len(validation))))
-    return data
+    return recipe.limit_samples(data, config)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -97,17 +88,15 @@ def build_pretrained(config: ImageClassificationConfig, label_names: list[str]):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from finetune.data.images import processor_at
-    from finetune.models import _load, resolve
+    from finetune.models import head_labels, load_pretrained, resolve
 
     source = resolve(config.model)
-    processor = _load(AutoImageProcessor.from_pretrained, source, "image processor")
-    model = _load(
+    processor = load_pretrained(AutoImageProcessor.from_pretrained, source, "image processor")
+    model = load_pretrained(
         AutoModelForImageClassification.from_pretrained,
         source,
         "model",
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
+        **head_labels(label_names),
         ignore_mismatched_sizes=True,  # a checkpoint's own head (e.g. 1,000 ImageNet classes) is replaced
     )
     notes = []
@@ -221,68 +210,51 @@ def freeze_bottom(model, n: int) -> str:
 
 def build_scratch(config: ImageClassificationConfig, label_names: list[str]):
     """The teaching ViT (finetune.scratch): patches + [CLS] over the teaching encoder, randomly initialised."""
+    from finetune.models import head_labels
     from finetune.scratch import ScratchTransformerForImageClassification
-    from finetune.scratch.models import scratch_config_for
 
-    scratch_config = scratch_config_for(
-        "image-classification",
-        d_model=config.scratch_d_model,
-        n_heads=config.scratch_d_model // 32,
-        n_layers=config.scratch_layers,
-        d_ff=4 * config.scratch_d_model,
-        image_size=config.scratch_image_size,
-        patch_size=config.scratch_patch_size,
-        num_channels=3,
-        dropout=0.1,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
+    scratch_config = recipe.scratch_config(
+        "image-classification", config.scratch_d_model, config.scratch_layers,
+        image_size=config.scratch_image_size, patch_size=config.scratch_patch_size, num_channels=3,
+        **head_labels(label_names))
     return ScratchTransformerForImageClassification(scratch_config)
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
 def run(config: ImageClassificationConfig) -> dict:
-    import datasets
+    import dataclasses
+
     from accelerate.utils import set_seed
 
     from finetune import engine, report
     from finetune.data.images import make_loaders, scratch_processor
     from finetune.evaluation import ClassificationEvaluator
-    from finetune.hub import write_model_card
-    from finetune.io import check_run_dir, prepare_run_dir
     from finetune.lora import save_run_model
     from finetune.models import count_parameters, save_model
 
     started = time.perf_counter()
-    state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
-    datasets.disable_progress_bars()  # casts and maps over a few thousand rows take well under a second
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
+    state = recipe.start_run(config)
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, processor, source, model_notes = build_pretrained(config, data.label_names)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    if state.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-    for note in [source.note, *data.notes, *model_notes]:
-        state.print(f"- {note}")
+    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes, *model_notes])
     splits = data.splits
     loaders = make_loaders(splits, processor, config.batch_size, config.eval_batch_size, config.seed, config.augment)
     state.print(f"- train {len(splits['train'])} / validation {len(splits['validation'])} / test {len(splits['test'])} "
                 f"images; {len(data.label_names)} labels {data.label_names if len(data.label_names) <= 20 else ''}")
 
     evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {"task": TASK, "pipeline_tag": "image-classification", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "accuracy", "labels": data.label_names, "models": []}
-    plots = []
+    results = {**recipe.results_header(TASK, "image-classification", config, source, data.notes[0], "accuracy"),
+               "labels": data.label_names, "models": []}
+    matrices = []  # (name, title, test references, test predictions) per model
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
     save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    entry = report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained)
-    results["models"].append(entry)
-    plots.append(("pretrained", f"{Path(config.model).name or config.model} (fine-tuned)", *_test_predictions(evaluator, splits["test"])))
+    results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".",
+                                                count_parameters(trained.model), trained))
+    matrices.append(("pretrained", f"{source.label} (fine-tuned)", *report.class_predictions(trained, loaders["test"], evaluator)))
 
     # 2. The from-scratch ViT: same split and batch order, its own resolution, learning rate and epochs.
     if config.compare:
@@ -290,62 +262,26 @@ def run(config: ImageClassificationConfig) -> dict:
         scratch = build_scratch(config, data.label_names)
         small = scratch_processor(config.scratch_image_size)
         scratch_loaders = make_loaders(splits, small, config.batch_size, config.eval_batch_size, config.seed, config.augment)
-        scratch_config = _with(config, learning_rate=config.scratch_learning_rate,
-                               num_epochs=config.scratch_num_epochs or config.num_epochs)
+        scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate,
+                                             num_epochs=config.scratch_num_epochs or config.num_epochs)
         trained_scratch = engine.train(scratch, scratch_loaders, evaluator, scratch_config, run_dir, name="scratch",
                                        metric_for_best="accuracy")
         save_model(trained_scratch, small, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-vit", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))
-        plots.append(("scratch", "from-scratch ViT", *_test_predictions(evaluator, splits["test"])))
+        matrices.append(("scratch", "from-scratch ViT", *report.class_predictions(trained_scratch, scratch_loaders["test"], evaluator)))
 
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if state.is_main_process:
-        report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="accuracy")
-        for name, title, references, predictions in plots:
+        for name, title, references, predictions in matrices:
             report.plot_confusion_matrix(run_dir, name, references, predictions, data.label_names, f"{title}: test split")
-        write_model_card(run_dir)
-        print(report.format_table(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png, confusion_matrix_*.png; the model: "
-              f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]")
-    if config.push_to_hub and state.is_main_process:
-        from finetune.hub import push_run
-
-        url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
-        print(f"pushed to {url}")
+    recipe.finish_run(run_dir, config, results, f"(results.json, learning_curves.png, confusion_matrix_*.png; the model: "
+                                                f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]")
     return results
 
 
-def _test_predictions(evaluator, test_split):
-    """The test split's (references, predictions): the engine evaluates the test split last, so the evaluator
-    still holds them (gathered from every process)."""
-    import torch
-
-    references = torch.cat(evaluator.references).tolist()
-    predictions = torch.cat(evaluator.predictions).tolist()
-    assert len(references) == len(test_split), "the evaluator should hold the test split's predictions"
-    return references, predictions
-
-
-def _with(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
 def main(argv=None) -> int:
-    from finetune.engine import TrainingInterrupted, is_rank_zero
-
-    with user_errors_exit():
-        config = parse_config(ImageClassificationConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
-        try:
-            run(config)
-        except TrainingInterrupted as stop:
-            if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
-            return 130
-    return 0
+    return recipe.main(ImageClassificationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

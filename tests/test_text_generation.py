@@ -177,3 +177,19 @@ def test_generate_refuses_a_classifier(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         generate_main([str(folder), "hello"])
     assert info.value.code == 2 and "not a causal LM" in capsys.readouterr().err
+
+
+def test_a_card_failure_is_an_error_not_silence(tmp_path, gpt2_dir, tweets_jsonl, monkeypatch):
+    """The recipe used to swallow an ImportError while writing the card: a run without its card looked finished.
+    Now the failure reaches the caller (after results.json, which the card is built from, is written)."""
+    import finetune.card
+
+    def broken(*args, **kwargs):
+        raise ImportError("huggingface_hub is missing")
+
+    monkeypatch.setattr(finetune.card, "build_model_card", broken)
+    config = _config(tmp_path, gpt2_dir, tweets_jsonl, max_steps=2, eval_steps=2, compare=False)
+    with pytest.raises(ImportError, match="huggingface_hub is missing"):
+        run(config)
+    run_dir = Path(config.output_dir)
+    assert (run_dir / "results.json").is_file() and not (run_dir / "README.md").exists()

