@@ -18,7 +18,7 @@ DATASET    ?=
 ARGS       ?=
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install finetune-sentiment finetune-gpt2 finetune-vit figures test bench clean
+.PHONY: install finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures test bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml Makefile
 
 finetune-sentiment: $(STAMP)
 	$(BIN)/finetune train sentiment $(run_flags)
+
+# No NER corpus ships offline: DATASET=eriktks/conll2003 (network), a jsonl/parquet file, or CoNLL files.
+finetune-ner: $(STAMP)
+	$(BIN)/finetune train token_classification $(run_flags)
 
 finetune-gpt2: $(STAMP)
 	$(BIN)/finetune train text_generation $(run_flags)

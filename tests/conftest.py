@@ -60,3 +60,24 @@ def write_tweets_csv(path, per_class, skip=0, columns=("text", "label")):
 @pytest.fixture(scope="session")
 def tweets_small_csv(tmp_path_factory):
     return write_tweets_csv(tmp_path_factory.mktemp("data") / "tweets_small.csv", per_class=500)
+
+
+@pytest.fixture(scope="session")
+def ner_conll_folder(tmp_path_factory):
+    from ner_fixtures import write_conll_folder
+
+    return write_conll_folder(tmp_path_factory.mktemp("ner") / "conll")
+
+
+@pytest.fixture(scope="session")
+def ner_jsonl(tmp_path_factory):
+    from ner_fixtures import write_jsonl
+
+    return write_jsonl(tmp_path_factory.mktemp("ner") / "ner.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_dir(tmp_path_factory, minilm_dir):
+    from ner_fixtures import tiny_tagger
+
+    return tiny_tagger(tmp_path_factory.mktemp("tiny-tagger"), minilm_dir)
