@@ -26,6 +26,8 @@ def pipeline_for(run_dir: Path):
 
     config = AutoConfig.from_pretrained(run_dir)
     architectures = config.architectures or []
+    if any(a.endswith("ForTokenClassification") for a in architectures):
+        return token_pipeline(str(run_dir)), "token-classification"
     if architectures and all(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
         # pipeline() would bolt a random classification head onto it and print confident nonsense
         raise UserError(f"{run_dir} holds a causal LM ({', '.join(architectures)}), not a classifier: use "
@@ -47,6 +49,8 @@ def _adapter_pipeline(run_dir: Path):
         raise UserError(f"{run_dir} holds a causal LM's adapter: use `finetune generate {run_dir} PROMPT`")
     model, _ = load_adapter_run(run_dir)
     model = model.merge_and_unload()  # in memory only: a plain model, which pipeline() knows
+    if task_type == "TOKEN_CLS":
+        return token_pipeline(model, AutoTokenizer.from_pretrained(run_dir)), "token-classification"
     if (run_dir / "preprocessor_config.json").is_file():
         return pipeline("image-classification", model=model, image_processor=AutoImageProcessor.from_pretrained(run_dir)), "image-classification"
     return pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(run_dir)), "text-classification"
@@ -65,9 +69,27 @@ def main(argv=None) -> int:
         if task == "image-classification":
             inputs = [load_image(p) for p in inputs]
         for text, prediction in zip(args.inputs, classify(inputs)):
+            if task == "token-classification":
+                print(json.dumps(entity_spans(text, prediction)))
+                continue
             top = prediction[0] if isinstance(prediction, list) else prediction
             print(json.dumps({"input": text, "label": top["label"], "score": round(float(top["score"]), 4)}))
     return 0
+
+
+def token_pipeline(model, tokenizer=None):
+    """A tagger that groups sub-tokens into words (each word takes its first piece's tag, as in training) and
+    words into entities."""
+    from transformers import pipeline
+
+    return pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")
+
+
+def entity_spans(text: str, entities: list[dict]) -> dict:
+    """One input's entities as spans of the text: type, the words, character offsets, the mean word score."""
+    return {"input": text, "entities": [
+        {"type": e["entity_group"], "text": text[e["start"]:e["end"]], "start": int(e["start"]), "end": int(e["end"]),
+         "score": round(float(e["score"]), 4)} for e in entities]}
 
 
 def load_image(path: str):

@@ -25,7 +25,7 @@ def splits_of(tokens, tags):
 
 
 def test_a_word_of_several_sub_tokens_is_labelled_on_its_first_piece_only(tokenizer):
-    words, tags = ["Schwarzenegger", "visited", "Kathmandu"], [1, 0, 3]
+    words, tags = ["Schwarzenegger", "visited", "Ouagadougou"], [1, 0, 3]
     pieces = [tokenizer.tokenize(w) for w in words]
     assert len(pieces[0]) > 1 and len(pieces[2]) > 1  # the point of the test: words that split
     tokenized, notes = tokenize_and_align(splits_of([words], [tags]), tokenizer, 64, NAMES)
@@ -38,7 +38,7 @@ def test_a_word_of_several_sub_tokens_is_labelled_on_its_first_piece_only(tokeni
 
 
 def test_label_all_tokens_continues_the_entity_on_later_pieces_and_only_in_train(tokenizer):
-    words, tags = ["Schwarzenegger", "visited", "Kathmandu"], [1, 0, 3]
+    words, tags = ["Schwarzenegger", "visited", "Ouagadougou"], [1, 0, 3]
     n_first, n_last = len(tokenizer.tokenize(words[0])), len(tokenizer.tokenize(words[2]))
     tokenized, _ = tokenize_and_align(splits_of([words], [tags]), tokenizer, 64, NAMES, label_all_tokens=True)
     assert tokenized["train"][0]["labels"] == [-100, 1] + [2] * (n_first - 1) + [0, 3] + [4] * (n_last - 1) + [-100]
