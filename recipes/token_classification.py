@@ -57,9 +57,6 @@ class TokenClassificationConfig(recipe.HubFields, TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.dataset:
-            raise UserError("no dataset given, and no human-annotated NER corpus ships offline: pass --dataset, e.g. "
-                            "eriktks/conll2003 (needs the network), a jsonl/parquet file with tokens/ner_tags, or CoNLL files")
         if self.max_length < 2:
             raise UserError(f"--max_length must be at least 2, got {self.max_length}")
         if self.tag_scheme not in ("auto", *SCHEMES):
@@ -77,6 +74,9 @@ def build_data(config: TokenClassificationConfig):
     """train / validation / test with `tokens` (words) and `tags` (ids), the tag names, the scheme, and notes."""
     from finetune.data.tokens import load_token_classification
 
+    if not config.dataset:  # checked here, after the output directory: the other recipes' errors keep their order
+        raise UserError("no dataset given, and no human-annotated NER corpus ships offline: pass --dataset, e.g. "
+                        "eriktks/conll2003 (needs the network), a jsonl/parquet file with tokens/ner_tags, or CoNLL files")
     data = load_token_classification(
         config.dataset, config.tokens_column, config.tags_column, config.labels, config.tag_index, config.tag_scheme,
         config.convert_tags_to, config.repair_tags, config.seed, config.dataset_config)
