@@ -79,17 +79,14 @@ def encode(entities: list[tuple[str, int, int]], length: int, scheme: str) -> li
 def detect(sentences: list[list[str]]) -> str:
     """The scheme the tags are written in: IOBES if any E-/S-; IOB2 if some B- opens an entity (follows O or
     another type); else IOB1 (I- opens entities, B- at most between touching same-type entities)."""
-    saw_b = False
+    if any(split_tag(tag)[0] in ("E", "S") for tags in sentences for tag in tags):
+        return "IOBES"
     for tags in sentences:
         previous = "O"
         for tag in tags:
             prefix, kind = split_tag(tag)
-            if prefix in ("E", "S"):
-                return "IOBES"
-            if prefix == "B":
-                saw_b = True
-                if previous not in (f"B-{kind}", f"I-{kind}"):
-                    return "IOB2"
+            if prefix == "B" and previous not in (f"B-{kind}", f"I-{kind}"):
+                return "IOB2"
             previous = tag
     # No B- opened an entity: I- does (IOB1), or there are no entities at all (nothing to check either way).
     return "IOB1" if any(tag != "O" for tags in sentences for tag in tags) else "IOB2"
