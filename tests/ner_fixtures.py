@@ -11,8 +11,8 @@ import random
 PERSONS_TRAIN = ["Angela Merkel", "John Smith", "Maria Garcia", "David Brown", "Anna Petrova", "James Wilson",
                  "Laura Chen", "Peter Novak", "Sophie Martin", "Carlos Silva", "Emma Johnson", "Lucas Meyer"]
 PERSONS_TEST = ["Olivia Turner", "Hans Weber", "Yuki Tanaka", "Marco Rossi", "Ingrid Berg", "Rahul Mehta"]
-PLACES_TRAIN = ["Paris", "Berlin", "Madrid", "Tokyo", "Chicago", "Toronto", "Sydney", "Vienna", "Cairo", "Oslo"]
-PLACES_TEST = ["Lisbon", "Dublin", "Warsaw", "Nairobi", "Seoul", "Boston"]
+PLACES_TRAIN = ["Paris", "Berlin", "Madrid", "Tokyo", "Chicago", "Toronto", "Sydney", "Vienna", "Cairo", "New York"]
+PLACES_TEST = ["Lisbon", "Dublin", "Warsaw", "Nairobi", "Buenos Aires", "Boston"]
 ORGS_TRAIN = ["Siemens", "Google", "the United Nations", "Toyota", "Reuters", "Microsoft", "Nestle", "the BBC"]
 ORGS_TEST = ["Volvo", "Amazon", "UNESCO", "Samsung"]
 
