@@ -88,7 +88,7 @@ def test_conll_files_pretrained_beats_scratch_and_f1_is_seqevals(tmp_path, ner_c
 
 def test_jsonl_trains_end_to_end_with_scratch_and_label_all_tokens(tmp_path, tiny_tagger_dir, ner_jsonl):
     config = tiny_config(tmp_path, tiny_tagger_dir, ner_jsonl, compare=True, scratch_layers=1, scratch_d_model=32,
-                         label_all_tokens=True, num_epochs=1, checkpoint_steps=0)
+                         label_all_tokens=True, num_epochs=1)
     results = run(config)
     assert [m["role"] for m in results["models"]] == ["pretrained", "scratch"]
     for model in results["models"]:
