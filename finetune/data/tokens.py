@@ -238,14 +238,14 @@ def tokenize_and_align(splits, tokenizer, max_length: int, label_names: list[str
         enc["truncated"] = [lost] + [0] * (len(batch["tags"]) - 1)  # one count per batch, summed below
         return enc
 
+    from datasets import DatasetDict
+
     tokenized = {}
     for name, split in splits.items():
         done = split.map(encode, batched=True, fn_kwargs={"train": name == "train"}, remove_columns=split.column_names,
                          desc="tokenize")
         truncated[name] = sum(done["truncated"])
         tokenized[name] = done.remove_columns(["truncated"])
-    from datasets import DatasetDict
-
     notes = [f"{n} {name} sentences longer than --max_length {max_length} sub-tokens were truncated (their last "
              f"words are not labelled)" for name, n in truncated.items() if n]
     return DatasetDict(tokenized), notes
