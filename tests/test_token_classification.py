@@ -164,7 +164,13 @@ def test_a_conll_shaped_hub_dataset_trains_through_the_datasets_client(tmp_path,
 # ---- bad input: one line, exit 2, nothing written -----------------------------------------------------------
 
 def _conll(path, text):
-    path.write_text(text)
+    """The bad part first, then 20 distinct well-formed sentences, so that splitting succeeds and the check fires."""
+    if path.suffix == ".jsonl":
+        good = "".join(json.dumps({"tokens": [f"w{i}", "Paris"], "ner_tags": ["O", "B-LOC"]}) + "\n" for i in range(20))
+    else:
+        columns = len(text.splitlines()[0].split()) if text.strip() and not text.startswith("-DOCSTART-") else 0
+        good = "".join(f"w{i}{' X' * (columns - 2)} O\nParis{' X' * (columns - 2)} B-LOC\n\n" for i in range(20)) if columns >= 2 else ""
+    path.write_text(text + "\n" + good if good else text)
     return path
 
 
