@@ -21,7 +21,7 @@ ARGS       ?=
 JUPYTER    ?= lab
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install browser finetune-sentiment finetune-gpt2 finetune-vit figures notebooks study test bench clean
+.PHONY: install browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study test bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ $(STAMP): pyproject.toml Makefile
 
 finetune-sentiment: $(STAMP)
 	$(BIN)/finetune train sentiment $(run_flags)
+
+# No NER corpus ships offline: DATASET=eriktks/conll2003 (network), a jsonl/parquet file, or CoNLL files.
+finetune-ner: $(STAMP)
+	$(BIN)/finetune train token_classification $(run_flags)
 
 finetune-gpt2: $(STAMP)
 	$(BIN)/finetune train text_generation $(run_flags)

@@ -35,6 +35,7 @@ _SNIPPET_INPUTS = {
     "text-classification": ('classifier', '"What a lovely flight, thank you!"'),
     "text-generation": ('generator', '"Once upon a time", max_new_tokens=40'),
     "image-classification": ('classifier', '"path/to/image.png"'),
+    "token-classification": ('tagger', '"Angela Merkel met Emmanuel Macron in Paris", aggregation_strategy="first"'),
 }
 
 
@@ -138,6 +139,21 @@ def _comparison_table(results: dict) -> list[str]:
         cells = [model.get("name"), model.get("role"), model.get("parameters"), model.get("train_samples"),
                  model.get("train_seconds"), model.get("samples_per_second")] + [test.get(m) for m in metrics]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return lines
+
+
+def _per_type_table(results: dict) -> list[str]:
+    """Test scores by entity type (or class), for models whose results.json entry has `test_per_type`."""
+    models = [m for m in _models(results) if m.get("test_per_type")]
+    if not models:
+        return []
+    lines = ["", "Test scores by entity type (an entity counts only if its type and exact span match):", "",
+             "| model | type | precision | recall | f1 | entities |", "|---|---|---|---|---|---|"]
+    for model in models:
+        for kind, scores in model["test_per_type"].items():
+            cells = [model.get("name"), kind, scores.get("precision"), scores.get("recall"), scores.get("f1"),
+                     scores.get("number")]
+            lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return lines
 
 
@@ -278,6 +294,7 @@ def build_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, wha
              "Test-set scores of every model the run trained (the pretrained model fine-tuned, and the same "
              "task learned from scratch for comparison):", ""]
     body += _comparison_table(results) if _models(results) else ["(results.json lists no models)"]
+    body += _per_type_table(results)
     if sentence := _comparison_sentence(results):
         body += ["", sentence]
     if (run_dir / "learning_curves.png").is_file():

@@ -148,3 +148,41 @@ class LanguageModelEvaluator:
         if self._metric is None:
             self._metric = load_metric("perplexity")
         return self._metric.compute(predictions=torch.cat(self.nll).tolist(), references=torch.cat(self.tokens).tolist())
+
+
+class TokenClassificationEvaluator:
+    """Entity precision / recall / F1 (seqeval's semantics, micro over entities) and tag accuracy, per word.
+
+    Only positions with a label (not -100) are scored: the first sub-token of each word in validation and test.
+    `per_type` holds the last compute()'s scores by entity type (the model card's table).
+    """
+
+    def __init__(self, label_names: list[str], max_length: int, mode: str = "lenient", scheme: str = "IOB2"):
+        self.label_names, self.max_length = label_names, max_length
+        self.mode, self.scheme = mode, scheme
+        self._metric = None
+        self.per_type = {}
+        self.reset()
+
+    def reset(self):
+        self.predictions, self.references = [], []
+
+    def add(self, batch, outputs, gather):
+        # Batches are padded per batch, so each process has its own width: pad to max_length before gathering.
+        predictions = outputs.logits.argmax(dim=-1)  # (B, T)
+        labels = batch["labels"]  # (B, T), -100 where nothing is scored
+        width = self.max_length - labels.shape[1]
+        predictions = torch.nn.functional.pad(predictions, (0, width), value=-100)
+        labels = torch.nn.functional.pad(labels, (0, width), value=-100)
+        predictions, labels = gather((predictions, labels))
+        for p, r in zip(predictions.cpu().tolist(), labels.cpu().tolist()):
+            scored = [(pi, ri) for pi, ri in zip(p, r) if ri != -100]
+            self.predictions.append([self.label_names[pi] for pi, _ in scored])
+            self.references.append([self.label_names[ri] for _, ri in scored])
+
+    def compute(self) -> dict:
+        if self._metric is None:
+            self._metric = load_metric("entity_f1")
+        scores = self._metric.compute(predictions=self.predictions, references=self.references, mode=self.mode, scheme=self.scheme)
+        self.per_type = scores.pop("per_type")
+        return scores

@@ -43,7 +43,8 @@ TARGET_CANDIDATES = (
     ("q_lin", "v_lin"),  # DistilBERT
 )
 HEAD_NAMES = ("classifier", "score", "pre_classifier")  # newly initialised task heads: trained fully, saved
-TASK_TYPES = {"SEQ_CLS": "AutoModelForSequenceClassification", "CAUSAL_LM": "AutoModelForCausalLM"}
+TASK_TYPES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
+              "CAUSAL_LM": "AutoModelForCausalLM"}
 
 
 def _linear_like(module) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 from finetune.errors import CommandParser, UserError, user_errors_exit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-CLASSIFIERS = ("text-classification", "image-classification")
+CLASSIFIERS = ("text-classification", "image-classification", "token-classification")
 
 
 def pipeline_for(run_dir: Path):
@@ -39,13 +39,20 @@ def pipeline_for(run_dir: Path):
 def make_pipeline(run):
     from transformers import pipeline
 
+    if run.kind.name == "token-classification":
+        return token_pipeline(run.model, run.processor)
     if run.kind.modality == "image":
         return pipeline(run.kind.name, model=run.model, image_processor=run.processor)
     return pipeline(run.kind.name, model=run.model, tokenizer=run.processor)
 
 
 def predictions(run, classify, inputs, batch_size: int = 32, top_k: int = 1):
-    """Yield one (top label, score, [top-k (label, score)]) per input, in order, from any iterable of inputs."""
+    """Yield one (top label, score, [top-k (label, score)]) per input, in order, from any iterable of inputs.
+
+    A token classifier yields its entities (word-level aggregation) instead."""
+    if run.kind.name == "token-classification":
+        yield from classify(inputs, batch_size=batch_size)
+        return
     kwargs = {"top_k": max(1, top_k)}
     if run.kind.modality == "text":  # truncated as in training: longer texts would overflow position embeddings
         kwargs.update(truncation=True, max_length=min(run.max_length, _position_limit(run.model)))
@@ -136,6 +143,21 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
+def token_pipeline(model, tokenizer=None):
+    """A tagger that groups sub-tokens into words (each word takes its first piece's tag, as in training) and
+    words into entities."""
+    from transformers import pipeline
+
+    return pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first")
+
+
+def entity_spans(text: str, entities: list[dict]) -> dict:
+    """One input's entities as spans of the text: type, the words, character offsets, the mean word score."""
+    return {"input": text, "entities": [
+        {"type": e["entity_group"], "text": text[e["start"]:e["end"]], "start": int(e["start"]), "end": int(e["end"]),
+         "score": round(float(e["score"]), 4)} for e in entities]}
+
+
 def load_image(path: str):
     from PIL import Image, UnidentifiedImageError
 
@@ -172,21 +194,24 @@ def predict_file(run, source: str, out, text_column: str = "text", batch_size: i
 
     def inputs():
         for row_id, value in read_rows(source, text_column):
-            ids.append(row_id)
+            ids.append((row_id, value))
             yield load_image(value) if run.kind.modality == "image" and isinstance(value, str) else value  # stdin: paths
 
     classify = make_pipeline(run)
     count = 0
     bar = tqdm(total=total, desc="predict", unit="row", disable=not progress, file=sys.stderr)
     for ranked in predictions(run, classify, inputs(), batch_size, top_k):
-        out.write(json.dumps(_line(ids.popleft(), ranked, top_k)) + "\n")
+        row_id, value = ids.popleft()
+        out.write(json.dumps(_line(row_id, ranked, top_k, value if isinstance(value, str) else None)) + "\n")
         count += 1
         bar.update()
     bar.close()
     return count
 
 
-def _line(row_id, ranked, top_k: int) -> dict:
+def _line(row_id, ranked, top_k: int, text: str | None = None) -> dict:
+    if not ranked or "entity_group" in ranked[0]:  # a token classifier: its entities as spans of the text
+        return {"id": row_id, **{k: v for k, v in entity_spans(text or "", ranked).items() if k != "input"}}
     line = {"id": row_id, "label": ranked[0]["label"], "score": round(float(ranked[0]["score"]), 6)}
     if top_k > 1:
         line["top_k"] = [{"label": r["label"], "score": round(float(r["score"]), 6)} for r in ranked]
@@ -243,7 +268,7 @@ def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int) -> No
     values = [load_image(p) for p in inputs] if run.kind.modality == "image" else inputs
     classify = make_pipeline(run)
     for text, ranked in zip(inputs, predictions(run, classify, values, batch_size, top_k)):
-        line = _line(None, ranked, top_k)
+        line = _line(None, ranked, top_k, text)
         line.pop("id")
         print(json.dumps({"input": text, **line}))
 

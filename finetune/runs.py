@@ -152,7 +152,43 @@ class TextGeneration(Kind):
         return ["input_ids", "attention_mask"]
 
 
-KINDS = {kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration())}
+class TokenClassification(Kind):
+    name, auto_class, modality = "token-classification", "AutoModelForTokenClassification", "text"
+    suffixes = ("ForTokenClassification",)
+    columns = {"tokens_column": "tokens", "tags_column": "ner_tags"}
+
+    def examples(self, run, dataset, split, columns):
+        from datasets import concatenate_datasets
+
+        from finetune.data.tokens import load_token_classification
+
+        data = load_token_classification(dataset, columns["tokens_column"], columns["tags_column"], run.label_names,
+                                         int(run.config.get("tag_index", -1)), run.results.get("tag_scheme", "auto"),
+                                         seed=run.seed, dataset_config=run.config.get("dataset_config"))
+        if split == "all":
+            return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        return data.splits[split]
+
+    def loader(self, run, examples, batch_size):
+        from datasets import DatasetDict
+
+        from finetune.data.tokens import make_loaders, tokenize_and_align
+
+        tokenized, _ = tokenize_and_align(DatasetDict({"eval": examples}), run.processor, run.max_length, run.label_names)
+        return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
+
+    def evaluator(self, run):
+        from finetune.evaluation import TokenClassificationEvaluator
+
+        mode = "strict" if run.config.get("strict") else "lenient"
+        return TokenClassificationEvaluator(run.label_names, run.max_length, mode=mode,
+                                            scheme=run.results.get("tag_scheme", "IOB2"))
+
+    def input_names(self, run):
+        return TextClassification.input_names(self, run)
+
+
+KINDS = {kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())}
 
 
 def kind_of(architecture: str) -> Optional[Kind]:

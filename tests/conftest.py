@@ -92,3 +92,24 @@ def sentiment_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
 def sentiment_lora_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
     return train_tiny_sentiment(tmp_path_factory.mktemp("runs") / "lora", tiny_bert_dir, tweets_small_csv, lora=True,
                                 compare=False)
+
+
+@pytest.fixture(scope="session")
+def ner_conll_folder(tmp_path_factory):
+    from ner_fixtures import write_conll_folder
+
+    return write_conll_folder(tmp_path_factory.mktemp("ner") / "conll")
+
+
+@pytest.fixture(scope="session")
+def ner_jsonl(tmp_path_factory):
+    from ner_fixtures import write_jsonl
+
+    return write_jsonl(tmp_path_factory.mktemp("ner") / "ner.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_dir(tmp_path_factory, minilm_dir):
+    from ner_fixtures import tiny_tagger
+
+    return tiny_tagger(tmp_path_factory.mktemp("tiny-tagger"), minilm_dir)

@@ -127,6 +127,8 @@ RECIPE_CASES = {
     "text_generation": {"block_size of 1": (["--block_size", "1"], "--block_size must be at least 2"),
                         "unknown packing": (["--packing", "zip"], "--packing must be one of"),
                         "zero temperature": (["--temperature", "0"], "--temperature must be positive")},
+    "token_classification": {"no dataset": ([], "no dataset given"),
+                             "unknown tag scheme": (["--tag_scheme", "BILUO"], "--tag_scheme BILUO")},
 }
 TRAIN_MATRIX = [(task, name, flags, needle) for task in TASKS
                 for name, (flags, needle) in {**TRAIN_CASES, **RECIPE_CASES.get(task, {})}.items()

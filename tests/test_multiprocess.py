@@ -46,11 +46,19 @@ def image_classification_flags(fixtures, batch_size):
             "--warmup_ratio", "0.1", "--eval_steps", "1000", "--log_steps", "2", "--compare", "false", "--mixed_precision", "no"]
 
 
+def token_classification_flags(fixtures, batch_size):
+    return ["--model", str(fixtures["tiny_tagger_dir"]), "--dataset", str(fixtures["ner_conll_folder"]),
+            "--max_length", "32", "--batch_size", str(batch_size), "--eval_batch_size", "20", "--num_epochs", "4",
+            "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--eval_steps", "1000", "--log_steps", "5",
+            "--compare", "false", "--mixed_precision", "no"]
+
+
 # recipe -> (fixtures it needs, flags for a small run given the per-process batch size, metric tolerances)
 RECIPES = {
     "sentiment": (["tiny_bert_dir", "tweets_small_csv"], sentiment_flags, {"accuracy": 0.05, "f1": 0.05}),
     "text_generation": (["tiny_gpt2_lm_dir", "tweets_small_csv"], text_generation_flags, {"loss": 0.1}),  # loss = log perplexity
     "image_classification": (["tiny_vit_dir", "colour_folder"], image_classification_flags, {"accuracy": 0.15}),
+    "token_classification": (["tiny_tagger_dir", "ner_conll_folder"], token_classification_flags, {"f1": 0.15, "accuracy": 0.05}),
 }
 
 

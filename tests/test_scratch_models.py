@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
 )
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
@@ -19,6 +20,7 @@ from finetune.scratch import (
     ScratchTransformerForImageClassification,
     ScratchTransformerForSeq2Seq,
     ScratchTransformerForSequenceClassification,
+    ScratchTransformerForTokenClassification,
     scratch_config_for,
 )
 
@@ -143,6 +145,10 @@ def test_scratch_config_for_applies_defaults_then_overrides():
 ROUND_TRIPS = {
     "classification": (
         ScratchTransformerForSequenceClassification, AutoModelForSequenceClassification,
+        lambda: dict(input_ids=tokens(2, 6), attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2])),
+    ),
+    "token-classification": (
+        ScratchTransformerForTokenClassification, AutoModelForTokenClassification,
         lambda: dict(input_ids=tokens(2, 6), attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2])),
     ),
     "causal-lm": (ScratchTransformerForCausalLM, AutoModelForCausalLM, lambda: dict(input_ids=tokens(2, 6))),

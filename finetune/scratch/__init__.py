@@ -7,7 +7,7 @@
 docs/transformer.md walks from the ideas to these names.
 
 Importing this package registers the models with the Auto classes, so that after `import finetune.scratch`,
-`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the causal-LM, image and seq2seq
+`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, causal-LM, image and seq2seq
 equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three source files next to the
 weights (`auto_map` in config.json), so a process that never imported finetune can load the folder with
 `trust_remote_code=True`.
@@ -19,6 +19,7 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
 )
 
 from .attention import MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
@@ -39,12 +40,14 @@ from .models import (
     ScratchTransformerForImageClassification,
     ScratchTransformerForSeq2Seq,
     ScratchTransformerForSequenceClassification,
+    ScratchTransformerForTokenClassification,
     ScratchTransformerPreTrainedModel,
     scratch_config_for,
 )
 
 _AUTO_CLASSES = {
     AutoModelForSequenceClassification: ScratchTransformerForSequenceClassification,
+    AutoModelForTokenClassification: ScratchTransformerForTokenClassification,
     AutoModelForCausalLM: ScratchTransformerForCausalLM,
     AutoModelForImageClassification: ScratchTransformerForImageClassification,
     AutoModelForSeq2SeqLM: ScratchTransformerForSeq2Seq,
@@ -73,6 +76,7 @@ __all__ = [
     "ScratchTransformerConfig",
     "ScratchTransformerPreTrainedModel",
     "ScratchTransformerForSequenceClassification",
+    "ScratchTransformerForTokenClassification",
     "ScratchTransformerForCausalLM",
     "ScratchTransformerForImageClassification",
     "ScratchTransformerForSeq2Seq",

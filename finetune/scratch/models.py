@@ -1,6 +1,7 @@
 """Hugging Face compatible models built from the blocks in blocks.py, one per task the toolkit trains.
 
     ScratchTransformerForSequenceClassification  text  -> encoder -> mean over tokens -> label    (BERT's job)
+    ScratchTransformerForTokenClassification     text  -> encoder -> one label per token          (BERT's NER job)
     ScratchTransformerForCausalLM                text  -> causal blocks -> next token            (GPT's job)
     ScratchTransformerForImageClassification     image -> patches + [CLS] -> encoder -> label    (ViT's job)
     ScratchTransformerForSeq2Seq                 text  -> encoder -> decoder -> output text      (the 2017 paper)
@@ -26,6 +27,7 @@ from transformers.modeling_outputs import (
     ImageClassifierOutput,
     Seq2SeqLMOutput,
     SequenceClassifierOutput,
+    TokenClassifierOutput,
 )
 
 from .attention import causal_mask, padding_mask
@@ -85,6 +87,7 @@ class ScratchTransformerConfig(PretrainedConfig):
 # Small sizes that train in minutes on a laptop CPU, per Hugging Face task name.
 _TASK_DEFAULTS = {
     "text-classification": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
+    "token-classification": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
     "text-generation": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=256),
     "image-classification": dict(d_model=128, n_heads=4, n_layers=4, d_ff=512, image_size=28, patch_size=7),
     "text2text-generation": dict(d_model=128, n_heads=4, n_layers=3, n_decoder_layers=3, d_ff=512),
@@ -193,6 +196,44 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, attentions=attentions if output_attentions else None
         )
+        return output if return_dict else output.to_tuple()
+
+
+class ScratchTransformerForTokenClassification(ScratchTransformerPreTrainedModel):
+    """Encoder-only tagger: TextEmbedding -> Encoder -> the same linear classifier on every token's vector.
+
+    No pooling: each position keeps its own final vector, which by then has attended to the whole sentence, and
+    gets its own label (B-PER, O, ...). Positions labelled -100 (padding, special tokens, a word's later
+    sub-tokens) add nothing to the loss, exactly as in BertForTokenClassification.
+    """
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.embeddings = build_text_embedding(config)
+        self.encoder = build_encoder(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        **kwargs,  # token_type_ids and other tokenizer outputs this model has no use for
+    ) -> TokenClassifierOutput | tuple:
+        """input_ids, attention_mask: (B, T); labels: (B, T) tag ids or -100. logits: (B, T, num_labels)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = self.embeddings(input_ids)  # (B, T, C)
+        x, attentions = self.encoder(x, mask=padding_mask(attention_mask))  # (B, T, C)
+        logits = self.classifier(self.dropout(x))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:  # cross_entropy wants the classes in dimension 1: (B, num_labels, T) against (B, T)
+            loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
+        output = TokenClassifierOutput(loss=loss, logits=logits, attentions=attentions if output_attentions else None)
         return output if return_dict else output.to_tuple()
 
 
