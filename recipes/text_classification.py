@@ -72,6 +72,8 @@ class TextClassificationConfig(recipe.HubFields, TrainingConfig):
             raise UserError(f"--problem_type must be one of auto, {', '.join(METRICS)}; got {self.problem_type!r}")
         if self.class_weights not in ("none", "balanced"):
             raise UserError(f"--class_weights must be none or balanced, got {self.class_weights!r}")
+        if self.dataset is not None and not self.dataset.strip():  # None means the default; "" is a mistake
+            raise UserError("--dataset is empty: give a Hub name, a local file or folder, or leave it out for the default")
         if self.glue_task:
             self._apply_glue_task()
         if self.dataset is None:

@@ -152,9 +152,11 @@ HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label"
                     "regression": "regression"}
 
 
-def decide_problem_type(train, requested: str, label_columns: list[str], delimiter: Optional[str]) -> tuple[str, str]:
+def decide_problem_type(train, requested: str, label_columns: list[str], delimiter: Optional[str],
+                        expected: Optional[list] = None) -> tuple[str, str]:
     """(problem type, why) from the `label` column of the train split: several 0/1 columns, lists or delimited
-    strings mean multi-label, floats regression, anything else one label per example."""
+    strings mean multi-label; a label set given with --labels means classes (labels written 0.0 / 1.0 too);
+    floats regression; anything else one label per example."""
     if requested != "auto":
         return requested, "as asked"
     if len(label_columns) > 1:
@@ -164,6 +166,8 @@ def decide_problem_type(train, requested: str, label_columns: list[str], delimit
         return "multi_label", "the label column holds lists"
     if delimiter is not None:
         return "multi_label", f"--label_delimiter {delimiter!r}"
+    if expected:
+        return "single_label", "--labels names the classes"
     if getattr(feature, "dtype", "").startswith("float"):
         return "regression", "the label column holds floating-point numbers"
     return "single_label", "one label per example"

@@ -261,7 +261,16 @@ def example_keys(split, columns):
     """One hashable key per row from the column (or columns) that identify an example."""
     columns = [columns] if isinstance(columns, str) else list(columns)
     values = zip(*(split[column] for column in columns))
-    return [tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in values]
+    return [tuple(_hashable(v) for v in row) for row in values]
+
+
+def _hashable(value):
+    """Lists and mappings (a multi-label list, or a malformed cell that later checks name) as hashable keys."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    return value
 
 
 def _deduplicate(split, columns):

@@ -81,7 +81,7 @@ def load_text_classification(dataset: str, text_column: str = "text", label_colu
         check_text_column(raw, "text_pair", f"--text_pair_column (now {text_pair_column!r})")
     key = ["text", "text_pair"] if text_pair_column else "text"
 
-    problem, why = decide_problem_type(raw["train"], problem_type, label_columns, label_delimiter)
+    problem, why = decide_problem_type(raw["train"], problem_type, label_columns, label_delimiter, labels)
     notes = [source_note, f"problem type: {problem} ({why})"]
     clashes, example = conflicting_labels(raw["train"], key, label_columns if len(label_columns) > 1 else ["label"])
     if clashes:
