@@ -191,6 +191,10 @@ class TokenClassification(Kind):
 KINDS = {kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())}
 
 
+# PEFT's task types -> our kinds (an image classifier's adapter has no task type of its own).
+ADAPTER_KINDS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification", "TOKEN_CLS": "token-classification"}
+
+
 def kind_of(architecture: str) -> Optional[Kind]:
     return next((k for k in KINDS.values() if architecture.endswith(k.suffixes)), None)
 
@@ -257,6 +261,12 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
     root = path if _has_run_files(path) or not _has_run_files(path.parent) else path.parent
     config, results = _read_yaml(root / "config.yaml"), _read_json(root / "results.json")
     if is_adapter_dir(path) and not (path / "config.json").is_file():
+        from finetune.lora import read_adapter_config
+
+        # The adapter's task type says the kind before the (large) base model loads: a wrong verb fails at once.
+        adapter_kind = ADAPTER_KINDS.get(read_adapter_config(path).get("task_type"))
+        if adapter_kind is not None:
+            _check_kind(KINDS[adapter_kind], kinds, path, verb)
         peft_model, _ = load_adapter_run(path)
         model, lora = peft_model.merge_and_unload(), True  # in memory: a plain model, which every verb knows
     elif (path / "config.json").is_file():
