@@ -97,9 +97,11 @@ class ImageClassification(Kind):
         return data.splits[split]
 
     def loader(self, run, examples, batch_size):
-        from finetune.data.images import make_loaders
+        from finetune.data.pipeline import image_loaders
 
-        return make_loaders({"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False)["eval"]
+        loaders, _ = image_loaders({"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False,
+                                   num_workers=0)
+        return NormalizedBatches(loaders["eval"], run.processor)
 
     def evaluator(self, run):
         from finetune.evaluation import ClassificationEvaluator
@@ -108,6 +110,26 @@ class ImageClassification(Kind):
 
     def input_names(self, run):
         return ["pixel_values"]
+
+
+class NormalizedBatches:
+    """The training pipeline's uint8 pixel batches, normalised as the model's on-device hook does in training
+    (finetune.data.pipeline.normalize_on_device), so a saved model, and its ONNX graph, get float pixels."""
+
+    def __init__(self, loader, processor):
+        import torch
+
+        self.loader = loader
+        self.mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = float(getattr(processor, "rescale_factor", 1 / 255))
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {**batch, "pixel_values": (batch["pixel_values"].float() * self.scale - self.mean) / self.std}
 
 
 class TextGeneration(Kind):

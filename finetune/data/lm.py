@@ -115,7 +115,7 @@ def make_blocks(splits, tokenizer, block_size: int, packing: str = "group"):
 
     with warnings.catch_warnings():  # "sequence longer than the model's maximum": blocks are cut below
         warnings.filterwarnings("ignore", message=".*longer than the specified maximum.*")
-        tokenized = splits.map(encode, batched=True, remove_columns=splits["train"].column_names, desc="tokenize")
+        tokenized = splits.map(encode, batched=True, remove_columns=next(iter(splits.values())).column_names, desc="tokenize")
 
     if packing == "group":
         def group(batch):
