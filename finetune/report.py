@@ -149,6 +149,9 @@ def save_figure(fig, path: Path, **savefig_kwargs) -> Path:
     with disk_errors(path.name, path.parent):
         # A unique temporary name: several processes (concurrent finetune search) may draw the same figure.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
+        from finetune.io import user_umask
+
+        os.fchmod(fd, 0o666 & ~user_umask())  # mkstemp makes 0600: the figure gets the mode a plain open() gives
         os.close(fd)
         tmp = Path(tmp)
         try:

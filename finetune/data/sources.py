@@ -206,12 +206,13 @@ def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float 
         train = _deduplicate(splits["train"], key_column)
         if len(train) < len(splits["train"]):
             notes.append(f"removed {len(splits['train']) - len(train)} duplicate rows (same {_key_name(key_column)}) before splitting")
-        if len(train) < MIN_ROWS_TO_SPLIT:
-            raise UserError(f"the dataset has {len(train)} distinct {_key_name(key_column)} row(s): too few to carve validation "
-                            f"and test splits from (at least {MIN_ROWS_TO_SPLIT}); add examples, or give validation and "
-                            f"test splits of its own")
-        fractions = {"validation": validation_fraction, "test": test_fraction}
         removed = len(splits["train"]) - len(train)
+        if len(train) < MIN_ROWS_TO_SPLIT:
+            after = f" ({len(train)} distinct examples remain after removing {removed} duplicate rows)" if removed else ""
+            raise UserError(f"the dataset has {len(train)} distinct {_key_name(key_column)} row(s){after}: too few to carve "
+                            f"validation and test splits from (at least {MIN_ROWS_TO_SPLIT}); add examples, or give "
+                            f"validation and test splits of its own")
+        fractions = {"validation": validation_fraction, "test": test_fraction}
         for name in missing:
             # each carved split takes its fraction of the original train size
             share = fractions[name] * len(splits["train"]) / len(train)
