@@ -26,7 +26,9 @@ DEFAULT_LICENSE = "apache-2.0"
 # config.yaml fields about where the run goes, not how it was trained: left out of the card's hyperparameter table.
 NOT_HYPERPARAMETERS = {"push_to_hub", "hub_repo_id", "hub_private", "hub_endpoint", "hub_token", "output_dir",
                        "resume", "resume_from_checkpoint"}
-SECRET_KEY = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
+# A field that holds a secret: hub_token, HF_TOKEN, wandb.api_key, password... but not tokens_column or
+# max_new_tokens (the words are matched whole, between "_" / "." / the ends of the name).
+SECRET_KEY = re.compile(r"(?:^|[_.])(?:token|secret|password|passwd|api_?key)(?:$|[_.])", re.IGNORECASE)
 # An absolute or home path (/home/me/x.csv, ~/data): not after a word character, '.', ':' or '/', so URLs,
 # Hub ids (org/model), relative paths and "samples/s" are left alone.
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/[^\s`'\"|,;()\[\]]*")

@@ -25,8 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finetune.card import SECRET_KEY, build_model_card, flatten, load_run, write_model_card  # noqa: F401 (aliases)
+from finetune.card import SECRET_KEY, build_model_card, flatten, load_run, public, write_model_card  # noqa: F401 (aliases)
 from finetune.errors import CommandParser, UserError, user_errors_exit
+from finetune.io import refuse_unfinished
 
 PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before calling it unreachable
 
@@ -41,6 +42,9 @@ PROCESSOR_FILES = (
 )
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 RUN_FILES = ("README.md", "results.json", "config.yaml")  # plus every top-level *.png (learning_curves.png)
+# Records that name where the run lived (output_dir, a local --model or --dataset, a LoRA adapter's base model
+# folder): pushed with every absolute or home path cut to its last part, as the card does; the run dir keeps them.
+LOCAL_RECORDS = ("results.json", "config.yaml", "adapter_config.json")
 WHAT_CHOICES = ("auto", "model", "adapter", "merged")
 
 # ------------------------------------------------------------------------------------------------ what to push
@@ -265,6 +269,7 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
     """
     run_dir = Path(run_dir)
     _check_repo_id(repo_id)
+    refuse_unfinished(run_dir, "pushing it")
     load_run(run_dir)
     select_files(run_dir, what, include_scratch)  # fail on missing files before touching anything
 
@@ -317,6 +322,9 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
         for name, source in files.items():
             target = Path(staging, name)
             target.parent.mkdir(parents=True, exist_ok=True)
+            if Path(name).name in LOCAL_RECORDS:
+                target.write_text(public(source.read_text(encoding="utf-8")), encoding="utf-8")
+                continue
             try:
                 os.symlink(source.resolve(), target)
             except OSError:

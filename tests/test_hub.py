@@ -270,8 +270,13 @@ def test_round_trip_push_and_from_pretrained(run_dir, hub, tmp_path):
     assert proc.stdout.strip().endswith(f"to {hub.url}/{repo_id}")
     stored = hub.files(repo_id)
     assert set(stored) == PUSHED | {".gitattributes"}
-    for name in PUSHED:
+    for name in PUSHED - {"config.yaml", "results.json"}:
         assert stored[name] == (run_dir / name).read_bytes(), name
+    # the run's records are published without this machine's paths (output_dir, the model's source folder)
+    assert b"/home/someone" in (run_dir / "config.yaml").read_bytes() and b"/models/offline" in (run_dir / "results.json").read_bytes()
+    assert b"/home/someone" not in stored["config.yaml"] and b"output_dir: sentiment" in stored["config.yaml"]
+    published = json.loads(stored["results.json"])
+    assert published["models"][0]["source"] == "tiny-bert" and published["models"][0]["test"] == RESULTS["models"][0]["test"]
     assert f'model="{repo_id}"' in (run_dir / "README.md").read_text()  # the card in the run dir, with the id
     assert not hub.repos[repo_id].private
 
@@ -374,7 +379,9 @@ def test_connection_dropped_mid_upload_then_retry(run_dir, hub, tmp_path):
     assert hub.requests_to(r"/commit/main$")[-1][2] == 0  # the fake really dropped it
     retry = _push(run_dir, f"{USER}/flaky", env)
     assert retry.returncode == 0, retry.stderr
-    assert hub.files(f"{USER}/flaky")["results.json"] == (run_dir / "results.json").read_bytes()
+    from finetune.card import public  # the published record: this machine's paths cut to their last part
+
+    assert hub.files(f"{USER}/flaky")["results.json"].decode() == public((run_dir / "results.json").read_text())
     assert _hashes(run_dir) == before
 
 

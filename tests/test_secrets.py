@@ -73,6 +73,16 @@ def test_redact_covers_the_common_token_shapes():
         assert redact(text) == text
 
 
+@pytest.mark.parametrize("name, secret", [("hub_token", True), ("HF_TOKEN", True), ("token", True), ("wandb.api_key", True),
+                                          ("db_password", True), ("tokens_column", False), ("max_new_tokens", False),
+                                          ("tokenizer", False)])
+def test_a_secret_field_is_told_from_a_field_about_tokens(name, secret):
+    """A field named for a secret keeps a run from being pushed; a tagger's tokens_column must not."""
+    from finetune.card import SECRET_KEY
+
+    assert bool(SECRET_KEY.search(name)) is secret
+
+
 def test_a_whole_run_with_a_token_in_the_environment_writes_it_nowhere(tmp_path, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
     """HF_TOKEN set (as on any machine that pushes): not in the output, config.yaml, the card, the checkpoints..."""
     from recipes.sentiment import main
