@@ -27,7 +27,7 @@ SPLITS = ("test", "validation", "train", "all")
 def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, progress=True) -> dict:
     """Score `run` (finetune.runs.Run) on a split of `dataset` (default: the run's own data and its test split;
     for other data, every row). Returns {"metrics", "examples", "dataset", "split", and for classifiers
-    "per_class", "confusion_matrix"}."""
+    "per_class", "confusion_matrix"; for taggers "per_type", the entity scores by type, with per_class over word tags}."""
     import torch
     from tqdm.auto import tqdm
 
@@ -55,9 +55,15 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
     metrics = evaluator.compute()
     report = {"model": str(run.path), "kind": run.kind.name, "dataset": dataset, "split": split,
               "examples": len(examples), "metrics": metrics}
-    if hasattr(evaluator, "predictions"):
+    if hasattr(evaluator, "per_type"):  # a tagger: entity scores by type; the per-class view is per word's tag
+        report["per_type"] = evaluator.per_type
+        index = {name: i for i, name in enumerate(run.label_names)}
+        references = [index[tag] for tags in evaluator.references for tag in tags]
+        predictions = [index[tag] for tags in evaluator.predictions for tag in tags]
+    elif hasattr(evaluator, "predictions"):
         references = torch.cat(evaluator.references).tolist()
         predictions = torch.cat(evaluator.predictions).tolist()
+    if hasattr(evaluator, "predictions"):
         report["per_class"] = per_class(references, predictions, run.label_names)
         report["references"], report["predictions"] = references, predictions
     return report
@@ -83,6 +89,10 @@ def per_class(references, predictions, label_names) -> dict:
 def format_report(report: dict) -> str:
     lines = [f"{report['model']} ({report['kind']}) on {report['dataset']}, {report['split']}: {report['examples']} examples"]
     lines += [f"  {name:<10} {value:.4f}" for name, value in report["metrics"].items()]
+    if "per_type" in report:
+        lines.append(f"  {'entity':<10}  precision  recall      f1  entities")
+        for name, row in report["per_type"].items():
+            lines.append(f"  {name:<10}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['number']:8d}")
     if "per_class" in report:
         width = max(8, *(len(name) for name in report["per_class"]))
         lines.append(f"  {'label':<{width}}  precision  recall      f1  support")

@@ -223,3 +223,46 @@ def test_an_i_tag_opening_an_entity_warns_with_a_count_or_is_repaired(tmp_path):
     assert "I-LOC" not in repaired.label_names and "B-LOC" in repaired.label_names
     converted = load_token_classification(str(path), convert_tags_to="IOBES")
     assert converted.scheme == "IOBES" and "E-PER" in converted.label_names
+
+
+# ---- after training: a LoRA tagger through evaluate, export and push, with nothing local published -----------
+
+@pytest.mark.slow
+def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path, tiny_tagger_dir, ner_conll_folder, capsys):
+    from hub_server import USER, WRITE_TOKEN, FakeHub
+    from test_hub import _env, _push
+
+    from finetune import evaluate_run, export
+
+    config = tiny_config(tmp_path, tiny_tagger_dir, ner_conll_folder, lora=True, max_train_samples=80, num_epochs=1)
+    results = run(config)
+    out = Path(config.output_dir)
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    expected = results["models"][0]["test"]
+
+    # `finetune evaluate` reproduces the run's entity metrics from the saved adapter
+    report_path = tmp_path / "evaluation.json"
+    assert evaluate_run.main([str(out), "--output", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert {k: round(v, 5) for k, v in report["metrics"].items() if k in expected} == expected
+
+    # `finetune export`: the adapter is merged, ONNX Runtime agrees with PyTorch on the per-token logits
+    info = export.export(out, progress=lambda *_: None)
+    assert info["kind"] == "token-classification" and info["lora_merged"]
+    assert info["verification"]["max_abs_difference"] < 1e-4
+    for path in (out / "onnx").iterdir():
+        if path.suffix in (".json", ".txt", ".yaml"):
+            assert str(tmp_path) not in path.read_text(), path.name
+
+    # `finetune push`: the adapter, the card with its per-type table, and no path of this machine in any file
+    with FakeHub(lifetime=120) as hub:
+        proc = _push(out, "tagger", _env(tmp_path, hub.url, token=WRITE_TOKEN))
+        assert proc.returncode == 0, proc.stderr
+        stored = hub.files(f"{USER}/tagger")
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json", "config.yaml"} <= set(stored)
+    assert "| type | precision | recall | f1 | entities |" in stored["README.md"].decode()
+    for name, data in stored.items():
+        if name.endswith((".json", ".yaml", ".md", ".txt")):
+            text = data.decode()
+            assert str(tmp_path) not in text and str(tiny_tagger_dir) not in text, name
+    assert json.loads(stored["results.json"])["models"][0]["test"] == expected
