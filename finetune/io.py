@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from finetune.errors import UserError
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
@@ -170,7 +172,6 @@ def disk_errors(what: str, folder: Path, kept: str = ""):
 
     `kept` says what is still safe (e.g. the last good checkpoint); anything else is re-raised untouched.
     """
-    from finetune.errors import UserError
 
     try:
         yield
@@ -233,6 +234,14 @@ def read_manifest(folder: Path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("status") in ("running", "finished") else None
+
+
+def refuse_unfinished(folder: Path, verb: str) -> None:
+    """A one-line error when a run is still working in `folder` (or stopped before it finished): its files are
+    not a finished model yet, so reading or publishing them would give something no run produced."""
+    if (read_manifest(folder) or {}).get("status") == "running":
+        raise UserError(f"{folder} holds a run that has not finished (its {MANIFEST} says running): wait for it, "
+                        f"or continue it with --resume, before {verb}")
 
 
 def _write_manifest(folder: Path, **fields) -> None:

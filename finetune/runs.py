@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from finetune.errors import UserError
+from finetune.io import refuse_unfinished
 
 
 # ---- model kinds ----------------------------------------------------------------------------------------------
@@ -117,19 +118,16 @@ class NormalizedBatches:
     (finetune.data.pipeline.normalize_on_device), so a saved model, and its ONNX graph, get float pixels."""
 
     def __init__(self, loader, processor):
-        import torch
+        from finetune.data.pipeline import PixelNormalizer
 
-        self.loader = loader
-        self.mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.scale = float(getattr(processor, "rescale_factor", 1 / 255))
+        self.loader, self.normalize = loader, PixelNormalizer(processor)
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
-            yield {**batch, "pixel_values": (batch["pixel_values"].float() * self.scale - self.mean) / self.std}
+            yield {**batch, "pixel_values": self.normalize(batch["pixel_values"])}
 
 
 class TextGeneration(Kind):
@@ -281,6 +279,7 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist: pass the --output_dir of a finished run")
     root = path if _has_run_files(path) or not _has_run_files(path.parent) else path.parent
+    refuse_unfinished(root, verb)
     config, results = _read_yaml(root / "config.yaml"), _read_json(root / "results.json")
     if is_adapter_dir(path) and not (path / "config.json").is_file():
         from finetune.lora import read_adapter_config

@@ -181,3 +181,27 @@ def error_lines(stderr: str) -> list[str]:
 def _write(path, content):
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path
+
+
+def test_a_run_still_being_written_is_refused_by_every_reader(sentiment_run, tmp_path, capsys):
+    """A run directory whose manifest says "running" (training in progress, or killed before it finished) holds no
+    finished model: predict, evaluate, export and push each say so in one line and write nothing."""
+    import shutil
+
+    from finetune import export, hub
+    from finetune.io import MANIFEST
+
+    run = tmp_path / "busy"
+    shutil.copytree(sentiment_run, run)
+    (run / MANIFEST).write_text(json.dumps({"format": 1, "status": "running"}))
+    before = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
+    for verb, call in (("predict", lambda: predict.main([str(run), "great flight"])),
+                       ("evaluate", lambda: evaluate_run.main([str(run)])),
+                       ("export", lambda: export.main([str(run)])),
+                       ("push", lambda: hub.main([str(run), "--repo_id", "someone/busy"]))):
+        with pytest.raises(SystemExit) as exit_info:
+            call()
+        assert exit_info.value.code == 2, verb
+        err = error_lines(capsys.readouterr().err)
+        assert len(err) == 1 and "has not finished" in err[0] and "--resume" in err[0], (verb, err)
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == before

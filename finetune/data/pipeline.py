@@ -234,23 +234,38 @@ def image_loaders(splits, processor, batch_size: int, eval_batch_size: int, seed
     return loaders, notes
 
 
+class PixelNormalizer:
+    """uint8 pixels -> (x * rescale_factor - mean) / std in float32, with the processor's numbers, on the pixels' device.
+
+    The one place this arithmetic lives: training's forward hook (`normalize_on_device`) and the verbs that feed
+    a saved model the cached uint8 batches (finetune.runs) both call it.
+    """
+
+    def __init__(self, processor):
+        import torch
+
+        self.mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = float(getattr(processor, "rescale_factor", 1 / 255))
+
+    def __call__(self, pixels):
+        device = pixels.device
+        return (pixels.float() * self.scale - self.mean.to(device)) / self.std.to(device)
+
+
 def normalize_on_device(model, processor):
-    """A forward pre-hook: uint8 pixel_values -> (x / 255 - mean) / std in float32, on the batch's own device.
+    """A forward pre-hook: uint8 pixel_values -> PixelNormalizer's float32, on the batch's own device.
 
     Float pixel_values (from the processor, e.g. in `finetune predict`) pass untouched. Returns the hook handle.
     """
     import torch
 
-    mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
-    scale = float(getattr(processor, "rescale_factor", 1 / 255))
+    normalize = PixelNormalizer(processor)
 
     def hook(module, args, kwargs):
         pixels = kwargs.get("pixel_values")
         if pixels is None or pixels.dtype != torch.uint8:
             return None
-        device = pixels.device
-        pixels = (pixels.float() * scale - mean.to(device)) / std.to(device)
-        return args, {**kwargs, "pixel_values": pixels}
+        return args, {**kwargs, "pixel_values": normalize(pixels)}
 
     return model.register_forward_pre_hook(hook, with_kwargs=True)
