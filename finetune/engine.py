@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from finetune.config import TrainingConfig
 from finetune.errors import UserError
+from finetune.evaluation import greater_is_better
 from finetune.lean import best_weights_file, keep_only_trainable_weights, lean_checkpoint, trainable_only
 from finetune.resume import check_resume, read_fingerprint, save_fingerprint
 from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
@@ -230,14 +231,14 @@ def train(
     run_dir: Path,
     name: str,
     metric_for_best: Optional[str] = None,
-    greater_is_better: bool = True,
 ) -> TrainResult:
     """Train `model` on loaders["train"], select on loaders["validation"], report on loaders["test"].
 
     Checkpoints live in run_dir/checkpoints/<name>/; if one exists and config.resume is set, training
-    continues from the newest one exactly where it stopped (mid-epoch included).
+    continues from the newest one exactly where it stopped (mid-epoch included). Whether a larger
+    `metric_for_best` is better is finetune.evaluation's one rule.
     """
-    setup = prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, greater_is_better)
+    setup = prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best)
     state = resume_or_start(setup)
     setup.progress = tqdm(total=setup.total_steps, initial=state.step, desc=name, disable=not setup.accelerator.is_main_process)
     setup.model.train()
@@ -264,7 +265,7 @@ def train(
     return finish(setup, state)
 
 
-def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, greater_is_better) -> Setup:
+def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best) -> Setup:
     """Accelerator (mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -296,7 +297,8 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best, g
     return Setup(name=name, config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                  train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, evaluator=evaluator,
                  checkpoint_root=Path(run_dir) / "checkpoints" / name, steps_per_epoch=steps_per_epoch,
-                 total_steps=total_steps, metric_for_best=metric_for_best, greater_is_better=greater_is_better)
+                 total_steps=total_steps, metric_for_best=metric_for_best,
+                 greater_is_better=greater_is_better(metric_for_best) if metric_for_best else True)
 
 
 def resume_or_start(setup: Setup) -> TrainState:

@@ -95,19 +95,19 @@ def open_run_dir(config, state, notes: list[str]) -> Path:
     return run_dir
 
 
-def results_header(task: str, pipeline_tag: str, config, source, dataset_note: str, metric_for_best: str,
-                   greater_is_better: bool = True) -> dict:
+def results_header(task: str, pipeline_tag: str, config, source, dataset_note: str, metric_for_best: str) -> dict:
     """The start of results.json: what ran, on what, and the facts the model card states rather than guesses.
 
     dataset_is_hub: the data came from the Hub (finetune.data.provenance); base_model: the pretrained model's
     Hub id, or None for an offline alias or a local folder, which base_model_origin names without any path.
     """
     from finetune.data.provenance import is_hub_dataset
+    from finetune.evaluation import greater_is_better
 
     return {"task": task, "pipeline_tag": pipeline_tag, "dataset": config.dataset, "dataset_source": dataset_note,
             "dataset_is_hub": is_hub_dataset(config.dataset), "base_model": source.hub_id,
             "base_model_origin": source.origin, "metric_for_best": metric_for_best,
-            "greater_is_better": greater_is_better}
+            "greater_is_better": greater_is_better(metric_for_best)}
 
 
 def scratch_config(task: str, d_model: int, n_layers: int, **fields):

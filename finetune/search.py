@@ -13,7 +13,7 @@ the configuration; the recipe's flags (`--model`, `--dataset`, `--max_train_samp
   after evaluation k, a trial worse than the median of earlier trials at evaluation k stops at once and its run
   directory says so (trial.json). Evaluations are counted, not steps,
   so trials with different batch sizes compare at the same point (each epoch end, when only epochs evaluate).
-- Direction: the recipe's METRIC_FOR_BEST / GREATER_IS_BETTER, the same constants that select its best weights.
+- Direction: the metric the recipe selects its best weights on, and finetune.evaluation.greater_is_better's rule.
 - `--n_trials` is the number of finished trials (complete or pruned) the study should hold. Running the same
   command again continues the study: an interrupted search finishes its trials, none repeated; a finished one
   grows when --n_trials grows. Several processes (machines) on one storage share the study; each may run one

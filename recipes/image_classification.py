@@ -30,9 +30,9 @@ from finetune.config import TrainingConfig
 from finetune.errors import UserError
 
 TASK = "image_classification"
-# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+# The validation metric that picks the best weights (and that finetune search optimises); its direction is
+# finetune.evaluation.greater_is_better's.
 METRIC_FOR_BEST = "accuracy"
-GREATER_IS_BETTER = True
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image_classification.yaml"
 
 
@@ -255,12 +255,12 @@ def run(config: ImageClassificationConfig) -> dict:
                 f"images; {len(data.label_names)} labels {data.label_names if len(data.label_names) <= 20 else ''}")
 
     evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {**recipe.results_header(TASK, "image-classification", config, source, data.notes[0], METRIC_FOR_BEST, GREATER_IS_BETTER),
+    results = {**recipe.results_header(TASK, "image-classification", config, source, data.notes[0], METRIC_FOR_BEST),
                "labels": data.label_names, "models": []}
     matrices = []  # (name, title, test references, test predictions) per model
 
     # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
+    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST)
     save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".",
                                                 count_parameters(trained.model), trained))
@@ -278,7 +278,7 @@ def run(config: ImageClassificationConfig) -> dict:
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate,
                                              num_epochs=config.scratch_num_epochs or config.num_epochs)
         trained_scratch = engine.train(scratch, scratch_loaders, evaluator, scratch_config, run_dir, name="scratch",
-                                       metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
+                                       metric_for_best=METRIC_FOR_BEST)
         save_model(trained_scratch, small, run_dir / "scratch")
         results["models"].append(report.model_entry("scratch", "scratch-vit", "finetune.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))

@@ -23,9 +23,9 @@ from recipes import text_classification
 from recipes.text_classification import TextClassificationConfig, build_data, build_pretrained, build_scratch  # noqa: F401
 
 TASK = "sentiment"
-# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+# The validation metric that picks the best weights (and that finetune search optimises); its direction is
+# finetune.evaluation.greater_is_better's.
 METRIC_FOR_BEST = "accuracy"
-GREATER_IS_BETTER = True
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
 
 

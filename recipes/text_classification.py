@@ -200,7 +200,6 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
 
     from finetune import engine, report
     from finetune.data.text import make_loaders, tokenize
-    from finetune.evaluation import greater_is_better
     from finetune.lora import save_run_model
     from finetune.models import check_fits, count_parameters, save_model
 
@@ -220,13 +219,12 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         state.print(f"- class weights (balanced): {weights}")
 
     evaluator = make_evaluator(data.problem_type, len(data.label_names), metric, config.glue_task)
-    results = {**recipe.results_header(task, "text-classification", config, source, data.notes[0], metric,
-                                       greater_is_better(metric)),
+    results = {**recipe.results_header(task, "text-classification", config, source, data.notes[0], metric),
                "problem_type": data.problem_type, "labels": data.label_names, "models": []}
     for key, value in (("dataset_config", config.dataset_config), ("glue_task", config.glue_task), ("class_weights", weights)):
         if value:
             results[key] = value
-    train_args = dict(metric_for_best=metric, greater_is_better=greater_is_better(metric))
+    train_args = dict(metric_for_best=metric)
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", **train_args)

@@ -30,9 +30,9 @@ from finetune.config import TrainingConfig
 from finetune.errors import UserError
 
 TASK = "text_generation"
-# The validation metric that picks the best weights (and that finetune search optimises), and its direction.
+# The validation metric that picks the best weights (and that finetune search optimises); its direction is
+# finetune.evaluation.greater_is_better's.
 METRIC_FOR_BEST = "perplexity"
-GREATER_IS_BETTER = False
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_generation.yaml"
 
 
@@ -163,7 +163,7 @@ def run(config: TextGenerationConfig) -> dict:
                 f"validation {sizes['validation']}; test {sizes['test']}")
     loaders = make_lm_loaders(blocks, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     evaluator = LanguageModelEvaluator()
-    results = {**recipe.results_header(TASK, "text-generation", config, source, data.notes[0], METRIC_FOR_BEST, GREATER_IS_BETTER),
+    results = {**recipe.results_header(TASK, "text-generation", config, source, data.notes[0], METRIC_FOR_BEST),
                "packing": config.packing, "block_size": config.block_size, "prompts": prompts, "models": []}
     generations = lambda m: sample_texts(m, tokenizer, prompts, config) if state.is_main_process else {}
 
@@ -175,7 +175,7 @@ def run(config: TextGenerationConfig) -> dict:
 
     # 1. The pretrained model, fine-tuned.
     trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained",
-                           metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
+                           metric_for_best=METRIC_FOR_BEST)
     save_run_model(trained, tokenizer, run_dir)
     entry = report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
     entry["trainable_parameters"] = count_parameters(trained.model, trainable_only=True)
@@ -194,7 +194,7 @@ def run(config: TextGenerationConfig) -> dict:
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate, lora=False,
                                              max_steps=config.max_steps or trained.steps)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch",
-                                       metric_for_best=METRIC_FOR_BEST, greater_is_better=GREATER_IS_BETTER)
+                                       metric_for_best=METRIC_FOR_BEST)
         save_run_model(trained_scratch, tokenizer, run_dir / "scratch")
         scratch_entry = report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                            count_parameters(trained_scratch.model), trained_scratch)

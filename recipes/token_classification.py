@@ -28,7 +28,7 @@ from finetune.errors import UserError
 TASK = "token_classification"
 PIPELINE_TAG = "token-classification"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "token_classification.yaml"
-METRIC = "f1"  # entity-level F1, micro over entities (seqeval's)
+METRIC_FOR_BEST = "f1"  # entity-level F1, micro over entities (seqeval's)
 SCHEMES = ("IOB1", "IOB2", "IOBES")
 
 
@@ -141,11 +141,11 @@ def run(config: TokenClassificationConfig) -> dict:
     # Entity F1 as seqeval computes it, on words (first sub-tokens), in the data's scheme.
     evaluator = TokenClassificationEvaluator(data.label_names, config.max_length,
                                              mode="strict" if config.strict else "lenient", scheme=data.scheme)
-    results = {**recipe.results_header(TASK, PIPELINE_TAG, config, source, data.notes[0], METRIC),
+    results = {**recipe.results_header(TASK, PIPELINE_TAG, config, source, data.notes[0], METRIC_FOR_BEST),
                "labels": data.label_names, "tag_scheme": data.scheme, "models": []}
 
     # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC)
+    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST)
     save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
     results["models"].append({**report.model_entry("pretrained", source.label, source.origin, ".",
                                                    count_parameters(trained.model), trained),
@@ -156,7 +156,7 @@ def run(config: TokenClassificationConfig) -> dict:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names)
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
-        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC)
+        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         results["models"].append({**report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
                                                        count_parameters(trained_scratch.model), trained_scratch),
