@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -356,7 +355,7 @@ def run(config: BenchConfig) -> dict:
 
     from finetune.io import atomic_write_json
     from finetune.models import load_tokenizer, non_embedding_parameters, resolve
-    from finetune.precision import choose
+    from finetune.precision import choose, machine_facts
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -421,9 +420,7 @@ def run(config: BenchConfig) -> dict:
         "peak_dtype": peak_dtype,
         "non_embedding_parameters": flops_per_token // 6, "flops_per_real_token": flops_per_token,
         "megabatch_examples": dict(zip(("engine", "trainer_grouped"), megabatch_examples(config))),
-        "machine": {"processor": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": threads,
-                    "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+        "machine": {**machine_facts(), "transformers": transformers.__version__},
         "targets": TARGETS[precision], "summary": summary, "rounds": rounds, "last_line": line,
         "note": "medians over rounds; the machine may be shared, so single numbers are noisy",
     }
@@ -433,16 +430,6 @@ def run(config: BenchConfig) -> dict:
     print(f"wrote {out_dir / 'bench_engine.json'} and {out_dir / 'bench_engine.png'}")
     print(line)
     return report
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:

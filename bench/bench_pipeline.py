@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -122,7 +121,7 @@ def run(config: PipelineBenchConfig) -> dict:
 
     from finetune.data.pipeline import default_num_workers, image_loaders, normalize_on_device
     from finetune.io import atomic_write_json
-    from finetune.precision import choose
+    from finetune.precision import choose, machine_facts
 
     datasets.disable_progress_bars()
     out = Path(config.output_dir)
@@ -159,24 +158,13 @@ def run(config: PipelineBenchConfig) -> dict:
                                                          "batch_size": rc.batch_size, "freeze_layers": rc.freeze_layers},
         "num_workers": workers, "precision": choice.precision, "pipeline": pipeline, "training": training,
         "ratio": ratio, "target_ratio": TARGET_RATIO, "last_line": line,
-        "machine": {"processor": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "machine": machine_facts(),
         "note": "measured on a possibly shared machine: noisy",
     }
     atomic_write_json(out / "bench_pipeline.json", report)
     print(f"target: pipeline / training >= {TARGET_RATIO} ({'met' if ratio >= TARGET_RATIO else 'NOT met'})")
     print(line)
     return report
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:

@@ -78,6 +78,17 @@ def torch_cpu_capability() -> str:
         return "unknown"
 
 
+def machine_facts() -> dict:
+    """The machine a measurement ran on, as benchmarks and studies record it beside their numbers."""
+    import os
+
+    import torch
+
+    return {"processor": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch_cpu_capability": torch_cpu_capability(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
 def native_cpu_bf16(flags: Optional[set[str]] = None) -> tuple[Optional[bool], str]:
     """(True / False / None if unknown, why) from the CPU's flags."""
     flags = cpu_flags() if flags is None else flags

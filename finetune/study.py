@@ -33,8 +33,6 @@ import dataclasses
 import importlib
 import json
 import math
-import os
-import platform
 import shutil
 import sys
 import time
@@ -299,14 +297,11 @@ def _output_into(log):
 # ---- the study ----------------------------------------------------------------------------------------------
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
+    from finetune.precision import machine_facts
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    facts = machine_facts()
+    return {"cpu": facts["processor"], "cores": facts["cpu_count"], "torch_threads": facts["torch_threads"],
+            "torch_cpu_capability": facts["torch_cpu_capability"]}
 
 
 def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Path, recipe_argv: list[str],
@@ -437,7 +432,7 @@ def _data_efficiency_command(argv: list[str]) -> int:
         study = data_efficiency(args.task, sorted(args.sizes), args.seeds, study_dir, recipe_argv,
                                 args.min_examples, args.max_epochs, args.overwrite)
     except TrainingInterrupted:
-        print(f"study interrupted: finished cells are kept; run the same command to continue", file=sys.stderr)
+        print("study interrupted: finished cells are kept; run the same command to continue", file=sys.stderr)
         return 130
     print(format_table(study))
     print(f"wrote {study_dir / STUDY_FILE} and {study_dir / FIGURE_FILE}  ({time.perf_counter() - started:.0f} s this time; "
