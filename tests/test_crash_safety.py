@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune import engine
-from recipes.sentiment import SentimentConfig, main, run
+from recipes.sentiment import main
 from finetune.io import finish_run_dir
 
 HERE = Path(__file__).resolve().parent

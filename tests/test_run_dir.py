@@ -11,7 +11,6 @@ driven through the real recipe entry point, and every file around it is compared
 """
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path

@@ -12,7 +12,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -91,7 +90,6 @@ def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gp
                 proc.send_signal(signal.SIGINT)
                 interrupted = True
         proc.wait(timeout=120)
-    stdout = "".join(lines)
     assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert "run the same command again to continue" in (tmp_path / "stderr.txt").read_text()
     db = out / "search.db"

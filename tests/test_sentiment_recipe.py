@@ -32,8 +32,6 @@ def test_end_to_end_with_packaged_minilm_beats_majority(tmp_path, tweets_small_c
     results = json.loads((out / "results.json").read_text())
     pretrained, scratch = results["models"]
     assert (pretrained["role"], scratch["role"]) == ("pretrained", "scratch")
-    from datasets import load_dataset  # the test split's majority class, computed independently
-
     test_labels = _test_labels(out, tweets_small_csv)
     majority = max(test_labels.count(label) for label in set(test_labels)) / len(test_labels)
     assert pretrained["test"]["accuracy"] > majority + 0.05, (pretrained["test"], majority)

@@ -2,12 +2,10 @@
 build_data, and a tiny study end to end that is killed between cells and resumed."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -8,8 +8,6 @@ metric in results.json is recomputed with scikit-learn / scipy from the saved te
 import csv
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -52,7 +52,7 @@ def load_corpus(
     for split_name, split in raw.items():
         for column in wanted:
             if column not in split.column_names:
-                fix = (f"pass --text_column NAME" if column == text_column else
+                fix = ("pass --text_column NAME" if column == text_column else
                        "pass --label_column NAME, or --condition_on_label false to train on the text alone")
                 raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {column!r} (columns: "
                                 f"{', '.join(split.column_names)}): {fix}")

@@ -179,7 +179,7 @@ def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float 
     after the three (MNLI's validation_mismatched, reported besides the test split).
     Returns (DatasetDict, notes).
     """
-    from datasets import DatasetDict, concatenate_datasets
+    from datasets import DatasetDict
 
     notes = []
     splits = {}
