@@ -98,9 +98,15 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> None:
     try:
         build(tmp)
         (tmp / ".complete").touch()
+        if (target / ".complete").exists():
+            return  # another process (a parallel test worker, a second run) finished first: keep its copy in place
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            shutil.rmtree(target)  # an older, interrupted layout
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / ".complete").exists():  # not the other process's finished copy: a real failure
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
