@@ -127,7 +127,7 @@ RECIPE_CASES = {
     "text_generation": {"block_size of 1": (["--block_size", "1"], "--block_size must be at least 2"),
                         "unknown packing": (["--packing", "zip"], "--packing must be one of"),
                         "zero temperature": (["--temperature", "0"], "--temperature must be positive")},
-    "token_classification": {"no dataset": ([], "no dataset given"),
+    "token_classification": {"a label twice": (["--labels", "O", "O", "B-PER"], "more than once"),
                              "unknown tag scheme": (["--tag_scheme", "BILUO"], "--tag_scheme BILUO")},
 }
 TRAIN_MATRIX = [(task, name, flags, needle) for task in TASKS
