@@ -186,3 +186,16 @@ def test_bad_space_and_bad_storage_are_one_line_exit_2(tmp_path, tiny_bert_dir, 
     err = error_of("--storage", "postgresql://me:secret@127.0.0.1:1/optuna")
     assert "secret" not in err and "***" in err
     assert not (tmp_path / "s" / "trials").exists()
+
+
+@pytest.mark.parametrize("task, metric, greater", [("sentiment", "accuracy", True), ("image_classification", "accuracy", True),
+                                                   ("text_generation", "perplexity", False), ("token_classification", "f1", True)])
+def test_every_recipe_names_the_metric_a_search_optimises(task, metric, greater):
+    """The search optimises what the recipe selects its weights on, in the direction of the one rule."""
+    import importlib
+    from types import SimpleNamespace
+
+    from finetune.search import objective_metric
+
+    recipe = importlib.import_module(f"recipes.{task}")
+    assert objective_metric(recipe, SimpleNamespace(metric_for_best=None)) == (metric, greater)
