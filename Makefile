@@ -73,10 +73,11 @@ browser:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium \
 	  || echo "make browser: could not install chromium; the browser test will skip and say so"; }
 
-# One pytest worker per core (pytest-xdist), a test file's tests on one worker so its fixtures are built once, and
-# one torch thread per worker: two workers of two threads each on two cores only wait for each other.
+# One pytest worker per core (pytest-xdist; at most 4, each may hold a few models in memory), a test file's tests on
+# one worker so its fixtures are built once, and one torch thread per worker: two workers of two threads each on
+# two cores only wait for each other.
 test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15 tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_engine.py $(ARGS)
