@@ -31,7 +31,7 @@ NOT_HYPERPARAMETERS = {"push_to_hub", "hub_repo_id", "hub_private", "hub_endpoin
 SECRET_KEY = re.compile(r"(?:^|[_.])(?:token|secret|password|passwd|api_?key)(?:$|[_.])", re.IGNORECASE)
 # An absolute or home path (/home/me/x.csv, ~/data): not after a word character, '.', ':' or '/', so URLs,
 # Hub ids (org/model), relative paths and "samples/s" are left alone.
-LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/[^\s`'\"|,;()\[\]]*")
+LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/(?=[^\s/`'\"|,;()\[\]])[^\s`'\"|,;()\[\]]*")
 
 _SNIPPET_INPUTS = {
     "text-classification": ('classifier', '"What a lovely flight, thank you!"'),
@@ -101,6 +101,35 @@ def _main_model(results: dict) -> dict:
 def public(text: str) -> str:
     """`text` without the writer's filesystem: every absolute or home path shortened to its last part."""
     return LOCAL_PATH.sub(lambda m: Path(m.group(0)).name or "~", text)
+
+
+LABEL_KEYS = {"labels", "label_names", "id2label", "label2id"}
+
+
+def public_record(name: str, text: str) -> str:
+    """A run record (results.json, config.yaml, adapter_config.json) as it is published: `public` applied to each
+    string value, not to the file's text, so YAML keeps its types ("2024-06-01" stays a string) and nothing
+    outside a value changes. A LoRA adapter's local base model folder becomes the run's `model` as given
+    (a Hub id, or an offline alias such as minilm) where the run names one."""
+    import yaml
+
+    def scrub(value):
+        if isinstance(value, str):
+            return public(value)
+        if isinstance(value, dict):  # label names are the model's vocabulary, never a path: kept as they are
+            return {key: item if key in LABEL_KEYS else scrub(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [scrub(item) for item in value]
+        return value
+
+    if name.endswith(".json"):
+        data = json.loads(text)
+        base = data.get("base_model_name_or_path") if name == "adapter_config.json" else None
+        data = scrub(data)
+        if isinstance(base, str) and LOCAL_PATH.match(base):
+            data["base_model_name_or_path"] = public(base)
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return yaml.safe_dump(scrub(yaml.safe_load(text)), sort_keys=False, allow_unicode=True)
 
 
 def _fmt(value) -> str:

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finetune.card import SECRET_KEY, build_model_card, flatten, load_run, public, write_model_card  # noqa: F401 (aliases)
+from finetune.card import SECRET_KEY, build_model_card, flatten, load_run, public, public_record, write_model_card  # noqa: F401 (aliases)
 from finetune.errors import CommandParser, UserError, user_errors_exit
 from finetune.io import refuse_unfinished
 
@@ -255,6 +255,20 @@ def _whoami(endpoint: str, token: str, fail) -> str | None:
         return None
 
 
+def _adapter_base_as_run_names_it(record: str, run_dir: Path) -> str:
+    """adapter_config.json's base model, where it was a local folder: the run's --model as given (a Hub id, or
+    an offline alias like minilm), which says more than the folder's last part (often just "model")."""
+    import json
+
+    data = json.loads(record)
+    config = load_run(run_dir)[1] if (run_dir / "results.json").is_file() else {}
+    model = config.get("model")
+    base = data.get("base_model_name_or_path")
+    if isinstance(model, str) and model and base and "/" not in base:  # a bare last part: it was a local path
+        data["base_model_name_or_path"] = public(model)
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, endpoint: str | None = None,
              token: str | None = None, what: str = "auto", include_scratch: bool = False,
              keep_card: bool = False, commit_message: str | None = None) -> str:
@@ -323,7 +337,10 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
             target = Path(staging, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             if Path(name).name in LOCAL_RECORDS:
-                target.write_text(public(source.read_text(encoding="utf-8")), encoding="utf-8")
+                record = public_record(Path(name).name, source.read_text(encoding="utf-8"))
+                if Path(name).name == "adapter_config.json":
+                    record = _adapter_base_as_run_names_it(record, run_dir)
+                target.write_text(record, encoding="utf-8")
                 continue
             try:
                 os.symlink(source.resolve(), target)

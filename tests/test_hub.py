@@ -379,9 +379,9 @@ def test_connection_dropped_mid_upload_then_retry(run_dir, hub, tmp_path):
     assert hub.requests_to(r"/commit/main$")[-1][2] == 0  # the fake really dropped it
     retry = _push(run_dir, f"{USER}/flaky", env)
     assert retry.returncode == 0, retry.stderr
-    from finetune.card import public  # the published record: this machine's paths cut to their last part
+    from finetune.card import public_record  # the published record: this machine's paths cut to their last part
 
-    assert hub.files(f"{USER}/flaky")["results.json"].decode() == public((run_dir / "results.json").read_text())
+    assert hub.files(f"{USER}/flaky")["results.json"].decode() == public_record("results.json", (run_dir / "results.json").read_text())
     assert _hashes(run_dir) == before
 
 

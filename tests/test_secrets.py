@@ -83,6 +83,24 @@ def test_a_secret_field_is_told_from_a_field_about_tokens(name, secret):
     assert bool(SECRET_KEY.search(name)) is secret
 
 
+def test_published_records_lose_local_paths_value_by_value():
+    """What a push uploads for results.json / config.yaml: paths cut to their last part inside values only, YAML
+    types kept, prose slashes, URLs and label names untouched."""
+    import json
+
+    import yaml
+
+    from finetune.card import public_record
+
+    config = public_record("config.yaml", "output_dir: /home/me/runs/2024-06-01\ndataset: ~/data/001\n"
+                                          "hub_endpoint: http://127.0.0.1:8000/x\nnote: PER / ORG\n")
+    assert yaml.safe_load(config) == {"output_dir": "2024-06-01", "dataset": "001", "hub_endpoint": "http://127.0.0.1:8000/x",
+                                      "note": "PER / ORG"}
+    results = json.loads(public_record("results.json", json.dumps(
+        {"labels": ["/r/news", "x"], "models": [{"source": "/tmp/a/tiny-bert"}], "dataset_source": "CoNLL (PER / ORG)"})))
+    assert results == {"labels": ["/r/news", "x"], "models": [{"source": "tiny-bert"}], "dataset_source": "CoNLL (PER / ORG)"}
+
+
 def test_a_whole_run_with_a_token_in_the_environment_writes_it_nowhere(tmp_path, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
     """HF_TOKEN set (as on any machine that pushes): not in the output, config.yaml, the card, the checkpoints..."""
     from recipes.sentiment import main
