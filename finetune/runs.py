@@ -182,8 +182,12 @@ class TokenClassification(Kind):
 
         from finetune.data.tokens import load_token_classification
 
+        # The tag handling of training: the source's scheme, then the same conversion or repair (results.json's
+        # tag_scheme is the scheme after conversion, so it cannot stand in for the source's).
         data = load_token_classification(dataset, columns["tokens_column"], columns["tags_column"], run.label_names,
-                                         int(run.config.get("tag_index", -1)), run.results.get("tag_scheme", "auto"),
+                                         int(run.config.get("tag_index", -1)), run.config.get("tag_scheme") or "auto",
+                                         convert_tags_to=run.config.get("convert_tags_to"),
+                                         repair_tags=bool(run.config.get("repair_tags")),
                                          seed=run.seed, dataset_config=run.config.get("dataset_config"))
         if split == "all":
             return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])

@@ -281,3 +281,18 @@ def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path
             text = data.decode()
             assert str(tmp_path) not in text and str(tiny_tagger_dir) not in text, name
     assert json.loads(stored["results.json"])["models"][0]["test"] == expected
+    # the adapter's base model: the run's --model as given (here a local folder, so its name), not a path
+    assert json.loads(stored["adapter_config.json"])["base_model_name_or_path"] == Path(tiny_tagger_dir).name
+
+
+def test_evaluate_repeats_a_tagger_trained_on_converted_tags(tmp_path, tiny_tagger_dir, ner_conll_folder):
+    """--convert_tags_to changes the tags training scores: evaluate must load the data the same way."""
+    from finetune.evaluate_run import evaluate_run
+    from finetune.runs import open_run
+
+    config = tiny_config(tmp_path, tiny_tagger_dir, ner_conll_folder, convert_tags_to="IOBES", max_train_samples=80,
+                         num_epochs=1)
+    results = run(config)
+    assert results["tag_scheme"] == "IOBES"
+    report = evaluate_run(open_run(config.output_dir), progress=False)
+    assert {k: round(v, 5) for k, v in report["metrics"].items()} == results["models"][0]["test"]
