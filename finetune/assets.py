@@ -18,6 +18,11 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -98,15 +103,16 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> None:
     try:
         build(tmp)
         (tmp / ".complete").touch()
-        if (target / ".complete").exists():
-            return  # another process (a parallel test worker, a second run) finished first: keep its copy in place
-        if target.exists():
-            shutil.rmtree(target)  # an older, interrupted layout
-        try:
+        # Check and swap under a lock: another process (a parallel test worker, a second run) may be converting
+        # the same asset; whoever finishes first keeps its copy, and nobody deletes a copy someone is reading.
+        with open(target.parent / f".{target.name}.lock", "w") as lock:
+            if fcntl is not None:  # (no fcntl on Windows: there the race stays, as before)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if (target / ".complete").exists():
+                return
+            if target.exists():
+                shutil.rmtree(target)  # an older, interrupted layout
             os.replace(tmp, target)
-        except OSError:
-            if not (target / ".complete").exists():  # not the other process's finished copy: a real failure
-                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
