@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finetune.card import SECRET_KEY, build_model_card, flatten, load_run, public, public_record, write_model_card  # noqa: F401 (aliases)
+from finetune.card import build_model_card, is_secret_field, flatten, load_run, public, public_record, write_model_card  # noqa: F401 (aliases)
 from finetune.errors import CommandParser, UserError, user_errors_exit
 from finetune.io import refuse_unfinished
 
@@ -108,7 +108,7 @@ def select_files(run_dir: str | os.PathLike, what: str = "auto", include_scratch
     files.update({p.name: p for p in _named(run_dir, RUN_FILES)})
     if "config.yaml" in files:
         _, config = load_run(run_dir) if (run_dir / "results.json").is_file() else ({}, {})
-        secrets = [name for name, value in flatten(config) if SECRET_KEY.search(name) and value]
+        secrets = [name for name, value in flatten(config) if is_secret_field(name) and value]
         if secrets:
             raise UserError(f"{run_dir / 'config.yaml'} holds a secret ({', '.join(secrets)}): it would be "
                             "published with the run; remove that field from the file, then push again")
