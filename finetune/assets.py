@@ -18,14 +18,14 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Optional
 
 from finetune.convert import package_dir
 

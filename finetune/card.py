@@ -39,6 +39,8 @@ def is_secret_field(name: str) -> bool:
     if not SECRET_WORDS & set(joined):
         return False
     return not any(w == "token" and i and words[i - 1] in SPECIAL_TOKENS for i, w in enumerate(words))
+
+
 # An absolute or home path (/home/me/x.csv, ~/data): not after a word character, '.', ':' or '/', so URLs,
 # Hub ids (org/model), relative paths and "samples/s" are left alone.
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/(?=[^\s/`'\"|,;()\[\]])[^\s`'\"|,;()\[\]]*")
@@ -116,11 +118,11 @@ def public(text: str) -> str:
 LABEL_KEYS = {"labels", "label_names", "id2label", "label2id"}
 
 
-def public_record(name: str, text: str) -> str:
+def public_record(name: str, text: str, model: str | None = None) -> str:
     """A run record (results.json, config.yaml, adapter_config.json) as it is published: `public` applied to each
     string value, not to the file's text, so YAML keeps its types ("2024-06-01" stays a string) and nothing
-    outside a value changes. A LoRA adapter's local base model folder becomes the run's `model` as given
-    (a Hub id, or an offline alias such as minilm) where the run names one."""
+    outside a value changes. A LoRA adapter's local base model folder becomes `model`, the run's --model as given
+    (a Hub id, or an offline alias such as minilm), which says more than the folder's last part (often "model")."""
     import yaml
 
     def scrub(value):
@@ -136,8 +138,8 @@ def public_record(name: str, text: str) -> str:
         data = json.loads(text)
         base = data.get("base_model_name_or_path") if name == "adapter_config.json" else None
         data = scrub(data)
-        if isinstance(base, str) and LOCAL_PATH.match(base):
-            data["base_model_name_or_path"] = public(base)
+        if model and isinstance(base, str) and LOCAL_PATH.match(base):
+            data["base_model_name_or_path"] = public(model)
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     return yaml.safe_dump(scrub(yaml.safe_load(text)), sort_keys=False, allow_unicode=True)
 

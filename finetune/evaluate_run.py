@@ -55,18 +55,24 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
     metrics = evaluator.compute()
     report = {"model": str(run.path), "kind": run.kind.name, "dataset": dataset, "split": split,
               "examples": len(examples), "metrics": metrics}
-    if hasattr(evaluator, "per_type"):  # a tagger: entity scores by type; the per-class view is per word's tag
+    if hasattr(evaluator, "per_type"):  # a tagger: entity scores by type
         report["per_type"] = evaluator.per_type
-        index = {name: i for i, name in enumerate(run.label_names)}
-        references = [index[tag] for tags in evaluator.references for tag in tags]
-        predictions = [index[tag] for tags in evaluator.predictions for tag in tags]
-    elif hasattr(evaluator, "predictions"):
-        references = torch.cat(evaluator.references).tolist()
-        predictions = torch.cat(evaluator.predictions).tolist()
     if hasattr(evaluator, "predictions"):
+        references, predictions = class_ids(evaluator, run.label_names)
         report["per_class"] = per_class(references, predictions, run.label_names)
         report["references"], report["predictions"] = references, predictions
     return report
+
+
+def class_ids(evaluator, label_names) -> tuple[list[int], list[int]]:
+    """(references, predictions) as class ids: one per example for a classifier, one per word for a tagger."""
+    import torch
+
+    if hasattr(evaluator, "per_type"):  # a tagger keeps tag names per sentence
+        index = {name: i for i, name in enumerate(label_names)}
+        return ([index[tag] for tags in evaluator.references for tag in tags],
+                [index[tag] for tags in evaluator.predictions for tag in tags])
+    return torch.cat(evaluator.references).tolist(), torch.cat(evaluator.predictions).tolist()
 
 
 def per_class(references, predictions, label_names) -> dict:

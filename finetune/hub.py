@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finetune.card import build_model_card, is_secret_field, flatten, load_run, public, public_record, write_model_card  # noqa: F401 (aliases)
+from finetune.card import build_model_card, flatten, is_secret_field, load_run, public_record, write_model_card  # noqa: F401 (aliases)
 from finetune.errors import CommandParser, UserError, user_errors_exit
 from finetune.io import refuse_unfinished
 
@@ -255,20 +255,6 @@ def _whoami(endpoint: str, token: str, fail) -> str | None:
         return None
 
 
-def _adapter_base_as_run_names_it(record: str, run_dir: Path) -> str:
-    """adapter_config.json's base model, where it was a local folder: the run's --model as given (a Hub id, or
-    an offline alias like minilm), which says more than the folder's last part (often just "model")."""
-    import json
-
-    data = json.loads(record)
-    config = load_run(run_dir)[1] if (run_dir / "results.json").is_file() else {}
-    model = config.get("model")
-    base = data.get("base_model_name_or_path")
-    if isinstance(model, str) and model and base and "/" not in base:  # a bare last part: it was a local path
-        data["base_model_name_or_path"] = public(model)
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
 def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, endpoint: str | None = None,
              token: str | None = None, what: str = "auto", include_scratch: bool = False,
              keep_card: bool = False, commit_message: str | None = None) -> str:
@@ -284,7 +270,7 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
     run_dir = Path(run_dir)
     _check_repo_id(repo_id)
     refuse_unfinished(run_dir, "pushing it")
-    load_run(run_dir)
+    _, config = load_run(run_dir)
     select_files(run_dir, what, include_scratch)  # fail on missing files before touching anything
 
     from huggingface_hub import constants
@@ -337,10 +323,8 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
             target = Path(staging, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             if Path(name).name in LOCAL_RECORDS:
-                record = public_record(Path(name).name, source.read_text(encoding="utf-8"))
-                if Path(name).name == "adapter_config.json":
-                    record = _adapter_base_as_run_names_it(record, run_dir)
-                target.write_text(record, encoding="utf-8")
+                text = source.read_text(encoding="utf-8")
+                target.write_text(public_record(Path(name).name, text, config.get("model")), encoding="utf-8")
                 continue
             try:
                 os.symlink(source.resolve(), target)

@@ -172,7 +172,6 @@ def disk_errors(what: str, folder: Path, kept: str = ""):
 
     `kept` says what is still safe (e.g. the last good checkpoint); anything else is re-raised untouched.
     """
-
     try:
         yield
     except UserError:
