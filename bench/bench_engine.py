@@ -19,7 +19,8 @@ Every contender is timed by the same clock: from the start of its first training
 its last optimizer step (a forward pre-hook and a global optimizer post-hook), so model loading, data loader
 construction and end-of-run checkpointing are outside it for all of them. Contenders run in rounds, their order
 rotated each round, and the matmul peak of the precision the engine trains in (fp32, or bf16 where auto chose
-it) is measured at the start of each round: on a shared machine the medians of the per-round ratios are what to read.
+it) is measured just before and just after the engine's run in each round, the faster of the two counting: on a
+shared machine the medians of the per-round ratios are what to read.
 
 Useful model FLOP/s = 6 x non-embedding parameters x real (non-padding) tokens per second, the usual estimate
 of forward + backward matmul work; padding positions are computed but not counted.
@@ -53,6 +54,7 @@ LABELS = {"engine": "this engine (length-grouped)", "trainer": "Trainer defaults
 SPEEDUPS = {"speedup_vs_trainer": "trainer", "speedup_vs_trainer_grouped": "trainer_grouped",
             "speedup_vs_trainer_bf16_grouped": "trainer_bf16_grouped"}
 # Issue 15's targets: on a CPU without native bf16 (the engine trains fp32) the fp32 ones; with it, the bf16 ones.
+STEAL_WARNING = 0.05  # above this share of stolen CPU time the table says its wall-clock numbers are unreliable
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16"}
 TARGETS = {
     "no": {"speedup_vs_trainer": 1.3, "speedup_vs_trainer_grouped": 1.0, "peak_fraction": 0.55},
@@ -122,7 +124,8 @@ class StepClock:
         if not module.training:
             return
         if self.start is None:
-            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+            self.start, self.cpu_start, self.faults_start = time.perf_counter(), time.process_time(), _minor_faults()
+            self.steal_start = _steal_seconds()
         mask = kwargs.get("attention_mask")
         ids = kwargs.get("input_ids")
         self.forwards += 1
@@ -132,7 +135,8 @@ class StepClock:
 
     def _on_step(self, optimizer, args, kwargs):
         self.steps += 1
-        self.end, self.cpu_end = time.perf_counter(), time.process_time()
+        self.end, self.cpu_end, self.faults_end = time.perf_counter(), time.process_time(), _minor_faults()
+        self.steal_end = _steal_seconds()
 
     def close(self) -> dict:
         for handle in self._handles:
@@ -147,7 +151,33 @@ class StepClock:
                 "computed_tokens_per_second": self.padded_tokens / seconds,
                 # CPU time of this process (all its threads): what the run cost, less inflated by other
                 # processes on a busy machine than wall time (exact with --threads 1, where nothing spin-waits)
-                "cpu_seconds": self.cpu_end - self.cpu_start}
+                "cpu_seconds": self.cpu_end - self.cpu_start,
+                # pages the kernel had to map (and zero) for this process: memory freed and allocated again
+                "page_faults_per_step": (self.faults_end - self.faults_start) / max(self.steps, 1),
+                # share of the machine's CPU time the hypervisor gave to other guests while this ran (a virtual
+                # machine's "steal"): wall-clock speed then says as much about the neighbours as about the loop
+                "steal_fraction": _steal_fraction(self.steal_start, self.steal_end, seconds)}
+
+
+def _steal_seconds() -> Optional[float]:
+    """CPU seconds stolen from this (virtual) machine since boot, all CPUs together; None where /proc/stat is absent."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")  # cpu user nice system idle iowait irq softirq steal
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _steal_fraction(start: Optional[float], end: Optional[float], seconds: float) -> Optional[float]:
+    if start is None or end is None or seconds <= 0:
+        return None
+    return (end - start) / (seconds * (os.cpu_count() or 1))
+
+
+def _minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def matmul_peak(size: int, reps: int, dtype_name: str = "float32") -> tuple[float, float]:
@@ -258,6 +288,8 @@ def summarize(rounds: list[dict]) -> dict:
     summary["peak_fraction"] = median([r["engine"]["useful_flops_per_second"] / r["peak_flops_per_second"] for r in rounds])
     # The same numbers in CPU time: a cross-check when other processes share the machine.
     cpu = lambda r, name: r[name]["cpu_seconds"] / r[name]["samples"]  # noqa: E731  (per example: sample counts may differ)
+    steal = [r[name]["steal_fraction"] for r in rounds for name in CONTENDERS if r[name].get("steal_fraction") is not None]
+    summary["steal_fraction_max"] = max(steal) if steal else None
     summary["cpu_time"] = {speedup: median([cpu(r, name) / cpu(r, "engine") for r in rounds]) for speedup, name in SPEEDUPS.items()}
     summary["cpu_time"]["peak_fraction"] = median(
         [r["engine"]["useful_flops_per_cpu_second"] / r["peak_flops_per_cpu_second"] for r in rounds])
@@ -293,6 +325,9 @@ def format_table(config: BenchConfig, summary: dict, rounds: list[dict], threads
         lines.append(f"note: on {config.train_samples} examples Trainer's group_by_length sorts within megabatches of "
                      f"{trainer_group} examples (it keeps >= 4 of them; 50 batches from {200 * config.batch_size} "
                      f"examples up), this engine within {engine_group}: part of the gap to it is that padding")
+    if summary["steal_fraction_max"] is not None and summary["steal_fraction_max"] > STEAL_WARNING:
+        lines.append(f"warning: the hypervisor took up to {summary['steal_fraction_max']:.0%} of this machine's CPU time "
+                     f"while a contender ran (steal, /proc/stat): wall-clock numbers are unreliable; rerun when it is quiet")
     c = summary["cpu_time"]
     lines.append("in CPU time instead (less sensitive to a busy machine): "
                  + " ".join(f"{key}={c[key]:.2f}" for key in (*SPEEDUPS, "peak_fraction")))
@@ -387,8 +422,7 @@ def run(config: BenchConfig) -> dict:
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench_engine.") as tmp:
         for r in range(config.rounds):
-            peak, peak_cpu = matmul_peak(config.peak_size, config.peak_reps, peak_dtype)
-            result = {"peak_flops_per_second": peak, "peak_flops_per_cpu_second": peak_cpu}
+            result = {}
             order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[: r % len(CONTENDERS)]
             for name in order:
                 print(f"round {r + 1}/{config.rounds}: {LABELS[name]}", flush=True)
@@ -398,7 +432,15 @@ def run(config: BenchConfig) -> dict:
                 model = fresh_model(config, source, tokenizer, data.label_names)
                 workdir = Path(tmp) / f"{name}_{r}"
                 if name == "engine":
+                    # The peak brackets the engine's run: measured just before and just after it, the faster
+                    # counts. On a machine whose speed drifts, one sample taken at a slow moment would inflate
+                    # peak_fraction; the better of two can only understate it.
+                    before = matmul_peak(config.peak_size, config.peak_reps, peak_dtype)
                     measured = run_engine(config, model, tokenizer, tokenized, workdir)
+                    after = matmul_peak(config.peak_size, config.peak_reps, peak_dtype)
+                    result["peak_samples"] = [before[0], after[0]]
+                    result["peak_flops_per_second"] = max(before[0], after[0])
+                    result["peak_flops_per_cpu_second"] = max(before[1], after[1])
                 else:
                     bf16 = name == "trainer_bf16_grouped"
                     measured = run_trainer(config, model, tokenizer, bf16_train if bf16 else tokenized["train"], workdir,
@@ -406,7 +448,8 @@ def run(config: BenchConfig) -> dict:
                 measured["useful_flops_per_second"] = flops_per_token * measured["real_tokens"] / measured["seconds"]
                 measured["useful_flops_per_cpu_second"] = flops_per_token * measured["real_tokens"] / measured["cpu_seconds"]
                 result[name] = measured
-                print(f"  {measured['samples_per_second']:.2f} samples/s, padding {measured['padding_fraction']:.1%}", flush=True)
+                print(f"  {measured['samples_per_second']:.2f} samples/s, padding {measured['padding_fraction']:.1%}, "
+                      f"{measured['page_faults_per_step']:.0f} page faults a step", flush=True)
                 del model
             AcceleratorState._reset_state(reset_partial_state=True)
             rounds.append(result)

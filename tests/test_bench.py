@@ -53,6 +53,11 @@ def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_
     assert report["peak_dtype"] == {"no": "float32", "bf16": "bfloat16"}[report["engine_precision"]]
     assert float(match.group(4)) == pytest.approx(round(round_["engine"]["useful_flops_per_second"] / round_["peak_flops_per_second"], 2), abs=0.011)
     assert float(match.group(3)) == pytest.approx(round(round_["engine"]["samples_per_second"] / round_["trainer_bf16_grouped"]["samples_per_second"], 2), abs=0.011)
+    # The peak is the better of two samples bracketing the engine's run; steal and page faults are recorded.
+    assert round_["peak_flops_per_second"] == max(round_["peak_samples"]) and len(round_["peak_samples"]) == 2
+    for name in CONTENDERS:
+        assert round_[name]["page_faults_per_step"] >= 0
+        assert round_[name]["steal_fraction"] is None or 0 <= round_[name]["steal_fraction"] <= 1
     # Useful FLOP/s counts real tokens only: 6 x non-embedding parameters x real tokens / seconds.
     flops = report["flops_per_real_token"] * round_["engine"]["real_tokens"] / round_["engine"]["seconds"]
     assert flops == pytest.approx(round_["engine"]["useful_flops_per_second"])
