@@ -143,9 +143,10 @@ def load_image_classification(dataset: str, image_column: str = "image", label_c
 def _load_source(name: str):
     import os
 
+    from finetune.data.provenance import use_packaged
     from finetune.data.sources import load_hub_dataset
 
-    if name in PACKAGED_IMAGES:
+    if use_packaged(name, PACKAGED_IMAGES):
         return PACKAGED_IMAGES[name]()
     path = Path(os.path.expanduser(name))
     if path.is_dir():

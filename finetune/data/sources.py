@@ -144,7 +144,9 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
     reads (csv/json/parquet files named by split). `config` picks a Hub dataset's configuration (nyu-mll/glue mrpc).
     Returns (DatasetDict, a human-readable note of where the data came from).
     """
-    if name in packaged:
+    from finetune.data.provenance import use_packaged
+
+    if use_packaged(name, packaged, config):
         dataset, note = packaged[name]()
         return dataset, note
     path = Path(os.path.expanduser(name))

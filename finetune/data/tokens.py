@@ -109,9 +109,10 @@ PACKAGED_NER = {"conll2003": packaged_conll2003}
 def load_words_and_tags(dataset: str, tokens_column: str, tags_column: str, tag_index: int,
                         dataset_config: Optional[str] = None):
     """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, a note of where it came from)."""
+    from finetune.data.provenance import use_packaged
     from finetune.data.sources import load_any, load_hub_dataset
 
-    if dataset in PACKAGED_NER:
+    if use_packaged(dataset, PACKAGED_NER, dataset_config):
         return PACKAGED_NER[dataset]()
     path = Path(os.path.expanduser(dataset))
     if path.exists() and is_conll(path):
