@@ -221,20 +221,16 @@ def test_argument_mistakes_of_every_command_are_one_line(argv):
     assert len(err) == 1 and err[0].startswith(f"error: finetune {argv[0]}") and "--help" in err[0], err
 
 
-@pytest.mark.parametrize("recipe,alias,extra", [
-    ("sentiment", "tweets", []),
-    ("token_classification", "conll2003", []),
-    ("image_classification", "digits", []),
-    ("text_generation", "tweets", []),
-])
-def test_a_packaged_alias_shadowed_by_a_local_folder_is_refused(recipe, alias, extra, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("recipe,alias", [("sentiment", "tweets"), ("token_classification", "conll2003"),
+                                          ("image_classification", "digits"), ("text_generation", "tweets")])
+def test_a_packaged_alias_shadowed_by_a_local_folder_is_refused(recipe, alias, tmp_path, monkeypatch, capsys):
     # A folder named like a packaged corpus in the working directory: the user meant one of the two, so neither is
     # read silently; ./<name> picks the folder. Nothing is written.
     monkeypatch.chdir(tmp_path)
     (tmp_path / alias).mkdir()
     (tmp_path / alias / "train.csv").write_text("text,label\nhello,positive\n")
     before = snapshot(tmp_path)
-    code, err = run_cli(["train", recipe, "--dataset", alias, "--output_dir", str(tmp_path / "run"), *extra], capsys)
+    code, err = run_cli(["train", recipe, "--dataset", alias, "--output_dir", str(tmp_path / "run")], capsys)
     assert_one_line_error(code, err, f"write ./{alias} for the local one")
     assert snapshot(tmp_path) == before and not (tmp_path / "run").exists()
 

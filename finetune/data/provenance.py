@@ -16,7 +16,7 @@ from finetune.errors import UserError
 
 
 def packaged_names() -> set[str]:
-    """The aliases of every corpus a package carries (text and images)."""
+    """The aliases of every corpus a package carries (text, named entities and images)."""
     from finetune.data.images import PACKAGED_IMAGES
     from finetune.data.text import PACKAGED_TEXT
     from finetune.data.tokens import PACKAGED_NER
