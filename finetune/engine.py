@@ -41,6 +41,7 @@ from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, 
 from finetune.precision import resolve as resolve_precision
 
 STATE_FILE = "train_state.json"
+PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}  # Accelerate's names -> ours
 
 
 class TrainingInterrupted(Exception):
@@ -64,6 +65,8 @@ class TrainResult:
     real_tokens: int = 0  # non-padding tokens trained on
     padded_tokens: int = 0  # token positions computed, padding included
     stopped_early: bool = False
+    training_precision: str = "fp32"  # "fp32" | "bf16" | "fp16": the arithmetic of training and validation
+    test_precision: str = "fp32"  # the arithmetic of test_metrics (drop_autocast)
 
     @property
     def samples_per_second(self) -> float:
@@ -97,6 +100,7 @@ def make_accelerator(config: TrainingConfig, project_dir: Path, trackers: Option
         raise RuntimeError("launched as several CPU processes, but Accelerate was set up for one (PartialState() "
                            "without cpu=True): the recipe must call finetune.engine.process_state() instead")
     precision = resolve_precision(config.mixed_precision)  # auto: bf16 where the GPU/CPU does it natively; one line says why
+    fresh_training_state()
     return Accelerator(
         cpu=cpu_processes(),
         mixed_precision=precision,
@@ -104,6 +108,21 @@ def make_accelerator(config: TrainingConfig, project_dir: Path, trackers: Option
         log_with=trackers or None,  # finetune.trackers: Accelerate's tracker objects, each given a local store
         project_dir=str(project_dir),
     )
+
+
+def fresh_training_state() -> None:
+    """Forget the previous training's Accelerate settings, keep the process group.
+
+    Accelerate keeps one AcceleratorState (mixed precision, device, plugins) and one GradientState (accumulation)
+    per process, and refuses a second Accelerator with other settings ("AcceleratorState has already been
+    initialized"). One process runs many trainings here (pretrained then scratch, a study's cells, search trials,
+    a notebook's runs), each with its own --mixed_precision and --gradient_accumulation_steps: each Accelerator
+    starts from a clean state. PartialState (the process group, made once by process_state()) is kept.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def make_optimizer(model, config: TrainingConfig):
@@ -535,6 +554,8 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         from safetensors.torch import load_file
 
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
+    training_precision = PRECISION_NAMES[accelerator.mixed_precision]
+    test_precision = drop_autocast(accelerator, model)
     test_metrics = {}
     if setup.test_loader:
         test_metrics = evaluate(model, setup.test_loader, setup.evaluator, accelerator, desc=f"{setup.name} test")
@@ -548,7 +569,24 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         test_metrics=test_metrics, best_metric=state.best_metric, steps=state.step,
         train_seconds=state.train_seconds, train_samples=state.train_samples,
         real_tokens=state.real_tokens, padded_tokens=state.padded_tokens, stopped_early=state.stopped_early,
+        training_precision=training_precision, test_precision=test_precision,
     )
+
+
+def drop_autocast(accelerator, model) -> str:
+    """Take Accelerate's autocast off the model's forward; returns the precision the model now computes in.
+
+    Mixed precision speeds up training and validation only. The test metrics are computed in fp32, the precision
+    of the saved weights, of pipeline() and of the ONNX export, so `finetune evaluate` repeats them on any machine
+    (bf16 autocast gave 0.9023 where fp32 gives 0.9019 on the same test split). FSDP and DeepSpeed hold the
+    weights sharded in their own precision: there the test runs as training did, and results.json says so.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return PRECISION_NAMES[accelerator.mixed_precision]
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the plain forward (in place)
+    return "fp32"
 
 
 def latest_checkpoint(root: Path) -> Optional[Path]:

@@ -54,7 +54,11 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
             evaluator.add(batch, outputs, lambda tensors: tensors)
     metrics = evaluator.compute()
     report = {"model": str(run.path), "kind": run.kind.name, "dataset": dataset, "split": split,
-              "examples": len(examples), "metrics": metrics}
+              "examples": len(examples), "precision": "fp32", "metrics": metrics}
+    trained_test_precision = run.entry.get("test_precision", "fp32")  # runs before this field: fp32 or autocast
+    if own and split == "test" and trained_test_precision != "fp32":
+        report["note"] = (f"results.json's test numbers were computed in {trained_test_precision} (sharded training); "
+                          f"these are fp32, the precision of the saved model: small differences are expected")
     if hasattr(evaluator, "per_type"):  # a tagger: entity scores by type
         report["per_type"] = evaluator.per_type
     if hasattr(evaluator, "predictions"):
@@ -93,7 +97,10 @@ def per_class(references, predictions, label_names) -> dict:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['model']} ({report['kind']}) on {report['dataset']}, {report['split']}: {report['examples']} examples"]
+    lines = [f"{report['model']} ({report['kind']}) on {report['dataset']}, {report['split']}: {report['examples']} examples, "
+             f"computed in {report['precision']}"]
+    if report.get("note"):
+        lines.append(f"  note: {report['note']}")
     lines += [f"  {name:<10} {value:.4f}" for name, value in report["metrics"].items()]
     if "per_type" in report:
         lines.append(f"  {'entity':<10}  precision  recall      f1  entities")

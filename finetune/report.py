@@ -28,6 +28,8 @@ def model_entry(role: str, name: str, source: str, directory: str, parameters: i
         "stopped_early": result.stopped_early,
         "train_tokens": result.real_tokens,  # non-padding tokens trained on (0 where batches carry no attention mask)
         "padding_fraction": round(1 - result.real_tokens / result.padded_tokens, 4) if result.padded_tokens else None,
+        "training_precision": result.training_precision,  # training and validation (autocast, if not fp32)
+        "test_precision": result.test_precision,  # the test numbers; finetune evaluate computes in fp32
         "test": {k: round(v, 5) for k, v in result.test_metrics.items()},
         "history": result.history,
     }

@@ -30,16 +30,6 @@ def cpu(monkeypatch):
     return fake
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """Accelerate keeps one process-wide state whose mixed precision can't change: reset it around these tests."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 # ---- the choice ---------------------------------------------------------------------------------------------
 
 def test_auto_on_an_avx2_cpu_is_fp32_without_probing(cpu):
@@ -186,22 +176,28 @@ def train_tiny(tmp_path, precision_flag, **overrides):
     return model, engine.train(model, tiny_loaders(), None, config, tmp_path, "tiny")
 
 
-def test_engine_prints_its_choice_and_trains_fp32_on_this_cpu(tmp_path, cpu, capsys, fresh_accelerate_state):
+def test_engine_prints_its_choice_and_trains_fp32_on_this_cpu(tmp_path, cpu, capsys):
     model, result = train_tiny(tmp_path, "auto")
     assert "mixed precision: fp32 (auto: CPU has no native bf16" in capsys.readouterr().out
     assert result.accelerator.mixed_precision == "no" and model.compute_dtypes == {torch.float32}
 
 
-def test_engine_auto_on_a_native_bf16_cpu_autocasts(tmp_path, cpu, capsys, fresh_accelerate_state):
+def test_engine_auto_on_a_native_bf16_cpu_autocasts(tmp_path, cpu, capsys):
     cpu.flags = BF16_FLAGS
     model, result = train_tiny(tmp_path, "auto")
     assert "mixed precision: bf16 autocast (auto: CPU flags avx512_bf16" in capsys.readouterr().out
     assert result.accelerator.mixed_precision == "bf16" and model.compute_dtypes == {torch.bfloat16}
     # Autocast only: the weights (and so the saved model) stay fp32.
     assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+    # The test split was scored in fp32, and the model handed back computes in fp32 (no autocast left on it).
+    assert result.training_precision == "bf16" and result.test_precision == "fp32"
+    model.compute_dtypes.clear()
+    with torch.no_grad():
+        result.model(torch.randn(2, 8), torch.tensor([0, 1]))
+    assert model.compute_dtypes == {torch.float32}
 
 
-def test_bf16_resume_is_bit_exact_and_checkpoints_stay_fp32(tmp_path, fresh_accelerate_state):
+def test_bf16_resume_is_bit_exact_and_checkpoints_stay_fp32(tmp_path):
     from safetensors.torch import load_file
 
     _, whole = train_tiny(tmp_path / "whole", "bf16")
@@ -220,8 +216,6 @@ def test_bf16_resume_is_bit_exact_and_checkpoints_stay_fp32(tmp_path, fresh_acce
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
 
     # bf16 really changed the arithmetic: an fp32 run ends elsewhere (the comparison above is not vacuous).
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+    # (In the same process, straight after the bf16 runs: each training gets its own Accelerate state.)
     _, fp32 = train_tiny(tmp_path / "fp32", "no")
     assert not torch.equal(fp32.model.hidden.weight, whole.model.hidden.weight)
