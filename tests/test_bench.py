@@ -31,7 +31,9 @@ def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_
     lines = capsys.readouterr().out.strip().splitlines()
     match = LAST_LINE.match(lines[-1])
     assert match, lines[-1]
-    assert all(float(x) > 0 for x in match.groups())
+    # The speedups are ratios of like to like; a 2-layer, 32-wide model's share of the peak rounds to 0.00 on a fast
+    # or busy CPU, so the peak fraction is checked unrounded in the JSON below.
+    assert all(float(x) > 0 for x in match.groups()[:3])
 
     report = json.loads((out / "bench_engine.json").read_text())
     assert report["last_line"] == lines[-1]

@@ -28,7 +28,8 @@ def test_fp32_bf16_auto_fp32_back_to_back_and_evaluate_repeats_each(tiny_bert_di
     # Test numbers are computed in fp32 whatever training used, so any machine can repeat them.
     assert {entry["test_precision"] for entry in trained.values()} == {"fp32"}
     # The first and last runs are the same fp32 run: nothing of the bf16 runs in between leaked into the last.
-    assert trained["fp32"]["history"] == trained["fp32_again"]["history"]
+    for first, again in zip(trained["fp32"]["history"], trained["fp32_again"]["history"], strict=True):
+        assert first == again
     assert trained["fp32"]["test"] == trained["fp32_again"]["test"]
     # bf16 really changed the arithmetic of training (so the comparison above is not vacuous).
     assert trained["bf16"]["history"] != trained["fp32"]["history"]
