@@ -49,7 +49,7 @@ class TrainingConfig:
     early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "Stop after N evaluations without improvement."})
     checkpoint_steps: Optional[int] = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps (always at each epoch end)."})
     keep_checkpoints: str = field(default=2, metadata={"help": "Resumable checkpoints to keep: N (the newest N), last (= 1), all, or none (the newest while training, deleted once the run has finished)."})
-    save_only_model: bool = field(default=False, metadata={"help": "Checkpoints hold the weights only, no optimizer/scheduler/RNG state (about a third of the size); a run stopped by Ctrl-C still saves a full one, but a crash or a finished run cannot be resumed from them."})
+    save_only_model: bool = field(default=False, metadata={"help": "Checkpoints written during training hold the weights only, no optimizer/scheduler/RNG state (about a third of the size); the last one (end of training, Ctrl-C) is still full, but a run that crashed cannot be resumed from a weights-only one."})
     stop_after_steps: Optional[int] = field(default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."})
     log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
     log_with: Optional[str] = field(default=None, metadata={"help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/trackers.py)."})

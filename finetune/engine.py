@@ -506,7 +506,9 @@ def checkpoint_or_pause(setup: Setup, state: TrainState, stop: StopDecision) -> 
     """Save a checkpoint; when training pauses, raise TrainingInterrupted once it is on disk."""
     with untimed(setup, state):
         state.done = stop.finished  # an early stop counts as done: --resume won't train further
-        checkpoint = save_checkpoint(setup, state, full=bool(stop.reason))  # a pause is always resumable
+        # A pause and a model's last step are always full: --resume continues the one, and the other is where a
+        # run killed while writing its outputs (or trained further with a larger --max_steps) resumes from.
+        checkpoint = save_checkpoint(setup, state, full=bool(stop.reason) or stop.finished)
     if stop.reason:
         setup.progress.close()
         raise TrainingInterrupted(f"[{setup.name}] {stop.reason}; checkpoint saved at {checkpoint}", checkpoint)
@@ -517,7 +519,7 @@ def save_checkpoint(setup: Setup, state: TrainState, full: bool = False) -> Path
 
     Every process calls save_state (each writes its own RNG state; FSDP and DeepSpeed write shards), all
     into the one folder the main process made; the main process adds the train state and renames it.
-    With --save_only_model (and not `full`) only the weights go in (finetune/lean.py: weights-only checkpoints).
+    With --save_only_model (and not `full`) only the weights go in (save_weights_only).
     Then the oldest are removed, down to --keep_checkpoints.
     """
     weights_only = setup.config.save_only_model and not full

@@ -6,8 +6,10 @@
                                  finetune/resume.py, checks that it is the same model). Resume stays exact.
     one copy of the best         once a run has saved its final model (the best weights), best/ points to it
                                  instead of holding the same tensors again (checked tensor by tensor first).
-    weights-only checkpoints     --save_only_model: the weights without optimizer, scheduler or RNG state (as
-                                 Trainer's save_only_model); a resume from one is refused in one line.
+    weights-only checkpoints     --save_only_model: the checkpoints written during training hold the weights
+                                 without optimizer, scheduler or RNG state (as Trainer's save_only_model); the
+                                 last (a pause, the end of training) stays full, so only a crash leaves a
+                                 weights-only newest one, and a resume from it is refused in one line.
     no checkpoints at all        --keep_checkpoints none, or `finetune clean RUN_DIR` afterwards: a finished
                                  run's checkpoints/ goes, and its manifest with it.
 """
@@ -136,13 +138,14 @@ def weights_only_checkpoint(checkpoint: Path) -> bool:
 def refuse_weights_only(accelerator) -> None:
     """A --resume whose newest checkpoint holds the weights only stops in one line. Restarting AdamW from zero
     moments and a fresh RNG would give a run no uninterrupted one gives, and resume here promises exactness (a
-    Ctrl-C always saves a full checkpoint, so only a crash or a finished run leaves a weights-only newest one)."""
+    pause and the end of training always save a full checkpoint, so only a crash leaves a weights-only newest one).
+    The run is marked running already then, so refusing this late (after the manifest is written) changes nothing."""
 
     def check(models, input_dir):
         if weights_only_checkpoint(input_dir):
-            raise UserError(f"cannot resume from {input_dir}: it holds the model weights only (--save_only_model), no "
-                            f"optimizer or scheduler state, so training cannot continue where it stopped; pass "
-                            f"--overwrite (without --resume) to start again")
+            raise UserError(f"cannot resume from {input_dir}: it holds the model weights only (--save_only_model; the "
+                            f"run stopped without saving a full checkpoint), no optimizer or scheduler state, so training "
+                            f"cannot continue where it stopped; pass --overwrite (without --resume) to start again")
 
     accelerator.register_load_state_pre_hook(check)
 

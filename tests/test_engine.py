@@ -191,7 +191,7 @@ def test_a_bad_keep_checkpoints_is_one_line(bad):
         TrainingConfig(keep_checkpoints=bad)
 
 
-def test_save_only_model_checkpoints_hold_weights_only_and_refuse_to_resume(tmp_path):
+def test_save_only_model_checkpoints_hold_weights_only_but_the_last_is_full(tmp_path):
     from finetune import io, lean
 
     sizes = {}
@@ -200,17 +200,21 @@ def test_save_only_model_checkpoints_hold_weights_only_and_refuse_to_resume(tmp_
         config = TrainingConfig(output_dir=str(out), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0,
                                 save_only_model=only)
         engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, out, "toy")
-        checkpoint = engine.latest_checkpoint(out / "checkpoints" / "toy")
-        sizes[only] = io.folder_bytes(checkpoint)
-        names = {p.name for p in checkpoint.iterdir()}
-        assert ("optimizer.bin" in names) is not only and lean.weights_only_checkpoint(checkpoint) is only
-        assert "model.safetensors" in names
+        during, last = sorted((out / "checkpoints" / "toy").glob("step_*"))  # steps 8 and 10
+        sizes[only] = io.folder_bytes(during)
+        assert (during / "optimizer.bin").is_file() is not only and lean.weights_only_checkpoint(during) is only
+        assert (during / "model.safetensors").is_file()
+        assert (last / "optimizer.bin").is_file() and not lean.weights_only_checkpoint(last)  # the end: full
     assert sizes[True] < sizes[False]
-    # a weights-only checkpoint cannot continue training exactly: --resume says so in one line
-    config = TrainingConfig(output_dir=str(out), num_epochs=2, warmup_ratio=0.0, save_only_model=True, resume=True)
-    with pytest.raises(UserError, match=r"cannot resume from .*step_00000010: it holds the model weights only "
-                                        r"\(--save_only_model\).*pass --overwrite"):
-        engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, out, "toy")
+
+
+def test_a_crash_after_a_weights_only_checkpoint_refuses_to_resume_in_one_line(tmp_path):
+    config = dict(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=3, warmup_ratio=0.0, save_only_model=True)
+    with pytest.raises(UserError, match="loss became nan"):  # the crash: after step 3's checkpoint, before step 6's
+        engine.train(Recorder(nan_at_call=5), toy_loaders(), ToyEvaluator(), TrainingConfig(**config), tmp_path, "toy")
+    with pytest.raises(UserError, match=r"cannot resume from .*step_00000003: it holds the model weights only "
+                                        r"\(--save_only_model.*pass --overwrite"):
+        engine.train(Recorder(), toy_loaders(), ToyEvaluator(), TrainingConfig(**config, resume=True), tmp_path, "toy")
 
 
 def test_a_pause_under_save_only_model_still_saves_a_resumable_checkpoint(tmp_path):
