@@ -12,6 +12,7 @@
     finetune figures [--run_dir RUN_DIR]                     draw the teaching figures for docs/
     finetune search TASK [--n_trials N] [--storage URL]       hyperparameter search with Optuna (a study database)
     finetune compare RUN_DIR [RUN_DIR ...] [--output DIR]    one table and one chart across finished runs
+    finetune clean RUN_DIR [RUN_DIR ...] [--dry_run]         remove a finished run's checkpoints, print what it freed
 
 Only argparse is imported here, so `finetune --help` answers at once; each verb imports what it needs.
 """
@@ -36,6 +37,7 @@ VERBS = {
     "search": "finetune.search",
     "compare": "finetune.compare",
     "study": "finetune.study",
+    "clean": "finetune.clean",
 }
 
 

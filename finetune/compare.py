@@ -18,9 +18,9 @@ from pathlib import Path
 from finetune.errors import CommandParser, UserError, user_errors_exit
 
 # Fields that say where or how a run was written, not how it trained: never "a hyperparameter that differs".
-BOOKKEEPING = {"output_dir", "overwrite", "resume", "stop_after_steps", "keep_checkpoints", "checkpoint_steps",
-               "log_steps", "log_with", "push_to_hub", "hub_repo_id", "hub_private", "hub_endpoint", "model", "dataset",
-               "eval_batch_size"}
+BOOKKEEPING = {"output_dir", "overwrite", "resume", "stop_after_steps", "keep_checkpoints", "save_only_model",
+               "checkpoint_steps", "log_steps", "log_with", "push_to_hub", "hub_repo_id", "hub_private", "hub_endpoint",
+               "model", "dataset", "eval_batch_size"}
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:

@@ -48,7 +48,8 @@ class TrainingConfig:
     eval_steps: Optional[int] = field(default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."})
     early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "Stop after N evaluations without improvement."})
     checkpoint_steps: Optional[int] = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps (always at each epoch end)."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "How many recent checkpoints to keep."})
+    keep_checkpoints: str = field(default=2, metadata={"help": "Resumable checkpoints to keep: N (the newest N), last (= 1), all, or none (the newest while training, deleted once the run has finished)."})
+    save_only_model: bool = field(default=False, metadata={"help": "Checkpoints written during training hold the weights only, no optimizer/scheduler/RNG state (about a third of the size); the last one (end of training, Ctrl-C) is still full, but a run that crashed cannot be resumed from a weights-only one."})
     stop_after_steps: Optional[int] = field(default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."})
     log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
     log_with: Optional[str] = field(default=None, metadata={"help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/trackers.py)."})
@@ -62,7 +63,8 @@ class TrainingConfig:
     lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Module names to adapt (default: per architecture, see finetune/lora.py)."})
 
     def __post_init__(self):
-        positive = ["batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_steps", "keep_checkpoints"]
+        self.keep_checkpoints = keep_checkpoints_value(self.keep_checkpoints)
+        positive = ["batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_steps"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -111,6 +113,33 @@ class TrainingConfig:
             raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+KEEP_WORDS = ("all", "last", "none")
+
+
+def keep_checkpoints_value(value):
+    """--keep_checkpoints as stored: a count N >= 1 (an int, as it always was; "last" is 1), or "all" / "none"."""
+    text = str(value).strip().lower()
+    if text == "last":
+        return 1
+    if text in ("all", "none"):
+        return text
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise UserError(f"--keep_checkpoints must be a number of at least 1, or one of {', '.join(KEEP_WORDS)}; got {value!r}")
+    return int(text)
+
+
+def checkpoints_kept_while_training(config) -> Optional[int]:
+    """How many of the newest resumable checkpoints a training keeps: None keeps all; "none" keeps the newest
+    until the run has finished, so a Ctrl-C or a crash can still be resumed."""
+    keep = config.keep_checkpoints
+    return None if keep == "all" else 1 if keep == "none" else int(keep)
+
+
+# The checkpoint settings of runs that are never resumed (study cells and search trials start again from nothing):
+# no optimizer state while they train, no checkpoint once they have finished. The user's own flags win.
+THROWAWAY_CHECKPOINTS = {"keep_checkpoints": "none", "save_only_model": True}
 
 
 def _parser(config_cls):

@@ -32,10 +32,11 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from finetune.config import TrainingConfig
+from finetune.config import TrainingConfig, checkpoints_kept_while_training
 from finetune.errors import UserError
 from finetune.evaluation import greater_is_better
-from finetune.lean import best_weights_file, keep_only_trainable_weights, lean_checkpoint, trainable_only
+from finetune.lean import (WEIGHTS_ONLY_FILE, best_weights_file, keep_only_trainable_weights, lean_checkpoint,
+                           refuse_weights_only, trainable_only)
 from finetune.resume import check_resume, read_fingerprint, save_fingerprint
 from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
 from finetune.precision import resolve as resolve_precision
@@ -310,6 +311,7 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best) -
     # registered so save_state / load_state carry it.
     accelerator.register_for_checkpointing(scheduler)
     keep_only_trainable_weights(accelerator, model)
+    refuse_weights_only(accelerator)  # --resume from a --save_only_model checkpoint: one line, not a missing file
     if config.log_with:
         # One experiment per run directory, one tracker run per model (pretrained, scratch) in it.
         accelerator.init_trackers(Path(run_dir).resolve().name, config=trackers.config_values(config))
@@ -504,18 +506,23 @@ def checkpoint_or_pause(setup: Setup, state: TrainState, stop: StopDecision) -> 
     """Save a checkpoint; when training pauses, raise TrainingInterrupted once it is on disk."""
     with untimed(setup, state):
         state.done = stop.finished  # an early stop counts as done: --resume won't train further
-        checkpoint = save_checkpoint(setup, state)
+        # A pause and a model's last step are always full: --resume continues the one, and the other is where a
+        # run killed while writing its outputs (or trained further with a larger --max_steps) resumes from.
+        checkpoint = save_checkpoint(setup, state, full=bool(stop.reason) or stop.finished)
     if stop.reason:
         setup.progress.close()
         raise TrainingInterrupted(f"[{setup.name}] {stop.reason}; checkpoint saved at {checkpoint}", checkpoint)
 
 
-def save_checkpoint(setup: Setup, state: TrainState) -> Path:
+def save_checkpoint(setup: Setup, state: TrainState, full: bool = False) -> Path:
     """save_state into a temporary folder, then one rename: the folder either exists whole or not at all.
 
     Every process calls save_state (each writes its own RNG state; FSDP and DeepSpeed write shards), all
     into the one folder the main process made; the main process adds the train state and renames it.
+    With --save_only_model (and not `full`) only the weights go in (save_weights_only).
+    Then the oldest are removed, down to --keep_checkpoints.
     """
+    weights_only = setup.config.save_only_model and not full
     accelerator, root = setup.accelerator, setup.checkpoint_root
     target = root / f"step_{state.step:08d}"
     accelerator.wait_for_everyone()
@@ -525,19 +532,36 @@ def save_checkpoint(setup: Setup, state: TrainState) -> Path:
     tmp = Path(_broadcast(tmp)[0])
     try:
         with trouble():  # inside the try: a full disk is diagnosed before the cleanup frees space
-            accelerator.save_state(str(tmp), safe_serialization=True)
+            if weights_only:
+                save_weights_only(setup, tmp)
+            else:
+                accelerator.save_state(str(tmp), safe_serialization=True)
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 atomic_write_json(tmp / STATE_FILE, state.to_json())
                 save_fingerprint(tmp, setup.config, accelerator.num_processes)
                 commit_dir(tmp, target)
-                for old in sorted(root.glob("step_*"))[: -setup.config.keep_checkpoints]:
+                keep = checkpoints_kept_while_training(setup.config)  # (None: all)
+                for old in sorted(root.glob("step_*"))[: -keep if keep else 0]:
                     shutil.rmtree(old, ignore_errors=True)
     finally:
         if accelerator.is_main_process and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     return target
+
+
+def save_weights_only(setup: Setup, folder: Path) -> None:
+    """A --save_only_model checkpoint: the weights (trainable ones, as in every checkpoint) and a mark saying so;
+    no optimizer, scheduler or RNG state, so about a third of a full AdamW checkpoint."""
+    accelerator = setup.accelerator
+    weights = accelerator.get_state_dict(setup.model)  # collective under FSDP / ZeRO-3: every process calls it
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        weights = trainable_only(accelerator.unwrap_model(setup.model), weights)
+        save_file(_untie({k: v.contiguous() for k, v in weights.items()}), str(folder / "model.safetensors"))
+        atomic_write_json(folder / WEIGHTS_ONLY_FILE, {"saved": "model weights only (--save_only_model)"})
 
 
 def last_good_note(checkpoint_root: Path) -> str:

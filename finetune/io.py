@@ -477,6 +477,17 @@ def record_files(run_dir: Path, paths) -> None:
     _write_manifest(run_dir, **{**manifest, "files": sorted(files)})
 
 
+def forget_missing_files(run_dir: Path) -> None:
+    """Drop the files no longer there from a finished run's manifest (finetune clean removed its checkpoints), so
+    that it lists what the run holds."""
+    manifest = read_manifest(run_dir)
+    if manifest is None or manifest["status"] != "finished":
+        return
+    root = Path(run_dir)
+    files = [f for f in manifest.get("files", []) if (root / f).is_file() or (root / f).is_symlink()]
+    _write_manifest(run_dir, **{**manifest, "files": files})
+
+
 def _swap_in(staging: Path, final: Path) -> None:
     """staging -> final by renames: final -> .NAME.replaced, staging -> final, then the replaced run is removed.
 
@@ -536,7 +547,16 @@ _attempts: dict = {}  # folders prepare_run_dir made for a new run in this proce
 
 def run_size(folder: Path) -> str:
     """What `folder` takes on disk, for the end-of-run line: "1.8 MB" (links not followed)."""
-    size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
+    return human_size(folder_bytes(folder))
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under `folder` (links not followed; 0 when it does not exist)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def human_size(size: float) -> str:
+    """1834000 -> "1.8 MB" (powers of 1000, as `du --si` and file managers print)."""
     for unit in ("B", "KB", "MB"):
         if size < 1000:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

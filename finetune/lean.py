@@ -6,20 +6,30 @@
                                  finetune/resume.py, checks that it is the same model). Resume stays exact.
     one copy of the best         once a run has saved its final model (the best weights), best/ points to it
                                  instead of holding the same tensors again (checked tensor by tensor first).
+    weights-only checkpoints     --save_only_model: the checkpoints written during training hold the weights
+                                 without optimizer, scheduler or RNG state (as Trainer's save_only_model); the
+                                 last (a pause, the end of training) stays full, so only a crash leaves a
+                                 weights-only newest one, and a resume from it is refused in one line.
+    no checkpoints at all        --keep_checkpoints none, or `finetune clean RUN_DIR` afterwards: a finished
+                                 run's checkpoints/ goes, and its manifest with it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from finetune.errors import UserError
-from finetune.io import atomic_write_json
+from finetune.io import atomic_write_json, folder_bytes, forget_missing_files, read_manifest
 
 LEAN_FILE = "trainable_only.json"
+WEIGHTS_ONLY_FILE = "weights_only.json"  # the mark of a --save_only_model checkpoint
+CHECKPOINTS = "checkpoints"  # a run's checkpoints/<model>/{step_N, best}
 
 
 def trainable_only(model, weights: dict) -> dict:
@@ -117,3 +127,53 @@ def release_best_copy(best_dir: Path, model_dir: Path, run_dir: Path) -> bool:
     atomic_write_json(best_dir / RELEASED_FILE, {"model_dir": str(model_dir.resolve().relative_to(Path(run_dir).resolve()))})
     best.unlink()
     return True
+
+
+# ---- weights-only checkpoints (--save_only_model) ----------------------------------------------------------------
+
+def weights_only_checkpoint(checkpoint: Path) -> bool:
+    return (Path(checkpoint) / WEIGHTS_ONLY_FILE).is_file()
+
+
+def refuse_weights_only(accelerator) -> None:
+    """A --resume whose newest checkpoint holds the weights only stops in one line. Restarting AdamW from zero
+    moments and a fresh RNG would give a run no uninterrupted one gives, and resume here promises exactness (a
+    pause and the end of training always save a full checkpoint, so only a crash leaves a weights-only newest one).
+    The run is marked running already then, so refusing this late (after the manifest is written) changes nothing."""
+
+    def check(models, input_dir):
+        if weights_only_checkpoint(input_dir):
+            raise UserError(f"cannot resume from {input_dir}: it holds the model weights only (--save_only_model; the "
+                            f"run stopped without saving a full checkpoint), no optimizer or scheduler state, so training "
+                            f"cannot continue where it stopped; pass --overwrite (without --resume) to start again")
+
+    accelerator.register_load_state_pre_hook(check)
+
+
+# ---- a finished run without its checkpoints (--keep_checkpoints none, finetune clean) ----------------------------
+
+def checkpoint_entries(run_dir: Path) -> list[tuple[str, int]]:
+    """(checkpoints/MODEL/ENTRY, bytes) of each step_N and best folder a run holds, in name order."""
+    root = Path(run_dir) / CHECKPOINTS
+    entries = sorted(p for p in root.glob("*/*")) if root.is_dir() else []
+    return [(str(p.relative_to(run_dir)), folder_bytes(p)) for p in entries]
+
+
+def remove_checkpoints(run_dir: Path) -> int:
+    """Delete the checkpoints/ folder of a finished run and drop its files from the run manifest; returns the bytes
+    freed. The saved model, results and card stay: after this the run cannot be resumed, everything else reads it.
+
+    One rename first (to .checkpoints.old, which an interrupted removal leaves and every check passes over), so a
+    kill midway never leaves a checkpoint folder with files missing that --resume could try to load.
+    """
+    run_dir = Path(run_dir)
+    if (read_manifest(run_dir) or {}).get("status") != "finished":
+        raise UserError(f"{run_dir} holds no finished run: its checkpoints are what --resume continues from, so they stay")
+    folder, gone = run_dir / CHECKPOINTS, run_dir / f".{CHECKPOINTS}.old"
+    freed = folder_bytes(folder) + folder_bytes(gone)
+    if folder.exists():
+        shutil.rmtree(gone, ignore_errors=True)
+        os.replace(folder, gone)
+    forget_missing_files(run_dir)
+    shutil.rmtree(gone, ignore_errors=True)
+    return freed

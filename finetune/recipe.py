@@ -8,7 +8,8 @@
     scratch_config   the from-scratch model's config: the task's preset resized, with one rule for the heads
     limit_samples    --max_train_samples / --max_eval_samples on labelled splits
     finish_run       results.json, learning curves, model card, the run directory finished (an --overwrite
-                     swapped in), the table and its size, and the push when asked
+                     swapped in), its checkpoints removed (--keep_checkpoints none), the table and its size,
+                     and the push when asked
 
 It lives in the library (not in recipes/) because study / search / compare drive recipes through the same
 run() and finish: the package `recipes/` then holds tasks only, as `finetune train` lists them.
@@ -146,7 +147,7 @@ def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional
     Nothing here is optional or silent: a card that cannot be written is an error like any other.
     """
     from finetune import card, engine, report
-    from finetune.io import finish_run_dir, run_size
+    from finetune.io import finish_run_dir, human_size, run_size
 
     if not engine.process_state().is_main_process:
         return
@@ -157,6 +158,10 @@ def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional
     where = where.replace(str(run_dir), str(final))  # (an --overwrite was built in NAME.unfinished)
     run_dir = final
     print(table if table is not None else report.format_table(results))
+    if getattr(config, "keep_checkpoints", None) == "none":  # only now: until the run finished, they were its resume
+        from finetune.lean import remove_checkpoints
+
+        print(f"removed the checkpoints (--keep_checkpoints none): {human_size(remove_checkpoints(run_dir))} freed")
     print(f"run directory: {run_dir} ({run_size(run_dir)})  {where}")
     if config.push_to_hub:
         from finetune.hub import push_run

@@ -32,7 +32,8 @@ MAY_CHANGE_ON_RESUME = {
     "max_steps": "may grow (not below the steps already trained)",
     "num_epochs": "may grow (not below the steps already trained)",
     # when to stop, checkpoint, log and evaluate
-    "stop_after_steps": "", "checkpoint_steps": "", "keep_checkpoints": "", "log_steps": "", "log_with": "",
+    "stop_after_steps": "", "checkpoint_steps": "", "keep_checkpoints": "", "save_only_model": "", "log_steps": "",
+    "log_with": "",
     "eval_steps": "", "early_stopping_patience": "", "eval_batch_size": "", "max_test_samples": "",
     # memory, not arithmetic
     "gradient_checkpointing": "",

@@ -20,7 +20,9 @@ the configuration; the recipe's flags (`--model`, `--dataset`, `--max_train_samp
   trial beyond the total while the others finish theirs.
 - Output (in --output_dir, default runs/search-TASK): search.json, trials.md, search_history.png,
   search_slices.png, best.yaml (`finetune train TASK --config best.yaml` retrains the best trial), and
-  trials/trial_NNNN/ run directories. Only the best trial keeps its model, unless --keep_all.
+  trials/trial_NNNN/ run directories. Only the best trial keeps its model, unless --keep_all. Trials are never
+  resumed, so they checkpoint without optimizer state and keep no checkpoint once finished (--save_only_model,
+  --keep_checkpoints none) unless those flags are given.
 """
 
 from __future__ import annotations
@@ -456,6 +458,7 @@ def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
     """The best trial's resolved config, retargeted at a fresh run directory: `finetune train TASK --config best.yaml`."""
     import yaml
 
+    from finetune.config import THROWAWAY_CHECKPOINTS
     from finetune.io import atomic_write_text
 
     best = best_trial(study)
@@ -464,6 +467,8 @@ def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
     trial_config = Path(best.user_attrs["run_dir"]) / "config.yaml"
     config = yaml.safe_load(trial_config.read_text())
     config.update(output_dir=str(out_dir / "best"), overwrite=False, resume=False)
+    for name in THROWAWAY_CHECKPOINTS:  # the trials' disk settings, not the retrain's: it gets the recipe's defaults
+        config.pop(name, None)
     header = (f"# {recipe.TASK}: trial {best.number} of study {study.study_name!r}, validation "
               f"{recipe.METRIC_FOR_BEST} {best.value:.5f}.\n# Retrain it: finetune train {recipe.TASK} --config best.yaml "
               f"(add --compare true for the from-scratch comparison)\n")
@@ -516,7 +521,8 @@ def main(argv=None) -> int:
     import os
 
     from finetune.cli import tasks
-    from finetune.config import parse_config
+    from finetune.config import THROWAWAY_CHECKPOINTS, parse_config
+    from finetune.study import given_fields
 
     argv = sys.argv[1:] if argv is None else list(argv)
     with user_errors_exit():
@@ -536,6 +542,8 @@ def main(argv=None) -> int:
                             "`finetune search` processes on the same --storage instead of accelerate launch")
         module = importlib.import_module(f"recipes.{args.task}")
         base = parse_config(recipe_config_class(module), rest, module.DEFAULT_CONFIG)
+        given = given_fields(rest)  # trials are never resumed: no optimizer state, no checkpoint once finished
+        base = dataclasses.replace(base, **{k: v for k, v in THROWAWAY_CHECKPOINTS.items() if k not in given})
         recipe = SearchTarget(module, *objective_metric(module, base))
         if "--output_dir" not in rest:  # not the recipe's default run directory: a search is its own thing
             base = dataclasses.replace(base, output_dir=f"runs/search-{args.task}")

@@ -22,7 +22,9 @@ seed, same subset) with a 95% t-interval over seeds.
 
 Killed, the same command continues: finished cells are skipped, an unfinished one starts again.
 Any `--field value` goes to the recipe (e.g. --model, --learning_rate); the study sets --seed,
---max_train_samples, --num_epochs, --output_dir and --compare itself.
+--max_train_samples, --num_epochs, --output_dir and --compare itself. Cells are never resumed, so they checkpoint
+without optimizer state and keep no checkpoint once finished (--save_only_model, --keep_checkpoints none) unless
+those flags are given.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from finetune.config import THROWAWAY_CHECKPOINTS
 from finetune.errors import CommandParser, UserError, user_errors_exit
 from finetune.io import atomic_write_json, atomic_write_text
 
@@ -93,7 +96,9 @@ def cell_config(base, study_dir: Path, size: int, seed: int, min_examples: int, 
     epochs = epochs_for(size, min_examples, max_epochs)
     steps_per_epoch = math.ceil(math.ceil(size / base.batch_size) / base.gradient_accumulation_steps)
     changes = dict(output_dir=str(cell_dir(study_dir, size, seed)), seed=seed, max_train_samples=size,
-                   num_epochs=epochs, max_steps=None, compare=True, overwrite=True, resume=False, keep_checkpoints=1)
+                   num_epochs=epochs, max_steps=None, compare=True, overwrite=True, resume=False)
+    # A cell is never resumed (a killed study starts it again): no optimizer state, no checkpoint left at its end.
+    changes.update({name: value for name, value in THROWAWAY_CHECKPOINTS.items() if name not in given})
     if "eval_steps" not in given:
         changes["eval_steps"] = max(1, math.ceil(epochs * steps_per_epoch) // evaluations)
     if "early_stopping_patience" not in given and base.early_stopping_patience is None:

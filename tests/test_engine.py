@@ -169,3 +169,65 @@ def test_an_exception_from_on_evaluation_leaves_train_cleanly(tmp_path, monkeypa
     assert "toy" in bars_closed
     assert engine.latest_checkpoint(tmp_path / "checkpoints" / "toy").name == "step_00000002"
     assert engine._evaluation_callbacks == []
+
+
+def steps_kept(root):
+    return [int(p.name.split("_")[1]) for p in sorted(root.glob("step_*"))]
+
+
+@pytest.mark.parametrize("keep, kept", [(2, [9, 10]), ("3", [8, 9, 10]), ("last", [10]), ("all", list(range(1, 11))),
+                                        ("none", [10])])
+def test_keep_checkpoints_counts_words_and_the_old_integer(tmp_path, keep, kept):
+    # (none: the engine keeps the newest while training; finish_run removes it once the run has finished)
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=1, warmup_ratio=0.0,
+                            keep_checkpoints=keep)
+    engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
+    assert steps_kept(tmp_path / "checkpoints" / "toy") == kept
+
+
+@pytest.mark.parametrize("bad", [0, "-1", "2.5", "some", ""])
+def test_a_bad_keep_checkpoints_is_one_line(bad):
+    with pytest.raises(UserError, match=r"--keep_checkpoints must be a number of at least 1, or one of all, last, none"):
+        TrainingConfig(keep_checkpoints=bad)
+
+
+def test_save_only_model_checkpoints_hold_weights_only_but_the_last_is_full(tmp_path):
+    from finetune import io, lean
+
+    sizes = {}
+    for only in (False, True):
+        out = tmp_path / f"only_{only}"
+        config = TrainingConfig(output_dir=str(out), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0,
+                                save_only_model=only)
+        engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, out, "toy")
+        during, last = sorted((out / "checkpoints" / "toy").glob("step_*"))  # steps 8 and 10
+        sizes[only] = io.folder_bytes(during)
+        assert (during / "optimizer.bin").is_file() is not only and lean.weights_only_checkpoint(during) is only
+        assert (during / "model.safetensors").is_file()
+        assert (last / "optimizer.bin").is_file() and not lean.weights_only_checkpoint(last)  # the end: full
+    assert sizes[True] < sizes[False]
+
+
+def test_a_crash_after_a_weights_only_checkpoint_refuses_to_resume_in_one_line(tmp_path):
+    config = dict(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=3, warmup_ratio=0.0, save_only_model=True)
+    with pytest.raises(UserError, match="loss became nan"):  # the crash: after step 3's checkpoint, before step 6's
+        engine.train(Recorder(nan_at_call=5), toy_loaders(), ToyEvaluator(), TrainingConfig(**config), tmp_path, "toy")
+    with pytest.raises(UserError, match=r"cannot resume from .*step_00000003: it holds the model weights only "
+                                        r"\(--save_only_model.*pass --overwrite"):
+        engine.train(Recorder(), toy_loaders(), ToyEvaluator(), TrainingConfig(**config, resume=True), tmp_path, "toy")
+
+
+def test_a_pause_under_save_only_model_still_saves_a_resumable_checkpoint(tmp_path):
+    import torch
+
+    straight = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0)
+    model = lambda: torch.manual_seed(0) and Recorder()  # the same initial weights each time
+    expected = engine.train(model(), toy_loaders(), ToyEvaluator(), straight, tmp_path / "straight", "toy").model
+    paused = dict(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0, save_only_model=True)
+    with pytest.raises(engine.TrainingInterrupted) as stopped:
+        engine.train(model(), toy_loaders(), ToyEvaluator(), TrainingConfig(**paused, stop_after_steps=5),
+                     tmp_path / "paused", "toy")
+    assert (stopped.value.checkpoint / "optimizer.bin").is_file()  # full, though routine ones are weights only
+    resumed = engine.train(model(), toy_loaders(), ToyEvaluator(), TrainingConfig(**paused, resume=True),
+                           tmp_path / "paused", "toy").model
+    assert all(torch.equal(a, b) for a, b in zip(expected.state_dict().values(), resumed.state_dict().values()))

@@ -89,3 +89,80 @@ def test_a_tied_frozen_output_layer_stays_out_of_lora_checkpoints(tmp_path, twee
     checkpoint = engine.latest_checkpoint(out / "checkpoints" / "pretrained")
     saved = keys(checkpoint / "model.safetensors")
     assert saved and all("lora_" in k for k in saved), sorted(k for k in saved if "lora_" not in k)
+
+
+# ---- no checkpoints once finished: --keep_checkpoints none, finetune clean ------------------------------------------
+
+def cli(argv, capsys):
+    """(exit code, stdout, stderr) of `finetune ARGV`."""
+    from finetune.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_line_size(out):
+    """The size the end-of-run line states: "run directory: PATH (SIZE)  ..."."""
+    return re.search(r"run directory: \S+ \((\d+(?:\.\d)? (?:B|KB|MB|GB))\)", out.splitlines()[-1]).group(1)
+
+
+def test_keep_checkpoints_none_keeps_a_pause_resumable_and_removes_the_checkpoints_at_the_end(
+        tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    from finetune import io
+
+    out = tmp_path / "run"
+    none = args(out, tiny_bert_dir, tweets_small_csv, "--keep_checkpoints", "none")
+    assert run_main([*none, "--stop_after_steps", "2"], capsys)[0] == 130
+    assert io.has_checkpoints(out)  # an unfinished run keeps what --resume needs
+    code, err, printed = run_main([*none, "--resume"], capsys)
+    assert code == 0, err
+    assert not (out / "checkpoints").exists() and not io.has_checkpoints(out)
+    assert not any(f.startswith("checkpoints/") for f in io.read_manifest(out)["files"])
+    assert "removed the checkpoints (--keep_checkpoints none)" in printed
+    assert last_line_size(printed) == io.run_size(out)  # the last line states the size after the removal
+    assert io.foreign_files(out) == []
+    io.check_run_dir(str(out), overwrite=True, resume=False)  # --overwrite accepts the run as its own
+
+
+def test_finetune_clean_frees_a_finished_runs_checkpoints_and_refuses_an_unfinished_one(
+        tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    from finetune import io
+
+    out = tmp_path / "run"
+    assert run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)[0] == 0  # default: the newest 2 kept
+    before, checkpoints = io.folder_bytes(out), io.folder_bytes(out / "checkpoints")
+    assert checkpoints > before / 2  # most of a fine-tuned run is checkpoints (weights + AdamW moments)
+
+    code, printed, err = cli(["clean", str(out), "--dry_run"], capsys)
+    assert code == 0, err
+    assert "checkpoints/pretrained/step_00000004" in printed and "checkpoints/pretrained/step_00000003" in printed
+    assert f"would go from {io.human_size(before)} to {io.human_size(before - checkpoints)}" in printed
+    assert io.folder_bytes(out) == before  # nothing removed
+
+    code, printed, err = cli(["clean", str(out)], capsys)
+    assert code == 0, err
+    assert not (out / "checkpoints").exists()
+    assert f"{io.human_size(checkpoints)} freed; run directory now {io.run_size(out)}" in printed
+    assert 0 <= before - checkpoints - io.folder_bytes(out) < 2000  # (the manifest lists fewer files now)
+    manifest = io.read_manifest(out)
+    assert manifest["status"] == "finished" and not any(f.startswith("checkpoints/") for f in manifest["files"])
+    assert all((out / f).is_file() for f in manifest["files"])
+    io.check_run_dir(str(out), overwrite=True, resume=False)  # --overwrite still accepts it
+    code, printed, err = cli(["predict", str(out), "what a lovely flight"], capsys)  # the model is all there
+    assert code == 0 and '"label"' in printed, err
+    assert "no checkpoints to remove" in cli(["clean", str(out)], capsys)[1]
+
+    # a run that has not finished keeps its checkpoints: they are its --resume
+    stopped = tmp_path / "stopped"
+    assert run_main(args(stopped, tiny_bert_dir, tweets_small_csv, "--stop_after_steps", "2"), capsys)[0] == 130
+    code, printed, err = cli(["clean", str(stopped)], capsys)
+    assert code == 2 and err.count("error: ") == 1 and "has not finished" in err, err
+    assert io.has_checkpoints(stopped)
+    (tmp_path / "mine").mkdir()
+    code, printed, err = cli(["clean", str(tmp_path / "mine")], capsys)
+    assert code == 2 and "not a run directory of this toolkit" in err, err

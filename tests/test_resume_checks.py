@@ -144,7 +144,7 @@ def test_allowed_changes_still_resume_exactly(copy, capsys):
     assert run_main_plain(args(straight, copy["model"], copy["data"])) == 0
     argv = args(copy["out"], copy["model"], copy["data"], "--resume")
     for flag, value in [("--log_steps", "1"), ("--checkpoint_steps", "3"), ("--keep_checkpoints", "1"),
-                        ("--eval_batch_size", "16"), ("--stop_after_steps", "9"), ("--gradient_checkpointing", "true")]:
+                        ("--save_only_model", "true"), ("--eval_batch_size", "16"), ("--stop_after_steps", "9"), ("--gradient_checkpointing", "true")]:
         assert flag.lstrip("-") in resume.MAY_CHANGE_ON_RESUME
         argv = with_flag(argv, flag, value)
     code, err, _ = run_main(argv, capsys)

@@ -199,3 +199,33 @@ def test_every_recipe_names_the_metric_a_search_optimises(task, metric, greater)
 
     recipe = importlib.import_module(f"recipes.{task}")
     assert objective_metric(recipe, SimpleNamespace(metric_for_best=None)) == (metric, greater)
+
+
+def test_trials_keep_no_optimizer_state_nor_checkpoints_unless_asked_and_best_yaml_forgets_it(
+        tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    """A trial is never resumed (a stopped search starts the next one): its run keeps no checkpoint once finished,
+    while a flag the user gives stays theirs. best.yaml retrains with the recipe's own checkpoint settings."""
+    import yaml
+
+    from finetune.io import folder_bytes
+    from finetune.search import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: {type: categorical, choices: [1.0e-3]}\nbatch_size: 16\nnum_epochs: 1\n")
+    sizes = {}
+    for name, extra in (("now", []), ("asked", ["--keep_checkpoints", "1", "--save_only_model", "false"])):
+        out = tmp_path / name
+        assert main(["sentiment", "--n_trials", "1", "--space", str(space), "--keep_all", "--compare", "false",
+                     *flags(tiny_bert_dir, tweets_small_csv, out), *extra]) == 0, capsys.readouterr().err[-2000:]
+        trial = out / "trials" / "trial_0000"
+        config = yaml.safe_load((trial / "config.yaml").read_text())
+        sizes[name] = folder_bytes(trial)
+        if name == "now":
+            assert (config["keep_checkpoints"], config["save_only_model"]) == ("none", True)
+            assert not (trial / "checkpoints").exists() and (trial / "model.safetensors").is_file()
+            best = yaml.safe_load((out / "best.yaml").read_text())
+            assert "keep_checkpoints" not in best and "save_only_model" not in best
+        else:
+            assert (config["keep_checkpoints"], config["save_only_model"]) == (1, False)
+            assert list(trial.glob("checkpoints/pretrained/step_*/optimizer.bin"))
+    assert sizes["now"] < sizes["asked"] / 2

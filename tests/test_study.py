@@ -66,6 +66,35 @@ def test_early_stopping_waits_three_passes_over_the_data(tmp_path):
     assert given.eval_steps == base.eval_steps  # what the user set stays
 
 
+def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_disk(tmp_path, tiny_bert_dir, tweets_small_csv):
+    """Cells are never resumed (a killed study starts the cell again): measured on one tiny cell, run as before
+    (the newest full checkpoint kept) and with the study's defaults now."""
+    import dataclasses
+
+    from finetune.io import folder_bytes, human_size
+
+    module, config_cls, default_yaml = study.load_recipe("sentiment")
+    base = config_cls(model=str(tiny_bert_dir), dataset=str(tweets_small_csv), max_length=32, batch_size=8,
+                      eval_batch_size=64, mixed_precision="no", scratch_layers=1, scratch_d_model=32, lora=False)
+    cell = lambda name, **given: dataclasses.replace(study.cell_config(
+        base, tmp_path / name, 40, 0, min_examples=80, max_epochs=2, given=frozenset(given)), **given)
+    now, before, asked = cell("now"), cell("before", keep_checkpoints=1, save_only_model=False), cell("asked", keep_checkpoints="all")
+    assert (now.keep_checkpoints, now.save_only_model) == ("none", True)
+    assert (asked.keep_checkpoints, asked.save_only_model) == ("all", True)  # a flag the user gave stays theirs
+    sizes = {}
+    for name, config in (("before", before), ("now", now), ("asked", asked)):
+        directory = study.cell_dir(tmp_path / name, 40, 0)
+        study.run_cell(module, config, directory)
+        sizes[name] = folder_bytes(directory)
+    print(f"one tiny cell: {human_size(sizes['before'])} before, {human_size(sizes['now'])} now")
+    assert not (study.cell_dir(tmp_path / "now", 40, 0) / "checkpoints").exists()
+    assert sizes["now"] < sizes["before"] / 2
+    assert (study.cell_dir(tmp_path / "before", 40, 0) / "checkpoints").exists()
+    # --keep_checkpoints all given: kept; the first epoch's holds no optimizer state, the end of training's is full
+    first, last = sorted(study.cell_dir(tmp_path / "asked", 40, 0).glob("checkpoints/pretrained/step_*"))
+    assert not (first / "optimizer.bin").exists() and (last / "optimizer.bin").is_file()
+
+
 # ---- nested subsets, through the recipes' own data step --------------------------------------------------------
 
 def _train_and_test(module, config):
