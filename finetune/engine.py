@@ -38,6 +38,7 @@ from finetune.evaluation import greater_is_better
 from finetune.lean import (WEIGHTS_ONLY_FILE, best_weights_file, keep_only_trainable_weights, lean_checkpoint,
                            refuse_weights_only, trainable_only)
 from finetune.resume import check_resume, read_fingerprint, save_fingerprint
+from finetune.safeload import check_checkpoint, check_safetensors
 from finetune.io import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
 from finetune.precision import resolve as resolve_precision
 
@@ -331,6 +332,7 @@ def resume_or_start(setup: Setup) -> TrainState:
     latest = latest_checkpoint(setup.checkpoint_root)
     if latest is None or not setup.config.resume:
         return TrainState()
+    check_checkpoint(latest)  # run directories travel: nothing in one may run code when loaded, and damage is named
     state = TrainState.from_json(json.loads((latest / STATE_FILE).read_text()))
     check_resume(setup.config, read_fingerprint(latest), str(latest), state.step, accelerator.num_processes)
     accelerator.load_state(str(latest), strict=not lean_checkpoint(latest))
@@ -577,6 +579,7 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
     if setup.metric_for_best and best_weights is not None:
         from safetensors.torch import load_file
 
+        check_safetensors(best_weights, "train again with --overwrite (the checkpoints hold no other copy of the best weights)")
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
     training_precision = PRECISION_NAMES[accelerator.mixed_precision]
     test_precision = drop_autocast(accelerator, model)

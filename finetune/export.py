@@ -10,7 +10,7 @@ What the folder holds:
                           dynamic batch (and sequence) axes; output logits. A causal LM exports its full-sequence
                           logits (no key/value cache): enough for scoring, and for generation one step at a time.
     model.int8.onnx       with --quantize dynamic-int8: int8 weights, activations quantized at run time
-    config.json           the model's config (id2label: what each logit means)
+    config.json           the model's config (id2label: what each logit means), without local paths
     tokenizer files / preprocessor_config.json, as saved by transformers
     export.json           the exporter, the inputs, the verification (max abs difference) and the int8 accuracy
 
@@ -154,7 +154,7 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
 
 def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     """Export, verify and (optionally) quantize; returns what export.json holds."""
-    from finetune.io import atomic_dir, atomic_write_json, disk_errors
+    from finetune.io import atomic_dir, atomic_write_json, atomic_write_text, disk_errors
     from finetune.runs import open_run
 
     run = open_run(run_dir, verb="finetune export")
@@ -177,13 +177,23 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
         info["verification"] = {"examples": examples, "split": "test", "max_abs_difference": difference, "tolerance": TOLERANCE}
         if quantize:
             info["quantized"] = _quantize(run, tmp, sess, progress)
-        config = run.model.config.to_dict()
-        config.pop("auto_map", None)  # the graph needs no Python model code (a scratch model's save would copy it)
-        atomic_write_json(tmp / "config.json", config)
+        atomic_write_text(tmp / "config.json", shipped_config(run.model.config))
         run.processor.save_pretrained(tmp)
         atomic_write_json(tmp / "export.json", info)
     progress(f"exported to {output}  (model.onnx{', model.int8.onnx' if quantize else ''}; see export.json)")
     return info
+
+
+def shipped_config(config) -> str:
+    """config.json as the export folder ships it: no Python model code, nothing of this machine's filesystem."""
+    import json
+
+    from finetune.card import public_record
+
+    data = config.to_dict()
+    data.pop("auto_map", None)  # the graph needs no Python model code (a scratch model's save would copy it)
+    data.pop("_name_or_path", None)  # the folder the model was loaded from here (transformers' own save drops it too)
+    return public_record("config.json", json.dumps(data))  # any other absolute path cut to its last part, as a push does
 
 
 def _quantize(run, folder: Path, fp32_session, progress) -> dict:

@@ -18,6 +18,7 @@ from typing import Optional
 
 from finetune.errors import UserError
 from finetune.io import refuse_unfinished
+from finetune.safeload import check_weights
 
 
 # ---- model kinds ----------------------------------------------------------------------------------------------
@@ -284,6 +285,7 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
         raise UserError(f"run directory {path} does not exist: pass the --output_dir of a finished run")
     root = path if _has_run_files(path) or not _has_run_files(path.parent) else path.parent
     refuse_unfinished(root, verb)
+    check_weights(path, "copy the run directory again from where it came from, or train it again")
     config, results = _read_yaml(root / "config.yaml"), _read_json(root / "results.json")
     if is_adapter_dir(path) and not (path / "config.json").is_file():
         from finetune.lora import read_adapter_config

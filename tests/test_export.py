@@ -60,6 +60,13 @@ def pytorch_logits(model_dir: Path, feeds: dict) -> np.ndarray:
         return model(**tensors).logits.numpy()
 
 
+@pytest.fixture(autouse=True)
+def local_root(tmp_path_factory):
+    """Where every path of these tests lives (models, data, runs): what an export must never mention."""
+    global LOCAL_ROOT
+    LOCAL_ROOT = str(tmp_path_factory.getbasetemp().resolve())
+
+
 def check_export(model_dir: Path, inputs: list, capsys, quantize=False):
     args = [str(model_dir), "--format", "onnx"] + (["--quantize", "dynamic-int8"] if quantize else [])
     assert export.main(args) == 0
@@ -68,6 +75,8 @@ def check_export(model_dir: Path, inputs: list, capsys, quantize=False):
     folder = model_dir / "onnx"
     info = json.loads((folder / "export.json").read_text())
     assert info["verification"]["max_abs_difference"] < 1e-4
+    for path in folder.iterdir():  # the folder is meant to be shipped: nothing of this machine's filesystem in it
+        assert LOCAL_ROOT.encode() not in path.read_bytes(), path.name
     result = fresh_session(folder, inputs)
     assert not result["finetune_imported"]
     expected = pytorch_logits(model_dir, result["feeds"])

@@ -437,3 +437,20 @@ def test_train_with_push_to_hub_then_load_back(long_lived_hub, tmp_path, monkeyp
     metrics = {m["type"]: m["value"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
     results = json.loads((run / "results.json").read_text())
     assert metrics["accuracy"] == pytest.approx(results["models"][0]["test"]["accuracy"])
+
+
+def test_nothing_pushed_holds_a_local_path(sentiment_run, hub, tmp_path, tmp_path_factory):
+    """A real run (model, data and run directory all local), its scratch model exported to ONNX, pushed whole:
+    no pushed file, the export folder's included, names a place on this machine."""
+    from finetune import export
+
+    run = tmp_path / "sentiment"
+    shutil.copytree(sentiment_run, run, ignore=shutil.ignore_patterns("onnx"))
+    assert export.main([str(run / "scratch")]) == 0
+    proc = _push(run, f"{USER}/no-paths", _env(tmp_path, hub.url), "--include_scratch")
+    assert proc.returncode == 0, proc.stderr
+    stored = hub.files(f"{USER}/no-paths")
+    assert {"config.yaml", "results.json", "README.md", "scratch/onnx/config.json", "scratch/onnx/model.onnx"} <= set(stored)
+    local = str(tmp_path_factory.getbasetemp().resolve()).encode()  # where the model, the data and the run live
+    assert local in (run / "config.yaml").read_bytes()  # (the run directory itself keeps them)
+    assert [name for name, data in stored.items() if local in data] == []
