@@ -724,17 +724,19 @@ def run_root(path: Path) -> Optional[Path]:
 def writing_into(path: Path, command: str):
     """Around a command that writes `path` (a file or a folder, by an atomic write): hold the lock of the run
     directory that holds it, else of `path` itself; remove what a killed writer of `path` left beside it
-    (.NAME.tmp.*); once written, record it in the run's manifest, so that --overwrite and --resume know it
-    is the run's. Yields the run directory, or None."""
+    (.NAME.tmp.*); once written, record in the run's manifest every file that came into the run meanwhile (the
+    lock says they are this command's: `path`, and what it wrote beside it), so that --overwrite and --resume
+    know them as the run's. Yields the run directory, or None."""
     path = Path(path)
     root = run_root(path)
     with run_lock(root or path, command):
         if path.parent.is_dir():
             for stale in path.parent.glob(f".{path.name}.tmp.*"):
                 shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        before = set(_run_files(root)) if root is not None else set()
         yield root
-        if root is not None and path.exists():
-            record_files(root, [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()])
+        if root is not None:
+            record_files(root, [root / rel for rel in set(_run_files(root)) - before if not _write_leftover(rel)])
 
 
 def run_size(folder: Path) -> str:
