@@ -160,7 +160,10 @@ def main(argv=None) -> int:
         report = evaluate_run(run, args.dataset, args.split, columns, args.batch_size)
         print(format_report(report))
         if args.output is not None:
-            written = write_report(report, args.output, run.label_names)
+            from finetune.io import writing_into
+
+            with writing_into(args.output, "finetune evaluate --output"):  # in a run: its lock, its manifest
+                written = write_report(report, args.output, run.label_names)
             print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 

@@ -154,7 +154,7 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
 
 def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     """Export, verify and (optionally) quantize; returns what export.json holds."""
-    from finetune.io import atomic_dir, atomic_write_json, atomic_write_text, disk_errors
+    from finetune.io import atomic_dir, atomic_write_json, atomic_write_text, disk_errors, writing_into
     from finetune.runs import open_run
 
     run = open_run(run_dir, verb="finetune export")
@@ -164,7 +164,8 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     info = {"model": run.path.name if run.path != run.root else run.root.name, "kind": run.kind.name,
             "architecture": type(run.model).__name__, "lora_merged": run.lora, "exporter": EXPORTER,
             "optimum": "not used: optimum-onnx requires transformers<4.58; this toolkit runs on transformers 5"}
-    with disk_errors("the ONNX export", output.parent), atomic_dir(output) as tmp:
+    # In a run directory (RUN_DIR/onnx), under the run's lock and recorded in its manifest (finetune/io.py).
+    with writing_into(output, "finetune export"), disk_errors("the ONNX export", output.parent), atomic_dir(output) as tmp:
         info.update(export_onnx(run, tmp, progress))
         sess = session(tmp / "model.onnx")
         batches = sample_batches(run)

@@ -514,8 +514,16 @@ def _recover_swap(run_dir: Path) -> None:
     elif (read_manifest(staging) or {}).get("status") == "finished":
         os.replace(staging, run_dir)
         shutil.rmtree(replaced, ignore_errors=True)
-    else:
+    elif _whole_run(replaced):
         os.replace(replaced, run_dir)
+    else:  # killed while it was being removed (and the new run is gone too): what is left of it is no run
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _whole_run(folder: Path) -> bool:
+    """A finished run whose every listed file is still there (not one half removed)."""
+    manifest = read_manifest(folder) or {}
+    return manifest.get("status") == "finished" and all((folder / rel).exists() for rel in manifest.get("files", []))
 
 
 @contextmanager
@@ -543,6 +551,203 @@ def run_attempt():
 
 
 _attempts: dict = {}  # folders prepare_run_dir made for a new run in this process -> "was an empty folder before"
+
+
+# ---- one command per run directory -------------------------------------------------------------------------
+#
+# Two commands writing into one run directory at once lose one run (the second replaces the first's live folder
+# as "an unfinished attempt"). So each command holds an OS lock (flock) on `.NAME.lock`, a hidden file BESIDE the
+# run directory NAME, for as long as it works there. Beside, not inside: the folder itself is made, removed by a
+# failed attempt and replaced by --overwrite's swap, while the file beside it outlives all of that and covers
+# NAME.unfinished and .NAME.replaced too. The kernel drops a lock when its process ends, however it ends (kill -9
+# included), so no dead process ever holds one; the file it leaves behind (pid, start time, command) says whose it
+# was, and the next command notes that it takes it over. A released lock's file is removed.
+# Under `accelerate launch` rank zero alone locks (the other ranks write nothing of the run's).
+
+_held: dict = {}  # lock file -> file descriptor, for the locks this process holds
+
+
+def lock_file(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.with_name(f".{run_dir.name}.lock")
+
+
+def holds_run_lock(output_dir) -> bool:
+    """Whether this process may write into `output_dir` now: it holds its lock (or is not rank zero)."""
+    return not _is_rank_zero() or _lock_key(Path(os.path.expanduser(str(output_dir)))) in _held
+
+
+@contextmanager
+def run_lock(output_dir, command: str):
+    """Hold the lock of run directory `output_dir` for the block, or raise a one-line UserError naming the
+    process that holds it (`command` is what this one says about itself). Re-entrant: inside a block that holds
+    it already, nothing more happens. Taking it first completes what a killed command left half done there
+    (a swap, half-written folders): whoever holds the lock owns those leftovers."""
+    run_dir = _refuse_special(str(output_dir))
+    key = _lock_key(run_dir)
+    if not _is_rank_zero() or key in _held:
+        yield run_dir
+        return
+    made = _missing_parents(key)
+    try:
+        _held[key] = _acquire(key, run_dir, command)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    try:
+        clean_leftovers(run_dir)
+        yield run_dir
+    finally:
+        _release(key, _held.pop(key), made)
+
+
+def _lock_key(run_dir: Path) -> Path:
+    """The lock file of `run_dir`, absolute (runs/x and ./runs/x are one run)."""
+    return lock_file(Path(os.path.abspath(run_dir)))
+
+
+def _is_rank_zero() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # (an env check: works before the process group is set up)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first (made for the lock, removed with it)."""
+    missing = []
+    for parent in Path(path).parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def _acquire(path: Path, run_dir: Path, command: str) -> int:
+    import fcntl
+
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            _check_writable(run_dir)  # names the problem: a file in the way, a read-only folder
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd, wait=True)
+            os.close(fd)
+            raise UserError(f"{run_dir} is in use by another finetune command ({_describe(holder)}): wait for it "
+                            f"to end, or choose another output folder") from None
+        except OSError:  # no locks on this filesystem (some network mounts): go on unguarded, as before
+            print(f"note: cannot lock {path} (this filesystem has no file locks): do not start a second "
+                  f"command on {run_dir} while this one runs", flush=True)
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its holder removed the file between our open and our lock: lock the new one
+    earlier = _read_holder(fd)
+    if earlier:
+        print(f"note: taking over the lock of {run_dir} left by {_describe(earlier)}, which ended without "
+              f"releasing it (killed?)", flush=True)
+    import json as _json
+    import socket
+    from datetime import datetime
+
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+            "since": datetime.now().astimezone().isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (_json.dumps(mine) + "\n").encode(), 0)
+    return fd
+
+
+def _read_holder(fd: int, wait: bool = False) -> dict:
+    """What the lock file says about its holder ({} if nothing yet; `wait`: give a holder that has just locked
+    a moment to write it)."""
+    import time
+
+    for _ in range(20 if wait else 1):
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        except (OSError, ValueError):
+            holder = None
+        if isinstance(holder, dict):
+            return holder
+        if wait:
+            time.sleep(0.05)
+    return {}
+
+
+def _describe(holder: dict) -> str:
+    import socket
+
+    where = f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else ""
+    return (f"pid {holder.get('pid', '?')}{where}, {holder.get('command', 'a finetune command')}, "
+            f"since {holder.get('since', 'an unknown time')}")
+
+
+def _release(path: Path, fd: int, made: list[Path]) -> None:
+    """Remove the lock file while still holding it (a process that opened it meanwhile sees that and retries),
+    then unlock; then the folders made for it, if nothing else went into them."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def clean_leftovers(run_dir: Path) -> None:
+    """What a killed command left half done in or beside `run_dir`: a swap (completed or undone), and in the run
+    (and its NAME.unfinished) the temporary folders of interrupted atomic writes (a commit_dir killed between its
+    renames gets its earlier version back). Only for the lock's holder: another command's are live."""
+    run_dir = Path(run_dir)
+    if not run_dir.parent.is_dir():
+        return
+    _recover_swap(run_dir)
+    for folder in (run_dir, staging_dir(run_dir)):
+        if folder.is_dir() and read_manifest(folder) is not None:  # a run's own folder, nothing else
+            for old in folder.glob(".*.old"):
+                target = folder / old.name[1:-len(".old")]
+                if old.is_dir() and not target.exists():
+                    os.replace(old, target)
+            remove_stale_temp(folder)
+
+
+def run_root(path: Path) -> Optional[Path]:
+    """The run directory that holds `path` (the nearest folder above it with a run manifest), or None."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
+@contextmanager
+def writing_into(path: Path, command: str):
+    """Around a command that writes `path` (a file or a folder, by an atomic write): hold the lock of the run
+    directory that holds it, else of `path` itself; remove what a killed writer of `path` left beside it
+    (.NAME.tmp.*); once written, record in the run's manifest every file that came into the run meanwhile (the
+    lock says they are this command's: `path`, and what it wrote beside it), so that --overwrite and --resume
+    know them as the run's. Yields the run directory, or None."""
+    path = Path(path)
+    root = run_root(path)
+    with run_lock(root or path, command):
+        if path.parent.is_dir():
+            for stale in path.parent.glob(f".{path.name}.tmp.*"):
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        before = set(_run_files(root)) if root is not None else set()
+        yield root
+        if root is not None:
+            record_files(root, [root / rel for rel in set(_run_files(root)) - before if not _write_leftover(rel)])
 
 
 def run_size(folder: Path) -> str:

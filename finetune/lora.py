@@ -253,7 +253,7 @@ def merge(run_dir, output: Optional[Path] = None) -> Path:
 
     Written into a temporary folder and renamed into place: `output` is the old complete folder or the new one.
     """
-    from finetune.io import atomic_dir
+    from finetune.io import atomic_dir, writing_into
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -267,17 +267,15 @@ def merge(run_dir, output: Optional[Path] = None) -> Path:
                         "adapter): choose another folder")
     model, _ = load_adapter_run(run_dir)
     merged = model.merge_and_unload()
-    with atomic_dir(output) as tmp:
+    # RUN_DIR/merged is the run's too: written under the run's lock and recorded in its manifest, so that
+    # --overwrite may replace it with the rest (finetune/io.py: writing_into).
+    with writing_into(output, "finetune merge"), atomic_dir(output) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         for name in os.listdir(run_dir):  # the tokenizer / processor, as saved with the adapter
             if name.startswith(("tokenizer", "special_tokens_map", "vocab", "merges", "added_tokens",
                                 "chat_template", "preprocessor_config", "processor_config", "spiece")):
                 if (run_dir / name).is_file():
                     shutil.copy2(run_dir / name, tmp / name)
-    if output.resolve().parent == run_dir.resolve():  # RUN_DIR/merged is the run's too: --overwrite may replace it
-        from finetune.io import record_files
-
-        record_files(run_dir, [p for p in output.rglob("*") if p.is_file()])
     return output
 
 

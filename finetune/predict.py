@@ -242,20 +242,22 @@ def main(argv=None) -> int:
         if args.output is None:
             predict_file(run, args.file, sys.stdout, args.text_column, args.batch_size, args.top_k)
             return 0
-        from finetune.io import disk_errors, new_temp_dir
+        from finetune.io import disk_errors, new_temp_dir, writing_into
 
         if args.output.is_dir():
             raise UserError(f"--output {args.output} is a folder: name a file, e.g. {args.output / 'predictions.jsonl'}")
-        # streamed into a temporary file beside the output, renamed into place when complete
-        tmp = new_temp_dir(args.output)
-        try:
-            with disk_errors(args.output.name, args.output.parent), open(tmp / args.output.name, "w") as out:
-                count = predict_file(run, args.file, out, args.text_column, args.batch_size, args.top_k)
-            (tmp / args.output.name).replace(args.output)
-        finally:
-            import shutil
+        # Streamed into a temporary file beside the output, renamed into place when complete; in a run directory
+        # under the run's lock, and recorded in its manifest (finetune/io.py: writing_into).
+        with writing_into(args.output, "finetune predict --output"):
+            tmp = new_temp_dir(args.output)
+            try:
+                with disk_errors(args.output.name, args.output.parent), open(tmp / args.output.name, "w") as out:
+                    count = predict_file(run, args.file, out, args.text_column, args.batch_size, args.top_k)
+                (tmp / args.output.name).replace(args.output)
+            finally:
+                import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(tmp, ignore_errors=True)
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     return 0
 

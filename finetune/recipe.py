@@ -1,6 +1,7 @@
 """What every recipe shares, so that a recipe file keeps only its own fields, `build_*` functions and `run()`.
 
     HubFields        the four --push_to_hub fields and their check, a mixin of each recipe's config dataclass
+    holds_run_dir    the decorator of every recipe's run(): the run directory's lock, held for the whole run
     main             the command line / `python -m recipes.TASK` entry point: parse, run, exit 0 / 2 / 130
     start_run        before anything loads: one process state, quiet `datasets`, the output directory checked
     open_run_dir     once data and model loaded: the run directory (re)made, config.yaml saved, notes printed
@@ -17,7 +18,9 @@ run() and finish: the package `recipes/` then holds tasks only, as `finetune tra
 
 from __future__ import annotations
 
+import functools
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
@@ -44,6 +47,26 @@ class HubFields:
             raise UserError(f"--push_to_hub needs --hub_repo_id NAME (e.g. {self.hub_example})")
 
 
+def holds_run_dir(run):
+    """Decorate a recipe's `run(config)`: it holds the lock of config.output_dir from start to end (finetune/io.py),
+    so a second command on the same folder stops with one line instead of replacing this run's live folder.
+    Whatever ends the run (an error included) releases it: one process may run many recipes."""
+
+    @functools.wraps(run)
+    def locked(config, *args, **kwargs):
+        from finetune.io import run_lock
+
+        with run_lock(config.output_dir, _command(run, kwargs.get("task"))):
+            return run(config, *args, **kwargs)
+
+    return locked
+
+
+def _command(run, task: Optional[str] = None) -> str:
+    """What the lock file says this run is: `finetune train TASK`."""
+    return f"finetune train {task or getattr(sys.modules.get(run.__module__), 'TASK', run.__module__)}"
+
+
 def main(config_cls, run, default_yaml: Path, argv: Optional[list[str]] = None) -> int:
     """Parse `config_cls` (defaults < default_yaml < --config FILE < flags), then `run(config)`.
 
@@ -53,17 +76,22 @@ def main(config_cls, run, default_yaml: Path, argv: Optional[list[str]] = None) 
     from finetune.config import parse_config, resume_advice
     from finetune.engine import TrainingInterrupted, is_rank_zero
     from finetune.errors import user_errors_exit
-    from finetune.io import run_attempt
+    from finetune.io import run_attempt, run_lock
 
-    with user_errors_exit(), run_attempt():  # a failed attempt leaves no folder behind (finetune/io.py)
+    with user_errors_exit():
         config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, default_yaml)
-        try:
-            run(config)
-        except TrainingInterrupted as stop:
-            if is_rank_zero():
-                print(f"{stop}\n{resume_advice(config)}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        # The lock outside: a failed attempt's folder is removed (run_attempt) before another command may start.
+        with run_lock(config.output_dir, _command(run)), run_attempt():
+            try:
+                run(config)
+            except TrainingInterrupted as stop:
+                if is_rank_zero():
+                    print(f"{stop}\n{resume_advice(config)}", file=sys.stderr)
+                return EXIT_INTERRUPTED
     return 0
+
+
+_kept: dict = {}  # output_dir -> the lock start_run took for a run() without @holds_run_dir (until finish_run)
 
 
 def start_run(config):
@@ -72,8 +100,11 @@ def start_run(config):
     import datasets
 
     from finetune import engine
-    from finetune.io import check_run_dir
+    from finetune.io import check_run_dir, holds_run_lock, run_lock
 
+    if not holds_run_lock(config.output_dir):  # a run() of the user's own, without @holds_run_dir
+        _kept[config.output_dir] = stack = ExitStack()
+        stack.enter_context(run_lock(config.output_dir, f"finetune run() of {type(config).__name__}"))
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
     check_run_dir(config.output_dir, config.overwrite, config.resume, config)  # (and a --resume's fingerprint)
@@ -168,3 +199,4 @@ def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional
 
         url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
         print(f"pushed to {url}")
+    _kept.pop(config.output_dir, ExitStack()).close()

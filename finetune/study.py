@@ -431,11 +431,13 @@ def _data_efficiency_command(argv: list[str]) -> int:
         raise UserError("--sizes and --seeds must not repeat a value")
     study_dir = args.output_dir or Path("runs") / f"study_{args.task}"
     from finetune.engine import TrainingInterrupted
+    from finetune.io import run_lock
 
     started = time.perf_counter()
-    try:
-        study = data_efficiency(args.task, sorted(args.sizes), args.seeds, study_dir, recipe_argv,
-                                args.min_examples, args.max_epochs, args.overwrite)
+    try:  # one study per folder at a time: a second one would restart the cells the first is running
+        with run_lock(study_dir, f"finetune study data_efficiency {args.task}"):
+            study = data_efficiency(args.task, sorted(args.sizes), args.seeds, study_dir, recipe_argv,
+                                    args.min_examples, args.max_epochs, args.overwrite)
     except TrainingInterrupted:
         print("study interrupted: finished cells are kept; run the same command to continue", file=sys.stderr)
         return 130

@@ -225,6 +225,7 @@ def build_scratch(config: ImageClassificationConfig, label_names: list[str]):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
+@recipe.holds_run_dir
 def run(config: ImageClassificationConfig) -> dict:
     import dataclasses
 

@@ -34,6 +34,7 @@ class SentimentConfig(TextClassificationConfig):
     max_length: int = field(default=64, metadata={"help": "Truncate texts to this many tokens."})
 
 
+@recipe.holds_run_dir
 def run(config: SentimentConfig) -> dict:
     return text_classification.run(config, task=TASK)
 

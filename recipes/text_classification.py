@@ -193,6 +193,7 @@ def add_class_weights(model, config: TextClassificationConfig, data):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
+@recipe.holds_run_dir
 def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     import dataclasses
 

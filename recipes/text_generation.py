@@ -134,6 +134,7 @@ def build_scratch(config: TextGenerationConfig, tokenizer):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
+@recipe.holds_run_dir
 def run(config: TextGenerationConfig) -> dict:
     import dataclasses
 

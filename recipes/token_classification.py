@@ -118,6 +118,7 @@ def build_scratch(config: TokenClassificationConfig, tokenizer, label_names: lis
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
+@recipe.holds_run_dir
 def run(config: TokenClassificationConfig) -> dict:
     import dataclasses
 

@@ -10,6 +10,8 @@ POINT says where the N-th occurrence (counted in this process, from 1) ends the 
     final    SIGKILL while the final model files are being moved into the run folder (after the first file)
     sigint   send ourselves SIGINT (Ctrl-C) right after the N-th optimizer step
     sigterm  send ourselves SIGTERM right after the N-th optimizer step
+    hold     after the first optimizer step, wait until the file named by FINETUNE_TEST_GO exists, then go on
+    replaced SIGKILL inside the removal of the run an --overwrite replaced (after its first file went)
     none     run to the end
 
 Killing from the inside makes the points exact; a kill from outside (also tested) can land anywhere.
@@ -85,6 +87,35 @@ elif point == "final":
     io.os = type(sys)("os_with_a_trap")  # only finetune.io sees the trapped os.replace
     io.os.__dict__.update(os.__dict__)
     io.os.replace = replace
+elif point == "hold":
+    import time
+    from pathlib import Path
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    def hold(*_):
+        if reached("hold"):
+            while not Path(os.environ["FINETUNE_TEST_GO"]).exists():
+                time.sleep(0.05)
+
+    register_optimizer_step_post_hook(hold)
+elif point == "replaced":
+    import shutil
+    from pathlib import Path
+
+    import finetune.io as io
+
+    original_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).name.endswith(".replaced") and Path(path).is_dir() and reached("replaced"):
+            next(p for p in sorted(Path(path).rglob("*")) if p.is_file()).unlink()
+            die()
+        original_rmtree(path, *args, **kwargs)
+
+    io.shutil = type(sys)("shutil_with_a_trap")  # only finetune.io sees the trapped rmtree
+    io.shutil.__dict__.update(shutil.__dict__)
+    io.shutil.rmtree = rmtree
 elif point != "none":
     raise SystemExit(f"unknown point {point!r}")
 
