@@ -7,8 +7,9 @@ For every training-set size and seed, the recipe's own `run(config)` trains the 
 from-scratch one (one run directory per cell: DIR/size_00100/seed_0). The subsets are nested, because a
 recipe's `--max_train_samples N` keeps the first N examples of the training split shuffled by `--seed`: for a
 given seed the 100 examples are the first 100 of the 300 (a size larger than the training split is refused, naming
-the largest possible one: it would train on the whole split and be reported as the size asked for). Small sets get more epochs (at least `--min_examples`
-examples seen, default 1,000; at most `--max_epochs` passes, default 10) and stop early on the validation metric
+the largest possible one: it would train on the whole split and be reported as the size asked for). Small sets
+get more epochs (at least `--min_examples` examples seen, default 1,000; at most `--max_epochs` passes, default 10)
+and stop early on the validation metric
 (patience 3, about 5 evaluations per run besides the epoch ends, on at most 200 validation examples unless
 --max_eval_samples says otherwise); every cell reports on the whole test split of its seed. The defaults (sizes
 100, 300, 1000 x seeds 0, 1, 2) are sized for a 2-core CPU: see README, "Teaching", for the measured time.
