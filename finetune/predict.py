@@ -10,7 +10,9 @@ saved classifier.
 It is `transformers.pipeline` on the run directory (a LoRA adapter merged in memory), fed by a generator and
 batched (--batch_size): rows are read, labelled and written as they come, so a file of any length runs in
 constant memory. Each output line: {"id", "label", "score"} (+ "top_k": [{"label", "score"}, ...] with --top_k);
-"id" is the row number (0-based), the file's `id` column if it has one, or the image's file name.
+"id" is the row number (0-based), the file's `id` column if it has one, or the image's path inside the folder
+(cat/0.png). A csv / tsv with one column whose first line is not the --text_column name has no header: every line
+is a text, the first included (and the command says so). --output takes the lines of either form.
 """
 
 from __future__ import annotations
@@ -89,15 +91,20 @@ def read_rows(source: str, text_column: str = "text"):
     if path.is_dir():
         from finetune.predict import load_image
 
-        for file in _image_files(path):
-            yield file.name, load_image(str(file))
+        for file in _image_files(path):  # the path inside the folder: cat/0.png and dog/0.png are two images
+            yield file.relative_to(path).as_posix(), load_image(str(file))
         return
     if not path.is_file():
         raise UserError(f"input file {path} does not exist: check the path given to --file")
     suffix = path.suffix.lower()
     with _readable(path) as f:
         if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            delimiter = "\t" if suffix == ".tsv" else ","
+            if headerless(path, text_column) is not None:
+                rows = (row for row in csv.reader(f, delimiter=delimiter) if row)  # blank lines skipped, as DictReader does
+                yield from ((i, row[0]) for i, row in enumerate(rows))
+                return
+            reader = csv.DictReader(f, delimiter=delimiter)
             if text_column not in (reader.fieldnames or []):
                 raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(reader.fieldnames or [])}): "
                                 f"pass --text_column NAME")
@@ -120,6 +127,17 @@ def read_rows(source: str, text_column: str = "text"):
         else:
             raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .txt, a folder of "
                             f"images, or - for standard input")
+
+
+def headerless(path: Path, text_column: str) -> str | None:
+    """The first line of a csv / tsv of one column whose first line is not `text_column`, else None. Such a file is
+    a plain list of texts: read with its first line as the header, that text would be lost (and the column "missing")."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv"):
+        return None
+    with _readable(path) as f:
+        first = next((row for row in csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",") if row), None)
+    return first[0] if first is not None and len(first) == 1 and first[0] != text_column else None
 
 
 @contextmanager
@@ -190,6 +208,11 @@ def predict_file(run, source: str, out, text_column: str = "text", batch_size: i
     if run.kind.modality == "text" and source != "-" and Path(source).is_dir():
         raise UserError(f"{source} is a folder; {run.path} is a text classifier: pass a .csv, .jsonl or .txt file")
     total = count_rows(source, text_column)  # a first pass that also checks the file before anything is written
+    first = headerless(Path(source), text_column) if source != "-" else None
+    if first is not None:
+        print(f"note: {source} has one column and its first line is not {text_column!r}: read as texts without a "
+              f"header, the first line included (if {first[:40]!r} is a header, pass --text_column {first[:40]!r})",
+              file=sys.stderr)
     ids = deque()  # ids wait here for their predictions (a batch or two ahead at most); nothing else is kept
 
     def inputs():
@@ -236,11 +259,14 @@ def main(argv=None) -> int:
         from finetune.runs import open_run
 
         run = open_run(args.run_dir, kinds=CLASSIFIERS, verb="finetune predict")
-        if args.file is None:
-            predict_arguments(run, args.inputs, args.batch_size, args.top_k)
-            return 0
+
+        def predict_into(out) -> int:  # the arguments or the file, into standard output or --output alike
+            if args.file is None:
+                return predict_arguments(run, args.inputs, args.batch_size, args.top_k, out)
+            return predict_file(run, args.file, out, args.text_column, args.batch_size, args.top_k)
+
         if args.output is None:
-            predict_file(run, args.file, sys.stdout, args.text_column, args.batch_size, args.top_k)
+            predict_into(sys.stdout)
             return 0
         from finetune.io import disk_errors, new_temp_dir, writing_into
 
@@ -252,7 +278,7 @@ def main(argv=None) -> int:
             tmp = new_temp_dir(args.output)
             try:
                 with disk_errors(args.output.name, args.output.parent), open(tmp / args.output.name, "w") as out:
-                    count = predict_file(run, args.file, out, args.text_column, args.batch_size, args.top_k)
+                    count = predict_into(out)
                 (tmp / args.output.name).replace(args.output)
             finally:
                 import shutil
@@ -262,7 +288,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int) -> None:
+def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int, out=None) -> int:
+    """One JSON line per input ({"input", "label", "score"}) into `out` (standard output by default); returns the count."""
+    out = out or sys.stdout
     if run.kind.modality == "text":
         empty = [i + 1 for i, text in enumerate(inputs) if not text.strip()]
         if empty:
@@ -272,7 +300,8 @@ def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int) -> No
     for text, ranked in zip(inputs, predictions(run, classify, values, batch_size, top_k)):
         line = _line(None, ranked, top_k, text)
         line.pop("id")
-        print(json.dumps({"input": text, **line}))
+        out.write(json.dumps({"input": text, **line}) + "\n")
+    return len(inputs)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Every trial is the recipe's own `run(config)` (no second training path) with sam
 the configuration; the recipe's flags (`--model`, `--dataset`, `--max_train_samples`, ...) set what is not searched.
 
 - Sampler: TPE, seeded from `--seed` (or `--sampler_seed`: --seed also fixes the data split, which every trial
-  must share, so parallel processes differ by --sampler_seed only).
+  must share, so parallel processes differ by --sampler_seed only). A process that joins or continues a study
+  seeds it from the seed and the number of trials already stored, so it samples new points, not the first ones again.
 - Pruner: the median rule, fed by the engine's own validation evaluations (`finetune.engine.on_evaluation`):
   after evaluation k, a trial worse than the median of earlier trials at evaluation k stops at once and its run
   directory says so (trial.json). Evaluations are counted, not steps,
@@ -145,6 +146,9 @@ def open_study(storage_url: str, study_name: str, task: str, greater_is_better: 
         )
     except ValueError as err:
         raise UserError(f"study {study_name!r} in {mask(storage_url)}: {err}: pick another --study_name") from None
+    trials_so_far = len(study.get_trials(deepcopy=False))
+    if trials_so_far:  # re-seeded with `seed` alone, a continued search would replay trial 0, 1, ... as its next trials
+        study.sampler = optuna.samplers.TPESampler(seed=continued_seed(seed, trials_so_far))
     if study.direction.name.lower() != direction:
         raise UserError(f"study {study_name!r} in {mask(storage_url)} was created to {study.direction.name.lower()} "
                         f"but {task} wants to {direction}: pick another --study_name")
@@ -154,6 +158,12 @@ def open_study(storage_url: str, study_name: str, task: str, greater_is_better: 
     elif owner != task:
         raise UserError(f"study {study_name!r} in {mask(storage_url)} belongs to task {owner!r}, not {task!r}: pick another --study_name")
     return study
+
+
+def continued_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler seed of a process that finds `trials_so_far` trials in its study: still determined by the
+    command (the same continuation samples the same points) but different from the fresh search's `seed`."""
+    return (seed * 1_000_003 + trials_so_far) % 2**32
 
 
 def _rdb_storage(storage_url: str, kwargs: dict):

@@ -6,8 +6,10 @@
 For every training-set size and seed, the recipe's own `run(config)` trains the pretrained model and the
 from-scratch one (one run directory per cell: DIR/size_00100/seed_0). The subsets are nested, because a
 recipe's `--max_train_samples N` keeps the first N examples of the training split shuffled by `--seed`: for a
-given seed the 100 examples are the first 100 of the 300. Small sets get more epochs (at least `--min_examples`
-examples seen, default 1,000; at most `--max_epochs` passes, default 10) and stop early on the validation metric
+given seed the 100 examples are the first 100 of the 300 (a size larger than the training split is refused, naming
+the largest possible one: it would train on the whole split and be reported as the size asked for). Small sets
+get more epochs (at least `--min_examples` examples seen, default 1,000; at most `--max_epochs` passes, default 10)
+and stop early on the validation metric
 (patience 3, about 5 evaluations per run besides the epoch ends, on at most 200 validation examples unless
 --max_eval_samples says otherwise); every cell reports on the whole test split of its seed. The defaults (sizes
 100, 300, 1000 x seeds 0, 1, 2) are sized for a 2-core CPU: see README, "Teaching", for the measured time.
@@ -269,6 +271,21 @@ def read_cell(directory: Path, size: int, seed: int) -> list[dict]:
     return records
 
 
+def check_sizes(module, base, sizes: list[int], seed: int) -> None:
+    """Every size fits in the training split, as the recipe's own data step makes it (after validation and test are
+    carved): a larger size would train on the whole split and be reported as the size asked for. The split's size
+    does not depend on the seed (only which examples fall in it does)."""
+    import datasets
+
+    datasets.disable_progress_bars()  # (as every run does)
+    available = len(module.build_data(dataclasses.replace(base, seed=seed, max_train_samples=None)).splits["train"])
+    too_large = [size for size in sizes if size > available]
+    if too_large:
+        raise UserError(f"--sizes {','.join(map(str, too_large))}: the training split holds only {available:,} examples "
+                        f"(validation and test carved off): the largest possible size is {available}; pass --sizes up to "
+                        f"{available}, or a larger dataset")
+
+
 def run_cell(module, config, directory: Path) -> None:
     """The recipe's own run(), its chatter into the cell's .log beside it; then the cell's done mark."""
     started = time.perf_counter()
@@ -345,6 +362,8 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     atomic_write_json(study_file, study)  # the settings first: a study stopped in its first cell is still ours
     cells = [(size, seed) for seed in seeds for size in sizes]  # seed by seed: a stopped study has whole curves
     todo = [(size, seed) for size, seed in cells if not done_file(cell_dir(study_dir, size, seed)).exists()]
+    if todo:
+        check_sizes(module, base, sizes, seeds[0])
     if len(todo) < len(cells):
         print(f"continuing the study in {study_dir}: {len(cells) - len(todo)} of {len(cells)} cells already done")
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study cells", unit="cell", file=sys.stderr) as bar:

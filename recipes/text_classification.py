@@ -7,10 +7,10 @@
     finetune train text_classification --dataset news.csv --label_column sports,politics,tech            # 0/1 columns
     finetune train text_classification --dataset tickets.csv --class_weights balanced                    # skewed labels
 
-`--problem_type auto` decides from the labels (floats: regression; lists, several columns or --label_delimiter:
-multi-label; else one label per example) and says what it decided. Every run also trains the from-scratch
-transformer on the same data (pairs reach it joined by the tokenizer's separator), so each run shows what
-pretraining buys. `finetune train sentiment` is this recipe's tweets preset.
+`--problem_type auto` decides from the labels (floats: regression, unless all are whole numbers; lists, several
+columns or --label_delimiter: multi-label; else one label per example) and says what it decided. Every run also
+trains the from-scratch transformer on the same data (pairs reach it joined by the tokenizer's separator), so each
+run shows what pretraining buys. `finetune train sentiment` is this recipe's tweets preset.
 
     from recipes.text_classification import TextClassificationConfig, build_data, build_pretrained, build_scratch, run
 """

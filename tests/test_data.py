@@ -128,3 +128,49 @@ def test_missing_label_column_names_the_columns_and_the_flag(tmp_path):
     path.write_text("text,stars\nhi,1\nho,2\n")
     with pytest.raises(UserError, match=r"no column 'label' \(columns: text, stars\): pass --label_column NAME"):
         load_text_classification(str(path))
+
+
+def _labelled_csv(path, labels):
+    path.write_text("text,label\n" + "".join(f"text number {i},{label}\n" for i, label in enumerate(labels)))
+    return str(path)
+
+
+def test_labels_differing_only_in_case_or_spaces_are_refused_naming_them(tmp_path):
+    labels = ["positive", "negative", "Positive", "negative "] * 10
+    with pytest.raises(UserError) as err:
+        load_text_classification(_labelled_csv(tmp_path / "d.csv", labels))
+    message = str(err.value)
+    assert "'Positive', 'positive'" in message and "'negative', 'negative '" in message, message
+    assert "write each label one way" in message and "\n" not in message
+    # written one way, the same data trains two classes
+    data = load_text_classification(_labelled_csv(tmp_path / "ok.csv", [label.strip().lower() for label in labels]))
+    assert data.label_names == ["negative", "positive"]
+
+
+def test_labels_written_as_whole_decimals_are_classes_and_the_output_says_so(tmp_path):
+    data = load_text_classification(_labelled_csv(tmp_path / "d.csv", ["1.0", "0.0", "2.0"] * 15))
+    assert data.problem_type == "single_label" and data.label_names == ["0", "1", "2"]
+    (note,) = [n for n in data.notes if n.startswith("problem type:")]
+    assert "whole numbers (0, 1, 2)" in note and "3 classes" in note and "--problem_type regression" in note
+    by_text = {f"text number {i}": v for i, v in enumerate([1, 0, 2] * 15)}
+    for split in data.splits.values():
+        assert all(int(data.label_names[i]) == by_text[t] for t, i in zip(split["text"], split["label"]))
+    scores = load_text_classification(_labelled_csv(tmp_path / "s.csv", ["1.0", "0.5", "2.0"] * 15))
+    assert scores.problem_type == "regression"  # one fraction: scores, as before
+    asked = load_text_classification(_labelled_csv(tmp_path / "r.csv", ["1.0", "0.0"] * 15), problem_type="regression")
+    assert asked.problem_type == "regression"
+
+
+@pytest.mark.parametrize("bad, shown", [("nan", "row 4: empty/NaN"), ("", "row 4: empty/NaN"), ("inf", "row 4: inf"),
+                                        ("-inf", "row 4: -inf")])
+def test_regression_targets_that_are_not_finite_are_refused_with_their_rows(tmp_path, bad, shown):
+    scores = [f"{i / 7:.3f}" for i in range(40)]
+    scores[3] = bad
+    with pytest.raises(UserError) as err:
+        load_text_classification(_labelled_csv(tmp_path / "d.csv", scores))
+    message = str(err.value)
+    assert f"1 regression target(s) of the train split are empty, NaN or infinite ({shown};" in message, message
+    assert "remove those rows" in message
+    scores[3] = "0.5"
+    data = load_text_classification(_labelled_csv(tmp_path / "ok.csv", scores))
+    assert sum(len(split) for split in data.splits.values()) == 40  # every row kept

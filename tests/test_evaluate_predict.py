@@ -142,13 +142,52 @@ def test_predict_top_k_and_standard_input(sentiment_run):
         assert line["top_k"][0]["label"] == line["label"]
 
 
+def test_predict_arguments_honour_output(sentiment_run, tmp_path, capsys):
+    """--output with texts on the command line: the lines go to the file (as they would to standard output), not to
+    standard output."""
+    texts = ["awful delay again", "lovely crew"]
+    expected = _predict_lines(sentiment_run, texts, capsys)
+    output = tmp_path / "arguments.jsonl"
+    assert predict.main([str(sentiment_run), *texts, "--output", str(output)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert output.read_text().splitlines() == expected
+    assert f"wrote 2 predictions to {output}" in captured.err
+
+
+def test_a_one_column_csv_without_a_header_keeps_its_first_row_and_says_so(sentiment_run, tmp_path, capsys):
+    texts = ["awful delay again", "lovely crew", "lost my bag"]
+    expected = [json.loads(line)["label"] for line in _predict_lines(sentiment_run, texts, capsys)]
+    for name, content, note in (("plain.csv", "".join(t + "\n" for t in texts), True),
+                                ("header.csv", "text\n" + "".join(t + "\n" for t in texts), False),
+                                ("plain.tsv", "".join(t + "\n" for t in texts), True)):
+        output = tmp_path / f"{name}.jsonl"
+        assert predict.main([str(sentiment_run), "--file", str(_write(tmp_path / name, content)), "--output", str(output)]) == 0
+        lines = [json.loads(line) for line in output.read_text().splitlines()]
+        assert [line["id"] for line in lines] == [0, 1, 2], name
+        assert [line["label"] for line in lines] == expected, name
+        err = capsys.readouterr().err
+        assert ("the first line included" in err and "--text_column 'awful delay again'" in err) == note, err
+
+
+def test_image_folder_ids_keep_the_path_inside_the_folder(tmp_path):
+    """cat/0.png and dog/0.png are two images: their ids must say which is which."""
+    from PIL import Image
+
+    for label in ("cat", "dog", "dog/young"):
+        (tmp_path / label).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / label / "0.png")
+    ids = [row_id for row_id, _ in predict.read_rows(str(tmp_path))]
+    assert ids == ["cat/0.png", "dog/0.png", "dog/young/0.png"]
+
+
 @pytest.mark.parametrize("case", ["missing run", "no file", "folder for text", "bad column", "not utf8", "bad type"])
 def test_bad_inputs_are_one_line_exit_2(case, sentiment_run, tmp_path, capsys):
     args = {
         "missing run": [str(tmp_path / "nope"), "--file", "x.txt"],
         "no file": [str(sentiment_run), "--file", str(tmp_path / "absent.csv")],
         "folder for text": [str(sentiment_run), "--file", str(tmp_path)],
-        "bad column": [str(sentiment_run), "--file", str(_write(tmp_path / "a.csv", "body\nhello\n"))],
+        "bad column": [str(sentiment_run), "--file", str(_write(tmp_path / "a.csv", "body,id\nhello,1\n"))],
         "not utf8": [str(sentiment_run), "--file", str(_write(tmp_path / "b.txt", b"\xff\xfe\xfa bad\n"))],
         "bad type": [str(sentiment_run), "--file", str(_write(tmp_path / "c.xlsx", "x"))],
     }[case]

@@ -129,6 +129,15 @@ def test_image_folder_labels_and_conversion_note(colour_folder):
     assert "grayscale (L)" in note and "palette (P)" in note and "RGBA" in note and "white" in note
 
 
+def test_an_empty_split_folder_of_a_class_other_splits_have_is_no_error(tmp_path):
+    """Only a class no folder holds images of vanishes (refused, see BAD_INPUTS); an empty test/blue is a small split."""
+    write_folder(tmp_path / "train", per_class=8, odd_modes=False)
+    write_folder(tmp_path / "test", per_class=3, classes={"red": COLOURS["red"], "green": COLOURS["green"]}, odd_modes=False)
+    (tmp_path / "test" / "blue").mkdir()
+    data = images.load_image_classification(str(tmp_path), seed=0)
+    assert data.label_names == ["blue", "green", "red"]
+
+
 def test_integer_labels_keep_numeric_order(tmp_path):
     """An image folder whose metadata.csv gives integer labels: the label set is 1, 2, 10 (numbers), as for text."""
     rng = np.random.default_rng(0)
@@ -274,6 +283,10 @@ def _bad_dataset(kind: str, root: Path) -> str:
         (root / "empty" / "cat").mkdir(parents=True)
         (root / "empty" / "cat" / "notes.txt").write_text("hello")
         return str(root / "empty")
+    if kind == "empty class folder":
+        folder = write_folder(root / "bird-less", per_class=4, classes={"cat": (1, 2, 3), "dog": (200, 100, 0)}, odd_modes=False)
+        (folder / "bird").mkdir()
+        return str(folder)
     if kind == "a file":
         (root / "data.csv").write_text("image,label\n")
         return str(root / "data.csv")
@@ -286,6 +299,7 @@ BAD_INPUTS = {
     "one class": ("one class", [], "has one class folder (cat)"),
     "no class folders": ("no class folders", [], "has no class folders"),
     "no images": ("no images", [], "no images"),
+    "empty class folder": ("empty class folder", [], "bird-less/bird holds no images"),
     "dataset is a file": ("a file", [], "is a file"),
     "missing folder": ("./no/such/folder", [], "does not exist"),
     "hub dataset offline": ("uoft-cs/cifar10", [], "HF_HUB_OFFLINE"),

@@ -229,3 +229,31 @@ def test_trials_keep_no_optimizer_state_nor_checkpoints_unless_asked_and_best_ya
             assert (config["keep_checkpoints"], config["save_only_model"]) == (1, False)
             assert list(trial.glob("checkpoints/pretrained/step_*/optimizer.bin"))
     assert sizes["now"] < sizes["asked"] / 2
+
+
+def test_a_continued_search_samples_new_points_not_the_first_ones_again(tmp_path):
+    """Each `finetune search` process opens the study afresh (open_study): the second process, continuing a study of
+    three trials, must not replay trials 0, 1 as its trials 3, 4 (the start-up points are random ones from the seed)."""
+    import warnings
+
+    from finetune.search import open_study, suggest
+
+    space = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+             "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2}}
+
+    def process(db, n):  # what one search process does: open the study, then ask for n trials
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna's notes on heartbeats outside optimize()
+            study = open_study(f"sqlite:///{db}", "s", "sentiment", True, seed=0)
+            points = []
+            for _ in range(n):
+                trial = study.ask()
+                points.append(suggest(trial, space))
+                study.tell(trial, 0.5)
+        return points
+
+    first = process(tmp_path / "a.db", 3)
+    continued = process(tmp_path / "a.db", 2)
+    assert not any(point in first for point in continued), (first, continued)
+    assert process(tmp_path / "b.db", 3) == first  # a fresh search is still fixed by its seed
+    assert process(tmp_path / "b.db", 2) == continued  # and so is the same continuation

@@ -235,3 +235,21 @@ def test_text_generation_study_reads_perplexity_lower_is_better_from_the_runs(tm
     table = study.format_table(report)
     assert "lower is better" in table and "perplexity" in table
     assert (tmp_path / "study" / study.FIGURE_FILE).stat().st_size > 0
+
+
+def test_a_size_larger_than_the_training_split_is_refused_before_any_cell(tmp_path, tiny_bert_dir):
+    """64 rows leave fewer than 64 to train on: "5000" must not train on those and be reported as 5,000."""
+    from conftest import write_tweets_csv
+
+    dataset = write_tweets_csv(tmp_path / "tiny.csv", per_class=32)
+    module, config_cls, _ = study.load_recipe("sentiment")
+    available = len(module.build_data(config_cls(dataset=str(dataset))).splits["train"])
+    assert 16 < available < 64
+    out = tmp_path / "s"
+    recipe_argv = ["--model", str(tiny_bert_dir), "--dataset", str(dataset)]
+    with pytest.raises(study.UserError) as err:
+        study.data_efficiency("sentiment", [16, 5000], [0], out, recipe_argv)
+    message = str(err.value)
+    assert f"--sizes 5000: the training split holds only {available} examples" in message
+    assert f"the largest possible size is {available}" in message and "\n" not in message
+    assert not list(out.glob("size_*"))  # refused before any cell trained

@@ -175,6 +175,7 @@ def load_image_folder(path: Path):
     if not images:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: an image folder holds one "
                         f"subfolder per class with the images inside (DIR/cat/1.png, DIR/dog/2.png)")
+    check_no_empty_class_folder(path, images)
     try:
         dataset = load_dataset("imagefolder", data_dir=str(path))
     except Exception as err:  # datasets raises many types for odd layouts
@@ -186,6 +187,17 @@ def load_image_folder(path: Path):
         raise UserError(f"{path} has {found}: classification needs at least two, one subfolder per class "
                         f"(DIR/cat/1.png, DIR/dog/2.png)")
     return dataset
+
+
+def check_no_empty_class_folder(path: Path, images: list[Path]) -> None:
+    """A class folder beside the others with no images in it would vanish from the label set without a word
+    (imagefolder names classes after the folders that hold images): one line names it."""
+    classes = {image.parent.name for image in images}
+    for parent in sorted({image.parent.parent for image in images if image.parent != path}):
+        for folder in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if folder.name not in classes:  # (an empty test/bird beside a train/bird with images is just a small split)
+                raise UserError(f"the class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add "
+                                f"images of that class, or remove the folder to train without it")
 
 
 def _image_column(raw, wanted: str, notes: list) -> str:

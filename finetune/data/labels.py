@@ -12,6 +12,7 @@ brings its own `label_names` / encoder; token classification encodes each tag wi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from numbers import Number
@@ -93,6 +94,21 @@ def label_key(value, class_names: list[str]) -> str:
     return str(value)
 
 
+def check_label_spellings(splits, column: str = "label") -> None:
+    """Text labels that differ only in case or surrounding spaces ("positive", "Positive", "positive ") are one
+    label written several ways: as classes of their own they would split it silently. One line names them."""
+    spellings: dict[str, set] = {}
+    for split in splits.values():
+        for value in split[column]:
+            if isinstance(value, str):
+                spellings.setdefault(value.strip().casefold(), set()).add(value)
+    clashes = [sorted(found) for found in spellings.values() if len(found) > 1]
+    if clashes:
+        shown = " and ".join(", ".join(repr(v) for v in found) for found in clashes[:3])
+        raise UserError(f"labels {shown} differ only in case or surrounding spaces: write each label one way in the data "
+                        f"(e.g. strip the spaces and lowercase them), or they would train as separate classes")
+
+
 def _sorted_names(names) -> list[str]:
     """Label names sorted as numbers when they all are numbers (2 before 10), else as text."""
     try:
@@ -139,6 +155,7 @@ def labelled_splits(raw, key_column, expected: Optional[list[str]] = None, seed:
         raise UserError(f"the label column holds {kind} values; a label is one string or number per example: pass "
                         f"--label_column with the column of labels")
     class_names = class_names_of(raw["train"])
+    check_label_spellings(raw)
     splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=is_labelled, extra=extra, aliases=aliases)
     names = label_names(splits["train"], class_names, expected)
     return encode_labels(splits, names, class_names), names, notes
@@ -155,8 +172,9 @@ HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label"
 def decide_problem_type(train, requested: str, label_columns: list[str], delimiter: Optional[str],
                         expected: Optional[list] = None) -> tuple[str, str]:
     """(problem type, why) from the `label` column of the train split: several 0/1 columns, lists or delimited
-    strings mean multi-label; a label set given with --labels means classes (labels written 0.0 / 1.0 too);
-    floats regression; anything else one label per example."""
+    strings mean multi-label; a label set given with --labels means classes (labels written 0.0 / 1.0 too), and so
+    do floats that are all whole numbers (a file that wrote 0/1 as 0.0/1.0; `why` names the flag for a score);
+    other floats regression; anything else one label per example."""
     if requested != "auto":
         return requested, "as asked"
     if len(label_columns) > 1:
@@ -169,6 +187,11 @@ def decide_problem_type(train, requested: str, label_columns: list[str], delimit
     if expected:
         return "single_label", "--labels names the classes"
     if getattr(feature, "dtype", "").startswith("float"):
+        values = sorted({value for value in train["label"] if value is not None})
+        if values and all(math.isfinite(value) and value.is_integer() for value in values):
+            shown = ", ".join(f"{value:g}" for value in values[:5]) + (", ..." if len(values) > 5 else "")
+            return "single_label", (f"the label column holds only whole numbers ({shown}), written as decimals: "
+                                    f"trained as {len(values)} classes; pass --problem_type regression to predict a score")
         return "regression", "the label column holds floating-point numbers"
     return "single_label", "one label per example"
 
@@ -210,9 +233,22 @@ def regression_splits(raw, key_column, seed: int = 42, extra: tuple = (), aliase
     raw = raw.cast_column("label", Value("float32"))
     # hidden test labels: GLUE writes -1 for STS-B's test scores, other datasets leave them empty
     labelled = lambda split: any(v is not None and v != -1 for v in split["label"])
+    for split_name, split in raw.items():
+        if labelled(split):  # (a split with no scores at all is dropped by make_splits, and says so)
+            check_scores(split["label"], split_name)
     splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=labelled, extra=extra, aliases=aliases)
-    splits = splits.filter(lambda batch: [v is not None for v in batch["label"]], batched=True, desc="labels")
     return splits, ["score"], notes
+
+
+def check_scores(values, split_name: str) -> None:
+    """Every target of a labelled regression split is a finite number: an empty or NaN one would be dropped (a row
+    lost without a word) and an infinite one makes the loss infinite (it looks like a too-high learning rate)."""
+    bad = [(row, value) for row, value in enumerate(values, start=1) if value is None or not math.isfinite(value)]
+    if bad:
+        shown = ", ".join(f"row {row}: {'empty/NaN' if value is None or math.isnan(value) else value}" for row, value in bad[:5])
+        raise UserError(f"{len(bad)} regression target(s) of the {split_name} split are empty, NaN or infinite ({shown}"
+                        f"{', ...' if len(bad) > 5 else ''}; rows count from 1 below a CSV header): put a finite number "
+                        f"there or remove those rows")
 
 
 def to_label_sets(raw, label_columns: list[str], delimiter: Optional[str]):
