@@ -7,7 +7,7 @@
 Contenders, each fine-tuning a fresh copy of the same model on the same examples, batch size, learning rate,
 weight decay, warmup + linear decay and gradient clipping, for one epoch:
 
-    engine                finetune.engine.train with finetune.data.text.make_loaders (length-grouped batches), in
+    engine                finetune.core.engine.train with finetune.data.text.make_loaders (length-grouped batches), in
                           the precision --mixed_precision chooses (auto: bf16 on a CPU that does bf16 natively)
     trainer               transformers.Trainer with its defaults (random batches, its default collator and optimizer)
     trainer_grouped       the same Trainer with train_sampling_strategy="group_by_length"
@@ -45,7 +45,7 @@ from typing import Optional
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from finetune.errors import UserError, user_errors_exit  # noqa: E402
+from finetune.core.errors import UserError, user_errors_exit  # noqa: E402
 
 CONTENDERS = ("engine", "trainer", "trainer_grouped", "trainer_bf16_grouped")
 TRAINERS = CONTENDERS[1:]
@@ -75,7 +75,7 @@ class BenchConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (all contenders)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Linear warmup share, then linear decay (all contenders)."})
     threads: Optional[int] = field(default=None, metadata={"help": "torch.set_num_threads for everything (default: torch's)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "The engine's --mixed_precision (auto: see finetune/precision.py)."})
+    mixed_precision: str = field(default="auto", metadata={"help": "The engine's --mixed_precision (auto: see finetune/core/precision.py)."})
     bf16_trainer_samples: Optional[int] = field(default=None, metadata={
         "help": "Examples for the Trainer bf16 contender (default: all, or two batches where bf16 is emulated)."})
     peak_size: int = field(default=2048, metadata={"help": "Side of the square matmul that measures the peak."})
@@ -185,7 +185,7 @@ def matmul_peak(size: int, reps: int, dtype_name: str = "float32") -> tuple[floa
 
     Returns (per wall second, per CPU second of this process).
     """
-    from finetune.precision import matmul_flops
+    from finetune.core.precision import matmul_flops
 
     return matmul_flops(dtype_name, size, reps)
 
@@ -196,15 +196,15 @@ def fresh_model(config: BenchConfig, source, tokenizer, label_names):
     """The same starting weights for every contender: the checkpoint plus a head drawn from the same seed."""
     from transformers import set_seed
 
-    from finetune.models import load_sequence_classifier
+    from finetune.models.loading import load_sequence_classifier
 
     set_seed(config.seed)
     return load_sequence_classifier(source, tokenizer, label_names)
 
 
 def run_engine(config: BenchConfig, model, tokenizer, tokenized, workdir: Path) -> dict:
-    from finetune import engine
-    from finetune.config import TrainingConfig
+    from finetune.core import engine
+    from finetune.core.config import TrainingConfig
     from finetune.data.text import make_loaders
 
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.batch_size, config.seed)
@@ -357,7 +357,7 @@ def plot(path: Path, summary: dict, rounds: list[dict], precision: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from finetune.report import save_figure
+    from finetune.reporting.report import save_figure
 
     fig, (ax_speed, ax_flops) = plt.subplots(1, 2, figsize=(11, 3.8))
     xs = range(len(CONTENDERS))
@@ -388,9 +388,9 @@ def run(config: BenchConfig) -> dict:
     import transformers
     from accelerate.state import AcceleratorState
 
-    from finetune.io import atomic_write_json
-    from finetune.models import load_tokenizer, non_embedding_parameters, resolve
-    from finetune.precision import choose, machine_facts
+    from finetune.core.run_directory import atomic_write_json
+    from finetune.models.loading import load_tokenizer, non_embedding_parameters, resolve
+    from finetune.core.precision import choose, machine_facts
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -476,7 +476,7 @@ def run(config: BenchConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    from finetune.config import parse_config
+    from finetune.core.config import parse_config
 
     with user_errors_exit():
         run(parse_config(BenchConfig, sys.argv[1:] if argv is None else argv))

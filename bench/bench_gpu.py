@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.io import atomic_write_json  # noqa: E402  (light: no torch)
+from finetune.core.run_directory import atomic_write_json  # noqa: E402  (light: no torch)
 
 RECIPES = {
     # recipe: (pretrained alias, Auto class for --random_init, overrides for a GPU)
@@ -102,7 +102,7 @@ def random_init(alias: str, auto_class: str, models_dir: Path, work: Path) -> st
 def non_embedding_parameters(run_dir: Path) -> int:
     import transformers
 
-    from finetune.models import non_embedding_parameters as count
+    from finetune.models.loading import non_embedding_parameters as count
 
     model = transformers.AutoModel.from_pretrained(run_dir)
     return count(model)
@@ -205,8 +205,8 @@ def run_vs_trainer_contender(contender: str, name: str, steps: int, warmup: int,
     timer = StepTimer(warmup, steps)
     try:
         if contender == "engine":
-            from finetune import engine
-            from finetune.config import TrainingConfig
+            from finetune.core import engine
+            from finetune.core.config import TrainingConfig
 
             loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
                                                  pin_memory=torch.cuda.is_available(),
@@ -225,7 +225,7 @@ def run_vs_trainer_contender(contender: str, name: str, steps: int, warmup: int,
         seconds = timer.close()
     finally:
         timer._handle.remove()
-    from finetune.models import non_embedding_parameters
+    from finetune.models.loading import non_embedding_parameters
 
     samples = (steps - warmup) * batch
     flops = 6 * non_embedding_parameters(model) * samples * tokens / seconds
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         print("error: bench_gpu.py needs a CUDA GPU (bench/bench_engine.py measures the CPU)", file=sys.stderr)
         return 2
     precision = "bf16" if torch.cuda.is_available() else "no"
-    from finetune.config import parse_config
+    from finetune.core.config import parse_config
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or args.out / "gpu_runs"

@@ -31,7 +31,7 @@ from typing import Optional
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from finetune.errors import UserError, user_errors_exit  # noqa: E402
+from finetune.core.errors import UserError, user_errors_exit  # noqa: E402
 
 TARGET_RATIO = 3.0
 
@@ -57,7 +57,7 @@ class PipelineBenchConfig:
 
 
 def recipe_config(config: PipelineBenchConfig, out: Path):
-    from finetune.config import parse_config
+    from finetune.core.config import parse_config
     from recipes import image_classification as recipe
 
     argv = ["--output_dir", str(out / "unused_run"), "--compare", "false"]
@@ -69,7 +69,7 @@ def recipe_config(config: PipelineBenchConfig, out: Path):
 
 def time_pipeline(loader, batches: int) -> dict:
     """samples/s out of `loader` over `batches` batches (epochs restart as needed); worker start-up included."""
-    from finetune.engine import set_epoch
+    from finetune.core.engine import set_epoch
 
     samples, epoch, started = 0, 0, time.perf_counter()
     while True:
@@ -89,8 +89,8 @@ def time_training(model, batches: list, precision: str, steps: int) -> dict:
 
     import torch
 
-    from finetune.config import TrainingConfig
-    from finetune.engine import make_optimizer
+    from finetune.core.config import TrainingConfig
+    from finetune.core.engine import make_optimizer
 
     optimizer = make_optimizer(model, TrainingConfig(learning_rate=1e-4))
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
@@ -120,8 +120,8 @@ def run(config: PipelineBenchConfig) -> dict:
     from accelerate.utils import set_seed
 
     from finetune.data.pipeline import default_num_workers, image_loaders, normalize_on_device
-    from finetune.io import atomic_write_json
-    from finetune.precision import choose, machine_facts
+    from finetune.core.run_directory import atomic_write_json
+    from finetune.core.precision import choose, machine_facts
 
     datasets.disable_progress_bars()
     out = Path(config.output_dir)
@@ -168,7 +168,7 @@ def run(config: PipelineBenchConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    from finetune.config import parse_config
+    from finetune.core.config import parse_config
 
     with user_errors_exit():
         run(parse_config(PipelineBenchConfig, sys.argv[1:] if argv is None else argv))

@@ -23,21 +23,21 @@ import importlib
 import pkgutil
 import sys
 
-from finetune.errors import UserError, user_errors_exit
+from finetune.core.errors import UserError, user_errors_exit
 
 VERBS = {
-    "predict": "finetune.predict",
-    "evaluate": "finetune.evaluate_run",
-    "export": "finetune.export",
-    "demo": "finetune.demo",
-    "generate": "finetune.generate",
-    "merge": "finetune.lora",
-    "push": "finetune.hub",
-    "figures": "finetune.figures",
-    "search": "finetune.search",
-    "compare": "finetune.compare",
-    "study": "finetune.study",
-    "clean": "finetune.clean",
+    "predict": "finetune.commands.predict",
+    "evaluate": "finetune.commands.evaluate",
+    "export": "finetune.commands.export",
+    "demo": "finetune.commands.demo",
+    "generate": "finetune.commands.generate",
+    "merge": "finetune.commands.merge",
+    "push": "finetune.commands.push",
+    "figures": "finetune.commands.figures",
+    "search": "finetune.commands.search",
+    "compare": "finetune.commands.compare",
+    "study": "finetune.commands.study",
+    "clean": "finetune.commands.clean",
 }
 
 

@@ -16,7 +16,7 @@
 #
 # Chapters 1-4 of `docs/transformer.md`. We compute scaled dot-product attention step by step on a toy
 # sentence, add the two masks, and check every number against PyTorch's own
-# `torch.nn.functional.scaled_dot_product_attention` and against this project's `finetune.scratch`.
+# `torch.nn.functional.scaled_dot_product_attention` and against this project's `finetune.models.scratch`.
 
 # %%
 import math
@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from finetune.scratch import causal_mask, padding_mask, scaled_dot_product_attention
+from finetune.models.scratch import causal_mask, padding_mask, scaled_dot_product_attention
 
 torch.manual_seed(0)
 
@@ -98,7 +98,7 @@ show(masked_weights, "padding & causal mask")
 # %% [markdown]
 # ## Checked against PyTorch
 #
-# Our hand computation, `finetune.scratch.scaled_dot_product_attention`, and PyTorch's fused kernel must agree.
+# Our hand computation, `finetune.models.scratch.scaled_dot_product_attention`, and PyTorch's fused kernel must agree.
 
 # %%
 ours, ours_weights = scaled_dot_product_attention(q, k, v, both)

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from finetune.scratch import MultiHeadAttention, sinusoidal_positional_encoding
+from finetune.models.scratch import MultiHeadAttention, sinusoidal_positional_encoding
 
 torch.manual_seed(0)
 
@@ -114,8 +114,7 @@ plt.show()
 # *it* look? The packaged MiniLM (pretrained, not fine-tuned) against a randomly initialised scratch model.
 
 # %%
-from finetune import figures
-
+from finetune.commands import figures
 panels = figures.attention_panels(None)  # the packaged MiniLM, and an untrained scratch model
 fig, axes = plt.subplots(1, 2, figsize=(14, 4))
 for ax, panel in zip(axes, panels):

@@ -24,7 +24,7 @@ import os
 import matplotlib.pyplot as plt
 import torch
 
-from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSeq2Seq
+from finetune.models.scratch import ScratchTransformerConfig, ScratchTransformerForSeq2Seq
 
 # The test suite runs every notebook with NOTEBOOK_TINY=1: the same cells, fewer steps.
 TINY = os.environ.get("NOTEBOOK_TINY") == "1"

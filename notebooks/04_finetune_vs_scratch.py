@@ -26,7 +26,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Image, display
 
-from finetune import report
+from finetune.reporting import report
 from recipes.sentiment import SentimentConfig, run
 
 # Settings. The test suite runs this notebook with NOTEBOOK_TINY=1 and a tiny model and data set
@@ -98,8 +98,7 @@ for text in ["the crew were wonderful, thank you!", "three hours on the tarmac a
 # attention before fine-tuning, after it, the difference, and the scratch model's attention after training.
 
 # %%
-from finetune import figures
-
+from finetune.commands import figures
 figures.main(["--run_dir", str(OUTPUT / "sentiment"), "--out", str(OUTPUT / "figures")])
 display(Image(filename=str(OUTPUT / "figures" / "attention_before_after.png")))
 print(json.loads((OUTPUT / "figures" / "attention_before_after.json").read_text())["mean_abs_change_per_layer"])

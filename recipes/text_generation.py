@@ -25,19 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune import recipe
-from finetune.config import TrainingConfig
-from finetune.errors import UserError
+from finetune.tasks import kit
+from finetune.core.config import TrainingConfig
+from finetune.core.errors import UserError
 
 TASK = "text_generation"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
-# finetune.evaluation.greater_is_better's.
+# finetune.core.evaluation.greater_is_better's.
 METRIC_FOR_BEST = "perplexity"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_generation.yaml"
 
 
 @dataclass
-class TextGenerationConfig(recipe.HubFields, TrainingConfig):
+class TextGenerationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/smollm2-tweets"
 
     model: str = field(default="smollm2", metadata={"help": "Hub name (gpt2, distilgpt2, ...), local folder, or offline alias (smollm2)."})
@@ -101,7 +101,7 @@ def build_pretrained(config: TextGenerationConfig):
     """The pretrained causal LM (LoRA-wrapped with --lora) and its tokenizer, padding = EOS where it has none."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from finetune.models import load_pretrained, load_tokenizer, resolve
+    from finetune.models.loading import load_pretrained, load_tokenizer, resolve
 
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
@@ -115,17 +115,17 @@ def build_pretrained(config: TextGenerationConfig):
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.lora:
-        from finetune.lora import apply_lora
+        from finetune.models.lora import apply_lora
 
         model = apply_lora(model, config, "CAUSAL_LM", base_path=source.path)
     return model, tokenizer, source
 
 
 def build_scratch(config: TextGenerationConfig, tokenizer):
-    """The teaching transformer as a decoder-only LM (finetune.scratch), same tokenizer, random weights."""
-    from finetune.scratch import ScratchTransformerForCausalLM
+    """The teaching transformer as a decoder-only LM (finetune.models.scratch), same tokenizer, random weights."""
+    from finetune.models.scratch import ScratchTransformerForCausalLM
 
-    scratch_config = recipe.scratch_config(
+    scratch_config = kit.scratch_config(
         "text-generation", config.scratch_d_model, config.scratch_layers, vocab_size=len(tokenizer),
         max_position_embeddings=max(256, config.block_size + config.max_new_tokens),
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -134,25 +134,27 @@ def build_scratch(config: TextGenerationConfig, tokenizer):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
-@recipe.holds_run_dir
+@kit.holds_run_dir
 def run(config: TextGenerationConfig) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
 
-    from finetune import engine, report
-    from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
-    from finetune.evaluation import LanguageModelEvaluator
-    from finetune.lora import describe, save_run_model
-    from finetune.models import count_parameters
+    from finetune.core import engine
 
-    state = recipe.start_run(config)
+    from finetune.reporting import report
+    from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
+    from finetune.core.evaluation import LanguageModelEvaluator
+    from finetune.models.lora import describe, save_run_model
+    from finetune.models.loading import count_parameters
+
+    state = kit.start_run(config)
     data = build_data(config)
     set_seed(config.seed)
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
-    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes])
     if config.model == "smollm2":
         state.print("- NOTE: GPT-2 weights are not available offline; SmolLM2-135M-Instruct stands in for them "
                     "(pass --model gpt2 where the Hub is reachable)")
@@ -164,7 +166,7 @@ def run(config: TextGenerationConfig) -> dict:
                 f"validation {sizes['validation']}; test {sizes['test']}")
     loaders = make_lm_loaders(blocks, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     evaluator = LanguageModelEvaluator()
-    results = {**recipe.results_header(TASK, "text-generation", config, source, data.notes[0], METRIC_FOR_BEST),
+    results = {**kit.results_header(TASK, "text-generation", config, source, data.notes[0], METRIC_FOR_BEST),
                "packing": config.packing, "block_size": config.block_size, "prompts": prompts, "models": []}
     generations = lambda m: sample_texts(m, tokenizer, prompts, config) if state.is_main_process else {}
 
@@ -197,7 +199,7 @@ def run(config: TextGenerationConfig) -> dict:
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch",
                                        metric_for_best=METRIC_FOR_BEST)
         save_run_model(trained_scratch, tokenizer, run_dir / "scratch")
-        scratch_entry = report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
+        scratch_entry = report.model_entry("scratch", "scratch-transformer", "finetune.models.scratch", "scratch",
                                            count_parameters(trained_scratch.model), trained_scratch)
         scratch_entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": scratch_val})
         scratch_entry["samples"] = {"after": generations(trained_scratch.model)}
@@ -205,7 +207,7 @@ def run(config: TextGenerationConfig) -> dict:
         perplexity["scratch"] = scratch_entry["test"]["perplexity"]
     results["perplexity"] = perplexity
 
-    recipe.finish_run(run_dir, config, results, table=format_report(results),
+    kit.finish_run(run_dir, config, results, table=format_report(results),
                       log_scale=True,  # from-scratch models start near the vocabulary size, pretrained ones near 10
                       where=f'(results.json, learning_curves.png; generate more: finetune generate {run_dir} "{prompts[0]}" --do_sample)')
     return results
@@ -213,7 +215,7 @@ def run(config: TextGenerationConfig) -> dict:
 
 def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationConfig) -> dict:
     """Greedy and seeded sampled continuations of `prompts` (the model's train/eval mode is left as it was)."""
-    from finetune.generate import generate_texts
+    from finetune.models.generate import generate_texts
 
     was_training = model.training
     model.eval()
@@ -226,8 +228,7 @@ def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationCon
 
 def held_out(model, loaders, evaluator, config, run_dir: Path, name: str, splits=("validation", "test")) -> list[dict]:
     """Perplexity of an untrained model on validation (the curves' step-0 point) and test (the headline)."""
-    from finetune import engine
-
+    from finetune.core import engine
     accelerator = engine.make_accelerator(config, run_dir / "logs")
     prepared = accelerator.prepare(model)
     return [engine.evaluate(prepared, accelerator.prepare(loaders[split]), evaluator, accelerator,
@@ -236,8 +237,7 @@ def held_out(model, loaders, evaluator, config, run_dir: Path, name: str, splits
 
 def format_report(results: dict) -> str:
     """The comparison table (with the untrained pretrained model as a row) and the sample generations."""
-    from finetune import report
-
+    from finetune.reporting import report
     pretrained = results["models"][0]
     before_row = {**pretrained, "role": "before fine-tuning", "test": pretrained["before"], "train_seconds": 0.0,
                   "samples_per_second": 0.0}
@@ -251,7 +251,7 @@ def format_report(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    return recipe.main(TextGenerationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(TextGenerationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

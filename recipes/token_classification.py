@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune import recipe
-from finetune.config import TrainingConfig
-from finetune.errors import UserError
+from finetune.tasks import kit
+from finetune.core.config import TrainingConfig
+from finetune.core.errors import UserError
 
 TASK = "token_classification"
 PIPELINE_TAG = "token-classification"
@@ -35,7 +35,7 @@ SCHEMES = ("IOB1", "IOB2", "IOBES")
 
 
 @dataclass
-class TokenClassificationConfig(recipe.HubFields, TrainingConfig):
+class TokenClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-conll2003"
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
@@ -82,7 +82,7 @@ def build_data(config: TokenClassificationConfig):
     data = load_token_classification(
         config.dataset, config.tokens_column, config.tags_column, config.labels, config.tag_index, config.tag_scheme,
         config.convert_tags_to, config.repair_tags, config.seed, config.dataset_config)
-    return recipe.limit_samples(data, config)
+    return kit.limit_samples(data, config)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -91,25 +91,25 @@ def build_pretrained(config: TokenClassificationConfig, label_names: list[str]):
     """The pretrained checkpoint with a fresh per-token head (LoRA-wrapped with --lora), and its tokenizer."""
     from transformers import AutoModelForTokenClassification
 
-    from finetune.models import head_labels, load_pretrained, load_tokenizer, resolve
+    from finetune.models.loading import head_labels, load_pretrained, load_tokenizer, resolve
 
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     model = load_pretrained(AutoModelForTokenClassification.from_pretrained, source, "model",
                             **head_labels(label_names), ignore_mismatched_sizes=True)
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.lora import apply_lora
+        from finetune.models.lora import apply_lora
 
         model = apply_lora(model, config, "TOKEN_CLS", base_path=source.path)
     return model, tokenizer, source
 
 
 def build_scratch(config: TokenClassificationConfig, tokenizer, label_names: list[str]):
-    """The teaching transformer with a per-token head (finetune.scratch), same tokenizer, randomly initialised."""
-    from finetune.models import head_labels
-    from finetune.scratch import ScratchTransformerForTokenClassification
+    """The teaching transformer with a per-token head (finetune.models.scratch), same tokenizer, randomly initialised."""
+    from finetune.models.loading import head_labels
+    from finetune.models.scratch import ScratchTransformerForTokenClassification
 
-    scratch_config = recipe.scratch_config(
+    scratch_config = kit.scratch_config(
         PIPELINE_TAG, config.scratch_d_model, config.scratch_layers,
         vocab_size=len(tokenizer), max_position_embeddings=max(512, config.max_length),
         pad_token_id=tokenizer.pad_token_id, **head_labels(label_names))
@@ -118,25 +118,27 @@ def build_scratch(config: TokenClassificationConfig, tokenizer, label_names: lis
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
-@recipe.holds_run_dir
+@kit.holds_run_dir
 def run(config: TokenClassificationConfig) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
 
-    from finetune import engine, report
-    from finetune.data.tokens import make_loaders, tokenize_and_align
-    from finetune.evaluation import TokenClassificationEvaluator
-    from finetune.lora import save_run_model
-    from finetune.models import count_parameters, save_model
+    from finetune.core import engine
 
-    state = recipe.start_run(config)
+    from finetune.reporting import report
+    from finetune.data.tokens import make_loaders, tokenize_and_align
+    from finetune.core.evaluation import TokenClassificationEvaluator
+    from finetune.models.lora import save_run_model
+    from finetune.models.loading import count_parameters, save_model
+
+    state = kit.start_run(config)
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source = build_pretrained(config, data.label_names)
     tokenized, truncation_notes = tokenize_and_align(data.splits, tokenizer, config.max_length, data.label_names,
                                                      config.label_all_tokens)
-    run_dir = recipe.open_run_dir(config, state, [source.note, *data.notes, *truncation_notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes, *truncation_notes])
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     state.print(f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test "
                 f"{len(tokenized['test'])} sentences; tags {data.label_names}")
@@ -144,7 +146,7 @@ def run(config: TokenClassificationConfig) -> dict:
     # Entity F1 as seqeval computes it, on words (first sub-tokens), in the data's scheme.
     evaluator = TokenClassificationEvaluator(data.label_names, config.max_length,
                                              mode="strict" if config.strict else "lenient", scheme=data.scheme)
-    results = {**recipe.results_header(TASK, PIPELINE_TAG, config, source, data.notes[0], METRIC_FOR_BEST),
+    results = {**kit.results_header(TASK, PIPELINE_TAG, config, source, data.notes[0], METRIC_FOR_BEST),
                "labels": data.label_names, "tag_scheme": data.scheme, "models": []}
 
     # 1. The pretrained model, fine-tuned.
@@ -161,17 +163,17 @@ def run(config: TokenClassificationConfig) -> dict:
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
-        results["models"].append({**report.model_entry("scratch", "scratch-transformer", "finetune.scratch", "scratch",
+        results["models"].append({**report.model_entry("scratch", "scratch-transformer", "finetune.models.scratch", "scratch",
                                                        count_parameters(trained_scratch.model), trained_scratch),
                                   "test_per_type": evaluator.per_type})
 
-    recipe.finish_run(run_dir, config, results,
+    kit.finish_run(run_dir, config, results,
                       f'(results.json, learning_curves.png, the model: finetune predict {run_dir} "Angela Merkel met Emmanuel Macron in Paris")')
     return results
 
 
 def main(argv=None) -> int:
-    return recipe.main(TokenClassificationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(TokenClassificationConfig, run, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ transformers_logging.get_logger("transformers")
 
 @pytest.fixture(scope="session")
 def minilm_dir():
-    from finetune.assets import resolve_model
+    from finetune.models.assets import resolve_model
 
     return resolve_model("minilm")
 

@@ -53,7 +53,7 @@ elif point == "save":
 
     checkpointing.save = save
 elif point == "commit":
-    import finetune.engine as engine
+    import finetune.core.engine as engine
 
     original_commit = engine.commit_dir
 
@@ -75,7 +75,7 @@ elif point == "best":
 
     safetensors.torch.save_file = save_file
 elif point == "final":
-    import finetune.io as io
+    import finetune.core.run_directory as io
 
     original_replace = os.replace
 
@@ -84,7 +84,7 @@ elif point == "final":
         if "/.save." in str(src) and reached("final"):
             die()
 
-    io.os = type(sys)("os_with_a_trap")  # only finetune.io sees the trapped os.replace
+    io.os = type(sys)("os_with_a_trap")  # only finetune.core.run_directory sees the trapped os.replace
     io.os.__dict__.update(os.__dict__)
     io.os.replace = replace
 elif point == "hold":
@@ -103,7 +103,7 @@ elif point == "replaced":
     import shutil
     from pathlib import Path
 
-    import finetune.io as io
+    import finetune.core.run_directory as io
 
     original_rmtree = shutil.rmtree
 
@@ -113,7 +113,7 @@ elif point == "replaced":
             die()
         original_rmtree(path, *args, **kwargs)
 
-    io.shutil = type(sys)("shutil_with_a_trap")  # only finetune.io sees the trapped rmtree
+    io.shutil = type(sys)("shutil_with_a_trap")  # only finetune.core.run_directory sees the trapped rmtree
     io.shutil.__dict__.update(shutil.__dict__)
     io.shutil.rmtree = rmtree
 elif point != "none":

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bad_inputs import assert_one_line_error, run_cli, snapshot  # noqa: E402
 from tiny_models import tiny_gpt2, tiny_vit  # noqa: E402
 
-from finetune import io  # noqa: E402
+from finetune.core import run_directory  # noqa: E402
 
 
 def png_claiming(width, height) -> bytes:
@@ -98,7 +98,7 @@ def runs(tmp_path_factory, tiny_bert_dir):
     earlier.mkdir()
     (earlier / "results.json").write_text('{"earlier": "run"}')
     (earlier / "model.safetensors").write_bytes(b"earlier weights")
-    io._write_manifest(earlier, status="finished", files=["model.safetensors", "results.json"])
+    run_directory._write_manifest(earlier, status="finished", files=["model.safetensors", "results.json"])
     return {"classifier": classifier, "lm": lm, "vit": vit, "earlier": earlier}
 
 

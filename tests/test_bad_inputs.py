@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from finetune import cli
-from finetune.io import finish_run_dir
+from finetune.core.run_directory import finish_run_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import tiny_gpt2  # noqa: E402

@@ -48,7 +48,7 @@ def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_
     # Same examples: the real tokens trained on agree across contenders.
     assert len({round_[n]["real_tokens"] for n in CONTENDERS}) == 1
     # The engine trained in what auto chose here; Trainer bf16 in bf16; the peak is the engine's precision's.
-    from finetune.precision import choose
+    from finetune.core.precision import choose
 
     assert round_["engine"]["precision"] == report["engine_precision"] == choose("auto", device="cpu").precision
     assert round_["trainer_bf16_grouped"]["precision"] == "bf16" and round_["trainer"]["precision"] == "no"

@@ -1,4 +1,4 @@
-"""finetune.card: written atomically, facts from results.json (not guessed), no local filesystem path in it; and
+"""finetune.reporting.card: written atomically, facts from results.json (not guessed), no local filesystem path in it; and
 the provenance facts a run records (finetune.data.provenance, ModelSource.origin)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 RESULTS = {
     "task": "regression-demo", "pipeline_tag": "text-classification", "dataset": "tweets",
@@ -31,7 +31,7 @@ def _run_dir(tmp_path: Path, **changes) -> Path:
 
 
 def test_lower_is_better_comes_from_results_not_from_the_metric_name(tmp_path):
-    from finetune.card import build_model_card
+    from finetune.reporting.card import build_model_card
 
     text = build_model_card(_run_dir(tmp_path)).text  # "mae" is on no list: results.json says lower is better
     assert "scores mae 0.2 against 0.5" in text and "(better; lower is better)" in text
@@ -40,8 +40,8 @@ def test_lower_is_better_comes_from_results_not_from_the_metric_name(tmp_path):
 
 
 def test_card_is_written_atomically_a_failed_write_keeps_the_old_card(tmp_path, monkeypatch):
-    import finetune.io
-    from finetune.card import write_model_card
+    import finetune.core.run_directory
+    from finetune.reporting.card import write_model_card
 
     run = _run_dir(tmp_path)
     (run / "README.md").write_text("the card the user edited\n")
@@ -49,7 +49,7 @@ def test_card_is_written_atomically_a_failed_write_keeps_the_old_card(tmp_path, 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(finetune.io.os, "fsync", full_disk)  # the new card's bytes never reach the disk
+    monkeypatch.setattr(finetune.core.run_directory.os, "fsync", full_disk)  # the new card's bytes never reach the disk
     with pytest.raises(UserError, match="disk is full"):
         write_model_card(run)
     assert (run / "README.md").read_text() == "the card the user edited\n"
@@ -59,11 +59,11 @@ def test_card_is_written_atomically_a_failed_write_keeps_the_old_card(tmp_path, 
 
 
 def test_hub_keeps_the_card_functions_as_aliases():
-    import finetune.card
-    import finetune.hub
+    import finetune.reporting.card
+    import finetune.reporting.hub
 
-    assert finetune.hub.write_model_card is finetune.card.write_model_card
-    assert finetune.hub.build_model_card is finetune.card.build_model_card
+    assert finetune.reporting.hub.write_model_card is finetune.reporting.card.write_model_card
+    assert finetune.reporting.hub.build_model_card is finetune.reporting.card.build_model_card
 
 
 def test_is_hub_dataset(tmp_path):
@@ -77,7 +77,7 @@ def test_is_hub_dataset(tmp_path):
 
 
 def test_model_source_names_the_model_without_a_path(minilm_dir, tiny_bert_dir):
-    from finetune.models import resolve
+    from finetune.models.loading import resolve
 
     alias = resolve("minilm")
     assert (alias.hub_id, alias.label) == (None, "minilm")
@@ -91,10 +91,10 @@ def test_model_source_names_the_model_without_a_path(minilm_dir, tiny_bert_dir):
 def test_a_run_records_the_facts_and_its_card_shows_no_local_path(tmp_path, monkeypatch, tiny_bert_dir, tweets_small_csv):
     """A real (tiny) sentiment run from a local model folder and a local CSV: results.json states the card's facts,
     the card names the model by its folder's name, and no absolute path of this machine appears in it. Training
-    must not import finetune.hub when there is no push (the card is finetune.card's)."""
+    must not import finetune.reporting.hub when there is no push (the card is finetune.reporting.card's)."""
     from recipes.sentiment import SentimentConfig, run
 
-    monkeypatch.setitem(sys.modules, "finetune.hub", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "finetune.reporting.hub", None)  # importing it now raises ImportError
     out = tmp_path / "run"
     results = run(SentimentConfig(output_dir=str(out), model=str(tiny_bert_dir), dataset=str(tweets_small_csv),
                                   max_length=24, batch_size=16, max_train_samples=32, max_eval_samples=16,

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from finetune import engine
-from finetune.config import TrainingConfig
-from finetune.errors import UserError
+from finetune.core import engine
+from finetune.core.config import TrainingConfig
+from finetune.core.errors import UserError
 
 
 class Net(torch.nn.Module):

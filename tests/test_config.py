@@ -1,7 +1,7 @@
 import pytest
 
-from finetune.config import TrainingConfig, parse_config
-from finetune.errors import UserError
+from finetune.core.config import TrainingConfig, parse_config
+from finetune.core.errors import UserError
 from recipes.sentiment import DEFAULT_CONFIG, SentimentConfig
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.convert import gpt2_tokenizer
+from finetune.models.convert import gpt2_tokenizer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("whisper") is None, reason="needs openai-whisper (pip install --no-deps openai-whisper)"
@@ -134,7 +134,7 @@ def test_matches_tiktoken(tokenizer):
 
 
 def test_missing_package_is_a_user_error(monkeypatch):
-    from finetune.errors import UserError
+    from finetune.core.errors import UserError
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

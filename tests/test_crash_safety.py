@@ -21,9 +21,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune import engine
+from finetune.core import engine
 from recipes.sentiment import main
-from finetune.io import finish_run_dir
+from finetune.core.run_directory import finish_run_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

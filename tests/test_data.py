@@ -4,7 +4,7 @@ import pytest
 
 from finetune.data.sampling import LengthGroupedBatchSampler, padding_fraction
 from finetune.data.text import load_text_classification
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 
 def test_length_grouping_cuts_padding_and_keeps_every_example():

@@ -13,8 +13,7 @@ import urllib.request
 
 import pytest
 
-from finetune import demo, predict
-
+from finetune.commands import demo, predict
 CHROMIUM = os.environ.get("FINETUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -61,7 +60,7 @@ def server(sentiment_run):
 
 @pytest.fixture(scope="module")
 def expected_label(sentiment_run):
-    from finetune.runs import open_run
+    from finetune.tasks.runs import open_run
 
     run = open_run(sentiment_run, attentions=True)  # as the app loads it
     labels, _ = demo.classify_text(run, TEXT)
@@ -140,7 +139,7 @@ def test_heatmap_is_the_models_own_attention(sentiment_run):
     """The drawn matrix is the last layer's mean attention: rows sum to 1 and match BERT's eager attention."""
     import torch
 
-    from finetune.runs import open_run
+    from finetune.tasks.runs import open_run
 
     run = open_run(sentiment_run, attentions=True)
     encoded = run.processor(TEXT, return_tensors="pt")

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from finetune import engine
-from finetune.config import TrainingConfig
+from finetune.core import engine
+from finetune.core.config import TrainingConfig
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 
 class Recorder(torch.nn.Module):
@@ -192,8 +192,8 @@ def test_a_bad_keep_checkpoints_is_one_line(bad):
 
 
 def test_save_only_model_checkpoints_hold_weights_only_but_the_last_is_full(tmp_path):
-    from finetune import io, lean
-
+    from finetune.core import run_directory
+    from finetune.core.checkpoints import lean
     sizes = {}
     for only in (False, True):
         out = tmp_path / f"only_{only}"
@@ -201,7 +201,7 @@ def test_save_only_model_checkpoints_hold_weights_only_but_the_last_is_full(tmp_
                                 save_only_model=only)
         engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, out, "toy")
         during, last = sorted((out / "checkpoints" / "toy").glob("step_*"))  # steps 8 and 10
-        sizes[only] = io.folder_bytes(during)
+        sizes[only] = run_directory.folder_bytes(during)
         assert (during / "optimizer.bin").is_file() is not only and lean.weights_only_checkpoint(during) is only
         assert (during / "model.safetensors").is_file()
         assert (last / "optimizer.bin").is_file() and not lean.weights_only_checkpoint(last)  # the end: full

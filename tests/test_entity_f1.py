@@ -7,7 +7,7 @@ import pytest
 from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import IOB1, IOB2, IOBES
 
-from finetune.metrics import load_metric
+from finetune.core.metrics import load_metric
 
 TYPES = ("PER", "LOC", "ORG")
 

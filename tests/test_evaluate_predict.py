@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune import evaluate_run, predict
-
-
+from finetune.commands import evaluate, predict
 def _results(run_dir):
     return json.loads((Path(run_dir) / "results.json").read_text())
 
@@ -20,7 +18,7 @@ def test_evaluate_reproduces_the_runs_test_metrics_exactly(sentiment_run, sentim
     for folder, root, role in ((sentiment_run, sentiment_run, "pretrained"), (sentiment_run / "scratch", sentiment_run, "scratch"),
                                (sentiment_lora_run, sentiment_lora_run, "pretrained")):
         output = tmp_path / f"{root.name}-{role}.json"
-        assert evaluate_run.main([str(folder), "--output", str(output)]) == 0
+        assert evaluate.main([str(folder), "--output", str(output)]) == 0
         report = json.loads(output.read_text())
         expected = next(m for m in _results(root)["models"] if m["role"] == role)["test"]
         assert report["split"] == "test"
@@ -37,7 +35,7 @@ def test_per_class_table_matches_scikit_learn():
 
     references = [0, 0, 1, 2, 2, 2, 1, 0, 2, 1]
     predictions = [0, 1, 1, 2, 0, 2, 1, 0, 1, 1]
-    table = evaluate_run.per_class(references, predictions, ["a", "b", "c"])
+    table = evaluate.per_class(references, predictions, ["a", "b", "c"])
     precision, recall, f1, support = precision_recall_fscore_support(references, predictions, zero_division=0)
     for i, name in enumerate("abc"):
         assert table[name]["precision"] == pytest.approx(precision[i])
@@ -50,7 +48,7 @@ def test_evaluate_a_new_file_scores_every_row_and_names_an_unknown_label(sentime
     good = tmp_path / "new.csv"
     good.write_text("text,label\nawful service,negative\nlovely crew,positive\nlost my bag,negative\n")
     output = tmp_path / "new.json"
-    assert evaluate_run.main([str(sentiment_run), "--dataset", str(good), "--output", str(output)]) == 0
+    assert evaluate.main([str(sentiment_run), "--dataset", str(good), "--output", str(output)]) == 0
     report = json.loads(output.read_text())
     assert report["split"] == "all" and report["examples"] == 3
     labels = [json.loads(line)["label"] for line in _predict_lines(sentiment_run, ["awful service", "lovely crew", "lost my bag"], capsys)]
@@ -61,7 +59,7 @@ def test_evaluate_a_new_file_scores_every_row_and_names_an_unknown_label(sentime
     bad.write_text("text,label\nawful service,negative\nmeh,neutral\n")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        evaluate_run.main([str(sentiment_run), "--dataset", str(bad)])
+        evaluate.main([str(sentiment_run), "--dataset", str(bad)])
     assert exit_info.value.code == 2
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "'neutral'" in err[0]
@@ -102,7 +100,7 @@ def test_predict_file_writes_one_line_per_row_in_order_equal_to_arguments(sentim
 
 def test_predict_streams_without_holding_the_outputs(sentiment_run, tmp_path):
     """Rows are read lazily and each line is written before the rest of the input is read."""
-    from finetune.runs import open_run
+    from finetune.tasks.runs import open_run
 
     written, consumed = [], []
 
@@ -227,15 +225,17 @@ def test_a_run_still_being_written_is_refused_by_every_reader(sentiment_run, tmp
     finished model: predict, evaluate, export and push each say so in one line and write nothing."""
     import shutil
 
-    from finetune import export, hub
-    from finetune.io import MANIFEST
+    from finetune.commands import export
+
+    from finetune.reporting import hub
+    from finetune.core.run_directory import MANIFEST
 
     run = tmp_path / "busy"
     shutil.copytree(sentiment_run, run)
     (run / MANIFEST).write_text(json.dumps({"format": 1, "status": "running"}))
     before = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
     for verb, call in (("predict", lambda: predict.main([str(run), "great flight"])),
-                       ("evaluate", lambda: evaluate_run.main([str(run)])),
+                       ("evaluate", lambda: evaluate.main([str(run)])),
                        ("export", lambda: export.main([str(run)])),
                        ("push", lambda: hub.main([str(run), "--repo_id", "someone/busy"]))):
         with pytest.raises(SystemExit) as exit_info:

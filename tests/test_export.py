@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import export
-
+from finetune.commands import export
 pytestmark = pytest.mark.slow  # each export traces a model with torch.export: seconds apiece
 
 # Runs in a fresh interpreter: only onnxruntime, numpy and transformers' tokenizer / image processor.
@@ -52,7 +51,7 @@ def fresh_session(folder: Path, inputs: list) -> dict:
 
 
 def pytorch_logits(model_dir: Path, feeds: dict) -> np.ndarray:
-    from finetune.runs import open_run
+    from finetune.tasks.runs import open_run
 
     model = open_run(model_dir).model
     tensors = {k: torch.tensor(v) for k, v in feeds.items()}
@@ -89,8 +88,7 @@ def check_export(model_dir: Path, inputs: list, capsys, quantize=False):
 
 
 def test_bert_classifier_and_its_scratch_model_export(sentiment_run, capsys):
-    from finetune import predict
-
+    from finetune.commands import predict
     for model_dir in (sentiment_run, sentiment_run / "scratch"):
         info, result, _ = check_export(model_dir, TEXTS, capsys)
         assert info["kind"] == "text-classification"

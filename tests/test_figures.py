@@ -7,8 +7,8 @@ import shutil
 import pytest
 from transformers import AutoTokenizer
 
-from finetune import figures
-from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
+from finetune.commands import figures
+from finetune.models.scratch import ScratchTransformerConfig, ScratchTransformerForSequenceClassification
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_gpt2_classifier_pads_with_eos_and_pools_the_last_real_token(tmp_path, g
 
 
 def test_gpt2_classifier_with_lora_saves_adapter_and_head(tmp_path, gpt2_dir, tweets_small_csv):
-    from finetune.predict import pipeline_for
+    from finetune.commands.predict import pipeline_for
 
     config = _config(tmp_path, gpt2_dir, tweets_small_csv, lora=True, lora_r=4, max_train_samples=32)
     run(config)

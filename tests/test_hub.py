@@ -1,6 +1,6 @@
-"""finetune.hub: the model card, what a push selects, and a real push + pull through a fake Hub on loopback.
+"""finetune.reporting.hub: the model card, what a push selects, and a real push + pull through a fake Hub on loopback.
 
-The pushes run `python -m finetune.hub ...` in a child process with HF_HUB_OFFLINE=0 and HF_ENDPOINT pointing at
+The pushes run `python -m finetune.reporting.hub ...` in a child process with HF_HUB_OFFLINE=0 and HF_ENDPOINT pointing at
 the fake hub (tests/hub_server.py): huggingface_hub reads both variables when it is imported, and this test process
 keeps HF_HUB_OFFLINE=1 like every other test. Each child also gets its own empty HF_HOME, so no real token or
 cache on the machine can leak in. `test_push_run_in_offline_process` covers the other way in: push_run called in
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is not a package: import the fake hub by path
 from hub_server import READ_TOKEN, USER, WRITE_TOKEN, FakeHub  # noqa: E402
@@ -40,7 +40,7 @@ RESULTS = {
          "parameters": 22713218, "train_seconds": 123.4, "train_samples": 8000, "samples_per_second": 30.1,
          "test": {"accuracy": 0.9, "f1": 0.88},
          "history": [{"step": 100, "epoch": 1.0, "train_loss": 0.31, "eval": {"accuracy": 0.89, "f1": 0.87}}]},
-        {"role": "scratch", "name": "scratch-transformer", "source": "finetune.scratch", "dir": "scratch",
+        {"role": "scratch", "name": "scratch-transformer", "source": "finetune.models.scratch", "dir": "scratch",
          "parameters": 9000000, "train_seconds": 40.2, "train_samples": 8000, "samples_per_second": 200.0,
          "test": {"accuracy": 0.81, "f1": 0.78}, "history": []},
     ],
@@ -121,7 +121,7 @@ def _env(tmp_path: Path, endpoint: str, token: str | None = WRITE_TOKEN, **extra
 
 
 def _push(run: Path, repo_id: str, env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "finetune.hub", str(run), "--repo_id", repo_id, *args]
+    cmd = [sys.executable, "-m", "finetune.reporting.hub", str(run), "--repo_id", repo_id, *args]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -152,7 +152,7 @@ PUSHED = {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "to
 def test_model_card_metadata_and_body(run_dir):
     from huggingface_hub import ModelCard
 
-    from finetune.hub import write_model_card
+    from finetune.reporting.hub import write_model_card
 
     path = write_model_card(run_dir)
     assert path == run_dir / "README.md"
@@ -188,7 +188,7 @@ def test_model_card_metadata_and_body(run_dir):
 def test_model_card_hub_names_and_generation(run_dir):
     from huggingface_hub import ModelCard
 
-    from finetune.hub import write_model_card
+    from finetune.reporting.hub import write_model_card
 
     results = json.loads((run_dir / "results.json").read_text())
     results.update(task="text-generation", pipeline_tag="text-generation", dataset="roneneldan/TinyStories",
@@ -211,14 +211,14 @@ def test_model_card_hub_names_and_generation(run_dir):
 
 
 def test_card_needs_results(tmp_path):
-    from finetune.hub import write_model_card
+    from finetune.reporting.hub import write_model_card
 
     with pytest.raises(UserError, match="results.json is missing"):
         write_model_card(tmp_path)
 
 
 def test_select_files(run_dir):
-    from finetune.hub import select_files
+    from finetune.reporting.hub import select_files
 
     files = select_files(run_dir)
     assert set(files) == PUSHED - {"README.md"}  # no card yet; never checkpoints/, logs/, scratch/
@@ -312,7 +312,7 @@ def test_push_run_in_offline_process(run_dir, hub, tmp_path, monkeypatch):
     """push_run called where HF_HUB_OFFLINE=1 (as at the end of training) pushes from a child process."""
     from huggingface_hub import constants
 
-    from finetune.hub import push_run
+    from finetune.reporting.hub import push_run
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # the child inherits it: no real login, no cache
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -362,7 +362,7 @@ def test_unreachable_endpoint(run_dir, tmp_path):
 
 
 def test_connection_dropped_mid_upload_then_retry(run_dir, hub, tmp_path):
-    from finetune.hub import write_model_card
+    from finetune.reporting.hub import write_model_card
 
     # The single-commit path (what clients without hf_xet use) does not retry a commit: the drop surfaces.
     env = _env(tmp_path, hub.url, HF_HUB_DISABLE_XET="1")
@@ -379,7 +379,7 @@ def test_connection_dropped_mid_upload_then_retry(run_dir, hub, tmp_path):
     assert hub.requests_to(r"/commit/main$")[-1][2] == 0  # the fake really dropped it
     retry = _push(run_dir, f"{USER}/flaky", env)
     assert retry.returncode == 0, retry.stderr
-    from finetune.card import public_record  # the published record: this machine's paths cut to their last part
+    from finetune.reporting.card import public_record  # the published record: this machine's paths cut to their last part
 
     assert hub.files(f"{USER}/flaky")["results.json"].decode() == public_record("results.json", (run_dir / "results.json").read_text())
     assert _hashes(run_dir) == before
@@ -442,8 +442,7 @@ def test_train_with_push_to_hub_then_load_back(long_lived_hub, tmp_path, monkeyp
 def test_nothing_pushed_holds_a_local_path(sentiment_run, hub, tmp_path, tmp_path_factory):
     """A real run (model, data and run directory all local), its scratch model exported to ONNX, pushed whole:
     no pushed file, the export folder's included, names a place on this machine."""
-    from finetune import export
-
+    from finetune.commands import export
     run = tmp_path / "sentiment"
     shutil.copytree(sentiment_run, run, ignore=shutil.ignore_patterns("onnx"))
     assert export.main([str(run / "scratch")]) == 0

@@ -13,9 +13,9 @@ from PIL import Image
 from tiny_models import tiny_vit
 
 from finetune.data import images
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 from recipes.image_classification import ImageClassificationConfig, build_pretrained, fit_resolution, main, run
-from finetune.io import finish_run_dir
+from finetune.core.run_directory import finish_run_dir
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 210)}
 
@@ -190,8 +190,7 @@ def test_offline_default_is_the_dinov2_backbone_with_interpolated_positions(tmp_
 # ---- the recipe end to end ----------------------------------------------------------------------------------------
 
 def test_end_to_end_on_an_image_folder_then_predict(tmp_path, tiny_vit_dir, colour_folder, capsys):
-    from finetune import predict
-
+    from finetune.commands import predict
     out = tmp_path / "run"
     code = main(["--output_dir", str(out), "--model", str(tiny_vit_dir), "--dataset", str(colour_folder),
                  "--image_size", "16", "--freeze_layers", "1", "--batch_size", "8", "--num_epochs", "3", "--learning_rate", "3e-3",
@@ -237,7 +236,7 @@ def _weights(path):
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_vit_dir, colour_folder):
     """Augmentation draws from torch's global generator, which checkpoints carry: a resumed run is the same run."""
-    from finetune.engine import TrainingInterrupted
+    from finetune.core.engine import TrainingInterrupted
 
     straight = tiny_config(tmp_path / "a", tiny_vit_dir, colour_folder)
     run(straight)
@@ -334,8 +333,7 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
 
 
 def test_predict_refuses_an_unreadable_image(tmp_path, tiny_vit_dir, capsys):
-    from finetune import predict
-
+    from finetune.commands import predict
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(SystemExit) as exit_info:
         predict.main([str(tiny_vit_dir), str(tmp_path / "bad.png")])

@@ -1,4 +1,4 @@
-"""Lean run directories (finetune/lean.py): LoRA checkpoints hold only the trainable weights and still resume
+"""Lean run directories (finetune/core/checkpoints/lean.py): LoRA checkpoints hold only the trainable weights and still resume
 exactly; a full fine-tune keeps its best weights once; the last line reports the run directory's size."""
 
 import json
@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_run_dir import run_main  # noqa: E402
 
-from finetune import engine, lean  # noqa: E402
+from finetune.core import engine  # noqa: E402
+
+from finetune.core.checkpoints import lean
 
 
 def args(out, model, dataset, *extra):
@@ -113,46 +115,44 @@ def last_line_size(out):
 
 def test_keep_checkpoints_none_keeps_a_pause_resumable_and_removes_the_checkpoints_at_the_end(
         tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
-    from finetune import io
-
+    from finetune.core import run_directory
     out = tmp_path / "run"
     none = args(out, tiny_bert_dir, tweets_small_csv, "--keep_checkpoints", "none")
     assert run_main([*none, "--stop_after_steps", "2"], capsys)[0] == 130
-    assert io.has_checkpoints(out)  # an unfinished run keeps what --resume needs
+    assert run_directory.has_checkpoints(out)  # an unfinished run keeps what --resume needs
     code, err, printed = run_main([*none, "--resume"], capsys)
     assert code == 0, err
-    assert not (out / "checkpoints").exists() and not io.has_checkpoints(out)
-    assert not any(f.startswith("checkpoints/") for f in io.read_manifest(out)["files"])
+    assert not (out / "checkpoints").exists() and not run_directory.has_checkpoints(out)
+    assert not any(f.startswith("checkpoints/") for f in run_directory.read_manifest(out)["files"])
     assert "removed the checkpoints (--keep_checkpoints none)" in printed
-    assert last_line_size(printed) == io.run_size(out)  # the last line states the size after the removal
-    assert io.foreign_files(out) == []
-    io.check_run_dir(str(out), overwrite=True, resume=False)  # --overwrite accepts the run as its own
+    assert last_line_size(printed) == run_directory.run_size(out)  # the last line states the size after the removal
+    assert run_directory.foreign_files(out) == []
+    run_directory.check_run_dir(str(out), overwrite=True, resume=False)  # --overwrite accepts the run as its own
 
 
 def test_finetune_clean_frees_a_finished_runs_checkpoints_and_refuses_an_unfinished_one(
         tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
-    from finetune import io
-
+    from finetune.core import run_directory
     out = tmp_path / "run"
     assert run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)[0] == 0  # default: the newest 2 kept
-    before, checkpoints = io.folder_bytes(out), io.folder_bytes(out / "checkpoints")
+    before, checkpoints = run_directory.folder_bytes(out), run_directory.folder_bytes(out / "checkpoints")
     assert checkpoints > before / 2  # most of a fine-tuned run is checkpoints (weights + AdamW moments)
 
     code, printed, err = cli(["clean", str(out), "--dry_run"], capsys)
     assert code == 0, err
     assert "checkpoints/pretrained/step_00000004" in printed and "checkpoints/pretrained/step_00000003" in printed
-    assert f"would go from {io.human_size(before)} to {io.human_size(before - checkpoints)}" in printed
-    assert io.folder_bytes(out) == before  # nothing removed
+    assert f"would go from {run_directory.human_size(before)} to {run_directory.human_size(before - checkpoints)}" in printed
+    assert run_directory.folder_bytes(out) == before  # nothing removed
 
     code, printed, err = cli(["clean", str(out)], capsys)
     assert code == 0, err
     assert not (out / "checkpoints").exists()
-    assert f"{io.human_size(checkpoints)} freed; run directory now {io.run_size(out)}" in printed
-    assert 0 <= before - checkpoints - io.folder_bytes(out) < 2000  # (the manifest lists fewer files now)
-    manifest = io.read_manifest(out)
+    assert f"{run_directory.human_size(checkpoints)} freed; run directory now {run_directory.run_size(out)}" in printed
+    assert 0 <= before - checkpoints - run_directory.folder_bytes(out) < 2000  # (the manifest lists fewer files now)
+    manifest = run_directory.read_manifest(out)
     assert manifest["status"] == "finished" and not any(f.startswith("checkpoints/") for f in manifest["files"])
     assert all((out / f).is_file() for f in manifest["files"])
-    io.check_run_dir(str(out), overwrite=True, resume=False)  # --overwrite still accepts it
+    run_directory.check_run_dir(str(out), overwrite=True, resume=False)  # --overwrite still accepts it
     code, printed, err = cli(["predict", str(out), "what a lovely flight"], capsys)  # the model is all there
     assert code == 0 and '"label"' in printed, err
     assert "no checkpoints to remove" in cli(["clean", str(out)], capsys)[1]
@@ -162,7 +162,7 @@ def test_finetune_clean_frees_a_finished_runs_checkpoints_and_refuses_an_unfinis
     assert run_main(args(stopped, tiny_bert_dir, tweets_small_csv, "--stop_after_steps", "2"), capsys)[0] == 130
     code, printed, err = cli(["clean", str(stopped)], capsys)
     assert code == 2 and err.count("error: ") == 1 and "has not finished" in err, err
-    assert io.has_checkpoints(stopped)
+    assert run_directory.has_checkpoints(stopped)
     (tmp_path / "mine").mkdir()
     code, printed, err = cli(["clean", str(tmp_path / "mine")], capsys)
     assert code == 2 and "not a run directory of this toolkit" in err, err

@@ -13,8 +13,8 @@ from typing import Optional
 import pytest
 import torch
 
-from finetune import lora
-from finetune.errors import UserError
+from finetune.models import lora
+from finetune.core.errors import UserError
 from tiny_models import tiny_gpt2
 
 
@@ -139,7 +139,7 @@ def test_adapter_reloads_offline_with_its_head_and_merges(gpt2_cls_dir, tmp_path
     with torch.no_grad():
         torch.testing.assert_close(merged(**batch).logits, expected, rtol=0, atol=1e-5)
 
-    from finetune.predict import pipeline_for  # `finetune predict` on the adapter run directory
+    from finetune.commands.predict import pipeline_for  # `finetune predict` on the adapter run directory
 
     classify, task = pipeline_for(run_dir)
     assert task == "text-classification" and classify("what a lovely flight")[0]["label"] in labels

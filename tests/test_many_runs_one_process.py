@@ -8,11 +8,11 @@ the fix, the second run here raised "AcceleratorState has already been initializ
 
 import json
 
-import torch
 
 from conftest import train_tiny_sentiment
-from finetune import evaluate_run, precision
-from finetune.runs import open_run
+from finetune.commands import evaluate
+from finetune.core import precision
+from finetune.tasks.runs import open_run
 
 
 def test_fp32_bf16_auto_fp32_back_to_back_and_evaluate_repeats_each(tiny_bert_dir, tweets_small_csv, tmp_path, capsys):
@@ -36,6 +36,6 @@ def test_fp32_bf16_auto_fp32_back_to_back_and_evaluate_repeats_each(tiny_bert_di
 
     # finetune evaluate repeats the bf16-trained run's test numbers exactly, and says it computed in fp32.
     capsys.readouterr()
-    report = evaluate_run.evaluate_run(open_run(runs["bf16"]), progress=False)
+    report = evaluate.evaluate_run(open_run(runs["bf16"]), progress=False)
     assert report["precision"] == "fp32" and "note" not in report
     assert {k: round(v, 5) for k, v in report["metrics"].items()} == trained["bf16"]["test"]

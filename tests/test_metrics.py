@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_absolute_error, mean_squared_error
 
-from finetune.metrics import load_metric
+from finetune.core.metrics import load_metric
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -93,7 +93,7 @@ def test_normalisation_on_the_device_equals_the_processors_own(processor):
 
 
 def batches(loader, epoch):
-    from finetune.engine import set_epoch
+    from finetune.core.engine import set_epoch
 
     set_epoch(loader, epoch)
     return [(b["pixel_values"].clone(), b["labels"].clone()) for b in loader]

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from finetune import engine, precision
-from finetune.config import TrainingConfig
-from finetune.errors import UserError
+from finetune.core import engine, precision
+from finetune.core.config import TrainingConfig
+from finetune.core.errors import UserError
 
 AVX2_FLAGS = {"fpu", "sse4_2", "avx", "avx2", "fma"}
 BF16_FLAGS = AVX2_FLAGS | {"avx512f", "avx512bw", "avx512_bf16"}

@@ -1,4 +1,4 @@
-"""--resume continues the run it finds, and no other (finetune/resume.py).
+"""--resume continues the run it finds, and no other (finetune/core/checkpoints/resume.py).
 
 An interrupted run (stopped after 2 of 4 steps) is resumed with one fingerprinted field changed at a time: each
 is refused in one line that names the field and the fix, and the run directory comes out byte for byte the
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import write_tweets_csv  # noqa: E402
 from test_run_dir import run_main, snapshot  # noqa: E402
 
-from finetune import resume  # noqa: E402
+from finetune.core.checkpoints import resume  # noqa: E402
 
 
 def args(out, model, dataset, *extra):

@@ -1,6 +1,6 @@
 """Run directories: nothing the user had is ever lost.
 
-A run directory is a folder of its own with a manifest (finetune/io.py). Each data-loss path of issue 17 is
+A run directory is a folder of its own with a manifest (finetune/core/run_directory.py). Each data-loss path of issue 17 is
 driven through the real recipe entry point, and every file around it is compared byte for byte afterwards:
     - folders that must never become a run ("", ".", the current folder, home, /, a folder of the user's files);
     - --overwrite that fails part-way (before and after its first checkpoint): the earlier run stays identical;
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune import io
+from finetune.core import run_directory
 from recipes.sentiment import main
 
 
@@ -142,8 +142,8 @@ def test_overwrite_that_fails_after_a_checkpoint_keeps_the_attempt_beside_the_ea
     code, err, _ = run_main(argv + ["--overwrite"], capsys)
     assert code == 2 and "loss became nan at step 3" in err[0] and "earlier.unfinished" in err[0], err
     assert snapshot(earlier) == before
-    attempt = io.staging_dir(earlier)
-    assert io.read_manifest(attempt)["status"] == "running" and io.has_checkpoints(attempt)
+    attempt = run_directory.staging_dir(earlier)
+    assert run_directory.read_manifest(attempt)["status"] == "running" and run_directory.has_checkpoints(attempt)
 
     # A plain rerun is refused (the attempt holds checkpoints) and changes nothing ...
     code, err, _ = run_main(argv, capsys)
@@ -154,33 +154,33 @@ def test_overwrite_that_fails_after_a_checkpoint_keeps_the_attempt_beside_the_ea
     code, err, out = run_main(argv + ["--resume"], capsys)
     assert code == 0, err
     assert not attempt.exists() and not list(earlier.parent.glob(".*"))
-    assert snapshot(earlier) != before and io.read_manifest(earlier)["status"] == "finished"
+    assert snapshot(earlier) != before and run_directory.read_manifest(earlier)["status"] == "finished"
     assert f"run directory: {earlier} (" in out
 
 
 def test_overwrite_that_succeeds_replaces_the_run_whole(earlier, tiny_bert_dir, tweets_small_csv, capsys):
     (earlier / "checkpoints" / "pretrained" / "step_00000099").mkdir()  # a stale checkpoint would be resumed from
     (earlier / "checkpoints" / "pretrained" / "step_00000099" / "train_state.json").write_text('{"step": 99}')
-    io.record_files(earlier, [earlier / "checkpoints" / "pretrained" / "step_00000099" / "train_state.json"])
+    run_directory.record_files(earlier, [earlier / "checkpoints" / "pretrained" / "step_00000099" / "train_state.json"])
     code, err, out = run_main(args(earlier, tiny_bert_dir, tweets_small_csv, "--overwrite", "--seed", "7"), capsys)
     assert code == 0, err
     assert not (earlier / "checkpoints" / "pretrained" / "step_00000099").exists()
     assert [p.name for p in earlier.parent.iterdir()] == ["earlier"]  # no staging, no replaced copy
-    manifest = io.read_manifest(earlier)
-    assert manifest["status"] == "finished" and manifest["files"] == io._run_files(earlier)
+    manifest = run_directory.read_manifest(earlier)
+    assert manifest["status"] == "finished" and manifest["files"] == run_directory._run_files(earlier)
     assert "replaces" in manifest and (earlier / "config.yaml").read_text().count("seed: 7") == 1
 
 
 # ---- unfinished attempts ------------------------------------------------------------------------------------
 def test_a_crash_after_the_folder_was_made_does_not_block_the_rerun(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
     out = tmp_path / "run"
-    io.prepare_run_dir(str(out), overwrite=False, resume=False)  # what a run killed right after it is left with
+    run_directory.prepare_run_dir(str(out), overwrite=False, resume=False)  # what a run killed right after it is left with
     (out / "config.yaml").write_text("batch_size: 8\n")
     (out / "logs").mkdir()
     code, err, stdout = run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)
     assert code == 0, err
     assert "replacing the unfinished attempt" in stdout
-    assert io.read_manifest(out)["status"] == "finished" and not (out / "logs").exists()
+    assert run_directory.read_manifest(out)["status"] == "finished" and not (out / "logs").exists()
 
 
 def test_a_failed_fresh_run_leaves_no_folder(tmp_path, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
@@ -212,32 +212,32 @@ def test_a_swap_killed_half_way_is_completed_or_undone(killed, tmp_path):
     for folder, text in ((run_dir, "old"), (staging, "new")):
         folder.mkdir()
         (folder / "results.json").write_text(text)
-    io._write_manifest(run_dir, status="finished", files=["results.json"])
-    io._write_manifest(staging, status="finished", replaces="run", files=["results.json"])
+    run_directory._write_manifest(run_dir, status="finished", files=["results.json"])
+    run_directory._write_manifest(staging, status="finished", replaces="run", files=["results.json"])
     if killed != "before the first rename":
         os.replace(run_dir, replaced)
     if killed == "before the removal":
         os.replace(staging, run_dir)
-    io.check_run_dir(str(run_dir), overwrite=True, resume=False)  # any later run recovers first
+    run_directory.check_run_dir(str(run_dir), overwrite=True, resume=False)  # any later run recovers first
     expected = "old" if killed == "before the first rename" else "new"
     assert not replaced.exists()
     if killed == "before the first rename":  # nothing was swapped: the finished staging is a replacement to redo
         assert (run_dir / "results.json").read_text() == expected
     else:
-        assert io.read_manifest(run_dir)["status"] == "finished" and (run_dir / "results.json").read_text() == expected
+        assert run_directory.read_manifest(run_dir)["status"] == "finished" and (run_dir / "results.json").read_text() == expected
 
 
 # ---- file modes ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("umask", [0o002, 0o077])
 def test_files_and_folders_get_the_users_umask(umask, tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
     old = os.umask(umask)
-    io._UMASK = None
+    run_directory._UMASK = None
     try:
         out = tmp_path / "run"
         code, err, _ = run_main(args(out, tiny_bert_dir, tweets_small_csv, "--checkpoint_steps", "1"), capsys)
     finally:
         os.umask(old)
-        io._UMASK = None
+        run_directory._UMASK = None
     assert code == 0, err
     modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
     expected = lambda p: (0o777 if (out / p).is_dir() else 0o666) & ~umask

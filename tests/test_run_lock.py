@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from finetune import evaluate_run, export, io, lora, predict, study
+from finetune.commands import evaluate, export, predict, study
+
+from finetune.core import run_directory
+
+from finetune.models import lora
 from recipes.sentiment import SentimentConfig, main, run
 
 HERE = Path(__file__).resolve().parent
@@ -27,7 +31,7 @@ CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKEN
              "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 # A process that takes a folder's lock, says so, and keeps it until its standard input closes.
-HOLDER = "import sys\nfrom finetune import io\nwith io.run_lock(sys.argv[1], 'the test holder'):\n    print('held', flush=True)\n    sys.stdin.read()\n"
+HOLDER = "import sys\nfrom finetune import io\nwith run_directory.run_lock(sys.argv[1], 'the test holder'):\n    print('held', flush=True)\n    sys.stdin.read()\n"
 
 
 def args(out, model, dataset, *extra):
@@ -95,7 +99,7 @@ def test_a_second_training_into_a_live_run_is_refused_and_the_first_finishes_int
     assert "run directory:" not in second.stdout
     assert first.returncode == 0, err_first[-3000:]
     assert f"run directory: {out} (" in out_first and "replacing the unfinished attempt" not in out_first
-    assert io.read_manifest(out)["status"] == "finished" and io.foreign_files(out) == []
+    assert run_directory.read_manifest(out)["status"] == "finished" and run_directory.foreign_files(out) == []
     assert json.loads((out / "results.json").read_text())["models"][0]["test"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "run"]  # the lock file went with the run
 
@@ -107,14 +111,14 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, tiny_be
                               env=CHILD_ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = killed.communicate(timeout=240)
     assert killed.returncode == -9, err[-3000:]
-    left = json.loads(io.lock_file(out).read_text())  # what a lock file says once its process is gone
+    left = json.loads(run_directory.lock_file(out).read_text())  # what a lock file says once its process is gone
     assert left["pid"] == killed.pid and left["command"] == "finetune train sentiment"
 
     capsys.readouterr()
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert f"note: taking over the lock of {out} left by pid {left['pid']}, finetune train sentiment, since {left['since']}" in stdout
-    assert io.read_manifest(out)["status"] == "finished"
+    assert run_directory.read_manifest(out)["status"] == "finished"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -130,7 +134,7 @@ def test_every_verb_that_writes_into_a_run_is_refused_while_another_command_hold
         "export": lambda: export.main([str(finished), "--format", "onnx"]),
         "predict --output": lambda: predict.main([str(finished), "--file", str(tweets_small_csv), "--output",
                                                   str(finished / "predictions.jsonl")]),
-        "evaluate --output": lambda: evaluate_run.main([str(finished), "--output", str(finished / "evaluation.json")]),
+        "evaluate --output": lambda: evaluate.main([str(finished), "--output", str(finished / "evaluation.json")]),
     }
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
@@ -142,23 +146,23 @@ def test_every_verb_that_writes_into_a_run_is_refused_while_another_command_hold
 
 
 def test_the_python_api_holds_the_lock_for_the_run_and_releases_it_however_the_run_ends(tmp_path, tiny_bert_dir, tweets_small_csv):
-    from finetune.engine import on_evaluation
-    from finetune.errors import UserError
+    from finetune.core.engine import on_evaluation
+    from finetune.core.errors import UserError
 
     out = tmp_path / "run"
     config = SentimentConfig(output_dir=str(out), model=str(tiny_bert_dir), dataset=str(tweets_small_csv), max_length=32,
                              batch_size=8, max_train_samples=48, max_steps=2, eval_steps=1, max_eval_samples=32,
                              compare=False, mixed_precision="no")
     seen = []
-    with on_evaluation(lambda *_: seen.append(json.loads(io.lock_file(out).read_text())["pid"])):
+    with on_evaluation(lambda *_: seen.append(json.loads(run_directory.lock_file(out).read_text())["pid"])):
         run(config)
     assert seen and set(seen) == {os.getpid()}  # held while it trained
-    assert not io.lock_file(out).exists() and not io._held  # released at its end
+    assert not run_directory.lock_file(out).exists() and not run_directory._held  # released at its end
 
     broken = dataclasses.replace(config, dataset=str(tmp_path / "missing.csv"), overwrite=True)
     with pytest.raises(UserError):
         run(broken)
-    assert not io.lock_file(out).exists() and not io._held  # and after an error
+    assert not run_directory.lock_file(out).exists() and not run_directory._held  # and after an error
 
 
 # ---- what other verbs write into a run is the run's -------------------------------------------------------
@@ -166,37 +170,37 @@ def test_the_python_api_holds_the_lock_for_the_run_and_releases_it_however_the_r
 def test_exports_predictions_evaluations_and_merges_are_recorded_so_overwrite_accepts_the_run(finished, sentiment_lora_run, tmp_path, tweets_small_csv):
     assert export.main([str(finished), "--format", "onnx"]) == 0
     assert predict.main([str(finished), "--file", str(tweets_small_csv), "--output", str(finished / "preds" / "all.jsonl")]) == 0
-    assert evaluate_run.main([str(finished), "--output", str(finished / "evaluation.json")]) == 0
-    listed = set(io.read_manifest(finished)["files"])
+    assert evaluate.main([str(finished), "--output", str(finished / "evaluation.json")]) == 0
+    listed = set(run_directory.read_manifest(finished)["files"])
     assert {"onnx/model.onnx", "onnx/export.json", "preds/all.jsonl", "evaluation.json",
             "confusion_matrix_evaluation.png"} <= listed
-    assert io.foreign_files(finished) == []
-    io.check_run_dir(str(finished), overwrite=True, resume=False)  # refused before: "files added after the run"
-    io.check_run_dir(str(finished), overwrite=False, resume=True)
+    assert run_directory.foreign_files(finished) == []
+    run_directory.check_run_dir(str(finished), overwrite=True, resume=False)  # refused before: "files added after the run"
+    run_directory.check_run_dir(str(finished), overwrite=False, resume=True)
 
     adapter_run = tmp_path / "lora"
     shutil.copytree(sentiment_lora_run, adapter_run)
     lora.merge(adapter_run)
-    assert "merged/model.safetensors" in io.read_manifest(adapter_run)["files"] and io.foreign_files(adapter_run) == []
+    assert "merged/model.safetensors" in run_directory.read_manifest(adapter_run)["files"] and run_directory.foreign_files(adapter_run) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lora", "runs"] and not list(finished.parent.glob(".*"))
 
 
 # ---- leftovers of killed commands ---------------------------------------------------------------------------
 def test_a_swap_killed_while_removing_the_replaced_run_is_cleaned_by_the_next_command(finished, tiny_bert_dir, tweets_small_csv, capsys):
     shutil.rmtree(finished / "scratch")  # (the new run trains the fine-tuned model only)
-    io.finish_run_dir(finished)
+    run_directory.finish_run_dir(finished)
     argv = args(finished, tiny_bert_dir, tweets_small_csv, "--overwrite")
     killed = subprocess.run([sys.executable, str(HERE / "crash_child.py"), "replaced", "1", "sentiment", *argv],
                             env=CHILD_ENV, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert killed.returncode == -9, killed.stderr[-3000:]
     replaced = finished.with_name(f".{finished.name}.replaced")
-    assert replaced.is_dir() and io.read_manifest(finished)["status"] == "finished"  # the new run is in place
+    assert replaced.is_dir() and run_directory.read_manifest(finished)["status"] == "finished"  # the new run is in place
 
     output = finished / "predictions.jsonl"
     assert predict.main([str(finished), "--file", str(tweets_small_csv), "--output", str(output)]) == 0
     assert not replaced.exists()  # the next command that owns the run removed what was left
     assert sorted(p.name for p in finished.parent.iterdir()) == ["sentiment"]
-    assert "predictions.jsonl" in io.read_manifest(finished)["files"]
+    assert "predictions.jsonl" in run_directory.read_manifest(finished)["files"]
 
 
 def test_a_half_removed_replaced_run_is_never_brought_back(tmp_path):
@@ -204,15 +208,15 @@ def test_a_half_removed_replaced_run_is_never_brought_back(tmp_path):
     run_dir, replaced = tmp_path / "run", tmp_path / ".run.replaced"
     replaced.mkdir()
     (replaced / "config.yaml").write_text("seed: 1\n")
-    io._write_manifest(replaced, status="finished", files=["config.yaml", "model.safetensors"])  # the weights went
-    with io.run_lock(run_dir, "test"):
+    run_directory._write_manifest(replaced, status="finished", files=["config.yaml", "model.safetensors"])  # the weights went
+    with run_directory.run_lock(run_dir, "test"):
         pass
     assert list(tmp_path.iterdir()) == []
 
     replaced.mkdir()
     (replaced / "config.yaml").write_text("seed: 1\n")
-    io._write_manifest(replaced, status="finished", files=["config.yaml"])  # whole (killed between the renames)
-    with io.run_lock(run_dir, "test"):
+    run_directory._write_manifest(replaced, status="finished", files=["config.yaml"])  # whole (killed between the renames)
+    with run_directory.run_lock(run_dir, "test"):
         pass
     assert (run_dir / "config.yaml").read_text() == "seed: 1\n" and not replaced.exists()
 
@@ -233,4 +237,4 @@ def test_a_killed_predict_output_leaves_a_partial_file_the_next_one_removes(fini
 
     assert predict.main([str(finished), "--file", str(tweets_small_csv), "--output", str(output)]) == 0
     assert not list(finished.glob(".predictions.jsonl.tmp.*")) and len(output.read_text().splitlines()) == 1000
-    assert io.foreign_files(finished) == [] and not list(finished.parent.glob(".*"))
+    assert run_directory.foreign_files(finished) == [] and not list(finished.parent.glob(".*"))

@@ -1,5 +1,5 @@
 """Nothing in a run directory runs code when the toolkit reads it, and a damaged weights file is named
-(finetune/safeload.py).
+(finetune/core/checkpoints/safeload.py).
 
 A real run stopped after 2 of its 4 steps gives a real checkpoint; each of its files in turn is replaced by a
 crafted pickle whose loading would create a marker file, and `--resume` must refuse in one line naming that file
@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_resume_checks import args, run_main_plain  # noqa: E402
 from test_run_dir import run_main  # noqa: E402
 
-from finetune import evaluate_run, export, predict  # noqa: E402
-from finetune.safeload import PICKLED  # noqa: E402
+from finetune.commands import evaluate, export, predict  # noqa: E402
+from finetune.core.checkpoints.safeload import PICKLED  # noqa: E402
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"finetune-safeload-marker-{os.getpid()}"
 
@@ -108,7 +108,7 @@ def test_a_truncated_model_is_named_by_every_reader(sentiment_run, tmp_path, cap
     shutil.copytree(sentiment_run, run, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
     for weights in (run / "model.safetensors", run / "scratch" / "model.safetensors"):
         cut_short(weights)
-        for verb, argv in ((predict.main, [str(weights.parent), "lovely crew"]), (evaluate_run.main, [str(weights.parent)]),
+        for verb, argv in ((predict.main, [str(weights.parent), "lovely crew"]), (evaluate.main, [str(weights.parent)]),
                            (export.main, [str(weights.parent)])):
             capsys.readouterr()
             with pytest.raises(SystemExit) as exit_info:

@@ -14,7 +14,7 @@ from transformers import (
 )
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-from finetune.scratch import (
+from finetune.models.scratch import (
     ScratchTransformerConfig,
     ScratchTransformerForCausalLM,
     ScratchTransformerForImageClassification,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finetune.scratch import (
+from finetune.models.scratch import (
     DecoderBlock,
     EncoderBlock,
     MultiHeadAttention,

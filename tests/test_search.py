@@ -167,7 +167,7 @@ def test_two_processes_share_one_study(tmp_path, tiny_bert_dir, tweets_small_csv
 
 
 def test_bad_space_and_bad_storage_are_one_line_exit_2(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
-    from finetune.search import main
+    from finetune.commands.search import main
 
     def error_of(*args):
         with pytest.raises(SystemExit) as exit_info:
@@ -195,7 +195,7 @@ def test_every_recipe_names_the_metric_a_search_optimises(task, metric, greater)
     import importlib
     from types import SimpleNamespace
 
-    from finetune.search import objective_metric
+    from finetune.commands.search import objective_metric
 
     recipe = importlib.import_module(f"recipes.{task}")
     assert objective_metric(recipe, SimpleNamespace(metric_for_best=None)) == (metric, greater)
@@ -207,8 +207,8 @@ def test_trials_keep_no_optimizer_state_nor_checkpoints_unless_asked_and_best_ya
     while a flag the user gives stays theirs. best.yaml retrains with the recipe's own checkpoint settings."""
     import yaml
 
-    from finetune.io import folder_bytes
-    from finetune.search import main
+    from finetune.core.run_directory import folder_bytes
+    from finetune.commands.search import main
 
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate: {type: categorical, choices: [1.0e-3]}\nbatch_size: 16\nnum_epochs: 1\n")
@@ -236,7 +236,7 @@ def test_a_continued_search_samples_new_points_not_the_first_ones_again(tmp_path
     three trials, must not replay trials 0, 1 as its trials 3, 4 (the start-up points are random ones from the seed)."""
     import warnings
 
-    from finetune.search import open_study, suggest
+    from finetune.commands.search import open_study, suggest
 
     space = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
              "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2}}

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bad_inputs import run_cli  # noqa: E402
 from tiny_models import tiny_gpt2  # noqa: E402
 
-from finetune.errors import redact  # noqa: E402
+from finetune.core.errors import redact  # noqa: E402
 
 SENTINEL = "hf_SentinelTokenDoNotLeak0123456789"
 GIVEN_AS = {
@@ -79,7 +79,7 @@ def test_redact_covers_the_common_token_shapes():
                                           ("pad_token", False), ("eos_token_id", False)])
 def test_a_secret_field_is_told_from_a_field_about_tokens(name, secret):
     """A field named for a secret keeps a run from being pushed; a tagger's tokens_column must not."""
-    from finetune.card import is_secret_field
+    from finetune.reporting.card import is_secret_field
 
     assert is_secret_field(name) is secret
 
@@ -91,7 +91,7 @@ def test_published_records_lose_local_paths_value_by_value():
 
     import yaml
 
-    from finetune.card import public_record
+    from finetune.reporting.card import public_record
 
     config = public_record("config.yaml", "output_dir: /home/me/runs/2024-06-01\ndataset: ~/data/001\n"
                                           "hub_endpoint: http://127.0.0.1:8000/x\nnote: PER / ORG\n")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune import engine
+from finetune.core import engine
 from recipes.sentiment import SentimentConfig, main, run
-from finetune.io import finish_run_dir
+from finetune.core.run_directory import finish_run_dir
 
 
 def tiny_config(tmp_path, model, dataset, **overrides):
@@ -66,7 +66,7 @@ def _weights(path):
 
 @pytest.mark.parametrize("stop_at", [7, 27])  # mid first epoch; mid second epoch, after an epoch-end checkpoint
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_bert_dir, tweets_small_csv, stop_at):
-    from finetune.engine import TrainingInterrupted
+    from finetune.core.engine import TrainingInterrupted
 
     straight = tiny_config(tmp_path / "a", tiny_bert_dir, tweets_small_csv)
     run(straight)

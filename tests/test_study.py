@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from finetune import study
+from finetune.commands import study
 
 
 # ---- statistics ---------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_di
     (the newest full checkpoint kept) and with the study's defaults now."""
     import dataclasses
 
-    from finetune.io import folder_bytes, human_size
+    from finetune.core.run_directory import folder_bytes, human_size
 
     module, config_cls, default_yaml = study.load_recipe("sentiment")
     base = config_cls(model=str(tiny_bert_dir), dataset=str(tweets_small_csv), max_length=32, batch_size=8,

@@ -159,7 +159,7 @@ def test_every_problem_type_trains_and_reports_metrics_sklearn_agrees_with(finis
     # the run directory is a model directory: reloads with the problem type its loss needs
     from transformers import AutoConfig
 
-    import finetune.scratch  # noqa: F401
+    import finetune.models.scratch  # noqa: F401
     hf_type = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
                "regression": "regression"}[expected_type]
     assert AutoConfig.from_pretrained(run_dir).problem_type == hf_type
@@ -171,7 +171,7 @@ def test_weighted_loss_hook_equals_torch_weighted_losses(tiny_bert_dir):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from finetune.losses import balanced_class_weights, positive_weights, use_weighted_loss
+    from finetune.models.losses import balanced_class_weights, positive_weights, use_weighted_loss
 
     torch.manual_seed(0)
     ids = torch.randint(5, 100, (6, 7))

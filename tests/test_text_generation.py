@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from finetune.data.lm import CausalLMCollator, load_corpus, make_blocks
-from finetune.generate import main as generate_main
+from finetune.commands.generate import main as generate_main
 from recipes.text_generation import TextGenerationConfig, main, run
 from tiny_models import gpt2_tokenizer, tiny_gpt2
 
@@ -125,8 +125,8 @@ def test_recipe_end_to_end_then_generate(tmp_path, gpt2_dir, tweets_jsonl, capsy
 def test_lora_run_saves_adapter_merges_and_generates(tmp_path, gpt2_dir, tweets_jsonl, capsys):
     from transformers import AutoModelForCausalLM
 
-    from finetune.generate import load_causal_lm
-    from finetune.lora import main as merge_main
+    from finetune.commands.generate import load_causal_lm
+    from finetune.commands.merge import main as merge_main
 
     config = _config(tmp_path, gpt2_dir, tweets_jsonl, lora=True, lora_r=4, compare=False, max_steps=2,
                      eval_steps=None, packing="pad", max_test_samples=8, max_eval_samples=8)
@@ -182,12 +182,12 @@ def test_generate_refuses_a_classifier(tmp_path, capsys):
 def test_a_card_failure_is_an_error_not_silence(tmp_path, gpt2_dir, tweets_jsonl, monkeypatch):
     """The recipe used to swallow an ImportError while writing the card: a run without its card looked finished.
     Now the failure reaches the caller (after results.json, which the card is built from, is written)."""
-    import finetune.card
+    import finetune.reporting.card
 
     def broken(*args, **kwargs):
         raise ImportError("huggingface_hub is missing")
 
-    monkeypatch.setattr(finetune.card, "build_model_card", broken)
+    monkeypatch.setattr(finetune.reporting.card, "build_model_card", broken)
     config = _config(tmp_path, gpt2_dir, tweets_jsonl, max_steps=2, eval_steps=2, compare=False)
     with pytest.raises(ImportError, match="huggingface_hub is missing"):
         run(config)

@@ -92,7 +92,7 @@ def test_spans_agree_with_seqeval_get_entities():
 # ---- the scratch tagger -------------------------------------------------------------------------------------
 
 def test_scratch_tagger_loss_ignores_minus_100_like_bert_and_padding_does_not_change_logits():
-    from finetune.scratch import ScratchTransformerConfig, ScratchTransformerForTokenClassification
+    from finetune.models.scratch import ScratchTransformerConfig, ScratchTransformerForTokenClassification
 
     torch.manual_seed(0)
     config = ScratchTransformerConfig(vocab_size=20, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0,

@@ -30,7 +30,7 @@ def seqeval_f1_of_saved_model(run_dir, conll_folder):
     from seqeval.metrics import f1_score
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    import finetune.scratch  # noqa: F401  (a scratch run dir loads through the Auto classes)
+    import finetune.models.scratch  # noqa: F401  (a scratch run dir loads through the Auto classes)
     from finetune.data.tokens import read_conll
 
     test = read_conll(Path(conll_folder) / "test.conll")
@@ -98,7 +98,7 @@ def test_jsonl_trains_end_to_end_with_scratch_and_label_all_tokens(tmp_path, tin
     assert (out / "config.json").is_file() and (out / "scratch" / "config.json").is_file()
     from transformers import pipeline
 
-    import finetune.scratch  # noqa: F401
+    import finetune.models.scratch  # noqa: F401
 
     assert isinstance(pipeline("token-classification", model=str(out / "scratch"))("Paris is cold"), list)
 
@@ -108,7 +108,7 @@ def _weights(path):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_tagger_dir, ner_conll_folder):
-    from finetune.engine import TrainingInterrupted
+    from finetune.core.engine import TrainingInterrupted
 
     straight = tiny_config(tmp_path / "a", tiny_tagger_dir, ner_conll_folder, max_train_samples=80)
     run(straight)
@@ -247,8 +247,7 @@ def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path
     from hub_server import USER, WRITE_TOKEN, FakeHub
     from test_hub import _env, _push
 
-    from finetune import evaluate_run, export
-
+    from finetune.commands import evaluate, export
     config = tiny_config(tmp_path, tiny_tagger_dir, ner_conll_folder, lora=True, max_train_samples=80, num_epochs=1)
     results = run(config)
     out = Path(config.output_dir)
@@ -257,7 +256,7 @@ def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path
 
     # `finetune evaluate` reproduces the run's entity metrics from the saved adapter
     report_path = tmp_path / "evaluation.json"
-    assert evaluate_run.main([str(out), "--output", str(report_path)]) == 0
+    assert evaluate.main([str(out), "--output", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert {k: round(v, 5) for k, v in report["metrics"].items() if k in expected} == expected
 
@@ -287,8 +286,8 @@ def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path
 
 def test_evaluate_repeats_a_tagger_trained_on_converted_tags(tmp_path, tiny_tagger_dir, ner_conll_folder):
     """--convert_tags_to changes the tags training scores: evaluate must load the data the same way."""
-    from finetune.evaluate_run import evaluate_run
-    from finetune.runs import open_run
+    from finetune.commands.evaluate import evaluate_run
+    from finetune.tasks.runs import open_run
 
     config = tiny_config(tmp_path, tiny_tagger_dir, ner_conll_folder, convert_tags_to="IOBES", max_train_samples=80,
                          num_epochs=1)

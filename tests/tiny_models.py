@@ -7,7 +7,7 @@ from pathlib import Path
 def gpt2_tokenizer():
     from transformers import AutoTokenizer
 
-    from finetune.assets import resolve_model
+    from finetune.models.assets import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("gpt2-tokenizer"))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 GLUE_DATASET = "nyu-mll/glue"
 

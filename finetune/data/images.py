@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from finetune import assets
+from finetune.models import assets
 from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 MODE_NAMES = {"L": "grayscale (L)", "LA": "grayscale+alpha (LA)", "P": "palette (P)", "RGBA": "RGBA", "1": "1-bit",
               "I": "32-bit grayscale (I)", "I;16": "16-bit grayscale (I;16)", "F": "float grayscale (F)", "CMYK": "CMYK"}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from numbers import Number
 from typing import Optional
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 # Values that stand for "no label": SST-2 and GLUE hide their test labels as -1, other datasets leave them empty.
 MISSING = (None, -1)

@@ -22,7 +22,7 @@ from typing import Optional
 
 from finetune.data.sources import check_text_column, load_any, make_splits
 from finetune.data.text import PACKAGED_TEXT
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 PACKINGS = ("group", "pad")
 

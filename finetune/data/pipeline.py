@@ -35,7 +35,7 @@ def default_num_workers() -> int:
 
 def cache_root() -> Path:
     """$FINETUNE_PIPELINE_CACHE, else <cache>/pipeline ($FINETUNE_CACHE, else ~/.cache/finetune)."""
-    from finetune.assets import cache_dir
+    from finetune.models.assets import cache_dir
 
     return Path(os.environ.get("FINETUNE_PIPELINE_CACHE") or cache_dir() / "pipeline")
 
@@ -69,7 +69,7 @@ def cached_map(split, function: Callable, key: str, what: str, features: Optiona
     """
     from datasets import load_from_disk
 
-    from finetune.io import atomic_dir
+    from finetune.core.run_directory import atomic_dir
 
     folder = cache_root() / f"{what}-{key}"
     if (folder / "dataset_info.json").is_file():
@@ -238,7 +238,7 @@ class PixelNormalizer:
     """uint8 pixels -> (x * rescale_factor - mean) / std in float32, with the processor's numbers, on the pixels' device.
 
     The one place this arithmetic lives: training's forward hook (`normalize_on_device`) and the verbs that feed
-    a saved model the cached uint8 batches (finetune.runs) both call it.
+    a saved model the cached uint8 batches (finetune.tasks.runs) both call it.
     """
 
     def __init__(self, processor):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 
 def packaged_names() -> set[str]:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 SCHEMES = ("IOB1", "IOB2", "IOBES")
 PREFIXES = ("B", "I", "E", "S")

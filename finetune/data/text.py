@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from typing import Optional
 
-from finetune import assets
+from finetune.models import assets
 from finetune.data.labels import (
     ClassificationData,
     conflicting_labels,

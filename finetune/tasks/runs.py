@@ -1,0 +1,413 @@
+"""A finished run directory, opened for the verbs that read it: evaluate, predict, export, demo.
+
+    run = open_run("runs/sentiment")            # the fine-tuned model (a LoRA adapter is merged in memory)
+    run = open_run("runs/sentiment/scratch")    # the from-scratch model beside it
+    run.kind.name, run.model, run.processor, run.label_names, run.config (config.yaml), run.results
+
+What a verb needs to know about a model kind lives in one `Kind` subclass below: how its model class is named,
+how labelled data become batches, which evaluator scores them, and what the ONNX graph takes as input. Adding a
+kind (token classification, say) is one subclass registered in KINDS; the verbs never ask which kind they hold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from finetune.core.errors import UserError
+from finetune.core.run_directory import refuse_unfinished
+from finetune.core.checkpoints.safeload import check_weights
+
+
+# ---- model kinds ----------------------------------------------------------------------------------------------
+
+class Kind:
+    name: str  # the Hub's pipeline tag
+    auto_class: str  # the transformers Auto class that rebuilds the model
+    suffixes: tuple  # how architectures of this kind end (config.json's "architectures")
+    modality: str  # "text" or "image": what a user gives it
+    columns: dict  # the data columns it reads, and their default names
+
+    def examples(self, run: "Run", dataset: str, split: str, columns: dict):
+        """A datasets.Dataset of labelled examples in the recipe's shape (text/image + integer label)."""
+        raise NotImplementedError
+
+    def loader(self, run: "Run", examples, batch_size: int):
+        """Batches of model inputs (+ labels) in a fixed order, as the training run's evaluation saw them."""
+        raise NotImplementedError
+
+    def evaluator(self, run: "Run"):
+        raise NotImplementedError
+
+    def input_names(self, run: "Run") -> list[str]:
+        """The model inputs an exported graph takes, in order."""
+        raise NotImplementedError
+
+
+class TextClassification(Kind):
+    name, auto_class, modality = "text-classification", "AutoModelForSequenceClassification", "text"
+    suffixes = ("ForSequenceClassification",)
+    columns = {"text_column": "text", "label_column": "label"}
+
+    def examples(self, run, dataset, split, columns):
+        from finetune.data.text import PACKAGED_TEXT, load_text_classification
+
+        if split == "all":
+            return all_rows(dataset, PACKAGED_TEXT, _pairs(columns), run.label_names)
+        data = load_text_classification(dataset, columns["text_column"], columns["label_column"], run.label_names,
+                                        run.seed)
+        return data.splits[split]
+
+    def loader(self, run, examples, batch_size):
+        from datasets import DatasetDict
+
+        from finetune.data.text import make_loaders, tokenize
+
+        tokenized = tokenize(DatasetDict({"eval": examples.select_columns(["text", "label"])}), run.processor, run.max_length)
+        return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
+
+    def evaluator(self, run):
+        from finetune.core.evaluation import ClassificationEvaluator
+
+        return ClassificationEvaluator(len(run.label_names))
+
+    def input_names(self, run):
+        import inspect
+
+        names = list(getattr(run.processor, "model_input_names", ["input_ids", "attention_mask"]))
+        takes = inspect.signature(run.model.forward).parameters  # the scratch model ignores token_type_ids
+        return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names and n in takes]
+
+
+class ImageClassification(Kind):
+    name, auto_class, modality = "image-classification", "AutoModelForImageClassification", "image"
+    suffixes = ("ForImageClassification",)
+    columns = {"image_column": "image", "label_column": "label"}
+
+    def examples(self, run, dataset, split, columns):
+        from finetune.data.images import PACKAGED_IMAGES, load_image_classification
+
+        if split == "all":
+            rows = all_rows(dataset, PACKAGED_IMAGES, _pairs(columns), run.label_names)
+            from datasets import Image
+
+            return rows.cast_column("image", Image(decode=False))  # decoded by us: an unreadable file is named
+        data = load_image_classification(dataset, columns["image_column"], columns["label_column"], run.label_names,
+                                         run.seed)
+        return data.splits[split]
+
+    def loader(self, run, examples, batch_size):
+        from finetune.data.pipeline import image_loaders
+
+        loaders, _ = image_loaders({"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False,
+                                   num_workers=0)
+        return NormalizedBatches(loaders["eval"], run.processor)
+
+    def evaluator(self, run):
+        from finetune.core.evaluation import ClassificationEvaluator
+
+        return ClassificationEvaluator(len(run.label_names))
+
+    def input_names(self, run):
+        return ["pixel_values"]
+
+
+class NormalizedBatches:
+    """The training pipeline's uint8 pixel batches, normalised as the model's on-device hook does in training
+    (finetune.data.pipeline.normalize_on_device), so a saved model, and its ONNX graph, get float pixels."""
+
+    def __init__(self, loader, processor):
+        from finetune.data.pipeline import PixelNormalizer
+
+        self.loader, self.normalize = loader, PixelNormalizer(processor)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {**batch, "pixel_values": self.normalize(batch["pixel_values"])}
+
+
+class TextGeneration(Kind):
+    name, auto_class, modality = "text-generation", "AutoModelForCausalLM", "text"
+    suffixes = ("ForCausalLM", "LMHeadModel")
+    columns = {"text_column": "text", "label_column": "label"}
+
+    def examples(self, run, dataset, split, columns):
+        from finetune.data.lm import limit, load_corpus
+        from finetune.data.text import PACKAGED_TEXT
+
+        condition = bool(run.config.get("condition_on_label"))
+        if split == "all":
+            if condition:  # the model learnt "label: text"; score the texts the same way
+                rows = all_rows(dataset, PACKAGED_TEXT, _pairs(columns))
+                from finetune.data.lm import condition_prefix
+
+                return rows.map(lambda b: {"text": [f"{condition_prefix(l)} {t}" for t, l in zip(b["text"], b["label"])]},
+                                batched=True, remove_columns=["label"])
+            return all_rows(dataset, PACKAGED_TEXT, _pairs(columns, ["text_column"]))
+        data = load_corpus(dataset, columns["text_column"], columns["label_column"], condition, run.seed)
+        splits = data.splits
+        if dataset == run.config.get("dataset"):  # the run's own data: the run's own limits, so its numbers repeat
+            splits = limit(splits, None, run.config.get("max_eval_samples"), run.config.get("max_test_samples"), run.seed)
+        return splits[split]
+
+    def loader(self, run, examples, batch_size):
+        from datasets import DatasetDict
+
+        from finetune.data.lm import make_blocks, make_lm_loaders
+
+        blocks = make_blocks(DatasetDict({"eval": examples.select_columns(["text"])}), run.processor,
+                             int(run.config.get("block_size") or 128), run.config.get("packing") or "group")
+        return make_lm_loaders(blocks, run.processor, batch_size, batch_size, run.seed)["eval"]
+
+    def evaluator(self, run):
+        from finetune.core.evaluation import LanguageModelEvaluator
+
+        return LanguageModelEvaluator()
+
+    def input_names(self, run):
+        return ["input_ids", "attention_mask"]
+
+
+class TokenClassification(Kind):
+    name, auto_class, modality = "token-classification", "AutoModelForTokenClassification", "text"
+    suffixes = ("ForTokenClassification",)
+    columns = {"tokens_column": "tokens", "tags_column": "ner_tags"}
+
+    def examples(self, run, dataset, split, columns):
+        from datasets import concatenate_datasets
+
+        from finetune.data.tokens import load_token_classification
+
+        # The tag handling of training: the source's scheme, then the same conversion or repair (results.json's
+        # tag_scheme is the scheme after conversion, so it cannot stand in for the source's).
+        data = load_token_classification(dataset, columns["tokens_column"], columns["tags_column"], run.label_names,
+                                         int(run.config.get("tag_index", -1)), run.config.get("tag_scheme") or "auto",
+                                         convert_tags_to=run.config.get("convert_tags_to"),
+                                         repair_tags=bool(run.config.get("repair_tags")),
+                                         seed=run.seed, dataset_config=run.config.get("dataset_config"))
+        if split == "all":
+            return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        return data.splits[split]
+
+    def loader(self, run, examples, batch_size):
+        from datasets import DatasetDict
+
+        from finetune.data.tokens import make_loaders, tokenize_and_align
+
+        tokenized, _ = tokenize_and_align(DatasetDict({"eval": examples}), run.processor, run.max_length, run.label_names)
+        return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
+
+    def evaluator(self, run):
+        from finetune.core.evaluation import TokenClassificationEvaluator
+
+        mode = "strict" if run.config.get("strict") else "lenient"
+        return TokenClassificationEvaluator(run.label_names, run.max_length, mode=mode,
+                                            scheme=run.results.get("tag_scheme", "IOB2"))
+
+    def input_names(self, run):
+        return TextClassification.input_names(self, run)
+
+
+KINDS = {kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())}
+
+
+# PEFT's task types -> our kinds (an image classifier's adapter has no task type of its own).
+ADAPTER_KINDS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification", "TOKEN_CLS": "token-classification"}
+
+
+def kind_of(architecture: str) -> Optional[Kind]:
+    return next((k for k in KINDS.values() if architecture.endswith(k.suffixes)), None)
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    path: Path  # the model's folder: RUN_DIR, RUN_DIR/scratch, RUN_DIR/merged
+    root: Path  # the folder holding results.json / config.yaml (RUN_DIR)
+    kind: Kind
+    model: object
+    processor: object  # the tokenizer, or the image processor
+    lora: bool = False
+    config: dict = field(default_factory=dict)  # config.yaml
+    results: dict = field(default_factory=dict)  # results.json
+
+    @property
+    def label_names(self) -> list[str]:
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return [id2label[i] for i in sorted(id2label)] if self.kind.name != "text-generation" else []
+
+    @property
+    def role(self) -> str:
+        """'pretrained' or 'scratch': which entry of results.json this model is."""
+        return "scratch" if self.path.resolve() == (self.root / "scratch").resolve() else "pretrained"
+
+    @property
+    def entry(self) -> dict:
+        return next((m for m in self.results.get("models", []) if m.get("role") == self.role), {})
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 42))
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config.get("max_length") or 512)
+
+    @property
+    def dataset(self) -> Optional[str]:
+        return self.config.get("dataset")
+
+    def scratch(self) -> Optional["Run"]:
+        """The from-scratch model of the same run, if it has one (and this is not it)."""
+        folder = self.root / "scratch"
+        if self.role == "scratch" or not (folder / "config.json").is_file():
+            return None
+        return open_run(folder)
+
+
+def open_run(path, kinds=None, verb: str = "this command", attentions: bool = False) -> Run:
+    """Load the model in `path` (a run directory, its scratch/ or merged/ folder) with its tokenizer or processor.
+
+    kinds: the kind names the calling verb accepts; another kind is a one-line error naming the right verb.
+    attentions: load with eager attention, so that output_attentions=True returns the weights (the demo).
+    """
+    import finetune.models.scratch  # noqa: F401  registers the from-scratch models with the Auto classes
+    from finetune.models.lora import is_adapter_dir, load_adapter_run
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run directory {path} does not exist: pass the --output_dir of a finished run")
+    root = path if _has_run_files(path) or not _has_run_files(path.parent) else path.parent
+    refuse_unfinished(root, verb)
+    check_weights(path, "copy the run directory again from where it came from, or train it again")
+    config, results = _read_yaml(root / "config.yaml"), _read_json(root / "results.json")
+    if is_adapter_dir(path) and not (path / "config.json").is_file():
+        from finetune.models.lora import read_adapter_config
+
+        # The adapter's task type says the kind before the (large) base model loads: a wrong verb fails at once.
+        adapter_kind = ADAPTER_KINDS.get(read_adapter_config(path).get("task_type"))
+        if adapter_kind is not None:
+            _check_kind(KINDS[adapter_kind], kinds, path, verb)
+        peft_model, _ = load_adapter_run(path)
+        model, lora = peft_model.merge_and_unload(), True  # in memory: a plain model, which every verb knows
+    elif (path / "config.json").is_file():
+        from transformers import AutoConfig
+
+        architectures = AutoConfig.from_pretrained(path).architectures or []
+        kind = kind_of(architectures[0]) if architectures else None
+        if kind is None:
+            raise UserError(f"{path} holds a {', '.join(architectures) or 'model without architectures'}: finetune "
+                            f"reads {', '.join(KINDS)} models")
+        _check_kind(kind, kinds, path, verb)
+        import transformers
+
+        extra = {"attn_implementation": "eager"} if attentions else {}
+        try:
+            model = getattr(transformers, kind.auto_class).from_pretrained(path, **extra)
+        except (OSError, ValueError) as err:
+            raise UserError(f"could not load the model in {path}: {str(err).splitlines()[0]}") from None
+        lora = False
+    else:
+        raise UserError(f"{path} holds no saved model (no config.json or adapter_config.json): pass a run directory "
+                        "written by finetune train")
+    kind = kind_of(type(model).__name__)
+    if kind is None:
+        raise UserError(f"{path} holds a {type(model).__name__}: finetune reads {', '.join(KINDS)} models")
+    _check_kind(kind, kinds, path, verb)
+    if attentions and hasattr(model, "set_attn_implementation") and "Scratch" not in type(model).__name__:
+        try:  # a merged LoRA base was loaded with its default (SDPA) attention, which returns no weights
+            model.set_attn_implementation("eager")
+        except (ValueError, AttributeError):
+            pass
+    model.eval()
+    return Run(path, root, kind, model, _processor(path, kind), lora, config, results)
+
+
+def _check_kind(kind: Kind, kinds, path: Path, verb: str) -> None:
+    if kinds is None or kind.name in kinds:
+        return
+    hint = {"text-generation": f"use `finetune generate {path} PROMPT` or `finetune evaluate {path}`"}.get(
+        kind.name, f"{verb} takes {' or '.join(kinds)} models")
+    raise UserError(f"{path} holds a {kind.name} model, which {verb} does not take: {hint}")
+
+
+def _processor(path: Path, kind: Kind):
+    if kind.modality == "image":
+        from transformers import AutoImageProcessor
+
+        if not (path / "preprocessor_config.json").is_file():
+            raise UserError(f"{path} holds no image processor (preprocessor_config.json): save one beside the model")
+        return AutoImageProcessor.from_pretrained(path)
+    from transformers import AutoTokenizer
+
+    if not (path / "tokenizer_config.json").is_file():
+        raise UserError(f"{path} holds no tokenizer (tokenizer_config.json): save one beside the model")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # as in training (finetune.models.loading.load_tokenizer)
+    return tokenizer
+
+
+def _has_run_files(folder: Path) -> bool:
+    return (folder / "results.json").is_file() or (folder / "config.yaml").is_file()
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON ({err}): restore it, or retrain") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    from finetune.core.config import load_yaml
+
+    return load_yaml(path)
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+
+def all_rows(dataset: str, packaged: dict, columns: dict, label_names: Optional[list[str]] = None):
+    """Every row of every split of a source, as the recipe's columns (columns: {recipe name: (source column,
+    flag)}), labels matched by name against the model's label_names (an unknown one is an error naming it)."""
+    from datasets import Value, concatenate_datasets
+
+    from finetune.data.labels import class_names_of, label_key, pick_columns
+    from finetune.data.sources import load_any
+
+    raw, _ = load_any(dataset, packaged)
+    raw = pick_columns(raw, dataset, columns)
+    rows = concatenate_datasets(list(raw.values())) if len(raw) > 1 else next(iter(raw.values()))
+    if label_names is None or "label" not in rows.column_names:
+        return rows
+    class_names = class_names_of(rows)
+    index = {name: i for i, name in enumerate(label_names)}
+
+    def encode(batch):
+        ids = []
+        for value in batch["label"]:
+            key = label_key(value, class_names)
+            if key not in index:
+                raise UserError(f"label {key!r} in {dataset} is not one of the model's labels {label_names}: fix the "
+                                f"data (labels are matched by name against the run's id2label)")
+            ids.append(index[key])
+        return {"label": ids}
+
+    if not class_names:
+        rows = rows.cast_column("label", Value("string"))
+    return rows.map(encode, batched=True, desc="labels").cast_column("label", Value("int64"))
+
+
+def _pairs(columns: dict, names=None) -> dict:
+    """{"text_column": "body", ...} -> {"text": ("body", "--text_column"), ...}, as pick_columns takes them."""
+    return {name.removesuffix("_column"): (value, f"--{name}") for name, value in columns.items() if names is None or name in names}
