@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         argv = ["--output_dir", str(work / name), "--overwrite", "--model", model, "--mixed_precision", precision,
                 "--max_steps", str(args.steps), *overrides, *extra]
         config_class = next(v for k, v in vars(recipe).items() if k.endswith("Config") and v.__module__ == recipe.__name__)
-        config = parse_config(config_class, argv, recipe.DEFAULT_CONFIG)
+        config = parse_config(config_class, argv)
         results = recipe.run(config)
         rows = {}
         for entry in results["models"]:

@@ -64,7 +64,7 @@ def recipe_config(config: PipelineBenchConfig, out: Path):
     for name in ("model", "dataset", "image_size", "batch_size"):
         if getattr(config, name) is not None:
             argv += [f"--{name}", str(getattr(config, name))]
-    return recipe, parse_config(recipe.ImageClassificationConfig, argv, recipe.DEFAULT_CONFIG)
+    return recipe, parse_config(recipe.ImageClassificationConfig, argv)
 
 
 def time_pipeline(loader, batches: int) -> dict:

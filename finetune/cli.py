@@ -20,10 +20,10 @@ Only argparse is imported here, so `finetune --help` answers at once; each verb 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import sys
 
 from finetune.core.errors import UserError, user_errors_exit
+from finetune.tasks import registry
 
 VERBS = {
     "predict": "finetune.commands.predict",
@@ -41,12 +41,6 @@ VERBS = {
 }
 
 
-def tasks() -> list[str]:
-    import recipes
-
-    return sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -56,11 +50,8 @@ def main(argv=None) -> int:
     with user_errors_exit():
         if verb == "train":
             if not rest or rest[0].startswith("-"):
-                raise UserError(f"finetune train needs a task: one of {', '.join(tasks())}")
-            task = rest[0]
-            if task not in tasks():
-                raise UserError(f"unknown task {task!r}: use one of {', '.join(tasks())}")
-            return importlib.import_module(f"recipes.{task}").main(rest[1:]) or 0
+                raise UserError(f"finetune train needs a task: one of {', '.join(registry.names())}")
+            return registry.get(rest[0]).load().main(rest[1:]) or 0
         if verb not in VERBS:
             raise UserError(f"unknown command {verb!r}: use one of train, {', '.join(VERBS)} (finetune --help)")
         return importlib.import_module(VERBS[verb]).main(rest) or 0

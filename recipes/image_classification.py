@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune.tasks import kit
-from finetune.core.config import TrainingConfig
+from finetune.tasks import kit, registry
+from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
 
 TASK = "image_classification"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
-# finetune.core.evaluation.greater_is_better's.
-METRIC_FOR_BEST = "accuracy"
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image_classification.yaml"
+# finetune.core.metrics.greater_is_better's. Registered with the task in finetune/tasks/registry.py.
+METRIC_FOR_BEST = registry.get(TASK).metric
 
 
+@defaults_from(Path(__file__).parent / "configs" / "image_classification.yaml")
 @dataclass
 class ImageClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/dinov2-digits"
@@ -258,7 +258,7 @@ def run(config: ImageClassificationConfig) -> dict:
                 f"images; {len(data.label_names)} labels {data.label_names if len(data.label_names) <= 20 else ''}")
 
     evaluator = ClassificationEvaluator(len(data.label_names))
-    results = {**kit.results_header(TASK, "image-classification", config, source, data.notes[0], METRIC_FOR_BEST),
+    results = {**kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
                "labels": data.label_names, "models": []}
     matrices = []  # (name, title, test references, test predictions) per model
 
@@ -297,7 +297,7 @@ def run(config: ImageClassificationConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    return kit.main(ImageClassificationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(ImageClassificationConfig, run, argv)
 
 
 if __name__ == "__main__":

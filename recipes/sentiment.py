@@ -18,17 +18,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.tasks import kit
+from finetune.core.config import defaults_from
+from finetune.tasks import kit, registry
 from recipes import text_classification
 from recipes.text_classification import TextClassificationConfig, build_data, build_pretrained, build_scratch  # noqa: F401
 
 TASK = "sentiment"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
-# finetune.core.evaluation.greater_is_better's.
-METRIC_FOR_BEST = "accuracy"
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sentiment.yaml"
+# finetune.core.metrics.greater_is_better's. Registered with the task in finetune/tasks/registry.py.
+METRIC_FOR_BEST = registry.get(TASK).metric
 
 
+@defaults_from(Path(__file__).parent / "configs" / "sentiment.yaml")
 @dataclass
 class SentimentConfig(TextClassificationConfig):
     max_length: int = field(default=64, metadata={"help": "Truncate texts to this many tokens."})
@@ -40,7 +41,7 @@ def run(config: SentimentConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    return kit.main(SentimentConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(SentimentConfig, run, argv)
 
 
 if __name__ == "__main__":

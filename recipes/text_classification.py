@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from finetune.tasks import kit
-from finetune.core.config import TrainingConfig
+from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
 
 TASK = "text_classification"
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_classification.yaml"
 
 # What each problem type can select on (the evaluator computes these), and selects on by default.
 METRICS = {
@@ -38,6 +37,7 @@ METRICS = {
 DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro", "regression": "mse"}
 
 
+@defaults_from(Path(__file__).parent / "configs" / "text_classification.yaml")
 @dataclass
 class TextClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-tweets"
@@ -222,7 +222,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         state.print(f"- class weights (balanced): {weights}")
 
     evaluator = make_evaluator(data.problem_type, len(data.label_names), metric, config.glue_task)
-    results = {**kit.results_header(task, "text-classification", config, source, data.notes[0], metric),
+    results = {**kit.results_header(task, config, source, data.notes[0], metric),
                "problem_type": data.problem_type, "labels": data.label_names, "models": []}
     for key, value in (("dataset_config", config.dataset_config), ("glue_task", config.glue_task), ("class_weights", weights)):
         if value:
@@ -287,7 +287,7 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
 
 
 def main(argv=None) -> int:
-    return kit.main(TextClassificationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(TextClassificationConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune.tasks import kit
-from finetune.core.config import TrainingConfig
+from finetune.tasks import kit, registry
+from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
 
 TASK = "text_generation"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
-# finetune.core.evaluation.greater_is_better's.
-METRIC_FOR_BEST = "perplexity"
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "text_generation.yaml"
+# finetune.core.metrics.greater_is_better's. Registered with the task in finetune/tasks/registry.py.
+METRIC_FOR_BEST = registry.get(TASK).metric
 
 
+@defaults_from(Path(__file__).parent / "configs" / "text_generation.yaml")
 @dataclass
 class TextGenerationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/smollm2-tweets"
@@ -166,7 +166,7 @@ def run(config: TextGenerationConfig) -> dict:
                 f"validation {sizes['validation']}; test {sizes['test']}")
     loaders = make_lm_loaders(blocks, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     evaluator = LanguageModelEvaluator()
-    results = {**kit.results_header(TASK, "text-generation", config, source, data.notes[0], METRIC_FOR_BEST),
+    results = {**kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
                "packing": config.packing, "block_size": config.block_size, "prompts": prompts, "models": []}
     generations = lambda m: sample_texts(m, tokenizer, prompts, config) if state.is_main_process else {}
 
@@ -251,7 +251,7 @@ def format_report(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    return kit.main(TextGenerationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(TextGenerationConfig, run, argv)
 
 
 if __name__ == "__main__":

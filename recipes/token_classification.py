@@ -23,17 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune.tasks import kit
-from finetune.core.config import TrainingConfig
+from finetune.tasks import kit, registry
+from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
 
 TASK = "token_classification"
-PIPELINE_TAG = "token-classification"
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "token_classification.yaml"
-METRIC_FOR_BEST = "f1"  # entity-level F1, micro over entities (seqeval's)
+METRIC_FOR_BEST = registry.get(TASK).metric  # entity-level F1, micro over entities (seqeval's)
 SCHEMES = ("IOB1", "IOB2", "IOBES")
 
 
+@defaults_from(Path(__file__).parent / "configs" / "token_classification.yaml")
 @dataclass
 class TokenClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-conll2003"
@@ -110,7 +109,7 @@ def build_scratch(config: TokenClassificationConfig, tokenizer, label_names: lis
     from finetune.models.scratch import ScratchTransformerForTokenClassification
 
     scratch_config = kit.scratch_config(
-        PIPELINE_TAG, config.scratch_d_model, config.scratch_layers,
+        registry.get(TASK).pipeline_tag, config.scratch_d_model, config.scratch_layers,
         vocab_size=len(tokenizer), max_position_embeddings=max(512, config.max_length),
         pad_token_id=tokenizer.pad_token_id, **head_labels(label_names))
     return ScratchTransformerForTokenClassification(scratch_config)
@@ -146,7 +145,7 @@ def run(config: TokenClassificationConfig) -> dict:
     # Entity F1 as seqeval computes it, on words (first sub-tokens), in the data's scheme.
     evaluator = TokenClassificationEvaluator(data.label_names, config.max_length,
                                              mode="strict" if config.strict else "lenient", scheme=data.scheme)
-    results = {**kit.results_header(TASK, PIPELINE_TAG, config, source, data.notes[0], METRIC_FOR_BEST),
+    results = {**kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
                "labels": data.label_names, "tag_scheme": data.scheme, "models": []}
 
     # 1. The pretrained model, fine-tuned.
@@ -173,7 +172,7 @@ def run(config: TokenClassificationConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    return kit.main(TokenClassificationConfig, run, DEFAULT_CONFIG, argv)
+    return kit.main(TokenClassificationConfig, run, argv)
 
 
 if __name__ == "__main__":

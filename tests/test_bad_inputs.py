@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from finetune import cli
+from finetune.tasks import registry
 from finetune.core.run_directory import finish_run_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import tiny_gpt2  # noqa: E402
 
-TASKS = cli.tasks()
+TASKS = registry.names()
 
 
 def run_cli(argv, capsys):

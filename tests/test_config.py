@@ -2,13 +2,13 @@ import pytest
 
 from finetune.core.config import TrainingConfig, parse_config
 from finetune.core.errors import UserError
-from recipes.sentiment import DEFAULT_CONFIG, SentimentConfig
+from recipes.sentiment import SentimentConfig
 
 
 def test_yaml_then_flags_precedence(tmp_path):
     user_yaml = tmp_path / "my.yaml"
     user_yaml.write_text("learning_rate: 3e-5\nbatch_size: 8\nlabels: [neg, pos]\n")  # YAML reads 3e-5 as a string
-    config = parse_config(SentimentConfig, ["--config", str(user_yaml), "--batch_size", "16"], DEFAULT_CONFIG)
+    config = parse_config(SentimentConfig, ["--config", str(user_yaml), "--batch_size", "16"])
     assert config.learning_rate == pytest.approx(3e-5)  # user YAML beats the recipe YAML
     assert config.batch_size == 16  # a flag beats both
     assert config.labels == ["neg", "pos"]

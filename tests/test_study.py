@@ -73,7 +73,7 @@ def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_di
 
     from finetune.core.run_directory import folder_bytes, human_size
 
-    module, config_cls, default_yaml = study.load_recipe("sentiment")
+    module, config_cls = study.load_recipe("sentiment")
     base = config_cls(model=str(tiny_bert_dir), dataset=str(tweets_small_csv), max_length=32, batch_size=8,
                       eval_batch_size=64, mixed_precision="no", scratch_layers=1, scratch_d_model=32, lora=False)
     cell = lambda name, **given: dataclasses.replace(study.cell_config(
@@ -104,7 +104,7 @@ def _train_and_test(module, config):
 
 @pytest.mark.parametrize("task", ["sentiment", "text_generation"])
 def test_subsets_are_nested_per_seed_and_the_test_split_is_whole(task, tmp_path, tweets_small_csv):
-    module, config_cls, _ = study.load_recipe(task)
+    module, config_cls = study.load_recipe(task)
     base = config_cls(dataset=str(tweets_small_csv))
     orders = {}
     for seed in (0, 1):
@@ -242,7 +242,7 @@ def test_a_size_larger_than_the_training_split_is_refused_before_any_cell(tmp_pa
     from conftest import write_tweets_csv
 
     dataset = write_tweets_csv(tmp_path / "tiny.csv", per_class=32)
-    module, config_cls, _ = study.load_recipe("sentiment")
+    module, config_cls = study.load_recipe("sentiment")
     available = len(module.build_data(config_cls(dataset=str(dataset))).splits["train"])
     assert 16 < available < 64
     out = tmp_path / "s"

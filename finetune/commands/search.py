@@ -14,7 +14,7 @@ the configuration; the recipe's flags (`--model`, `--dataset`, `--max_train_samp
   after evaluation k, a trial worse than the median of earlier trials at evaluation k stops at once and its run
   directory says so (trial.json). Evaluations are counted, not steps,
   so trials with different batch sizes compare at the same point (each epoch end, when only epochs evaluate).
-- Direction: the metric the recipe selects its best weights on, and finetune.core.evaluation.greater_is_better's rule.
+- Direction: the metric the recipe selects its best weights on, and finetune.core.metrics.greater_is_better's rule.
 - `--n_trials` is the number of finished trials (complete or pruned) the study should hold. Running the same
   command again continues the study: an interrupted search finishes its trials, none repeated; a finished one
   grows when --n_trials grows. Several processes (machines) on one storage share the study; each may run one
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.tasks import registry
 
 # Files a finished trial keeps when its model is dropped: enough for finetune compare and the trial table.
 KEPT_FILES = {"results.json", "config.yaml", "trial.json", "learning_curves.png"}
@@ -208,7 +209,7 @@ def objective_metric(recipe, config) -> tuple[str, bool]:
     A recipe whose metric depends on its configuration (text_classification: by problem type) reads it from
     --metric_for_best or its per-problem-type default; the direction is finetune.core.evaluation's one rule.
     """
-    from finetune.core.evaluation import greater_is_better
+    from finetune.core.metrics import greater_is_better
 
     metric = getattr(config, "metric_for_best", None) or getattr(recipe, "METRIC_FOR_BEST", None)
     defaults = getattr(recipe, "DEFAULT_METRIC", {})
@@ -502,17 +503,6 @@ def write_reports(study, recipe, out_dir: Path, storage_url: str) -> dict:
 
 # ---- the command ----------------------------------------------------------------------------------------------
 
-def recipe_config_class(recipe):
-    """The recipe's config dataclass: the TrainingConfig subclass its module defines."""
-    from finetune.core.config import TrainingConfig
-
-    classes = [v for v in vars(recipe).values() if isinstance(v, type) and issubclass(v, TrainingConfig)
-               and v is not TrainingConfig and v.__module__ == recipe.__name__]
-    if len(classes) != 1:
-        raise RuntimeError(f"{recipe.__name__} must define exactly one TrainingConfig subclass, found {len(classes)}")
-    return classes[0]
-
-
 def build_parser() -> CommandParser:
     parser = CommandParser(prog="finetune search", description=__doc__.split("\n\n")[0], add_help=False, allow_abbrev=False)
     parser.add_argument("task")
@@ -530,7 +520,6 @@ def main(argv=None) -> int:
     import importlib.util
     import os
 
-    from finetune.cli import tasks
     from finetune.core.config import THROWAWAY_CHECKPOINTS, parse_config
     from finetune.commands.study import given_fields
 
@@ -541,8 +530,7 @@ def main(argv=None) -> int:
             print("\nEvery other flag is a field of the task's config: finetune train TASK --help lists them.")
             return 0
         args, rest = build_parser().parse_known_args(argv)
-        if args.task not in tasks():
-            raise UserError(f"unknown task {args.task!r}: use one of {', '.join(tasks())}")
+        registry.get(args.task)  # an unknown task: one line naming the tasks there are
         if args.n_trials < 1:
             raise UserError(f"--n_trials must be at least 1, got {args.n_trials}")
         if importlib.util.find_spec("optuna") is None:
@@ -550,8 +538,8 @@ def main(argv=None) -> int:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("finetune search runs as one process: to search in parallel, start several "
                             "`finetune search` processes on the same --storage instead of accelerate launch")
-        module = importlib.import_module(f"recipes.{args.task}")
-        base = parse_config(recipe_config_class(module), rest, module.DEFAULT_CONFIG)
+        module = registry.get(args.task).load()
+        base = parse_config(registry.get(args.task).config_cls, rest)
         given = given_fields(rest)  # trials are never resumed: no optimizer state, no checkpoint once finished
         base = dataclasses.replace(base, **{k: v for k, v in THROWAWAY_CHECKPOINTS.items() if k not in given})
         recipe = SearchTarget(module, *objective_metric(module, base))

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib
 import json
 import math
 import shutil
@@ -45,6 +44,7 @@ from typing import Optional
 
 from finetune.core.config import THROWAWAY_CHECKPOINTS
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.tasks import registry
 from finetune.core.run_directory import atomic_write_json, atomic_write_text
 
 STUDY_FILE = "study.json"
@@ -63,19 +63,9 @@ STUDY_OWNS = {"seed": "--seeds", "max_train_samples": "--sizes", "resume": "(the
 # ---- the recipe, through its public API only ---------------------------------------------------------------
 
 def load_recipe(task: str):
-    """(module, config class, default YAML or None) of recipes/TASK.py."""
-    import typing
-
-    from finetune.cli import tasks
-
-    if task not in tasks():
-        raise UserError(f"unknown task {task!r}: use one of {', '.join(tasks())}")
-    module = importlib.import_module(f"recipes.{task}")
-    config_cls = typing.get_type_hints(module.run).get("config")  # run(config: SentimentConfig)
-    if config_cls is None:
-        raise UserError(f"recipes.{task}.run has no typed config parameter: the study cannot build its configs")
-    default_yaml = getattr(module, "DEFAULT_CONFIG", Path(module.__file__).parent / "configs" / f"{task}.yaml")
-    return module, config_cls, (Path(default_yaml) if default_yaml and Path(default_yaml).is_file() else None)
+    """(module, config class) of a registered task (finetune/tasks/registry.py)."""
+    entry = registry.get(task)
+    return entry.load(), entry.config_cls
 
 
 def epochs_for(size: int, min_examples: int, max_epochs: float) -> float:
@@ -333,8 +323,8 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
 
     from finetune.core.config import parse_config
 
-    module, config_cls, default_yaml = load_recipe(task)
-    base = parse_config(config_cls, recipe_argv, default_yaml)  # first: a bad flag is the recipe's one-line error
+    module, config_cls = load_recipe(task)
+    base = parse_config(config_cls, recipe_argv)  # first: a bad flag is the recipe's one-line error
     given = given_fields(recipe_argv)
     for name in sorted(given & set(STUDY_OWNS)):
         raise UserError(f"--{name} is set by the study for each cell: use {STUDY_OWNS[name]} instead")

@@ -1,16 +1,19 @@
 """Configuration: typed dataclasses, filled from a YAML file, then from command-line overrides.
 
-Precedence, lowest first: the dataclass defaults, the recipe's own YAML (`recipes/configs/<task>.yaml`), the
-user's `--config FILE`, then `--field value` flags. Parsing is `transformers.HfArgumentParser`; the only thing
+Precedence, lowest first: the dataclass defaults, which for a task's config class include its own YAML
+(`recipes/configs/<task>.yaml`, applied by `defaults_from`, so `SentimentConfig(output_dir=...)` in Python and
+`finetune train sentiment` start from the same values), the user's `--config FILE`, then `--field value` flags. Parsing is `transformers.HfArgumentParser`; the only thing
 added here is that every mistake (unknown key, bad value) becomes a one-line `UserError` instead of argparse's
 usage dump.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TypeVar
@@ -173,12 +176,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Path] = None) -> C:
-    """Build a `config_cls` from defaults < default_yaml < --config FILE < --field value flags."""
+def parse_config(config_cls: type[C], argv: list[str], values: Optional[dict] = None) -> C:
+    """Build a `config_cls` from its defaults < `values` (a YAML's) < --config FILE < --field value flags."""
     argv = list(argv)
-    values: dict = {}
-    if default_yaml is not None:
-        values.update(load_yaml(default_yaml))
+    values = dict(values or {})
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -186,18 +187,7 @@ def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Pa
         values.update(load_yaml(argv[i + 1]))
         del argv[i : i + 2]
 
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"unknown config key(s) {', '.join(unknown)}: remove them or use one of {', '.join(sorted(known))}")
-
-    list_fields = {f.name for f in dataclasses.fields(config_cls) if "list" in str(f.type)}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            raise UserError(f"config key {key} holds a mapping, but fields are flat (e.g. lora_r: 8, not lora: {{r: 8}}): "
-                            f"fix the config file")
-        if isinstance(value, list) and key not in list_fields:
-            raise UserError(f"config key {key} holds a list, but takes one value: fix the config file")
+    known = check_keys(config_cls, values)
 
     # YAML values go through the same argparse typing as flags (YAML reads 3e-5 as a string, for one);
     # they come first, so a flag given later wins.
@@ -205,18 +195,67 @@ def parse_config(config_cls: type[C], argv: list[str], default_yaml: Optional[Pa
     if "-h" in argv or "--help" in argv:
         parser.print_help()
         raise SystemExit(0)
-    tokens = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        tokens.append(f"--{key}")
-        tokens.extend(str(v) for v in value) if isinstance(value, list) else tokens.append(str(value))
+    tokens = _tokens(values)
     refuse_secret_flags(argv, values)
     namespace, unknown = parser.parse_known_args(args=tokens + argv)
     if unknown:
         raise UserError(describe_unknown(unknown, known))
     (config,) = parser.parse_args_into_dataclasses(args=tokens + argv)
     return config
+
+
+def check_keys(config_cls, values: dict) -> set[str]:
+    """A config file's keys are fields of `config_cls`, each with one flat value; returns the field names."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}: remove them or use one of {', '.join(sorted(known))}")
+    list_fields = {f.name for f in dataclasses.fields(config_cls) if "list" in str(f.type)}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            raise UserError(f"config key {key} holds a mapping, but fields are flat (e.g. lora_r: 8, not lora: {{r: 8}}): "
+                            f"fix the config file")
+        if isinstance(value, list) and key not in list_fields:
+            raise UserError(f"config key {key} holds a list, but takes one value: fix the config file")
+    return known
+
+
+def _tokens(values: dict) -> list[str]:
+    """Config-file values as command-line tokens, so that they are typed exactly as flags are."""
+    tokens = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        tokens.append(f"--{key}")
+        tokens.extend(str(v) for v in value) if isinstance(value, list) else tokens.append(str(value))
+    return tokens
+
+
+def defaults_from(yaml_path: Path):
+    """Class decorator, written above @dataclass: the task's YAML becomes the config class's own defaults.
+
+    One source of defaults: the Python constructor, the command line, search and study all start from the same
+    values, and `--help` shows them. The class returned is a dataclass subclass of the same name whose fields
+    named in the YAML have the YAML's values (typed as the command line would type them) as defaults.
+    """
+    def apply(cls):
+        values = load_yaml(yaml_path)
+        check_keys(cls, values)
+        # Typed as the command line types them (YAML reads 3e-5 as a string); not an instance: validation in
+        # __post_init__ may call functions defined below the class in its module.
+        typed, _ = _parser(cls).parse_known_args(args=_tokens(values))
+        fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        namespace = {"__annotations__": {}, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                     "__doc__": cls.__doc__, "defaults_yaml": Path(yaml_path)}
+        for name in values:
+            value, metadata = getattr(typed, name), fields_by_name[name].metadata
+            namespace["__annotations__"][name] = hints[name]
+            namespace[name] = (field(default_factory=lambda v=value: copy.deepcopy(v), metadata=metadata)
+                               if isinstance(value, (list, dict)) else field(default=value, metadata=metadata))
+        return dataclass(type(cls.__name__, (cls,), namespace))
+
+    return apply
 
 
 SECRET_FLAGS = ("token", "hub_token", "hf_token", "api_key", "password")

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
 from finetune.core.errors import UserError
-from finetune.core.evaluation import greater_is_better
+from finetune.core.metrics import greater_is_better
 from finetune.core.checkpoints.lean import (WEIGHTS_ONLY_FILE, best_weights_file, keep_only_trainable_weights, lean_checkpoint,
                            refuse_weights_only, trainable_only)
 from finetune.core.checkpoints.resume import check_resume, read_fingerprint, save_fingerprint

@@ -12,14 +12,6 @@ import torch
 from finetune.core.metrics import load_metric
 
 
-# Metrics where a smaller value is better; every other metric is maximised when selecting the best checkpoint.
-LOWER_IS_BETTER = {"mse", "mae", "loss", "perplexity"}
-
-
-def greater_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
-
-
 class ClassificationEvaluator:
     """One label per example: accuracy, and F1 (binary for two labels, macro-averaged for more).
 

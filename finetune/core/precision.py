@@ -137,7 +137,7 @@ def probe_cpu_bf16(use_cache: bool = True) -> dict:
 
     Measured once per CPU model + flags + torch version, then read back from <cache>/precision_probe.json.
     """
-    from finetune.models.assets import cache_dir
+    from finetune.core.environment import cache_dir
     from finetune.core.run_directory import atomic_write_json
     import json
 

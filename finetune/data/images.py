@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from finetune.models import assets
+from finetune.data import packaged
 from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
 from finetune.core.errors import UserError
 
@@ -43,7 +43,7 @@ def packaged_digits():
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
     from PIL import Image as PILImage
 
-    rows = np.loadtxt(assets.mnist_csv(), delimiter=",", dtype=np.float32)  # (5000, 785): 784 pixels, then the label
+    rows = np.loadtxt(packaged.mnist_csv(), delimiter=",", dtype=np.float32)  # (5000, 785): 784 pixels, then the label
     pixels = rows[:, :784].clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
     labels = rows[:, 784].astype(np.int64)
     images = [PILImage.fromarray(p, mode="L") for p in pixels]

@@ -35,7 +35,7 @@ def default_num_workers() -> int:
 
 def cache_root() -> Path:
     """$FINETUNE_PIPELINE_CACHE, else <cache>/pipeline ($FINETUNE_CACHE, else ~/.cache/finetune)."""
-    from finetune.models.assets import cache_dir
+    from finetune.core.environment import cache_dir
 
     return Path(os.environ.get("FINETUNE_PIPELINE_CACHE") or cache_dir() / "pipeline")
 

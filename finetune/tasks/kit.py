@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from finetune.core.errors import UserError
+from finetune.tasks import registry
 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a checkpoint is on disk, --resume continues
 
@@ -67,8 +68,8 @@ def _command(run, task: Optional[str] = None) -> str:
     return f"finetune train {task or getattr(sys.modules.get(run.__module__), 'TASK', run.__module__)}"
 
 
-def main(config_cls, run, default_yaml: Path, argv: Optional[list[str]] = None) -> int:
-    """Parse `config_cls` (defaults < default_yaml < --config FILE < flags), then `run(config)`.
+def main(config_cls, run, argv: Optional[list[str]] = None) -> int:
+    """Parse `config_cls` (its defaults, the task's YAML among them < --config FILE < flags), then `run(config)`.
 
     Exit codes: 0 done; 2 a UserError (one line, printed by user_errors_exit); 130 interrupted with a
     checkpoint saved, and the hint to resume printed once (by rank zero) however many processes ran.
@@ -79,7 +80,7 @@ def main(config_cls, run, default_yaml: Path, argv: Optional[list[str]] = None) 
     from finetune.core.run_directory import run_attempt, run_lock
 
     with user_errors_exit():
-        config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, default_yaml)
+        config = parse_config(config_cls, sys.argv[1:] if argv is None else argv)
         # The lock outside: a failed attempt's folder is removed (run_attempt) before another command may start.
         with run_lock(config.output_dir, _command(run)), run_attempt():
             try:
@@ -127,16 +128,18 @@ def open_run_dir(config, state, notes: list[str]) -> Path:
     return run_dir
 
 
-def results_header(task: str, pipeline_tag: str, config, source, dataset_note: str, metric_for_best: str) -> dict:
+def results_header(task: str, config, source, dataset_note: str, metric_for_best: str) -> dict:
     """The start of results.json: what ran, on what, and the facts the model card states rather than guesses.
+
+    pipeline_tag: the registered task's (finetune/tasks/registry.py).
 
     dataset_is_hub: the data came from the Hub (finetune.data.provenance); base_model: the pretrained model's
     Hub id, or None for an offline alias or a local folder, which base_model_origin names without any path.
     """
     from finetune.data.provenance import is_hub_dataset
-    from finetune.core.evaluation import greater_is_better
+    from finetune.core.metrics import greater_is_better
 
-    return {"task": task, "pipeline_tag": pipeline_tag, "dataset": config.dataset, "dataset_source": dataset_note,
+    return {"task": task, "pipeline_tag": registry.get(task).pipeline_tag, "dataset": config.dataset, "dataset_source": dataset_note,
             "dataset_is_hub": is_hub_dataset(config.dataset), "base_model": source.hub_id,
             "base_model_origin": source.origin, "metric_for_best": metric_for_best,
             "greater_is_better": greater_is_better(metric_for_best)}

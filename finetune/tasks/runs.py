@@ -19,6 +19,7 @@ from typing import Optional
 from finetune.core.errors import UserError
 from finetune.core.run_directory import refuse_unfinished
 from finetune.core.checkpoints.safeload import check_weights
+from finetune.tasks import registry
 
 
 # ---- model kinds ----------------------------------------------------------------------------------------------
@@ -248,6 +249,11 @@ class Run:
         return "scratch" if self.path.resolve() == (self.root / "scratch").resolve() else "pretrained"
 
     @property
+    def task(self) -> Optional[registry.Task]:
+        """The registered task that trained this run (results.json's "task"); None for a run of no registered task."""
+        return registry.TASKS.get(self.results.get("task"))
+
+    @property
     def entry(self) -> dict:
         return next((m for m in self.results.get("models", []) if m.get("role") == self.role), {})
 
@@ -325,6 +331,10 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
             model.set_attn_implementation("eager")
         except (ValueError, AttributeError):
             pass
+    task = registry.TASKS.get(results.get("task"))
+    if task is not None and task.pipeline_tag != kind.name:
+        raise UserError(f"{root / 'results.json'} says the task {task.name} ({task.pipeline_tag}), but {path} holds a "
+                        f"{kind.name} model: the folder mixes two runs; train it again into a fresh --output_dir")
     model.eval()
     return Run(path, root, kind, model, _processor(path, kind), lora, config, results)
 

