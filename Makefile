@@ -21,7 +21,7 @@ ARGS       ?=
 JUPYTER    ?= lab
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study test bench clean
+.PHONY: install lint browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study test bench clean
 
 install: $(STAMP)
 
@@ -73,10 +73,16 @@ browser:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium \
 	  || echo "make browser: could not install chromium; the browser test will skip and say so"; }
 
+# The plan of the house, checked: import-linter's layer contracts (pyproject.toml) and ruff's lint and format.
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # One pytest worker per core (pytest-xdist; at most 4, each may hold a few models in memory), a test file's tests on
 # one worker so its fixtures are built once, and one torch thread per worker: two workers of two threads each on
 # two cores only wait for each other.
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)

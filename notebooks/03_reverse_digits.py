@@ -61,9 +61,19 @@ print(digits(held_out_source[0]), "->", digits(held_out_target[0]))
 # 2 encoder and 2 decoder blocks, width 64, 4 heads. Source, target and output share one embedding matrix.
 
 # %%
-config = ScratchTransformerConfig(vocab_size=13, d_model=64, n_heads=4, n_layers=2, n_decoder_layers=2, d_ff=128,
-                                  max_position_embeddings=16, dropout=0.0, pad_token_id=PAD,
-                                  decoder_start_token_id=START, eos_token_id=END)
+config = ScratchTransformerConfig(
+    vocab_size=13,
+    d_model=64,
+    n_heads=4,
+    n_layers=2,
+    n_decoder_layers=2,
+    d_ff=128,
+    max_position_embeddings=16,
+    dropout=0.0,
+    pad_token_id=PAD,
+    decoder_start_token_id=START,
+    eos_token_id=END,
+)
 model = ScratchTransformerForSeq2Seq(config)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 

@@ -35,8 +35,19 @@ TINY = os.environ.get("NOTEBOOK_TINY") == "1"
 MODEL = os.environ.get("NOTEBOOK_MODEL", "minilm")
 DATASET = os.environ.get("NOTEBOOK_DATASET", "tweets")
 OUTPUT = Path(os.environ.get("NOTEBOOK_OUTPUT", "runs/notebooks"))
-SIZE = dict(max_train_samples=48, max_length=32, batch_size=8, eval_steps=3, max_eval_samples=32,
-            scratch_layers=1, scratch_d_model=32) if TINY else dict(max_train_samples=2000, eval_steps=10, max_eval_samples=500)
+SIZE = (
+    dict(
+        max_train_samples=48,
+        max_length=32,
+        batch_size=8,
+        eval_steps=3,
+        max_eval_samples=32,
+        scratch_layers=1,
+        scratch_d_model=32,
+    )
+    if TINY
+    else dict(max_train_samples=2000, eval_steps=10, max_eval_samples=500)
+)
 
 # %% [markdown]
 # ## One run, two models
@@ -45,8 +56,17 @@ SIZE = dict(max_train_samples=48, max_length=32, batch_size=8, eval_steps=3, max
 # directory: the fine-tuned model, `scratch/`, `results.json`, `learning_curves.png`.
 
 # %%
-config = SentimentConfig(output_dir=str(OUTPUT / "sentiment"), overwrite=True, model=MODEL, dataset=DATASET,
-                         learning_rate=1e-4, scratch_learning_rate=5e-4, num_epochs=1, log_steps=5, **SIZE)
+config = SentimentConfig(
+    output_dir=str(OUTPUT / "sentiment"),
+    overwrite=True,
+    model=MODEL,
+    dataset=DATASET,
+    learning_rate=1e-4,
+    scratch_learning_rate=5e-4,
+    num_epochs=1,
+    log_steps=5,
+    **SIZE,
+)
 results = run(config)
 
 # %% [markdown]
@@ -99,6 +119,7 @@ for text in ["the crew were wonderful, thank you!", "three hours on the tarmac a
 
 # %%
 from finetune.commands import figures
+
 figures.main(["--run_dir", str(OUTPUT / "sentiment"), "--out", str(OUTPUT / "figures")])
 display(Image(filename=str(OUTPUT / "figures" / "attention_before_after.png")))
 print(json.loads((OUTPUT / "figures" / "attention_before_after.json").read_text())["mean_abs_change_per_layer"])

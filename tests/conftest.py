@@ -36,8 +36,15 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir):
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -74,9 +81,21 @@ def train_tiny_sentiment(path, model, dataset, **overrides):
 
     from recipes.sentiment import SentimentConfig, run
 
-    config = dict(output_dir=str(path), model=str(model), dataset=str(dataset), max_length=32, batch_size=16,
-                  eval_batch_size=32, max_train_samples=160, num_epochs=1, learning_rate=1e-3, log_steps=5,
-                  scratch_layers=1, scratch_d_model=32, compare=True)
+    config = dict(
+        output_dir=str(path),
+        model=str(model),
+        dataset=str(dataset),
+        max_length=32,
+        batch_size=16,
+        eval_batch_size=32,
+        max_train_samples=160,
+        num_epochs=1,
+        learning_rate=1e-3,
+        log_steps=5,
+        scratch_layers=1,
+        scratch_d_model=32,
+        compare=True,
+    )
     config.update(overrides)
     run(SentimentConfig(**config))
     return Path(path)
@@ -90,8 +109,9 @@ def sentiment_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
 
 @pytest.fixture(scope="session")
 def sentiment_lora_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
-    return train_tiny_sentiment(tmp_path_factory.mktemp("runs") / "lora", tiny_bert_dir, tweets_small_csv, lora=True,
-                                compare=False)
+    return train_tiny_sentiment(
+        tmp_path_factory.mktemp("runs") / "lora", tiny_bert_dir, tweets_small_csv, lora=True, compare=False
+    )
 
 
 @pytest.fixture(scope="session")

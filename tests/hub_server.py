@@ -123,7 +123,7 @@ class FakeHub:
         if self._timer is not None:
             self._timer.cancel()
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         self.start()
         return self
 
@@ -137,8 +137,12 @@ class FakeHub:
     def add_dataset(self, repo_id: str, files: dict[str, bytes | str], private: bool = False) -> None:
         """Serve a dataset repository: {path in repo: content}, e.g. {"data/train.csv": "...", "README.md": "..."}."""
         repo = _Repo(repo_id, private)
-        repo.commits = [(uuid.uuid4().hex + "00000000",
-                         {path: data.encode() if isinstance(data, str) else data for path, data in files.items()})]
+        repo.commits = [
+            (
+                uuid.uuid4().hex + "00000000",
+                {path: data.encode() if isinstance(data, str) else data for path, data in files.items()},
+            )
+        ]
         with self.lock:
             self.repos[DATASET_PREFIX + repo_id] = repo
 
@@ -276,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _may_write(self, user: str, namespace: str) -> None:
         if namespace != user and namespace not in self.hub.orgs.get(user, []):
-            raise _HubError(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
+            raise _HubError(403, f'You don\'t have the rights to create a model under the namespace "{namespace}"')
 
     def _repo(self, repo_id: str, write: bool = False) -> _Repo:
         user = self._user(write=write)
@@ -335,8 +339,16 @@ class _Handler(BaseHTTPRequestHandler):
         user = self._user(required=True)
         role = self.hub.tokens[self.headers["Authorization"][7:].strip()][1]
         orgs = [{"name": org, "roleInOrg": "write"} for org in self.hub.orgs.get(user, [])]
-        self._send(200, {"type": "user", "name": user, "fullname": user, "orgs": orgs,
-                         "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": role}}})
+        self._send(
+            200,
+            {
+                "type": "user",
+                "name": user,
+                "fullname": user,
+                "orgs": orgs,
+                "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": role}},
+            },
+        )
         return 200
 
     def _create_repo(self) -> int:
@@ -435,8 +447,15 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _HubError(400, f"fake hub: unsupported commit operation {key!r}")
             oid = hashlib.sha1(json.dumps(lines, sort_keys=True).encode() + uuid.uuid4().bytes).hexdigest()
             repo.commits.append((oid, files))
-        self._send(200, {"success": True, "commitOid": oid, "commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}",
-                         "pullRequestUrl": None})
+        self._send(
+            200,
+            {
+                "success": True,
+                "commitOid": oid,
+                "commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}",
+                "pullRequestUrl": None,
+            },
+        )
         return 200
 
     def _model_info(self, repo_id: str, revision: str) -> int:
@@ -446,12 +465,25 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(404, f"Revision not found: {revision}", "RevisionNotFound")
         oid, files = found
         stamp = repo.created.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        self._send(200, {
-            "_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "sha": oid, "private": repo.private,
-            "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [], "library_name": "transformers",
-            "createdAt": stamp, "lastModified": stamp,
-            "siblings": [{"rfilename": path, "size": len(data)} for path, data in sorted(files.items())],
-        })
+        self._send(
+            200,
+            {
+                "_id": repo.repo_id,
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": oid,
+                "private": repo.private,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "library_name": "transformers",
+                "createdAt": stamp,
+                "lastModified": stamp,
+                "siblings": [{"rfilename": path, "size": len(data)} for path, data in sorted(files.items())],
+            },
+        )
         return 200
 
     def _tree(self, repo_id: str, rest: str) -> int:
@@ -466,13 +498,15 @@ class _Handler(BaseHTTPRequestHandler):
         for path, data in sorted(found[1].items()):
             if not path.startswith(prefix):
                 continue
-            inner = path[len(prefix):]
+            inner = path[len(prefix) :]
             if "/" in inner and not recursive:
                 folders.add(prefix + inner.split("/")[0])
                 continue
             entries.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path})
-        entries += [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
-                    for d in sorted(folders)]
+        entries += [
+            {"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
+            for d in sorted(folders)
+        ]
         self._send(200, entries)
         return 200
 
@@ -494,8 +528,9 @@ class _Handler(BaseHTTPRequestHandler):
                 data = found[1][wanted]
                 entries.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": wanted})
             elif any(p.startswith(wanted + "/") for p in found[1]) or wanted == "":
-                entries.append({"type": "directory", "oid": hashlib.sha1(wanted.encode()).hexdigest(), "size": 0,
-                                "path": wanted})
+                entries.append(
+                    {"type": "directory", "oid": hashlib.sha1(wanted.encode()).hexdigest(), "size": 0, "path": wanted}
+                )
         self._send(200, entries)
         return 200
 
@@ -514,7 +549,7 @@ class _Handler(BaseHTTPRequestHandler):
         if ranged and self.command == "GET":
             start = int(ranged.group(1))
             end = int(ranged.group(2)) if ranged.group(2) else len(data) - 1
-            body = data[start:end + 1]
+            body = data[start : end + 1]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
         self._send(status, raw=body, headers=headers)

@@ -8,8 +8,20 @@ that "Lisbon" is a place): that is where the pretrained model should beat the on
 import json
 import random
 
-PERSONS_TRAIN = ["Angela Merkel", "John Smith", "Maria Garcia", "David Brown", "Anna Petrova", "James Wilson",
-                 "Laura Chen", "Peter Novak", "Sophie Martin", "Carlos Silva", "Emma Johnson", "Lucas Meyer"]
+PERSONS_TRAIN = [
+    "Angela Merkel",
+    "John Smith",
+    "Maria Garcia",
+    "David Brown",
+    "Anna Petrova",
+    "James Wilson",
+    "Laura Chen",
+    "Peter Novak",
+    "Sophie Martin",
+    "Carlos Silva",
+    "Emma Johnson",
+    "Lucas Meyer",
+]
 PERSONS_TEST = ["Olivia Turner", "Hans Weber", "Yuki Tanaka", "Marco Rossi", "Ingrid Berg", "Rahul Mehta"]
 PLACES_TRAIN = ["Paris", "Berlin", "Madrid", "Tokyo", "Chicago", "Toronto", "Sydney", "Vienna", "Cairo", "New York"]
 PLACES_TEST = ["Lisbon", "Dublin", "Warsaw", "Nairobi", "Buenos Aires", "Boston"]
@@ -80,8 +92,15 @@ def tiny_tagger(path, minilm_dir, num_labels=7):
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
     BertForTokenClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

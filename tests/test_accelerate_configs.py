@@ -14,14 +14,26 @@ EXPECTED = {
     # file: (distributed_type, num_processes, mixed_precision, extra checks on the loaded ClusterConfig)
     "single_gpu_bf16.yaml": ("NO", 1, "bf16", lambda c: not c.use_cpu),
     "multi_gpu_ddp.yaml": ("MULTI_GPU", 2, "bf16", lambda c: c.gpu_ids == "all"),
-    "fsdp.yaml": ("FSDP", 2, "bf16", lambda c: c.fsdp_config["fsdp_version"] == 2
-                  and c.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"),
+    "fsdp.yaml": (
+        "FSDP",
+        2,
+        "bf16",
+        lambda c: c.fsdp_config["fsdp_version"] == 2 and c.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT",
+    ),
     "deepspeed_zero2.yaml": ("DEEPSPEED", 2, "bf16", lambda c: c.deepspeed_config["zero_stage"] == 2),
-    "deepspeed_zero3.yaml": ("DEEPSPEED", 2, "bf16", lambda c: c.deepspeed_config["zero_stage"] == 3
-                             and c.deepspeed_config["zero3_save_16bit_model"]),
+    "deepspeed_zero3.yaml": (
+        "DEEPSPEED",
+        2,
+        "bf16",
+        lambda c: c.deepspeed_config["zero_stage"] == 3 and c.deepspeed_config["zero3_save_16bit_model"],
+    ),
     "cpu_2proc.yaml": ("MULTI_GPU", 2, "no", lambda c: c.main_process_port == 29533),
-    "multi_node.yaml": ("MULTI_GPU", 16, "bf16", lambda c: c.machine_rank == 0 and c.rdzv_backend == "static"
-                        and c.main_process_ip and c.main_process_port),
+    "multi_node.yaml": (
+        "MULTI_GPU",
+        16,
+        "bf16",
+        lambda c: c.machine_rank == 0 and c.rdzv_backend == "static" and c.main_process_ip and c.main_process_port,
+    ),
 }
 MACHINES = {"multi_node.yaml": 2}  # every other file: one machine
 

@@ -27,11 +27,16 @@ from finetune.core import run_directory  # noqa: E402
 
 def png_claiming(width, height) -> bytes:
     """A PNG header announcing width x height (no pixel data): PIL refuses it as a decompression bomb on open."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_csv(path, header, rows):
@@ -57,17 +62,21 @@ def inputs(tmp_path_factory, tweets_small_csv):
     """Every bad input file, once (read-only for the tests: snapshotted around each case)."""
     root = tmp_path_factory.mktemp("bad-inputs")
     good_rows = [line for line in Path(tweets_small_csv).read_text().splitlines()[1:60]]
-    write_csv(root / "numeric_text.csv", "text,label", [f"{i},{'positive' if i % 2 else 'negative'}" for i in range(60)])
+    write_csv(
+        root / "numeric_text.csv", "text,label", [f"{i},{'positive' if i % 2 else 'negative'}" for i in range(60)]
+    )
     write_csv(root / "float_labels.csv", "text,label", [f"tweet number {i},{float(i % 2)}" for i in range(60)])
     write_csv(root / "tiny.csv", "text,label", ["good,positive", "bad,negative", "fine,positive"])
     write_csv(root / "two_rows.csv", "text,label", ["good,positive", "bad,negative"])
     write_csv(root / "short_texts.csv", "text,label", [f"t{i},positive" for i in range(30)])
     write_csv(root / "missing_text.csv", "text,label", [*good_rows[:30], ",positive", *good_rows[30:]])
     (root / "broken.jsonl").write_text('{"text": "fine", "label": "positive"}\n{"text": "broken", "label": \n')
-    (root / "list_text.jsonl").write_text("".join(json.dumps({"text": ["a", "list"], "label": ["positive", "negative"][i % 2]}) + "\n"
-                                                  for i in range(40)))
-    (root / "dict_label.jsonl").write_text("".join(json.dumps({"text": f"text {i}", "label": {"name": "positive"}}) + "\n"
-                                                   for i in range(40)))
+    (root / "list_text.jsonl").write_text(
+        "".join(json.dumps({"text": ["a", "list"], "label": ["positive", "negative"][i % 2]}) + "\n" for i in range(40))
+    )
+    (root / "dict_label.jsonl").write_text(
+        "".join(json.dumps({"text": f"text {i}", "label": {"name": "positive"}}) + "\n" for i in range(40))
+    )
     (root / "binary.csv").write_bytes(bytes(range(256)) * 40)
     (root / "junk.parquet").write_text("this is not parquet")
     (root / "empty.jsonl").write_text("")
@@ -103,18 +112,34 @@ def runs(tmp_path_factory, tiny_bert_dir):
 
 
 MODELS = {"sentiment": "classifier", "text_generation": "lm", "image_classification": "vit"}
-GOOD_DATA = {"sentiment": "{tweets}", "text_generation": "{tweets}", "image_classification": "{inputs}/bomb_folder/../empty_image_folder"}
+GOOD_DATA = {
+    "sentiment": "{tweets}",
+    "text_generation": "{tweets}",
+    "image_classification": "{inputs}/bomb_folder/../empty_image_folder",
+}
 
 # (family, task or verb, name, arguments, text the one error line must hold)
 # Train rows: "--dataset X" replaces the good dataset; the earlier run, --model and --overwrite are added.
 TRAIN = [
     # data files
     ("data", "sentiment", "numbers in the text column", ["--dataset", "{inputs}/numeric_text.csv"], "text column"),
-    ("data", "text_generation", "numbers in the text column", ["--dataset", "{inputs}/numeric_text.csv"], "text column"),
+    (
+        "data",
+        "text_generation",
+        "numbers in the text column",
+        ["--dataset", "{inputs}/numeric_text.csv"],
+        "text column",
+    ),
     ("data", "sentiment", "3 rows: too few to split", ["--dataset", "{inputs}/tiny.csv"], "too few"),
     ("data", "sentiment", "2 rows: too few to split", ["--dataset", "{inputs}/two_rows.csv"], "too few"),
     ("data", "text_generation", "3 rows: too few to split", ["--dataset", "{inputs}/tiny.csv"], "too few"),
-    ("data", "text_generation", "too few tokens for one block", ["--dataset", "{inputs}/short_texts.csv"], "fewer than block_size"),
+    (
+        "data",
+        "text_generation",
+        "too few tokens for one block",
+        ["--dataset", "{inputs}/short_texts.csv"],
+        "fewer than block_size",
+    ),
     ("data", "sentiment", "an empty text cell", ["--dataset", "{inputs}/missing_text.csv"], "row 31"),
     ("data", "sentiment", "a broken JSON line", ["--dataset", "{inputs}/broken.jsonl"], "broken.jsonl"),
     ("data", "text_generation", "a broken JSON line", ["--dataset", "{inputs}/broken.jsonl"], "broken.jsonl"),
@@ -124,7 +149,13 @@ TRAIN = [
     ("data", "sentiment", "junk named .parquet", ["--dataset", "{inputs}/junk.parquet"], "junk.parquet"),
     ("data", "sentiment", "an empty jsonl file", ["--dataset", "{inputs}/empty.jsonl"], "empty"),
     ("data", "sentiment", "no text column at all", ["--dataset", "{inputs}/labels_only.csv"], "--text_column"),
-    ("data", "sentiment", "labels 0.0/1.0 with --labels 0 2", ["--dataset", "{inputs}/float_labels.csv", "--labels", "0", "2"], "--labels 0 1 2"),
+    (
+        "data",
+        "sentiment",
+        "labels 0.0/1.0 with --labels 0 2",
+        ["--dataset", "{inputs}/float_labels.csv", "--labels", "0", "2"],
+        "--labels 0 1 2",
+    ),
     ("data", "sentiment", "a plain text file for a classifier", ["--dataset", "{inputs}/text.txt"], "--label_column"),
     ("data", "sentiment", "a folder for a dataset", ["--dataset", "{inputs}/a_folder"], "a_folder"),
     # configuration values
@@ -144,15 +175,33 @@ TRAIN = [
     ("config", "sentiment", "negative gradient clipping", ["--max_grad_norm", "-1"], "--max_grad_norm"),
     ("config", "sentiment", "fp16 without a GPU", ["--mixed_precision", "fp16"], "fp16"),
     ("config", "sentiment", "a single expected label", ["--labels", "positive"], "at least 2"),
-    ("config", "sentiment", "an expected label twice", ["--labels", "positive", "positive", "negative"], "more than once"),
-    ("config", "sentiment", "LoRA on modules that do not exist", ["--lora", "--lora_target_modules", "nosuch"], "nosuch"),
+    (
+        "config",
+        "sentiment",
+        "an expected label twice",
+        ["--labels", "positive", "positive", "negative"],
+        "more than once",
+    ),
+    (
+        "config",
+        "sentiment",
+        "LoRA on modules that do not exist",
+        ["--lora", "--lora_target_modules", "nosuch"],
+        "nosuch",
+    ),
     ("config", "sentiment", "an empty dataset name", ["--dataset", ""], "--dataset"),
     ("config", "sentiment", "an empty model name", ["--model", ""], "--model"),
     ("config", "sentiment", "a NUL byte in output_dir", ["--output_dir", "runs/a\x00b"], "--output_dir"),
     ("config", "text_generation", "more new tokens than positions", ["--max_new_tokens", "5000"], "128"),
     ("config", "image_classification", "zero image size", ["--image_size", "0"], "--image_size"),
     # images
-    ("images", "image_classification", "a decompression bomb in the folder", ["--dataset", "{inputs}/bomb_folder"], "huge.png"),
+    (
+        "images",
+        "image_classification",
+        "a decompression bomb in the folder",
+        ["--dataset", "{inputs}/bomb_folder"],
+        "huge.png",
+    ),
     ("images", "image_classification", "a zero-byte image", ["--dataset", "{inputs}/empty_image_folder"], "empty.png"),
     ("images", "image_classification", "a truncated header", ["--dataset", "{inputs}/truncated_folder"], "cut.png"),
 ]
@@ -175,15 +224,28 @@ def _fill(arg, inputs, runs, tweets):
 @pytest.mark.parametrize("family, task, name, flags, needle", TRAIN, ids=[f"{f}: {t}: {n}" for f, t, n, _, _ in TRAIN])
 def test_train(family, task, name, flags, needle, inputs, runs, tweets_small_csv, capsys):
     flags = [_fill(f, inputs, runs, tweets_small_csv) for f in flags]
-    base = ["--output_dir", str(runs["earlier"]), "--overwrite", "--model", str(runs[MODELS[task]]),
-            "--dataset", _fill(GOOD_DATA[task], inputs, runs, tweets_small_csv), "--max_steps", "2", "--compare", "false"]
+    base = [
+        "--output_dir",
+        str(runs["earlier"]),
+        "--overwrite",
+        "--model",
+        str(runs[MODELS[task]]),
+        "--dataset",
+        _fill(GOOD_DATA[task], inputs, runs, tweets_small_csv),
+        "--max_steps",
+        "2",
+        "--compare",
+        "false",
+    ]
     before = {"inputs": snapshot(inputs), "runs": snapshot(runs["earlier"].parent)}
     code, err = run_cli(["train", task, *base, *flags], capsys)
     assert_one_line_error(code, err, needle)
     assert {"inputs": snapshot(inputs), "runs": snapshot(runs["earlier"].parent)} == before
 
 
-@pytest.mark.parametrize("family, verb, name, argv, needle", COMMANDS, ids=[f"{f}: {v}: {n}" for f, v, n, _, _ in COMMANDS])
+@pytest.mark.parametrize(
+    "family, verb, name, argv, needle", COMMANDS, ids=[f"{f}: {v}: {n}" for f, v, n, _, _ in COMMANDS]
+)
 def test_commands(family, verb, name, argv, needle, inputs, runs, tweets_small_csv, capsys):
     argv = [_fill(a, inputs, runs, tweets_small_csv) for a in argv]
     before = {"inputs": snapshot(inputs), "runs": snapshot(runs["earlier"].parent)}
@@ -196,7 +258,12 @@ def test_the_matrix_covers_every_family_and_verb():
     assert len(TRAIN) + len(COMMANDS) >= 40
     families = {row[0] for row in TRAIN + COMMANDS}
     assert families == {"data", "config", "images", "predict"}
-    assert {row[1] for row in TRAIN} == set(MODELS) and {row[1] for row in COMMANDS} >= {"predict", "generate", "merge", "push"}
+    assert {row[1] for row in TRAIN} == set(MODELS) and {row[1] for row in COMMANDS} >= {
+        "predict",
+        "generate",
+        "merge",
+        "push",
+    }
 
 
 def test_predict_truncates_a_text_longer_than_the_model_takes(runs, capsys):
@@ -207,8 +274,22 @@ def test_predict_truncates_a_text_longer_than_the_model_takes(runs, capsys):
 
 def test_the_suggested_labels_work_when_followed(inputs, runs, tmp_path, capsys):
     """Labels written 0.0 / 1.0: --labels 0.0 1.0 (as written) works, and so does the fix a wrong set is told."""
-    base = ["train", "sentiment", "--model", str(runs["classifier"]), "--dataset", str(inputs / "float_labels.csv"),
-            "--max_steps", "1", "--compare", "false", "--max_length", "16", "--batch_size", "8"]
+    base = [
+        "train",
+        "sentiment",
+        "--model",
+        str(runs["classifier"]),
+        "--dataset",
+        str(inputs / "float_labels.csv"),
+        "--max_steps",
+        "1",
+        "--compare",
+        "false",
+        "--max_length",
+        "16",
+        "--batch_size",
+        "8",
+    ]
     code, err = run_cli(base + ["--output_dir", str(tmp_path / "a"), "--labels", "0.0", "1.0"], capsys)
     assert code == 0, err
     code, err = run_cli(base + ["--output_dir", str(tmp_path / "b"), "--labels", "0", "2"], capsys)

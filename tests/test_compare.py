@@ -11,21 +11,51 @@ from finetune.cli import main as cli_main
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
     """Three real runs, one per recipe, tiny models; the sentiment one keeps its scratch comparison."""
-    from test_image_classification import tiny_config as image_config, write_folder
+    from test_image_classification import tiny_config as image_config
+    from test_image_classification import write_folder
     from test_text_generation import _config as lm_config
     from tiny_models import tiny_gpt2, tiny_vit
 
     from recipes import image_classification, sentiment, text_generation
 
     root = tmp_path_factory.mktemp("compare")
-    sentiment.run(sentiment.SentimentConfig(
-        output_dir=str(root / "sst"), model=str(tiny_bert_dir), dataset=str(tweets_small_csv), max_length=32,
-        batch_size=16, max_train_samples=160, max_eval_samples=64, num_epochs=1, learning_rate=1e-3,
-        scratch_learning_rate=2e-3, scratch_layers=1, scratch_d_model=32, compare=True))
-    text_generation.run(lm_config(root, tiny_gpt2(root / "gpt2"), tweets_small_csv, output_dir=str(root / "lm"),
-                                  compare=False, max_steps=4, learning_rate=2e-3))
-    image_classification.run(image_config(root, tiny_vit(root / "vit"), write_folder(root / "colours", per_class=6),
-                                          output_dir=str(root / "img"), num_epochs=1))
+    sentiment.run(
+        sentiment.SentimentConfig(
+            output_dir=str(root / "sst"),
+            model=str(tiny_bert_dir),
+            dataset=str(tweets_small_csv),
+            max_length=32,
+            batch_size=16,
+            max_train_samples=160,
+            max_eval_samples=64,
+            num_epochs=1,
+            learning_rate=1e-3,
+            scratch_learning_rate=2e-3,
+            scratch_layers=1,
+            scratch_d_model=32,
+            compare=True,
+        )
+    )
+    text_generation.run(
+        lm_config(
+            root,
+            tiny_gpt2(root / "gpt2"),
+            tweets_small_csv,
+            output_dir=str(root / "lm"),
+            compare=False,
+            max_steps=4,
+            learning_rate=2e-3,
+        )
+    )
+    image_classification.run(
+        image_config(
+            root,
+            tiny_vit(root / "vit"),
+            write_folder(root / "colours", per_class=6),
+            output_dir=str(root / "img"),
+            num_epochs=1,
+        )
+    )
     return [root / "sst", root / "lm", root / "img"]
 
 

@@ -40,10 +40,18 @@ def test_torch_compile_trains_the_compiled_module_with_unchanged_weights_and_key
 
     monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
     config = dict(num_epochs=2, learning_rate=0.1, warmup_ratio=0.0, mixed_precision="no")
-    plain = engine.train(Net(), loaders(), None, TrainingConfig(output_dir=str(tmp_path / "a"), **config), tmp_path / "a", "net")
+    plain = engine.train(
+        Net(), loaders(), None, TrainingConfig(output_dir=str(tmp_path / "a"), **config), tmp_path / "a", "net"
+    )
     assert compiled == []
-    fast = engine.train(Net(), loaders(), None, TrainingConfig(output_dir=str(tmp_path / "b"), torch_compile=True, **config),
-                        tmp_path / "b", "net")
+    fast = engine.train(
+        Net(),
+        loaders(),
+        None,
+        TrainingConfig(output_dir=str(tmp_path / "b"), torch_compile=True, **config),
+        tmp_path / "b",
+        "net",
+    )
     assert compiled == ["Net"] and fast.model._compiled_call_impl is not None
     assert list(fast.model.state_dict()) == list(plain.model.state_dict()) == ["layer.weight", "layer.bias"]
     for key, value in plain.model.state_dict().items():

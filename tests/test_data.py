@@ -2,9 +2,9 @@ import random
 
 import pytest
 
+from finetune.core.errors import UserError
 from finetune.data.sampling import LengthGroupedBatchSampler, padding_fraction
 from finetune.data.text import load_text_classification
-from finetune.core.errors import UserError
 
 
 def test_length_grouping_cuts_padding_and_keeps_every_example():
@@ -79,6 +79,7 @@ def test_hub_dataset_offline_names_the_fix():
 
 # ---- labelled splits (finetune/data/labels.py, shared by text and images) -------------------------------------------
 
+
 def test_integer_labels_keep_numeric_order(tmp_path):
     path = tmp_path / "d.csv"
     values = [2, 10, 1] * 20
@@ -104,7 +105,9 @@ def test_class_label_names_keep_their_order_and_hidden_test_labels_are_dropped()
     from finetune.data.labels import labelled_splits
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=["neutral", "positive", "negative"])})
-    train = Dataset.from_dict({"text": [f"t{i}" for i in range(40)], "label": [i % 3 for i in range(40)]}, features=features)
+    train = Dataset.from_dict(
+        {"text": [f"t{i}" for i in range(40)], "label": [i % 3 for i in range(40)]}, features=features
+    )
     hidden = Dataset.from_dict({"text": ["a", "b"], "label": [-1, -1]}, features=features)  # as GLUE hides test labels
     splits, names, notes = labelled_splits(DatasetDict({"train": train, "test": hidden}), key_column="text", seed=0)
     assert names == ["neutral", "positive", "negative"]  # the dataset's order, not sorted
@@ -114,8 +117,10 @@ def test_class_label_names_keep_their_order_and_hidden_test_labels_are_dropped()
     assert all(original[t] == i for s in splits.values() for t, i in zip(s["text"], s["label"]))
 
 
-@pytest.mark.parametrize("labels, needle", [(["pos", "neg", "pos"], "names pos more than once"),
-                                            (["pos"], "--labels gives 1 distinct label")])
+@pytest.mark.parametrize(
+    "labels, needle",
+    [(["pos", "neg", "pos"], "names pos more than once"), (["pos"], "--labels gives 1 distinct label")],
+)
 def test_expected_labels_are_checked(tmp_path, labels, needle):
     path = tmp_path / "d.csv"
     path.write_text("text,label\n" + "\n".join(f"t{i},{['pos', 'neg'][i % 2]}" for i in range(30)) + "\n")
@@ -161,8 +166,10 @@ def test_labels_written_as_whole_decimals_are_classes_and_the_output_says_so(tmp
     assert asked.problem_type == "regression"
 
 
-@pytest.mark.parametrize("bad, shown", [("nan", "row 4: empty/NaN"), ("", "row 4: empty/NaN"), ("inf", "row 4: inf"),
-                                        ("-inf", "row 4: -inf")])
+@pytest.mark.parametrize(
+    "bad, shown",
+    [("nan", "row 4: empty/NaN"), ("", "row 4: empty/NaN"), ("inf", "row 4: inf"), ("-inf", "row 4: -inf")],
+)
 def test_regression_targets_that_are_not_finite_are_refused_with_their_rows(tmp_path, bad, shown):
     scores = [f"{i / 7:.3f}" for i in range(40)]
     scores[3] = bad

@@ -14,9 +14,17 @@ import urllib.request
 import pytest
 
 from finetune.commands import demo, predict
+
 CHROMIUM = os.environ.get("FINETUNE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TEXT = "worst delay ever, they lost my bag"
 
 
@@ -31,8 +39,13 @@ def server(sentiment_run):
     """`finetune demo RUN_DIR --port P` in a subprocess, until its page answers; stopped after the module."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
-    proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", "demo", str(sentiment_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finetune.cli", "demo", str(sentiment_run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while True:
@@ -79,8 +92,11 @@ def test_a_real_browser_types_a_sentence_and_reads_label_and_heatmap(server, exp
         pytest.skip(f"no Chromium at {CHROMIUM}: `make browser` (apt-get install chromium) installs it")
     url, _ = server
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium"),
-                                    args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium"),
+            args=CHROMIUM_ARGS,
+            headless=True,
+        )
         try:
             page = browser.new_page()
             page.goto(url, wait_until="domcontentloaded")

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 
 from finetune.core import engine
 from finetune.core.config import TrainingConfig
-from finetune.data.sampling import LengthGroupedBatchSampler
 from finetune.core.errors import UserError
+from finetune.data.sampling import LengthGroupedBatchSampler
 
 
 class Recorder(torch.nn.Module):
@@ -49,8 +49,12 @@ def toy_loaders(n=40, batch_size=4):
     examples = [{"ids": i, "x": float(i % 2), "labels": i % 2} for i in range(n)]
     collate = lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
     lengths = [1 + i % 7 for i in range(n)]
-    make = lambda shuffle: DataLoader(examples, batch_sampler=LengthGroupedBatchSampler(lengths, batch_size, seed=0, shuffle=shuffle, group_size=2),
-                                      collate_fn=collate, generator=torch.Generator().manual_seed(0))
+    make = lambda shuffle: DataLoader(
+        examples,
+        batch_sampler=LengthGroupedBatchSampler(lengths, batch_size, seed=0, shuffle=shuffle, group_size=2),
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )
     return {"train": make(True), "validation": make(False), "test": make(False)}
 
 
@@ -58,7 +62,7 @@ def test_each_epoch_sees_every_example_once_in_a_new_order(tmp_path):
     model = Recorder()
     config = TrainingConfig(output_dir=str(tmp_path), num_epochs=3, learning_rate=0.1, warmup_ratio=0.0)
     result = engine.train(model, toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
-    epochs = [model.seen[i * 10:(i + 1) * 10] for i in range(3)]
+    epochs = [model.seen[i * 10 : (i + 1) * 10] for i in range(3)]
     for batches in epochs:
         assert sorted(i for b in batches for i in b) == list(range(40))
     assert epochs[0] != epochs[1] != epochs[2]
@@ -80,15 +84,26 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_early_stopping(tmp_path):
-    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=20, eval_steps=1, early_stopping_patience=2, learning_rate=1e-9, warmup_ratio=0.0)
-    result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+    config = TrainingConfig(
+        output_dir=str(tmp_path),
+        num_epochs=20,
+        eval_steps=1,
+        early_stopping_patience=2,
+        learning_rate=1e-9,
+        warmup_ratio=0.0,
+    )
+    result = engine.train(
+        Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy"
+    )
     assert result.stopped_early and result.steps == 3  # no improvement possible at lr 1e-9: stop after 2 more evals
 
 
 def test_tensorboard_through_accelerate_trackers(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, log_steps=2, log_with="tensorboard", warmup_ratio=0.0)
+    config = TrainingConfig(
+        output_dir=str(tmp_path), num_epochs=1, log_steps=2, log_with="tensorboard", warmup_ratio=0.0
+    )
     engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert events
@@ -105,15 +120,17 @@ def test_train_state_is_exactly_the_checkpoint_json(tmp_path):
     import json
 
     # Stop mid-epoch with accumulation, so the running loss and the batch position are not trivially zero.
-    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, gradient_accumulation_steps=2, stop_after_steps=3,
-                            warmup_ratio=0.0)
+    config = TrainingConfig(
+        output_dir=str(tmp_path), num_epochs=2, gradient_accumulation_steps=2, stop_after_steps=3, warmup_ratio=0.0
+    )
     with pytest.raises(engine.TrainingInterrupted) as stopped:
         engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
     saved = json.loads((stopped.value.checkpoint / engine.STATE_FILE).read_text())
     assert list(saved) == [f.name for f in dataclasses.fields(engine.TrainState)]  # same keys, same order
     state = engine.TrainState.from_json(saved)
     assert state.to_json() == saved
-    assert (state.step, state.epoch, state.batch_in_epoch, state.train_samples) == (3, 0, 6, 24)  # 3 steps x 2 batches of 4
+    # 3 steps x 2 batches of 4
+    assert (state.step, state.epoch, state.batch_in_epoch, state.train_samples) == (3, 0, 6, 24)
     assert state.running_count == 6 and state.running_loss > 0 and not state.done  # no loss record yet (log_steps)
     # An older checkpoint that lacks keys resumes with the defaults for them.
     assert engine.TrainState.from_json({"step": 10}) == engine.TrainState(step=10)
@@ -131,7 +148,9 @@ def test_on_evaluation_sees_every_validation_after_best_model_selection(tmp_path
         assert json.loads(best_file.read_text())["step"] <= step  # selection already ran for this evaluation
 
     with engine.on_evaluation(callback):
-        result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy")
+        result = engine.train(
+            Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy", metric_for_best="accuracy"
+        )
     evaluations = [("toy", r["step"], r["eval"]) for r in result.history if "eval" in r]
     assert calls == evaluations and [step for _, step, _ in calls] == [4, 8, 10, 12, 16, 20]
     engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path / "again", "toy")
@@ -175,30 +194,36 @@ def steps_kept(root):
     return [int(p.name.split("_")[1]) for p in sorted(root.glob("step_*"))]
 
 
-@pytest.mark.parametrize("keep, kept", [(2, [9, 10]), ("3", [8, 9, 10]), ("last", [10]), ("all", list(range(1, 11))),
-                                        ("none", [10])])
+@pytest.mark.parametrize(
+    "keep, kept", [(2, [9, 10]), ("3", [8, 9, 10]), ("last", [10]), ("all", list(range(1, 11))), ("none", [10])]
+)
 def test_keep_checkpoints_counts_words_and_the_old_integer(tmp_path, keep, kept):
     # (none: the engine keeps the newest while training; finish_run removes it once the run has finished)
-    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=1, warmup_ratio=0.0,
-                            keep_checkpoints=keep)
+    config = TrainingConfig(
+        output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=1, warmup_ratio=0.0, keep_checkpoints=keep
+    )
     engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
     assert steps_kept(tmp_path / "checkpoints" / "toy") == kept
 
 
 @pytest.mark.parametrize("bad", [0, "-1", "2.5", "some", ""])
 def test_a_bad_keep_checkpoints_is_one_line(bad):
-    with pytest.raises(UserError, match=r"--keep_checkpoints must be a number of at least 1, or one of all, last, none"):
+    with pytest.raises(
+        UserError, match=r"--keep_checkpoints must be a number of at least 1, or one of all, last, none"
+    ):
         TrainingConfig(keep_checkpoints=bad)
 
 
 def test_save_only_model_checkpoints_hold_weights_only_but_the_last_is_full(tmp_path):
     from finetune.core import run_directory
     from finetune.core.checkpoints import lean
+
     sizes = {}
     for only in (False, True):
         out = tmp_path / f"only_{only}"
-        config = TrainingConfig(output_dir=str(out), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0,
-                                save_only_model=only)
+        config = TrainingConfig(
+            output_dir=str(out), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0, save_only_model=only
+        )
         engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, out, "toy")
         during, last = sorted((out / "checkpoints" / "toy").glob("step_*"))  # steps 8 and 10
         sizes[only] = run_directory.folder_bytes(during)
@@ -212,8 +237,11 @@ def test_a_crash_after_a_weights_only_checkpoint_refuses_to_resume_in_one_line(t
     config = dict(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=3, warmup_ratio=0.0, save_only_model=True)
     with pytest.raises(UserError, match="loss became nan"):  # the crash: after step 3's checkpoint, before step 6's
         engine.train(Recorder(nan_at_call=5), toy_loaders(), ToyEvaluator(), TrainingConfig(**config), tmp_path, "toy")
-    with pytest.raises(UserError, match=r"cannot resume from .*step_00000003: it holds the model weights only "
-                                        r"\(--save_only_model.*pass --overwrite"):
+    with pytest.raises(
+        UserError,
+        match=r"cannot resume from .*step_00000003: it holds the model weights only "
+        r"\(--save_only_model.*pass --overwrite",
+    ):
         engine.train(Recorder(), toy_loaders(), ToyEvaluator(), TrainingConfig(**config, resume=True), tmp_path, "toy")
 
 
@@ -225,9 +253,16 @@ def test_a_pause_under_save_only_model_still_saves_a_resumable_checkpoint(tmp_pa
     expected = engine.train(model(), toy_loaders(), ToyEvaluator(), straight, tmp_path / "straight", "toy").model
     paused = dict(output_dir=str(tmp_path), num_epochs=1, checkpoint_steps=2, warmup_ratio=0.0, save_only_model=True)
     with pytest.raises(engine.TrainingInterrupted) as stopped:
-        engine.train(model(), toy_loaders(), ToyEvaluator(), TrainingConfig(**paused, stop_after_steps=5),
-                     tmp_path / "paused", "toy")
+        engine.train(
+            model(),
+            toy_loaders(),
+            ToyEvaluator(),
+            TrainingConfig(**paused, stop_after_steps=5),
+            tmp_path / "paused",
+            "toy",
+        )
     assert (stopped.value.checkpoint / "optimizer.bin").is_file()  # full, though routine ones are weights only
-    resumed = engine.train(model(), toy_loaders(), ToyEvaluator(), TrainingConfig(**paused, resume=True),
-                           tmp_path / "paused", "toy").model
+    resumed = engine.train(
+        model(), toy_loaders(), ToyEvaluator(), TrainingConfig(**paused, resume=True), tmp_path / "paused", "toy"
+    ).model
     assert all(torch.equal(a, b) for a, b in zip(expected.state_dict().values(), resumed.state_dict().values()))

@@ -54,8 +54,10 @@ def test_lenient_mode_matches_seqeval_default(metric, seed, prefixes):
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("scheme, seqeval_scheme, prefixes", [
-    ("IOB2", IOB2, ("B", "I")), ("IOB1", IOB1, ("B", "I")), ("IOBES", IOBES, ("B", "I", "E", "S"))])
+@pytest.mark.parametrize(
+    "scheme, seqeval_scheme, prefixes",
+    [("IOB2", IOB2, ("B", "I")), ("IOB1", IOB1, ("B", "I")), ("IOBES", IOBES, ("B", "I", "E", "S"))],
+)
 def test_strict_mode_matches_seqeval_strict(metric, seed, scheme, seqeval_scheme, prefixes):
     references, predictions = random_sentences(seed, prefixes)
     ours = metric.compute(predictions=predictions, references=references, mode="strict", scheme=scheme)

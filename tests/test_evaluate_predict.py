@@ -1,5 +1,6 @@
 """finetune evaluate and finetune predict --file on one tiny sentiment run (full fine-tune + scratch model) and
-one tiny LoRA run, each trained once for the session (tests/conftest.py). Truth: the runs' own results.json, scikit-learn's
+one tiny LoRA run, each trained once for the session (tests/conftest.py). Truth: the runs' own results.json,
+scikit-learn's
 classification report, and predict on the same texts given as arguments."""
 
 import json
@@ -10,13 +11,18 @@ from pathlib import Path
 import pytest
 
 from finetune.commands import evaluate, predict
+
+
 def _results(run_dir):
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
 def test_evaluate_reproduces_the_runs_test_metrics_exactly(sentiment_run, sentiment_lora_run, tmp_path, capsys):
-    for folder, root, role in ((sentiment_run, sentiment_run, "pretrained"), (sentiment_run / "scratch", sentiment_run, "scratch"),
-                               (sentiment_lora_run, sentiment_lora_run, "pretrained")):
+    for folder, root, role in (
+        (sentiment_run, sentiment_run, "pretrained"),
+        (sentiment_run / "scratch", sentiment_run, "scratch"),
+        (sentiment_lora_run, sentiment_lora_run, "pretrained"),
+    ):
         output = tmp_path / f"{root.name}-{role}.json"
         assert evaluate.main([str(folder), "--output", str(output)]) == 0
         report = json.loads(output.read_text())
@@ -51,7 +57,10 @@ def test_evaluate_a_new_file_scores_every_row_and_names_an_unknown_label(sentime
     assert evaluate.main([str(sentiment_run), "--dataset", str(good), "--output", str(output)]) == 0
     report = json.loads(output.read_text())
     assert report["split"] == "all" and report["examples"] == 3
-    labels = [json.loads(line)["label"] for line in _predict_lines(sentiment_run, ["awful service", "lovely crew", "lost my bag"], capsys)]
+    labels = [
+        json.loads(line)["label"]
+        for line in _predict_lines(sentiment_run, ["awful service", "lovely crew", "lost my bag"], capsys)
+    ]
     expected_accuracy = sum(a == b for a, b in zip(labels, ["negative", "positive", "negative"])) / 3
     assert report["metrics"]["accuracy"] == pytest.approx(expected_accuracy)
 
@@ -129,8 +138,23 @@ def test_predict_streams_without_holding_the_outputs(sentiment_run, tmp_path):
 
 
 def test_predict_top_k_and_standard_input(sentiment_run):
-    proc = subprocess.run([sys.executable, "-m", "finetune.cli", "predict", str(sentiment_run / "scratch"), "--file", "-",
-                           "--top_k", "2"], input="one delay\nnice seats\n", capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune.cli",
+            "predict",
+            str(sentiment_run / "scratch"),
+            "--file",
+            "-",
+            "--top_k",
+            "2",
+        ],
+        input="one delay\nnice seats\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [line["id"] for line in lines] == [0, 1]
@@ -156,11 +180,16 @@ def test_predict_arguments_honour_output(sentiment_run, tmp_path, capsys):
 def test_a_one_column_csv_without_a_header_keeps_its_first_row_and_says_so(sentiment_run, tmp_path, capsys):
     texts = ["awful delay again", "lovely crew", "lost my bag"]
     expected = [json.loads(line)["label"] for line in _predict_lines(sentiment_run, texts, capsys)]
-    for name, content, note in (("plain.csv", "".join(t + "\n" for t in texts), True),
-                                ("header.csv", "text\n" + "".join(t + "\n" for t in texts), False),
-                                ("plain.tsv", "".join(t + "\n" for t in texts), True)):
+    for name, content, note in (
+        ("plain.csv", "".join(t + "\n" for t in texts), True),
+        ("header.csv", "text\n" + "".join(t + "\n" for t in texts), False),
+        ("plain.tsv", "".join(t + "\n" for t in texts), True),
+    ):
         output = tmp_path / f"{name}.jsonl"
-        assert predict.main([str(sentiment_run), "--file", str(_write(tmp_path / name, content)), "--output", str(output)]) == 0
+        assert (
+            predict.main([str(sentiment_run), "--file", str(_write(tmp_path / name, content)), "--output", str(output)])
+            == 0
+        )
         lines = [json.loads(line) for line in output.read_text().splitlines()]
         assert [line["id"] for line in lines] == [0, 1, 2], name
         assert [line["label"] for line in lines] == expected, name
@@ -226,18 +255,19 @@ def test_a_run_still_being_written_is_refused_by_every_reader(sentiment_run, tmp
     import shutil
 
     from finetune.commands import export
-
-    from finetune.reporting import hub
     from finetune.core.run_directory import MANIFEST
+    from finetune.reporting import hub
 
     run = tmp_path / "busy"
     shutil.copytree(sentiment_run, run)
     (run / MANIFEST).write_text(json.dumps({"format": 1, "status": "running"}))
     before = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
-    for verb, call in (("predict", lambda: predict.main([str(run), "great flight"])),
-                       ("evaluate", lambda: evaluate.main([str(run)])),
-                       ("export", lambda: export.main([str(run)])),
-                       ("push", lambda: hub.main([str(run), "--repo_id", "someone/busy"]))):
+    for verb, call in (
+        ("predict", lambda: predict.main([str(run), "great flight"])),
+        ("evaluate", lambda: evaluate.main([str(run)])),
+        ("export", lambda: export.main([str(run)])),
+        ("push", lambda: hub.main([str(run), "--repo_id", "someone/busy"])),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             call()
         assert exit_info.value.code == 2, verb

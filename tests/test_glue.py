@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from hub_server import FakeHub
 from test_hub_datasets import ROOT, online_env
 
@@ -80,8 +79,14 @@ print(json.dumps(out))
 def test_every_glue_task_resolves_through_the_hub(tmp_path):
     with FakeHub(lifetime=300) as hub:
         hub.add_dataset("nyu-mll/glue", glue_repo())
-        proc = subprocess.run([sys.executable, "-c", CHILD % list(EXPECTED)], env=online_env(hub.url, tmp_path / "home"),
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD % list(EXPECTED)],
+            env=online_env(hub.url, tmp_path / "home"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         resolved = json.loads(proc.stdout.strip().splitlines()[-1])
         for task, (text, pair, problem, metric, metrics) in EXPECTED.items():
@@ -94,7 +99,9 @@ def test_every_glue_task_resolves_through_the_hub(tmp_path):
             expected_validation = "validation_matched" if task == "mnli" else "validation"
             assert got["validation_text"] == f"{task} {expected_validation} first 0"
             assert got["splits"]["validation"] == 5 and got["splits"]["train"] + got["splits"]["test"] == 30
-            assert got["labels"] == (["score"] if problem == "regression" else ["0", "1", "2"] if task == "mnli" else ["0", "1"])
+            assert got["labels"] == (
+                ["score"] if problem == "regression" else ["0", "1", "2"] if task == "mnli" else ["0", "1"]
+            )
             # the files came over HTTP from the fake Hub
             assert hub.requests_to(rf"^/datasets/nyu-mll/glue/resolve/.+/{task}/train-00000-of-00001\.csv$"), task
         assert resolved["mnli"]["splits"]["validation_mismatched"] == 5

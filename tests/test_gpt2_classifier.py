@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_gpt2
 
 from recipes.sentiment import SentimentConfig, run
-from tiny_models import tiny_gpt2
 
 TEXTS = ["great", "the flight was delayed for four hours and nobody told us anything", "ok then"]
 
@@ -24,9 +24,20 @@ def gpt2_dir(tmp_path_factory):
 
 
 def _config(tmp_path, model, dataset, **overrides):
-    base = dict(output_dir=str(tmp_path / "run"), model=str(model), dataset=str(dataset), max_length=32, batch_size=16,
-                eval_batch_size=64, max_train_samples=96, max_eval_samples=32, num_epochs=1, learning_rate=1e-3,
-                compare=False, log_steps=2)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        model=str(model),
+        dataset=str(dataset),
+        max_length=32,
+        batch_size=16,
+        eval_batch_size=64,
+        max_train_samples=96,
+        max_eval_samples=32,
+        num_epochs=1,
+        learning_rate=1e-3,
+        compare=False,
+        log_steps=2,
+    )
     base.update(overrides)
     return SentimentConfig(**base)
 

@@ -36,31 +36,68 @@ def test_the_defaults_are_the_tasks_yaml():
 
 @pytest.fixture
 def tiny_task():
-    task = registry.register(registry.Task("tiny_task", "tiny_task_recipe", "TinyTaskConfig", "text-classification",
-                                           "accuracy"))
+    task = registry.register(
+        registry.Task("tiny_task", "tiny_task_recipe", "TinyTaskConfig", "text-classification", "accuracy")
+    )
     yield task
     del registry.TASKS["tiny_task"]
 
 
 def tiny_flags(tiny_bert_dir, tweets_small_csv, out):
-    return ["--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), "--max_length", "32",
-            "--max_train_samples", "64", "--max_eval_samples", "64", "--batch_size", "16", "--mixed_precision", "no",
-            "--scratch_layers", "1", "--scratch_d_model", "32", "--output_dir", str(out)]
+    return [
+        "--model",
+        str(tiny_bert_dir),
+        "--dataset",
+        str(tweets_small_csv),
+        "--max_length",
+        "32",
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "64",
+        "--batch_size",
+        "16",
+        "--mixed_precision",
+        "no",
+        "--scratch_layers",
+        "1",
+        "--scratch_d_model",
+        "32",
+        "--output_dir",
+        str(out),
+    ]
 
 
 def test_one_registry_entry_makes_a_task_known_to_the_cli_search_study_and_runs(
-        tiny_task, tiny_bert_dir, tweets_small_csv, tmp_path, capsys):
+    tiny_task, tiny_bert_dir, tweets_small_csv, tmp_path, capsys
+):
     assert "tiny_task" in registry.names()
     # The CLI trains it, and the run it wrote is opened as that task's.
     run_dir = tmp_path / "train"
-    assert cli.main(["train", "tiny_task", *tiny_flags(tiny_bert_dir, tweets_small_csv, run_dir), "--compare", "false"]) == 0
+    assert (
+        cli.main(["train", "tiny_task", *tiny_flags(tiny_bert_dir, tweets_small_csv, run_dir), "--compare", "false"])
+        == 0
+    )
     assert json.loads((run_dir / "results.json").read_text())["task"] == "tiny_task"
     assert open_run(run_dir).task is tiny_task
     # Search and study find it by the same name.
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate: {type: categorical, choices: [1.0e-3]}\nnum_epochs: 1\n")
-    assert search.main(["tiny_task", "--n_trials", "1", "--space", str(space), "--compare", "false",
-                        *tiny_flags(tiny_bert_dir, tweets_small_csv, tmp_path / "search")]) == 0
+    assert (
+        search.main(
+            [
+                "tiny_task",
+                "--n_trials",
+                "1",
+                "--space",
+                str(space),
+                "--compare",
+                "false",
+                *tiny_flags(tiny_bert_dir, tweets_small_csv, tmp_path / "search"),
+            ]
+        )
+        == 0
+    )
     assert study.load_recipe("tiny_task")[1] is tiny_task.config_cls
     # And an unknown name is the same one line everywhere, listing the registered tasks.
     capsys.readouterr()

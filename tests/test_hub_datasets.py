@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hub_server import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +39,28 @@ print(json.dumps({split: {"columns": ds.column_names, "rows": ds.to_list()} for 
 
 def online_env(hub_url: str, home: Path) -> dict:
     """The environment of a child that talks to the fake Hub (and nothing else)."""
-    env = dict(os.environ, HF_ENDPOINT=hub_url, HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", HF_HOME=str(home),
-               HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        HF_ENDPOINT=hub_url,
+        HF_HUB_OFFLINE="0",
+        HF_DATASETS_OFFLINE="0",
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("HF_TOKEN", None)
     return env
 
 
 def load_in_child(hub_url: str, home: Path, name: str, config: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", LOAD, name, config], env=online_env(hub_url, home), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", LOAD, name, config],
+        env=online_env(hub_url, home),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -58,23 +70,49 @@ def hub():
 
 
 def test_a_config_of_a_hub_dataset_loads_through_the_datasets_client(hub, tmp_path):
-    hub.add_dataset("nyu-mll/glue", {"README.md": GLUE_CARD, "mrpc/train-00000-of-00001.csv": PAIRS_CSV,
-                                     "mrpc/validation-00000-of-00001.csv": PAIRS_CSV})
+    hub.add_dataset(
+        "nyu-mll/glue",
+        {
+            "README.md": GLUE_CARD,
+            "mrpc/train-00000-of-00001.csv": PAIRS_CSV,
+            "mrpc/validation-00000-of-00001.csv": PAIRS_CSV,
+        },
+    )
     proc = load_in_child(hub.url, tmp_path / "home", "nyu-mll/glue", "mrpc")
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(loaded) == ["train", "validation"]
     assert loaded["train"]["columns"] == ["sentence1", "sentence2", "label", "idx"]
-    assert loaded["train"]["rows"][0] == {"sentence1": "The cat sat.", "sentence2": "A cat sat down.", "label": 1, "idx": 0}
+    assert loaded["train"]["rows"][0] == {
+        "sentence1": "The cat sat.",
+        "sentence2": "A cat sat down.",
+        "label": 1,
+        "idx": 0,
+    }
     # The files really came over HTTP from the fake Hub.
     assert hub.requests_to(r"^/datasets/nyu-mll/glue/resolve/.+/mrpc/train-00000-of-00001\.csv$")
 
 
 def test_a_dataset_missing_from_the_hub_is_one_line(hub, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "sentiment", "--dataset", "nobody/nothing-here",
-                           "--output_dir", str(run_dir)], env=online_env(hub.url, tmp_path / "home"), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune.cli",
+            "train",
+            "sentiment",
+            "--dataset",
+            "nobody/nothing-here",
+            "--output_dir",
+            str(run_dir),
+        ],
+        env=online_env(hub.url, tmp_path / "home"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "nobody/nothing-here" in lines[0], proc.stderr[-2000:]

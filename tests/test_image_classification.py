@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from tiny_models import tiny_vit
 
-from finetune.data import images
 from finetune.core.errors import UserError
-from recipes.image_classification import ImageClassificationConfig, build_pretrained, fit_resolution, main, run
 from finetune.core.run_directory import finish_run_dir
+from finetune.data import images
+from recipes.image_classification import ImageClassificationConfig, build_pretrained, fit_resolution, main, run
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 210)}
 
@@ -52,15 +52,31 @@ def tiny_vit_dir(tmp_path_factory):
 
 
 def tiny_config(tmp_path, model, dataset, **overrides):
-    base = dict(output_dir=str(tmp_path / "run"), model=str(model), dataset=str(dataset), image_size=16, batch_size=8,
-                eval_batch_size=16, num_epochs=2, learning_rate=3e-3, log_steps=2, eval_steps=4, checkpoint_steps=3,
-                scratch_image_size=16, scratch_patch_size=4, scratch_d_model=32, scratch_layers=1,
-                scratch_learning_rate=3e-3, compare=False)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        model=str(model),
+        dataset=str(dataset),
+        image_size=16,
+        batch_size=8,
+        eval_batch_size=16,
+        num_epochs=2,
+        learning_rate=3e-3,
+        log_steps=2,
+        eval_steps=4,
+        checkpoint_steps=3,
+        scratch_image_size=16,
+        scratch_patch_size=4,
+        scratch_d_model=32,
+        scratch_layers=1,
+        scratch_learning_rate=3e-3,
+        compare=False,
+    )
     base.update(overrides)
     return ImageClassificationConfig(**base)
 
 
 # ---- RGB conversion and augmentation ----------------------------------------------------------------------------
+
 
 def test_to_rgb_converts_every_mode():
     gray = Image.new("L", (4, 4), 90)
@@ -90,14 +106,19 @@ def test_random_affine_is_light_seeded_and_keeps_the_size():
     assert np.array_equal(np.asarray(first), np.asarray(again))
     assert not np.array_equal(np.asarray(first), np.asarray(digit))
     assert np.asarray(first)[0, 0] == 0  # corners filled with the border colour, not white
-    assert abs(int(np.asarray(first).astype(int).sum()) - int(np.asarray(digit).astype(int).sum())) < 0.35 * np.asarray(digit).sum()
+    assert (
+        abs(int(np.asarray(first).astype(int).sum()) - int(np.asarray(digit).astype(int).sum()))
+        < 0.35 * np.asarray(digit).sum()
+    )
 
 
 def test_processor_at_sets_resize_and_crop():
     from transformers import ViTImageProcessorPil
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
-    bit = images.processor_at(BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}), 56)
+    bit = images.processor_at(
+        BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}), 56
+    )
     vit = images.processor_at(ViTImageProcessorPil(size={"height": 224, "width": 224}), 48)
     wide = Image.new("RGB", (90, 60), (10, 20, 30))
     assert tuple(bit(images=[wide], return_tensors="pt")["pixel_values"].shape) == (1, 3, 56, 56)
@@ -105,6 +126,7 @@ def test_processor_at_sets_resize_and_crop():
 
 
 # ---- data sources ---------------------------------------------------------------------------------------------------
+
 
 def test_packaged_digits_split_is_deterministic():
     first = images.load_image_classification("digits", seed=42)
@@ -130,9 +152,12 @@ def test_image_folder_labels_and_conversion_note(colour_folder):
 
 
 def test_an_empty_split_folder_of_a_class_other_splits_have_is_no_error(tmp_path):
-    """Only a class no folder holds images of vanishes (refused, see BAD_INPUTS); an empty test/blue is a small split."""
+    """Only a class no folder holds images of vanishes (refused, see BAD_INPUTS); an empty test/blue is a small
+    split."""
     write_folder(tmp_path / "train", per_class=8, odd_modes=False)
-    write_folder(tmp_path / "test", per_class=3, classes={"red": COLOURS["red"], "green": COLOURS["green"]}, odd_modes=False)
+    write_folder(
+        tmp_path / "test", per_class=3, classes={"red": COLOURS["red"], "green": COLOURS["green"]}, odd_modes=False
+    )
     (tmp_path / "test" / "blue").mkdir()
     data = images.load_image_classification(str(tmp_path), seed=0)
     assert data.label_names == ["blue", "green", "red"]
@@ -151,11 +176,14 @@ def test_integer_labels_keep_numeric_order(tmp_path):
     assert data.label_names == [str(v) for v in sorted(set(values))] == ["1", "2", "10"]
     by_path = {f"{i}.png": v for i, v in enumerate(values)}
     for split in data.splits.values():  # every id names the label that image had in metadata.csv
-        assert all(data.label_names[i] == str(by_path[Path(image["path"]).name])
-                   for image, i in zip(split["image"], split["label"]))
+        assert all(
+            data.label_names[i] == str(by_path[Path(image["path"]).name])
+            for image, i in zip(split["image"], split["label"])
+        )
 
 
 # ---- models and resolution ----------------------------------------------------------------------------------------
+
 
 def test_vit_position_embeddings_are_resampled_and_survive_saving(tmp_path, tiny_vit_dir):
     from transformers import AutoModelForImageClassification
@@ -189,13 +217,43 @@ def test_offline_default_is_the_dinov2_backbone_with_interpolated_positions(tmp_
 
 # ---- the recipe end to end ----------------------------------------------------------------------------------------
 
+
 def test_end_to_end_on_an_image_folder_then_predict(tmp_path, tiny_vit_dir, colour_folder, capsys):
     from finetune.commands import predict
+
     out = tmp_path / "run"
-    code = main(["--output_dir", str(out), "--model", str(tiny_vit_dir), "--dataset", str(colour_folder),
-                 "--image_size", "16", "--freeze_layers", "1", "--batch_size", "8", "--num_epochs", "3", "--learning_rate", "3e-3",
-                 "--eval_steps", "4", "--scratch_image_size", "16", "--scratch_patch_size", "4",
-                 "--scratch_d_model", "32", "--scratch_layers", "1", "--scratch_learning_rate", "3e-3"])
+    code = main(
+        [
+            "--output_dir",
+            str(out),
+            "--model",
+            str(tiny_vit_dir),
+            "--dataset",
+            str(colour_folder),
+            "--image_size",
+            "16",
+            "--freeze_layers",
+            "1",
+            "--batch_size",
+            "8",
+            "--num_epochs",
+            "3",
+            "--learning_rate",
+            "3e-3",
+            "--eval_steps",
+            "4",
+            "--scratch_image_size",
+            "16",
+            "--scratch_patch_size",
+            "4",
+            "--scratch_d_model",
+            "32",
+            "--scratch_layers",
+            "1",
+            "--scratch_learning_rate",
+            "3e-3",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "froze the embeddings and blocks 1-1 of 2" in printed
@@ -206,7 +264,9 @@ def test_end_to_end_on_an_image_folder_then_predict(tmp_path, tiny_vit_dir, colo
     for model in results["models"]:
         assert 0 <= model["test"]["accuracy"] <= 1 and "f1" in model["test"]
         matrix = json.loads((out / f"confusion_matrix_{model['role']}.json").read_text())
-        assert sum(map(sum, matrix["counts"])) == len(images.load_image_classification(str(colour_folder), seed=42).splits["test"])
+        assert sum(map(sum, matrix["counts"])) == len(
+            images.load_image_classification(str(colour_folder), seed=42).splits["test"]
+        )
         assert matrix["accuracy"] == pytest.approx(model["test"]["accuracy"], abs=1e-4)
         assert (out / f"confusion_matrix_{model['role']}.png").stat().st_size > 5_000
     assert (out / "learning_curves.png").stat().st_size > 10_000
@@ -217,8 +277,11 @@ def test_end_to_end_on_an_image_folder_then_predict(tmp_path, tiny_vit_dir, colo
 
     # finetune predict on the run (and on its scratch model), with RGB, RGBA and grayscale files
     rng = np.random.default_rng(5)
-    files = {"rgb.png": _image(rng, COLOURS["green"]), "rgba.png": _image(rng, COLOURS["red"]).convert("RGBA"),
-             "gray.png": _image(rng, COLOURS["blue"]).convert("L")}
+    files = {
+        "rgb.png": _image(rng, COLOURS["green"]),
+        "rgba.png": _image(rng, COLOURS["red"]).convert("RGBA"),
+        "gray.png": _image(rng, COLOURS["blue"]).convert("L"),
+    }
     for name, image in files.items():
         image.save(tmp_path / name)
     for run_dir in (out, out / "scratch"):
@@ -252,13 +315,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_vi
 
 # ---- bad input: one line, exit 2, the earlier run untouched ----------------------------------------------------------
 
+
 def _error_lines(capsys):
     """stderr without the progress bars of loading weights (long work shows a progress bar)."""
     return [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
 
 
 def _snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _bad_dataset(kind: str, root: Path) -> str:
@@ -283,7 +351,9 @@ def _bad_dataset(kind: str, root: Path) -> str:
         (root / "empty" / "cat" / "notes.txt").write_text("hello")
         return str(root / "empty")
     if kind == "empty class folder":
-        folder = write_folder(root / "bird-less", per_class=4, classes={"cat": (1, 2, 3), "dog": (200, 100, 0)}, odd_modes=False)
+        folder = write_folder(
+            root / "bird-less", per_class=4, classes={"cat": (1, 2, 3), "dog": (200, 100, 0)}, odd_modes=False
+        )
         (folder / "bird").mkdir()
         return str(folder)
     if kind == "a file":
@@ -313,7 +383,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_path, tiny_vit_dir, colour_folder, capsys):
+def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(
+    name, tmp_path, tiny_vit_dir, colour_folder, capsys
+):
     kind, extra, needle = BAD_INPUTS[name]
     dataset = str(colour_folder) if kind == "good" else _bad_dataset(kind, tmp_path)
     out = tmp_path / "run"
@@ -322,8 +394,22 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
     (out / "model.safetensors").write_bytes(b"earlier weights")
     finish_run_dir(out)  # a finished run: its manifest lists these files, so --overwrite may replace them
     before = _snapshot(out)
-    argv = ["--output_dir", str(out), "--overwrite", "--model", str(tiny_vit_dir), "--dataset", dataset, "--image_size", "16",
-            "--scratch_image_size", "16", "--scratch_patch_size", "4", *extra]
+    argv = [
+        "--output_dir",
+        str(out),
+        "--overwrite",
+        "--model",
+        str(tiny_vit_dir),
+        "--dataset",
+        dataset,
+        "--image_size",
+        "16",
+        "--scratch_image_size",
+        "16",
+        "--scratch_patch_size",
+        "4",
+        *extra,
+    ]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     err = _error_lines(capsys)
@@ -334,6 +420,7 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
 
 def test_predict_refuses_an_unreadable_image(tmp_path, tiny_vit_dir, capsys):
     from finetune.commands import predict
+
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(SystemExit) as exit_info:
         predict.main([str(tiny_vit_dir), str(tmp_path / "bad.png")])

@@ -1,4 +1,5 @@
-"""Lean run directories (finetune/core/checkpoints/lean.py): LoRA checkpoints hold only the trainable weights and still resume
+"""Lean run directories (finetune/core/checkpoints/lean.py): LoRA checkpoints hold only the trainable weights and still
+resume
 exactly; a full fine-tune keeps its best weights once; the last line reports the run directory's size."""
 
 import json
@@ -14,15 +15,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_run_dir import run_main  # noqa: E402
 
 from finetune.core import engine  # noqa: E402
-
 from finetune.core.checkpoints import lean
 
 
 def args(out, model, dataset, *extra):
-    return ["--output_dir", str(out), "--model", str(model), "--dataset", str(dataset), "--max_length", "32",
-            "--batch_size", "8", "--eval_batch_size", "64", "--max_train_samples", "48", "--max_steps", "4",
-            "--compare", "false", "--mixed_precision", "no", "--max_eval_samples", "32", "--checkpoint_steps", "1",
-            "--learning_rate", "1e-3", "--eval_steps", "2", *extra]
+    return [
+        "--output_dir",
+        str(out),
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--max_length",
+        "32",
+        "--batch_size",
+        "8",
+        "--eval_batch_size",
+        "64",
+        "--max_train_samples",
+        "48",
+        "--max_steps",
+        "4",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+        "--max_eval_samples",
+        "32",
+        "--checkpoint_steps",
+        "1",
+        "--learning_rate",
+        "1e-3",
+        "--eval_steps",
+        "2",
+        *extra,
+    ]
 
 
 def keys(path):
@@ -30,10 +57,14 @@ def keys(path):
         return set(f.keys())
 
 
-def test_lora_checkpoints_hold_only_trainable_weights_and_resume_exactly(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+def test_lora_checkpoints_hold_only_trainable_weights_and_resume_exactly(
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert run_main(args(straight, tiny_bert_dir, tweets_small_csv, "--lora"), capsys)[0] == 0
-    assert run_main(args(stopped, tiny_bert_dir, tweets_small_csv, "--lora", "--stop_after_steps", "2"), capsys)[0] == 130
+    assert (
+        run_main(args(stopped, tiny_bert_dir, tweets_small_csv, "--lora", "--stop_after_steps", "2"), capsys)[0] == 130
+    )
     code, err, out = run_main(args(stopped, tiny_bert_dir, tweets_small_csv, "--lora", "--resume"), capsys)
     assert code == 0, err
 
@@ -42,14 +73,17 @@ def test_lora_checkpoints_hold_only_trainable_weights_and_resume_exactly(tmp_pat
     assert saved and all("lora_" in k or "classifier" in k for k in saved), sorted(saved)[:5]
     assert lean.lean_checkpoint(checkpoint)
     assert keys(stopped / "checkpoints" / "pretrained" / "best" / "model.safetensors") <= saved | {
-        k.replace("base_model.model.", "") for k in saved}
+        k.replace("base_model.model.", "") for k in saved
+    }
     # the adapter is the same, bit for bit, as the uninterrupted run's
     a, b = load_file(str(straight / "adapter_model.safetensors")), load_file(str(stopped / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert re.search(r"run directory: .*stopped \(\d+(\.\d)? (KB|MB)\)", out), out[-500:]
 
 
-def test_a_full_fine_tune_keeps_its_best_weights_once_and_still_resumes_to_them(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+def test_a_full_fine_tune_keeps_its_best_weights_once_and_still_resumes_to_them(
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     out = tmp_path / "run"
     assert run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)[0] == 0
     best = out / "checkpoints" / "pretrained" / "best"
@@ -77,16 +111,44 @@ def test_the_best_copy_stays_when_the_saved_model_differs(tmp_path):
 
 def test_a_tied_frozen_output_layer_stays_out_of_lora_checkpoints(tmp_path, tweets_small_csv, capsys):
     """GPT-2 ties its output layer to the token embedding: frozen under LoRA, neither name may be saved."""
-    from recipes.text_generation import main as lm_main
     from tiny_models import tiny_gpt2
+
+    from recipes.text_generation import main as lm_main
 
     model = tiny_gpt2(tmp_path / "gpt2")
     out = tmp_path / "run"
     capsys.readouterr()
-    code = lm_main(["--output_dir", str(out), "--model", str(model), "--dataset", str(tweets_small_csv), "--lora",
-                    "--max_steps", "2", "--compare", "false", "--block_size", "32", "--batch_size", "4",
-                    "--max_train_samples", "64", "--max_eval_samples", "16", "--max_test_samples", "16",
-                    "--max_new_tokens", "4", "--mixed_precision", "no", "--checkpoint_steps", "1"])
+    code = lm_main(
+        [
+            "--output_dir",
+            str(out),
+            "--model",
+            str(model),
+            "--dataset",
+            str(tweets_small_csv),
+            "--lora",
+            "--max_steps",
+            "2",
+            "--compare",
+            "false",
+            "--block_size",
+            "32",
+            "--batch_size",
+            "4",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "16",
+            "--max_test_samples",
+            "16",
+            "--max_new_tokens",
+            "4",
+            "--mixed_precision",
+            "no",
+            "--checkpoint_steps",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err[-2000:]
     checkpoint = engine.latest_checkpoint(out / "checkpoints" / "pretrained")
     saved = keys(checkpoint / "model.safetensors")
@@ -94,6 +156,7 @@ def test_a_tied_frozen_output_layer_stays_out_of_lora_checkpoints(tmp_path, twee
 
 
 # ---- no checkpoints once finished: --keep_checkpoints none, finetune clean ------------------------------------------
+
 
 def cli(argv, capsys):
     """(exit code, stdout, stderr) of `finetune ARGV`."""
@@ -114,8 +177,10 @@ def last_line_size(out):
 
 
 def test_keep_checkpoints_none_keeps_a_pause_resumable_and_removes_the_checkpoints_at_the_end(
-        tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     from finetune.core import run_directory
+
     out = tmp_path / "run"
     none = args(out, tiny_bert_dir, tweets_small_csv, "--keep_checkpoints", "none")
     assert run_main([*none, "--stop_after_steps", "2"], capsys)[0] == 130
@@ -131,8 +196,10 @@ def test_keep_checkpoints_none_keeps_a_pause_resumable_and_removes_the_checkpoin
 
 
 def test_finetune_clean_frees_a_finished_runs_checkpoints_and_refuses_an_unfinished_one(
-        tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     from finetune.core import run_directory
+
     out = tmp_path / "run"
     assert run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)[0] == 0  # default: the newest 2 kept
     before, checkpoints = run_directory.folder_bytes(out), run_directory.folder_bytes(out / "checkpoints")
@@ -141,7 +208,10 @@ def test_finetune_clean_frees_a_finished_runs_checkpoints_and_refuses_an_unfinis
     code, printed, err = cli(["clean", str(out), "--dry_run"], capsys)
     assert code == 0, err
     assert "checkpoints/pretrained/step_00000004" in printed and "checkpoints/pretrained/step_00000003" in printed
-    assert f"would go from {run_directory.human_size(before)} to {run_directory.human_size(before - checkpoints)}" in printed
+    assert (
+        f"would go from {run_directory.human_size(before)} to {run_directory.human_size(before - checkpoints)}"
+        in printed
+    )
     assert run_directory.folder_bytes(out) == before  # nothing removed
 
     code, printed, err = cli(["clean", str(out)], capsys)

@@ -12,10 +12,10 @@ from typing import Optional
 
 import pytest
 import torch
-
-from finetune.models import lora
-from finetune.core.errors import UserError
 from tiny_models import tiny_gpt2
+
+from finetune.core.errors import UserError
+from finetune.models import lora
 
 
 @dataclass
@@ -49,15 +49,31 @@ def _perturb(model, seed=0):
 def _tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
-    return BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
-                                                    num_attention_heads=2, intermediate_size=64, num_labels=2))
+    return BertForSequenceClassification(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=2,
+        )
+    )
 
 
 def _tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                        num_key_value_heads=2, intermediate_size=64))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+        )
+    )
 
 
 def test_target_modules_per_architecture(gpt2_cls_dir):
@@ -100,8 +116,12 @@ def _save_classifier_run(model_dir, run_dir, labels):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-        pad_token_id=tokenizer.pad_token_id)
+        model_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={l: i for i, l in enumerate(labels)},
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = lora.apply_lora(base, LoraSettings(), "SEQ_CLS", base_path=str(model_dir))
     _perturb(model)
     model.eval()
@@ -172,8 +192,9 @@ def test_merge_bad_inputs(tmp_path, gpt2_lm_dir, capsys):
     ]
     moved = tmp_path / "moved"
     moved.mkdir()
-    (moved / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone"),
-                                                           "task_type": "CAUSAL_LM"}))
+    (moved / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tmp_path / "gone"), "task_type": "CAUSAL_LM"})
+    )
     cases.append(([str(moved)], "does not exist (moved or cache cleared?)"))
     for argv, needle in cases:
         with pytest.raises(SystemExit) as info:
@@ -192,14 +213,42 @@ def test_adapter_run_on_a_base_whose_head_has_another_size(tmp_path, minilm_dir,
 
     base = tmp_path / "base-5-classes"
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=5)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=5,
+    )
     BertForSequenceClassification(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     run = tmp_path / "run"
-    assert main(["--output_dir", str(run), "--model", str(base), "--dataset", str(tweets_small_csv), "--lora",
-                 "--max_train_samples", "32", "--max_eval_samples", "16", "--max_length", "16", "--batch_size", "16",
-                 "--compare", "false"]) == 0
+    assert (
+        main(
+            [
+                "--output_dir",
+                str(run),
+                "--model",
+                str(base),
+                "--dataset",
+                str(tweets_small_csv),
+                "--lora",
+                "--max_train_samples",
+                "32",
+                "--max_eval_samples",
+                "16",
+                "--max_length",
+                "16",
+                "--batch_size",
+                "16",
+                "--compare",
+                "false",
+            ]
+        )
+        == 0
+    )
     model, _ = lora.load_adapter_run(run)
     assert model.config.num_labels == 2
     with torch.no_grad():

@@ -8,8 +8,8 @@ the fix, the second run here raised "AcceleratorState has already been initializ
 
 import json
 
-
 from conftest import train_tiny_sentiment
+
 from finetune.commands import evaluate
 from finetune.core import precision
 from finetune.tasks.runs import open_run
@@ -19,8 +19,14 @@ def test_fp32_bf16_auto_fp32_back_to_back_and_evaluate_repeats_each(tiny_bert_di
     auto = precision.choose("auto").precision  # bf16 on a native-bf16 CPU, fp32 elsewhere
     runs = {}
     for name, requested in (("fp32", "no"), ("bf16", "bf16"), ("auto", "auto"), ("fp32_again", "no")):
-        runs[name] = train_tiny_sentiment(tmp_path / name, tiny_bert_dir, tweets_small_csv, mixed_precision=requested,
-                                          compare=False, max_train_samples=64)
+        runs[name] = train_tiny_sentiment(
+            tmp_path / name,
+            tiny_bert_dir,
+            tweets_small_csv,
+            mixed_precision=requested,
+            compare=False,
+            max_train_samples=64,
+        )
     trained = {name: json.loads((path / "results.json").read_text())["models"][0] for name, path in runs.items()}
 
     expected = {"fp32": "fp32", "bf16": "bf16", "auto": "bf16" if auto == "bf16" else "fp32", "fp32_again": "fp32"}

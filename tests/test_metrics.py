@@ -12,7 +12,9 @@ from finetune.core.metrics import load_metric
 def test_accuracy_and_f1_match_sklearn(seed):
     rng = np.random.default_rng(seed)
     refs, preds = rng.integers(0, 3, 200).tolist(), rng.integers(0, 3, 200).tolist()
-    assert load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"] == pytest.approx(accuracy_score(refs, preds))
+    assert load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"] == pytest.approx(
+        accuracy_score(refs, preds)
+    )
     for average in ("macro", "micro"):
         ours = load_metric("f1").compute(predictions=preds, references=refs, average=average)["f1"]
         assert ours == pytest.approx(f1_score(refs, preds, average=average))
@@ -37,8 +39,10 @@ def test_regression_metrics_match_scipy_and_sklearn():
     refs = rng.integers(0, 6, 250).astype(float)  # STS-B-like scores with many ties (Spearman's average ranks)
     preds = refs + rng.normal(0, 1.5, 250)
     preds[:40] = np.round(preds[:40])  # ties on the prediction side too
+
     def score(name):
         return load_metric(name).compute(predictions=preds.tolist(), references=refs.tolist())[name]
+
     assert score("pearson") == pytest.approx(stats.pearsonr(preds, refs).statistic)
     assert score("spearman") == pytest.approx(stats.spearmanr(preds, refs).statistic)
     assert score("mse") == pytest.approx(mean_squared_error(refs, preds))

@@ -20,45 +20,165 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml")]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
+]
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 def sentiment_flags(fixtures, batch_size):
-    return ["--model", str(fixtures["tiny_bert_dir"]), "--dataset", str(fixtures["tweets_small_csv"]),
-            "--max_length", "32", "--batch_size", str(batch_size), "--eval_batch_size", "25", "--max_train_samples", "640",
-            "--num_epochs", "3", "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--eval_steps", "1000",
-            "--log_steps", "5", "--compare", "false", "--mixed_precision", "no"]
+    return [
+        "--model",
+        str(fixtures["tiny_bert_dir"]),
+        "--dataset",
+        str(fixtures["tweets_small_csv"]),
+        "--max_length",
+        "32",
+        "--batch_size",
+        str(batch_size),
+        "--eval_batch_size",
+        "25",
+        "--max_train_samples",
+        "640",
+        "--num_epochs",
+        "3",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_ratio",
+        "0.1",
+        "--eval_steps",
+        "1000",
+        "--log_steps",
+        "5",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+    ]
 
 
 def text_generation_flags(fixtures, batch_size):
-    return ["--model", str(fixtures["tiny_gpt2_lm_dir"]), "--dataset", str(fixtures["tweets_small_csv"]),
-            "--condition_on_label", "--block_size", "32", "--batch_size", str(batch_size), "--eval_batch_size", "16",
-            "--max_train_samples", "600", "--max_eval_samples", "32", "--max_test_samples", "64", "--num_epochs", "2",
-            "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--eval_steps", "1000", "--log_steps", "5",
-            "--max_new_tokens", "4", "--compare", "false", "--mixed_precision", "no"]
+    return [
+        "--model",
+        str(fixtures["tiny_gpt2_lm_dir"]),
+        "--dataset",
+        str(fixtures["tweets_small_csv"]),
+        "--condition_on_label",
+        "--block_size",
+        "32",
+        "--batch_size",
+        str(batch_size),
+        "--eval_batch_size",
+        "16",
+        "--max_train_samples",
+        "600",
+        "--max_eval_samples",
+        "32",
+        "--max_test_samples",
+        "64",
+        "--num_epochs",
+        "2",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_ratio",
+        "0.1",
+        "--eval_steps",
+        "1000",
+        "--log_steps",
+        "5",
+        "--max_new_tokens",
+        "4",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+    ]
 
 
 def image_classification_flags(fixtures, batch_size):
-    return ["--model", str(fixtures["tiny_vit_dir"]), "--dataset", str(fixtures["colour_folder"]), "--image_size", "16", "--freeze_layers", "0",
-            "--batch_size", str(batch_size // 4), "--eval_batch_size", "16", "--num_epochs", "6", "--learning_rate", "3e-3",
-            "--warmup_ratio", "0.1", "--eval_steps", "1000", "--log_steps", "2", "--compare", "false", "--mixed_precision", "no"]
+    return [
+        "--model",
+        str(fixtures["tiny_vit_dir"]),
+        "--dataset",
+        str(fixtures["colour_folder"]),
+        "--image_size",
+        "16",
+        "--freeze_layers",
+        "0",
+        "--batch_size",
+        str(batch_size // 4),
+        "--eval_batch_size",
+        "16",
+        "--num_epochs",
+        "6",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_ratio",
+        "0.1",
+        "--eval_steps",
+        "1000",
+        "--log_steps",
+        "2",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+    ]
 
 
 def token_classification_flags(fixtures, batch_size):
-    return ["--model", str(fixtures["tiny_tagger_dir"]), "--dataset", str(fixtures["ner_conll_folder"]),
-            "--max_length", "32", "--batch_size", str(batch_size), "--eval_batch_size", "20", "--num_epochs", "4",
-            "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--eval_steps", "1000", "--log_steps", "5",
-            "--compare", "false", "--mixed_precision", "no"]
+    return [
+        "--model",
+        str(fixtures["tiny_tagger_dir"]),
+        "--dataset",
+        str(fixtures["ner_conll_folder"]),
+        "--max_length",
+        "32",
+        "--batch_size",
+        str(batch_size),
+        "--eval_batch_size",
+        "20",
+        "--num_epochs",
+        "4",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_ratio",
+        "0.1",
+        "--eval_steps",
+        "1000",
+        "--log_steps",
+        "5",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+    ]
 
 
 # recipe -> (fixtures it needs, flags for a small run given the per-process batch size, metric tolerances)
 RECIPES = {
     "sentiment": (["tiny_bert_dir", "tweets_small_csv"], sentiment_flags, {"accuracy": 0.05, "f1": 0.05}),
-    "text_generation": (["tiny_gpt2_lm_dir", "tweets_small_csv"], text_generation_flags, {"loss": 0.1}),  # loss = log perplexity
+    "text_generation": (
+        ["tiny_gpt2_lm_dir", "tweets_small_csv"],
+        text_generation_flags,
+        {"loss": 0.1},
+    ),  # loss = log perplexity
     "image_classification": (["tiny_vit_dir", "colour_folder"], image_classification_flags, {"accuracy": 0.15}),
-    "token_classification": (["tiny_tagger_dir", "ner_conll_folder"], token_classification_flags, {"f1": 0.15, "accuracy": 0.05}),
+    "token_classification": (
+        ["tiny_tagger_dir", "ner_conll_folder"],
+        token_classification_flags,
+        {"f1": 0.15, "accuracy": 0.05},
+    ),
 }
 
 
@@ -116,12 +236,27 @@ def test_two_processes_match_one_with_the_same_global_batch(recipe, request, tmp
     fixtures = {name: request.getfixturevalue(name) for name in fixture_names}
 
     one = tmp_path / "one-process"
-    proc = subprocess.run([sys.executable, "-m", f"recipes.{recipe}", "--output_dir", str(one), *flags(fixtures, 32)],
-                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"recipes.{recipe}", "--output_dir", str(one), *flags(fixtures, 32)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     two = tmp_path / "two-processes"
-    cmd = [*LAUNCH, "--main_process_port", str(free_port()), "-m", f"recipes.{recipe}", "--output_dir", str(two), *flags(fixtures, 16)]
+    cmd = [
+        *LAUNCH,
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        f"recipes.{recipe}",
+        "--output_dir",
+        str(two),
+        *flags(fixtures, 16),
+    ]
     proc = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -159,25 +294,52 @@ def test_two_machines_match_one_machine_with_two_processes(tmp_path, tiny_bert_d
     """Multi-node, the way one host can test it: two launchers, each a "machine" of one process, meeting over
     127.0.0.1 with the shipped multi_node.yaml. Ranks, seeds, shards and the gloo all-reduce are those of one
     machine running two processes, so the two runs must agree bit for bit: history, test metrics, weights."""
-    flags = ["-m", "recipes.sentiment", *sentiment_flags({"tiny_bert_dir": tiny_bert_dir, "tweets_small_csv": tweets_small_csv}, 16)]
+    flags = [
+        "-m",
+        "recipes.sentiment",
+        *sentiment_flags({"tiny_bert_dir": tiny_bert_dir, "tweets_small_csv": tweets_small_csv}, 16),
+    ]
     flags[flags.index("--max_train_samples") + 1] = "256"
     flags[flags.index("--num_epochs") + 1] = "1"
     flags[flags.index("--eval_steps") + 1] = "3"  # a few evaluations: best-model selection runs across the machines too
 
     one = tmp_path / "one-machine"
-    proc = subprocess.run([*LAUNCH, "--main_process_port", str(free_port()), *flags, "--output_dir", str(one)],
-                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*LAUNCH, "--main_process_port", str(free_port()), *flags, "--output_dir", str(one)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     two = tmp_path / "two-machines"
     port = free_port()
-    machine = lambda rank: [sys.executable, "-m", "accelerate.commands.launch",
-                            "--config_file", str(ROOT / "configs" / "accelerate" / "multi_node.yaml"),
-                            "--num_processes", "2", "--mixed_precision", "no", "--machine_rank", str(rank),
-                            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-                            *flags, "--output_dir", str(two)]
-    launchers = [subprocess.Popen(machine(rank), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for rank in (0, 1)]  # rank 0 first: it hosts the rendezvous
+    machine = lambda rank: [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate" / "multi_node.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--machine_rank",
+        str(rank),
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(port),
+        *flags,
+        "--output_dir",
+        str(two),
+    ]
+    launchers = [
+        subprocess.Popen(machine(rank), env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]  # rank 0 first: it hosts the rendezvous
     try:
         outputs = [p.communicate(timeout=120) for p in launchers]
     finally:

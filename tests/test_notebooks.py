@@ -22,12 +22,20 @@ def test_notebook_runs(path, tmp_path, monkeypatch, tiny_bert_dir, tweets_small_
     notebook = jupytext.read(path)
     assert all(not cell.get("outputs") for cell in notebook.cells)  # text in git, never outputs
     # The kernel inherits this environment: tiny settings, offline, and this checkout on PYTHONPATH.
-    for name, value in {"NOTEBOOK_TINY": "1", "NOTEBOOK_MODEL": str(tiny_bert_dir), "NOTEBOOK_DATASET": str(tweets_small_csv),
-                        "NOTEBOOK_OUTPUT": str(tmp_path / "runs"), "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # as in Jupyter (conftest sets Agg)
-                        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))}.items():
+    for name, value in {
+        "NOTEBOOK_TINY": "1",
+        "NOTEBOOK_MODEL": str(tiny_bert_dir),
+        "NOTEBOOK_DATASET": str(tweets_small_csv),
+        "NOTEBOOK_OUTPUT": str(tmp_path / "runs"),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # as in Jupyter (conftest sets Agg)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")])),
+    }.items():
         monkeypatch.setenv(name, value)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on the first failing cell
     produced = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in produced), \
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in produced), (
         "every notebook shows at least one figure inline"
+    )

@@ -33,7 +33,9 @@ def image_split(n=10, seed=0, modes=("RGB", "L", "RGBA", "P")):
 def processor():
     from transformers import ViTImageProcessorPil
 
-    return ViTImageProcessorPil(size={"height": 16, "width": 16}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3])
+    return ViTImageProcessorPil(
+        size={"height": 16, "width": 16}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -137,8 +139,17 @@ def test_text_is_tokenized_once_then_read_from_the_cache(tiny_bert_dir, monkeypa
 
     from finetune.data.text import tokenize
 
-    splits = DatasetDict({name: Dataset.from_dict({"text": [f"{name} text number {i} " * (i % 4 + 1) for i in range(9)],
-                                                   "label": [i % 2 for i in range(9)]}) for name in ("train", "test")})
+    splits = DatasetDict(
+        {
+            name: Dataset.from_dict(
+                {
+                    "text": [f"{name} text number {i} " * (i % 4 + 1) for i in range(9)],
+                    "label": [i % 2 for i in range(9)],
+                }
+            )
+            for name in ("train", "test")
+        }
+    )
     hits = []
     real = pipeline.cached_map
 
@@ -155,7 +166,11 @@ def test_text_is_tokenized_once_then_read_from_the_cache(tiny_bert_dir, monkeypa
     for name in ("train", "test"):
         assert first[name].to_dict() == again[name].to_dict()
         # Independent truth: the tokenizer called directly.
-        assert list(first[name]["input_ids"]) == tokenizer(list(splits[name]["text"]), truncation=True, max_length=8)["input_ids"]
+        assert (
+            list(first[name]["input_ids"])
+            == tokenizer(list(splits[name]["text"]), truncation=True, max_length=8)["input_ids"]
+        )
         assert list(first[name]["labels"]) == list(splits[name]["label"])
-    assert list(tokenize(splits, tokenizer, 6)["train"]["length"]) != list(first["train"]["length"])  # another max_length
+    # another max_length
+    assert list(tokenize(splits, tokenizer, 6)["train"]["length"]) != list(first["train"]["length"])
     assert hits[-2:] == [False, False]

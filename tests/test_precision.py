@@ -22,7 +22,12 @@ def cpu(monkeypatch):
 
     def probe(use_cache=True):
         fake.probes += 1
-        return {"fp32_gflops": 200.0, "bf16_gflops": 200.0 * fake.probe_speedup, "speedup": fake.probe_speedup, "cached": False}
+        return {
+            "fp32_gflops": 200.0,
+            "bf16_gflops": 200.0 * fake.probe_speedup,
+            "speedup": fake.probe_speedup,
+            "cached": False,
+        }
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: fake.flags)
     monkeypatch.setattr(precision.platform, "machine", lambda: fake.machine)
@@ -31,6 +36,7 @@ def cpu(monkeypatch):
 
 
 # ---- the choice ---------------------------------------------------------------------------------------------
+
 
 def test_auto_on_an_avx2_cpu_is_fp32_without_probing(cpu):
     choice = precision.choose("auto", device="cpu")
@@ -102,11 +108,14 @@ def test_the_real_check_on_this_machine_agrees_with_proc_cpuinfo():
     native, _ = precision.native_cpu_bf16()
     import platform
 
-    expected = bool(flags & ({"bf16"} if platform.machine() in ("aarch64", "arm64") else {"avx512_bf16", "amx_bf16", "amx_tile"}))
+    expected = bool(
+        flags & ({"bf16"} if platform.machine() in ("aarch64", "arm64") else {"avx512_bf16", "amx_bf16", "amx_tile"})
+    )
     assert native is expected
 
 
 # ---- the probe and its cache --------------------------------------------------------------------------------
+
 
 def test_probe_is_measured_once_per_machine_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path))
@@ -142,6 +151,7 @@ def test_matmul_flops_measures_a_real_matmul():
 
 # ---- training in bf16 ---------------------------------------------------------------------------------------
 
+
 class TinyNet(torch.nn.Module):
     """Two linear layers; records the dtype its first layer computed in (bf16 under autocast)."""
 
@@ -165,14 +175,24 @@ def tiny_loaders():
     y = (x[:, 0] > 0).long()
     rows = [{"x": x[i], "labels": y[i]} for i in range(48)]
     collate = lambda batch: {k: torch.stack([r[k] for r in batch]) for k in batch[0]}  # noqa: E731
-    return {"train": torch.utils.data.DataLoader(rows, batch_size=4, shuffle=True, collate_fn=collate,
-                                                 generator=torch.Generator().manual_seed(2))}
+    return {
+        "train": torch.utils.data.DataLoader(
+            rows, batch_size=4, shuffle=True, collate_fn=collate, generator=torch.Generator().manual_seed(2)
+        )
+    }
 
 
 def train_tiny(tmp_path, precision_flag, **overrides):
     model = TinyNet()
-    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, learning_rate=0.05, warmup_ratio=0.0,
-                            mixed_precision=precision_flag, log_steps=1, **overrides)
+    config = TrainingConfig(
+        output_dir=str(tmp_path),
+        num_epochs=2,
+        learning_rate=0.05,
+        warmup_ratio=0.0,
+        mixed_precision=precision_flag,
+        log_steps=1,
+        **overrides,
+    )
     return model, engine.train(model, tiny_loaders(), None, config, tmp_path, "tiny")
 
 

@@ -24,10 +24,35 @@ from finetune.core.checkpoints import resume  # noqa: E402
 
 
 def args(out, model, dataset, *extra):
-    return ["--output_dir", str(out), "--model", str(model), "--dataset", str(dataset), "--max_length", "32",
-            "--batch_size", "8", "--eval_batch_size", "64", "--max_train_samples", "48", "--max_steps", "4",
-            "--compare", "false", "--mixed_precision", "no", "--max_eval_samples", "32", "--checkpoint_steps", "1",
-            "--learning_rate", "1e-3", *extra]
+    return [
+        "--output_dir",
+        str(out),
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--max_length",
+        "32",
+        "--batch_size",
+        "8",
+        "--eval_batch_size",
+        "64",
+        "--max_train_samples",
+        "48",
+        "--max_steps",
+        "4",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+        "--max_eval_samples",
+        "32",
+        "--checkpoint_steps",
+        "1",
+        "--learning_rate",
+        "1e-3",
+        *extra,
+    ]
 
 
 def with_flag(argv, flag, *values):
@@ -98,8 +123,10 @@ def test_a_changed_field_is_refused_and_nothing_changes(flag, copy, capsys):
     assert snapshot(copy["root"]) == before
 
 
-@pytest.mark.parametrize("what", ["another dataset file", "the dataset file edited", "another model",
-                                  "the model's config edited", "more processes"])
+@pytest.mark.parametrize(
+    "what",
+    ["another dataset file", "the dataset file edited", "another model", "the model's config edited", "more processes"],
+)
 def test_changed_data_model_or_processes_are_refused(what, copy, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
     model, data = copy["model"], copy["data"]
     if what == "another dataset file":  # (a moved file with the same contents would resume: see below)
@@ -143,8 +170,15 @@ def test_allowed_changes_still_resume_exactly(copy, capsys):
     straight = copy["root"] / "straight"
     assert run_main_plain(args(straight, copy["model"], copy["data"])) == 0
     argv = args(copy["out"], copy["model"], copy["data"], "--resume")
-    for flag, value in [("--log_steps", "1"), ("--checkpoint_steps", "3"), ("--keep_checkpoints", "1"),
-                        ("--save_only_model", "true"), ("--eval_batch_size", "16"), ("--stop_after_steps", "9"), ("--gradient_checkpointing", "true")]:
+    for flag, value in [
+        ("--log_steps", "1"),
+        ("--checkpoint_steps", "3"),
+        ("--keep_checkpoints", "1"),
+        ("--save_only_model", "true"),
+        ("--eval_batch_size", "16"),
+        ("--stop_after_steps", "9"),
+        ("--gradient_checkpointing", "true"),
+    ]:
         assert flag.lstrip("-") in resume.MAY_CHANGE_ON_RESUME
         argv = with_flag(argv, flag, value)
     code, err, _ = run_main(argv, capsys)
@@ -157,14 +191,18 @@ def test_allowed_changes_still_resume_exactly(copy, capsys):
 
 def test_the_printed_advice_after_stop_after_steps_finishes_the_run(copy, capsys):
     """`resume with the same command plus --resume`, taken literally (--stop_after_steps 2 still in it)."""
-    code, err, _ = run_main(args(copy["out"], copy["model"], copy["data"], "--stop_after_steps", "2", "--resume"), capsys)
+    code, err, _ = run_main(
+        args(copy["out"], copy["model"], copy["data"], "--stop_after_steps", "2", "--resume"), capsys
+    )
     assert code == 0, err
     assert json.loads((copy["out"] / "results.json").read_text())["models"][0]["steps"] == 4
 
 
 def test_a_finished_run_continues_when_max_steps_grows(copy, capsys):
     assert run_main(args(copy["out"], copy["model"], copy["data"], "--resume"), capsys)[0] == 0
-    code, err, _ = run_main(with_flag(args(copy["out"], copy["model"], copy["data"]), "--max_steps", "6") + ["--resume"], capsys)
+    code, err, _ = run_main(
+        with_flag(args(copy["out"], copy["model"], copy["data"]), "--max_steps", "6") + ["--resume"], capsys
+    )
     assert code == 0, err
     assert json.loads((copy["out"] / "results.json").read_text())["models"][0]["steps"] == 6
 

@@ -1,6 +1,7 @@
 """Run directories: nothing the user had is ever lost.
 
-A run directory is a folder of its own with a manifest (finetune/core/run_directory.py). Each data-loss path of issue 17 is
+A run directory is a folder of its own with a manifest (finetune/core/run_directory.py). Each data-loss path of issue
+17 is
 driven through the real recipe entry point, and every file around it is compared byte for byte afterwards:
     - folders that must never become a run ("", ".", the current folder, home, /, a folder of the user's files);
     - --overwrite that fails part-way (before and after its first checkpoint): the earlier run stays identical;
@@ -24,8 +25,10 @@ from recipes.sentiment import main
 def snapshot(folder):
     """{relative path: sha256} of every file, and the folders too (so an extra empty folder counts)."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def run_main(argv, capsys):
@@ -37,13 +40,39 @@ def run_main(argv, capsys):
         code = exit_info.code
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err, captured.err
-    return code, [line for line in captured.err.replace("\r", "\n").splitlines() if line.startswith("error: ")], captured.out
+    return (
+        code,
+        [line for line in captured.err.replace("\r", "\n").splitlines() if line.startswith("error: ")],
+        captured.out,
+    )
 
 
 def args(out, model, dataset, *extra):
-    return ["--output_dir", str(out), "--model", str(model), "--dataset", str(dataset), "--max_length", "32",
-            "--batch_size", "8", "--eval_batch_size", "64", "--max_train_samples", "48", "--max_steps", "3",
-            "--compare", "false", "--mixed_precision", "no", "--max_eval_samples", "32", *extra]
+    return [
+        "--output_dir",
+        str(out),
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--max_length",
+        "32",
+        "--batch_size",
+        "8",
+        "--eval_batch_size",
+        "64",
+        "--max_train_samples",
+        "48",
+        "--max_steps",
+        "3",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+        "--max_eval_samples",
+        "32",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +123,9 @@ def test_special_folders_are_refused(where, overwrite, tmp_path, monkeypatch, ti
     monkeypatch.setenv("HOME", str(home))
     output = {"cwd": str(work), "home": str(home), "parent of cwd": str(tmp_path)}.get(where, where)
     before = snapshot(tmp_path)
-    code, err, _ = run_main(args(output, tiny_bert_dir, tweets_small_csv, *(["--overwrite"] if overwrite else [])), capsys)
+    code, err, _ = run_main(
+        args(output, tiny_bert_dir, tweets_small_csv, *(["--overwrite"] if overwrite else [])), capsys
+    )
     assert code == 2 and len(err) == 1, err
     assert "a folder of its own" in err[0] and "runs/mine" in err[0], err
     assert snapshot(tmp_path) == before
@@ -102,7 +133,9 @@ def test_special_folders_are_refused(where, overwrite, tmp_path, monkeypatch, ti
 
 @pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("resume", [False, True])
-def test_a_folder_of_the_users_files_is_never_touched(overwrite, resume, tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+def test_a_folder_of_the_users_files_is_never_touched(
+    overwrite, resume, tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     if overwrite and resume:
         pytest.skip("contradictory flags: refused by the config itself")
     out = tmp_path / "photos"
@@ -127,7 +160,9 @@ def test_a_finished_run_with_added_files_is_not_overwritten(earlier, tiny_bert_d
 
 
 # ---- --overwrite builds beside the earlier run -------------------------------------------------------------
-def test_overwrite_that_fails_before_a_checkpoint_leaves_everything_as_it_was(earlier, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
+def test_overwrite_that_fails_before_a_checkpoint_leaves_everything_as_it_was(
+    earlier, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys
+):
     before = snapshot(earlier.parent)
     poison_step(monkeypatch, 2)
     code, err, _ = run_main(args(earlier, tiny_bert_dir, tweets_small_csv, "--overwrite"), capsys)
@@ -135,7 +170,9 @@ def test_overwrite_that_fails_before_a_checkpoint_leaves_everything_as_it_was(ea
     assert snapshot(earlier.parent) == before  # the earlier run byte for byte, and the failed attempt gone
 
 
-def test_overwrite_that_fails_after_a_checkpoint_keeps_the_attempt_beside_the_earlier_run(earlier, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
+def test_overwrite_that_fails_after_a_checkpoint_keeps_the_attempt_beside_the_earlier_run(
+    earlier, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys
+):
     before = snapshot(earlier)
     poison_step(monkeypatch, 3)
     argv = args(earlier, tiny_bert_dir, tweets_small_csv, "--checkpoint_steps", "1", "--learning_rate", "1e-3")
@@ -174,7 +211,8 @@ def test_overwrite_that_succeeds_replaces_the_run_whole(earlier, tiny_bert_dir, 
 # ---- unfinished attempts ------------------------------------------------------------------------------------
 def test_a_crash_after_the_folder_was_made_does_not_block_the_rerun(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
     out = tmp_path / "run"
-    run_directory.prepare_run_dir(str(out), overwrite=False, resume=False)  # what a run killed right after it is left with
+    # what a run killed right after it is left with
+    run_directory.prepare_run_dir(str(out), overwrite=False, resume=False)
     (out / "config.yaml").write_text("batch_size: 8\n")
     (out / "logs").mkdir()
     code, err, stdout = run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)
@@ -193,14 +231,18 @@ def test_a_failed_fresh_run_leaves_no_folder(tmp_path, tiny_bert_dir, tweets_sma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["made-by-the-user"] and not any(empty.iterdir())
 
 
-def test_an_unfinished_run_with_checkpoints_asks_for_resume_or_overwrite(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+def test_an_unfinished_run_with_checkpoints_asks_for_resume_or_overwrite(
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     out = tmp_path / "run"
     argv = args(out, tiny_bert_dir, tweets_small_csv, "--stop_after_steps", "1")
     code, _, _ = run_main(argv, capsys)
     assert code == 130
     before = snapshot(tmp_path)
     code, err, _ = run_main(args(out, tiny_bert_dir, tweets_small_csv), capsys)
-    assert code == 2 and "unfinished run with checkpoints" in err[0] and "--resume" in err[0] and "--overwrite" in err[0], err
+    assert (
+        code == 2 and "unfinished run with checkpoints" in err[0] and "--resume" in err[0] and "--overwrite" in err[0]
+    ), err
     assert snapshot(tmp_path) == before
 
 
@@ -224,7 +266,10 @@ def test_a_swap_killed_half_way_is_completed_or_undone(killed, tmp_path):
     if killed == "before the first rename":  # nothing was swapped: the finished staging is a replacement to redo
         assert (run_dir / "results.json").read_text() == expected
     else:
-        assert run_directory.read_manifest(run_dir)["status"] == "finished" and (run_dir / "results.json").read_text() == expected
+        assert (
+            run_directory.read_manifest(run_dir)["status"] == "finished"
+            and (run_dir / "results.json").read_text() == expected
+        )
 
 
 # ---- file modes ---------------------------------------------------------------------------------------------

@@ -64,12 +64,20 @@ def test_a_crafted_pickle_in_any_checkpoint_file_runs_nothing_on_resume(copy, ca
     checkpoint = newest_checkpoint(copy["out"])
     files = sorted(p.name for p in checkpoint.iterdir())
     # what Accelerate's save_state wrote (+ ours): each kind of file is checked before anything is loaded
-    assert {"model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl",
-            "train_state.json", "fingerprint.json"} <= set(files)
+    assert {
+        "model.safetensors",
+        "optimizer.bin",
+        "custom_checkpoint_0.pkl",
+        "random_states_0.pkl",
+        "train_state.json",
+        "fingerprint.json",
+    } <= set(files)
     assert all(name.endswith((".json", ".safetensors")) or any(Path(name).match(p) for p in PICKLED) for name in files)
     original = {name: (checkpoint / name).read_bytes() for name in files}
-    crafted = {"a torch.save archive": lambda path: torch.save({"state": Crafted()}, path),
-               "a plain pickle": lambda path: path.write_bytes(pickle.dumps(Crafted()))}
+    crafted = {
+        "a torch.save archive": lambda path: torch.save({"state": Crafted()}, path),
+        "a plain pickle": lambda path: path.write_bytes(pickle.dumps(Crafted())),
+    }
     for name in files:
         for how, write in crafted.items():
             write(checkpoint / name)
@@ -108,8 +116,11 @@ def test_a_truncated_model_is_named_by_every_reader(sentiment_run, tmp_path, cap
     shutil.copytree(sentiment_run, run, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
     for weights in (run / "model.safetensors", run / "scratch" / "model.safetensors"):
         cut_short(weights)
-        for verb, argv in ((predict.main, [str(weights.parent), "lovely crew"]), (evaluate.main, [str(weights.parent)]),
-                           (export.main, [str(weights.parent)])):
+        for verb, argv in (
+            (predict.main, [str(weights.parent), "lovely crew"]),
+            (evaluate.main, [str(weights.parent)]),
+            (export.main, [str(weights.parent)]),
+        ):
             capsys.readouterr()
             with pytest.raises(SystemExit) as exit_info:
                 verb(argv)

@@ -47,6 +47,7 @@ def tokens(B, T):
 
 # --- masks at model level ---------------------------------------------------------------------------------
 
+
 def test_causal_lm_never_looks_ahead():
     model = ScratchTransformerForCausalLM(tiny_config()).eval()
     ids = tokens(2, 8)
@@ -190,6 +191,7 @@ def test_saved_folder_loads_as_remote_code(tmp_path):
 
 
 # --- the encoder-decoder learns ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def one_thread():

@@ -38,6 +38,7 @@ def hf_attention_mask(lengths, max_len):
 
 # --- scaled dot-product attention ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
 def test_attention_matches_torch_sdpa(mask_kind):
     q = torch.randn(B, N_HEADS, T, 8)
@@ -64,6 +65,7 @@ def test_masks_shapes_and_values():
 
 # --- positional encoding --------------------------------------------------------------------------------
 
+
 def test_positional_encoding_matches_paper_formula():
     d_model = 10
     table = sinusoidal_positional_encoding(60, d_model)
@@ -75,6 +77,7 @@ def test_positional_encoding_matches_paper_formula():
 
 
 # --- multi-head attention vs torch.nn.MultiheadAttention ----------------------------------------------------
+
 
 def copy_attention(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
     """torch stores W^Q, W^K, W^V stacked in one (3C, C) matrix; ours are three (C, C) layers."""
@@ -115,6 +118,7 @@ def test_multi_head_cross_attention_matches_torch():
 
 
 # --- encoder and decoder blocks vs torch.nn.TransformerEncoderLayer / TransformerDecoderLayer -------------------
+
 
 def copy_feed_forward_and_norms(ours: nn.Module, theirs: nn.Module, n_norms: int) -> None:
     ours.feed_forward.linear1.load_state_dict(theirs.linear1.state_dict())

@@ -18,8 +18,12 @@ import pytest
 from matplotlib.image import imread
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 # The forced bad range (full fine-tuning: the recipe's YAML defaults to LoRA, which barely moves a random tiny
 # model): one of the two learning rates cannot move a tiny GPT-2 in 8 steps, so those trials keep
@@ -33,16 +37,62 @@ batch_size: 8
 
 
 def flags(tiny_bert_dir, tweets_small_csv, out):
-    return ["--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), "--max_length", "32",
-            "--max_train_samples", "160", "--max_eval_samples", "96", "--eval_batch_size", "96", "--eval_steps", "3",
-            "--log_steps", "5", "--mixed_precision", "no", "--output_dir", str(out)]
+    return [
+        "--model",
+        str(tiny_bert_dir),
+        "--dataset",
+        str(tweets_small_csv),
+        "--max_length",
+        "32",
+        "--max_train_samples",
+        "160",
+        "--max_eval_samples",
+        "96",
+        "--eval_batch_size",
+        "96",
+        "--eval_steps",
+        "3",
+        "--log_steps",
+        "5",
+        "--mixed_precision",
+        "no",
+        "--output_dir",
+        str(out),
+    ]
 
 
 def lm_flags(gpt2_dir, tweets_small_csv, out):
-    return ["--model", str(gpt2_dir), "--dataset", str(tweets_small_csv), "--condition_on_label", "--block_size", "32",
-            "--eval_batch_size", "32", "--max_steps", "8", "--eval_steps", "2", "--log_steps", "2", "--max_train_samples", "200",
-            "--max_eval_samples", "32", "--max_test_samples", "32", "--max_new_tokens", "2", "--mixed_precision", "no", "--lora", "false",
-            "--output_dir", str(out)]
+    return [
+        "--model",
+        str(gpt2_dir),
+        "--dataset",
+        str(tweets_small_csv),
+        "--condition_on_label",
+        "--block_size",
+        "32",
+        "--eval_batch_size",
+        "32",
+        "--max_steps",
+        "8",
+        "--eval_steps",
+        "2",
+        "--log_steps",
+        "2",
+        "--max_train_samples",
+        "200",
+        "--max_eval_samples",
+        "32",
+        "--max_test_samples",
+        "32",
+        "--max_new_tokens",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--lora",
+        "false",
+        "--output_dir",
+        str(out),
+    ]
 
 
 def search_cmd(task, *args):
@@ -77,8 +127,16 @@ def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gp
     out = tmp_path / "search"
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    cmd = search_cmd("text_generation", "--n_trials", "6", "--space", str(space), "--seed", "3",
-                     *lm_flags(gpt2_dir, tweets_small_csv, out))
+    cmd = search_cmd(
+        "text_generation",
+        "--n_trials",
+        "6",
+        "--space",
+        str(space),
+        "--seed",
+        "3",
+        *lm_flags(gpt2_dir, tweets_small_csv, out),
+    )
 
     # 1. Start a 6-trial search; press Ctrl-C (SIGINT) as soon as the fifth trial starts, i.e. after 4 finished.
     with open(tmp_path / "stderr.txt", "w") as stderr_file:
@@ -115,9 +173,16 @@ def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gp
     assert pruned, [(t.number, t.state.name, t.params, t.intermediate_values) for t in trials]
     for t in pruned:
         k = max(t.intermediate_values)
-        earlier = [c.intermediate_values[k] for c in trials
-                   if c.state.name == "COMPLETE" and c.datetime_complete < t.datetime_complete and k in c.intermediate_values]
-        assert len(earlier) >= 2 and t.intermediate_values[k] > statistics.median(earlier), (t.number, t.intermediate_values, earlier)
+        earlier = [
+            c.intermediate_values[k]
+            for c in trials
+            if c.state.name == "COMPLETE" and c.datetime_complete < t.datetime_complete and k in c.intermediate_values
+        ]
+        assert len(earlier) >= 2 and t.intermediate_values[k] > statistics.median(earlier), (
+            t.number,
+            t.intermediate_values,
+            earlier,
+        )
         note = json.loads((out / "trials" / f"trial_{t.number:04d}" / "trial.json").read_text())
         assert note["state"] == "PRUNED" and "worse than the median" in note["note"]
         assert len(t.intermediate_values) < 4  # stopped before the last of its 4 evaluations
@@ -136,8 +201,14 @@ def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gp
         assert imread(out / name)[..., :3].std() > 0.05, name
 
     # 5. best.yaml retrains, through the plain train command, to the best trial's validation perplexity.
-    retrain = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "text_generation", "--config", str(out / "best.yaml")],
-                             env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    retrain = subprocess.run(
+        [sys.executable, "-m", "finetune.cli", "train", "text_generation", "--config", str(out / "best.yaml")],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     history = json.loads((out / "best" / "results.json").read_text())["models"][0]["history"]
     assert min(h["eval"]["perplexity"] for h in history if "eval" in h) == pytest.approx(best.value, rel=1e-6)
@@ -147,13 +218,34 @@ def test_search_interrupted_continued_pruned_and_best_yaml_retrains(tmp_path, gp
 def test_two_processes_share_one_study(tmp_path, tiny_bert_dir, tweets_small_csv):
     out = tmp_path / "shared"
     space = tmp_path / "space.yaml"
-    space.write_text("learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\nbatch_size: 16\nnum_epochs: 1\n")
+    space.write_text(
+        "learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\nbatch_size: 16\nnum_epochs: 1\n"
+    )
     db = tmp_path / "team.db"
-    procs = [subprocess.Popen(search_cmd("sentiment", "--n_trials", "4", "--space", str(space), "--storage", f"sqlite:///{db}",
-                                         "--study_name", "team", "--sampler_seed", str(seed),
-                                         *flags(tiny_bert_dir, tweets_small_csv, out)),
-                              env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for seed in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            search_cmd(
+                "sentiment",
+                "--n_trials",
+                "4",
+                "--space",
+                str(space),
+                "--storage",
+                f"sqlite:///{db}",
+                "--study_name",
+                "team",
+                "--sampler_seed",
+                str(seed),
+                *flags(tiny_bert_dir, tweets_small_csv, out),
+            ),
+            env=ENV,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
@@ -177,9 +269,11 @@ def test_bad_space_and_bad_storage_are_one_line_exit_2(tmp_path, tiny_bert_dir, 
         return err
 
     space = tmp_path / "space.yaml"
-    for text, expected in [("learning_rat: 0.1\n", "not a field"),
-                           ("learning_rate: {type: float, low: 0, high: 1, log: true}\n", "log range"),
-                           ("batch_size: {type: gaussian}\n", "use float, int or categorical")]:
+    for text, expected in [
+        ("learning_rat: 0.1\n", "not a field"),
+        ("learning_rate: {type: float, low: 0, high: 1, log: true}\n", "log range"),
+        ("batch_size: {type: gaussian}\n", "use float, int or categorical"),
+    ]:
         space.write_text(text)
         assert expected in error_of("--space", str(space))
     assert "--n_trials must be at least 1" in error_of("--n_trials", "0")
@@ -188,8 +282,15 @@ def test_bad_space_and_bad_storage_are_one_line_exit_2(tmp_path, tiny_bert_dir, 
     assert not (tmp_path / "s" / "trials").exists()
 
 
-@pytest.mark.parametrize("task, metric, greater", [("sentiment", "accuracy", True), ("image_classification", "accuracy", True),
-                                                   ("text_generation", "perplexity", False), ("token_classification", "f1", True)])
+@pytest.mark.parametrize(
+    "task, metric, greater",
+    [
+        ("sentiment", "accuracy", True),
+        ("image_classification", "accuracy", True),
+        ("text_generation", "perplexity", False),
+        ("token_classification", "f1", True),
+    ],
+)
 def test_every_recipe_names_the_metric_a_search_optimises(task, metric, greater):
     """The search optimises what the recipe selects its weights on, in the direction of the one rule."""
     import importlib
@@ -202,21 +303,37 @@ def test_every_recipe_names_the_metric_a_search_optimises(task, metric, greater)
 
 
 def test_trials_keep_no_optimizer_state_nor_checkpoints_unless_asked_and_best_yaml_forgets_it(
-        tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     """A trial is never resumed (a stopped search starts the next one): its run keeps no checkpoint once finished,
     while a flag the user gives stays theirs. best.yaml retrains with the recipe's own checkpoint settings."""
     import yaml
 
-    from finetune.core.run_directory import folder_bytes
     from finetune.commands.search import main
+    from finetune.core.run_directory import folder_bytes
 
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate: {type: categorical, choices: [1.0e-3]}\nbatch_size: 16\nnum_epochs: 1\n")
     sizes = {}
     for name, extra in (("now", []), ("asked", ["--keep_checkpoints", "1", "--save_only_model", "false"])):
         out = tmp_path / name
-        assert main(["sentiment", "--n_trials", "1", "--space", str(space), "--keep_all", "--compare", "false",
-                     *flags(tiny_bert_dir, tweets_small_csv, out), *extra]) == 0, capsys.readouterr().err[-2000:]
+        assert (
+            main(
+                [
+                    "sentiment",
+                    "--n_trials",
+                    "1",
+                    "--space",
+                    str(space),
+                    "--keep_all",
+                    "--compare",
+                    "false",
+                    *flags(tiny_bert_dir, tweets_small_csv, out),
+                    *extra,
+                ]
+            )
+            == 0
+        ), capsys.readouterr().err[-2000:]
         trial = out / "trials" / "trial_0000"
         config = yaml.safe_load((trial / "config.yaml").read_text())
         sizes[name] = folder_bytes(trial)
@@ -238,8 +355,10 @@ def test_a_continued_search_samples_new_points_not_the_first_ones_again(tmp_path
 
     from finetune.commands.search import open_study, suggest
 
-    space = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-             "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2}}
+    space = {
+        "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+        "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
+    }
 
     def process(db, n):  # what one search process does: open the study, then ask for n trials
         with warnings.catch_warnings():

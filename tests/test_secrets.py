@@ -58,13 +58,20 @@ def test_no_verb_repeats_a_token(verb, given, tmp_path, lm, capsys):
     assert code != 0, (verb, given)
     assert SENTINEL not in "\n".join([*err_lines, captured.out, captured.err]), (verb, given, err_lines)
     assert not list(tmp_path.rglob("*")) or SENTINEL.encode() not in b"".join(
-        p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+        p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+    )
 
 
 def test_redact_covers_the_common_token_shapes():
-    for secret in [SENTINEL, "ghp_abcdefghijklmnopqrstuvwxyz012345", "github_pat_11ABCDEFG0123456789_abcdefghij",
-                   "sk-proj-abcdefghijklmnopqrstuv", "AKIAIOSFODNN7EXAMPLE", "xoxb-1234567890-abcdefghij",
-                   "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"]:
+    for secret in [
+        SENTINEL,
+        "ghp_abcdefghijklmnopqrstuvwxyz012345",
+        "github_pat_11ABCDEFG0123456789_abcdefghij",
+        "sk-proj-abcdefghijklmnopqrstuv",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-1234567890-abcdefghij",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ]:
         assert secret not in redact(f"error: flag --x {secret}: fix it"), secret
     for text in ["token=abcdef123", "password: hunter2hunter", "api_key='zzzzzzzz'"]:
         assert "[redacted]" in redact(text), text
@@ -73,10 +80,24 @@ def test_redact_covers_the_common_token_shapes():
         assert redact(text) == text
 
 
-@pytest.mark.parametrize("name, secret", [("hub_token", True), ("HF_TOKEN", True), ("token", True), ("wandb.api_key", True),
-                                          ("db_password", True), ("hubToken", True), ("api-key", True), ("apikey", True),
-                                          ("tokens_column", False), ("max_new_tokens", False), ("tokenizer", False),
-                                          ("pad_token", False), ("eos_token_id", False)])
+@pytest.mark.parametrize(
+    "name, secret",
+    [
+        ("hub_token", True),
+        ("HF_TOKEN", True),
+        ("token", True),
+        ("wandb.api_key", True),
+        ("db_password", True),
+        ("hubToken", True),
+        ("api-key", True),
+        ("apikey", True),
+        ("tokens_column", False),
+        ("max_new_tokens", False),
+        ("tokenizer", False),
+        ("pad_token", False),
+        ("eos_token_id", False),
+    ],
+)
 def test_a_secret_field_is_told_from_a_field_about_tokens(name, secret):
     """A field named for a secret keeps a run from being pushed; a tagger's tokens_column must not."""
     from finetune.reporting.card import is_secret_field
@@ -93,25 +114,70 @@ def test_published_records_lose_local_paths_value_by_value():
 
     from finetune.reporting.card import public_record
 
-    config = public_record("config.yaml", "output_dir: /home/me/runs/2024-06-01\ndataset: ~/data/001\n"
-                                          "hub_endpoint: http://127.0.0.1:8000/x\nnote: PER / ORG\n")
-    assert yaml.safe_load(config) == {"output_dir": "2024-06-01", "dataset": "001", "hub_endpoint": "http://127.0.0.1:8000/x",
-                                      "note": "PER / ORG"}
-    results = json.loads(public_record("results.json", json.dumps(
-        {"labels": ["/r/news", "x"], "models": [{"source": "/tmp/a/tiny-bert"}], "dataset_source": "CoNLL (PER / ORG)"})))
-    assert results == {"labels": ["/r/news", "x"], "models": [{"source": "tiny-bert"}], "dataset_source": "CoNLL (PER / ORG)"}
+    config = public_record(
+        "config.yaml",
+        "output_dir: /home/me/runs/2024-06-01\ndataset: ~/data/001\n"
+        "hub_endpoint: http://127.0.0.1:8000/x\nnote: PER / ORG\n",
+    )
+    assert yaml.safe_load(config) == {
+        "output_dir": "2024-06-01",
+        "dataset": "001",
+        "hub_endpoint": "http://127.0.0.1:8000/x",
+        "note": "PER / ORG",
+    }
+    results = json.loads(
+        public_record(
+            "results.json",
+            json.dumps(
+                {
+                    "labels": ["/r/news", "x"],
+                    "models": [{"source": "/tmp/a/tiny-bert"}],
+                    "dataset_source": "CoNLL (PER / ORG)",
+                }
+            ),
+        )
+    )
+    assert results == {
+        "labels": ["/r/news", "x"],
+        "models": [{"source": "tiny-bert"}],
+        "dataset_source": "CoNLL (PER / ORG)",
+    }
 
 
-def test_a_whole_run_with_a_token_in_the_environment_writes_it_nowhere(tmp_path, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys):
+def test_a_whole_run_with_a_token_in_the_environment_writes_it_nowhere(
+    tmp_path, tiny_bert_dir, tweets_small_csv, monkeypatch, capsys
+):
     """HF_TOKEN set (as on any machine that pushes): not in the output, config.yaml, the card, the checkpoints..."""
     from recipes.sentiment import main
 
     monkeypatch.setenv("HF_TOKEN", SENTINEL)
     monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", SENTINEL)
     out = tmp_path / "run"
-    code = main(["--output_dir", str(out), "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv),
-                 "--max_length", "32", "--batch_size", "8", "--max_train_samples", "48", "--max_steps", "2",
-                 "--max_eval_samples", "32", "--mixed_precision", "no", "--log_with", "tensorboard", "--lora"])
+    code = main(
+        [
+            "--output_dir",
+            str(out),
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(tweets_small_csv),
+            "--max_length",
+            "32",
+            "--batch_size",
+            "8",
+            "--max_train_samples",
+            "48",
+            "--max_steps",
+            "2",
+            "--max_eval_samples",
+            "32",
+            "--mixed_precision",
+            "no",
+            "--log_with",
+            "tensorboard",
+            "--lora",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     assert SENTINEL not in captured.out + captured.err

@@ -11,14 +11,26 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.core import engine
-from recipes.sentiment import SentimentConfig, main, run
 from finetune.core.run_directory import finish_run_dir
+from recipes.sentiment import SentimentConfig, main, run
 
 
 def tiny_config(tmp_path, model, dataset, **overrides):
-    base = dict(output_dir=str(tmp_path / "run"), model=str(model), dataset=str(dataset), max_length=32,
-                batch_size=8, eval_batch_size=32, max_train_samples=160, num_epochs=2, eval_steps=10,
-                checkpoint_steps=5, learning_rate=1e-3, compare=False, log_steps=5)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        model=str(model),
+        dataset=str(dataset),
+        max_length=32,
+        batch_size=8,
+        eval_batch_size=32,
+        max_train_samples=160,
+        num_epochs=2,
+        eval_steps=10,
+        checkpoint_steps=5,
+        learning_rate=1e-3,
+        compare=False,
+        log_steps=5,
+    )
     base.update(overrides)
     return SentimentConfig(**base)
 
@@ -26,8 +38,24 @@ def tiny_config(tmp_path, model, dataset, **overrides):
 @pytest.mark.slow
 def test_end_to_end_with_packaged_minilm_beats_majority(tmp_path, tweets_small_csv, capsys):
     out = tmp_path / "run"
-    code = main(["--output_dir", str(out), "--dataset", str(tweets_small_csv), "--max_train_samples", "640",
-                 "--num_epochs", "1", "--eval_steps", "10", "--max_length", "48", "--scratch_layers", "2"])
+    code = main(
+        [
+            "--output_dir",
+            str(out),
+            "--dataset",
+            str(tweets_small_csv),
+            "--max_train_samples",
+            "640",
+            "--num_epochs",
+            "1",
+            "--eval_steps",
+            "10",
+            "--max_length",
+            "48",
+            "--scratch_layers",
+            "2",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     pretrained, scratch = results["models"]
@@ -47,8 +75,12 @@ def test_end_to_end_with_packaged_minilm_beats_majority(tmp_path, tweets_small_c
     classify = pipeline("text-classification", model=str(out))
     assert classify("I love this airline, great flight")[0]["label"] in ("negative", "positive")
 
-    predict = subprocess.run([sys.executable, "-m", "finetune.cli", "predict", str(out), "worst delay ever"],
-                             capture_output=True, text=True, timeout=120)
+    predict = subprocess.run(
+        [sys.executable, "-m", "finetune.cli", "predict", str(out), "worst delay ever"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert predict.returncode == 0, predict.stderr
     assert json.loads(predict.stdout.splitlines()[0])["label"] in ("negative", "positive")
 
@@ -79,8 +111,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_be
 
     # The saved model holds the best weights; the last checkpoint holds the last ones: both must agree.
     last = lambda out: engine.latest_checkpoint(Path(out) / "checkpoints" / "pretrained")
-    for a, b in [(_weights(straight.output_dir), _weights(interrupted.output_dir)),
-                 (_weights(last(straight.output_dir)), _weights(last(interrupted.output_dir)))]:
+    for a, b in [
+        (_weights(straight.output_dir), _weights(interrupted.output_dir)),
+        (_weights(last(straight.output_dir)), _weights(last(interrupted.output_dir))),
+    ]:
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), key
@@ -90,7 +124,11 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_be
 
 
 def _snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _run_cli(argv, capsys):
@@ -113,7 +151,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
+def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(
+    name, tmp_path, tiny_bert_dir, tweets_small_csv, capsys
+):
     out = tmp_path / "run"
     out.mkdir()
     (out / "results.json").write_text('{"earlier": "run"}')
@@ -121,7 +161,16 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
     finish_run_dir(out)  # a finished run: its manifest lists these files, so --overwrite may replace them
     before = _snapshot(out)
     extra, needle = BAD_INPUTS[name]
-    argv = ["--output_dir", str(out), "--overwrite", "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv), *extra]
+    argv = [
+        "--output_dir",
+        str(out),
+        "--overwrite",
+        "--model",
+        str(tiny_bert_dir),
+        "--dataset",
+        str(tweets_small_csv),
+        *extra,
+    ]
     code, err = _run_cli(argv, capsys)
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
@@ -131,7 +180,9 @@ def test_bad_input_is_one_line_exit_2_and_the_earlier_run_is_intact(name, tmp_pa
 def test_empty_dataset(tmp_path, tiny_bert_dir, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")
-    code, err = _run_cli(["--output_dir", str(tmp_path / "run"), "--model", str(tiny_bert_dir), "--dataset", str(empty)], capsys)
+    code, err = _run_cli(
+        ["--output_dir", str(tmp_path / "run"), "--model", str(tiny_bert_dir), "--dataset", str(empty)], capsys
+    )
     assert code == 2 and "empty" in err[0]
     assert not (tmp_path / "run").exists()
 
@@ -142,7 +193,9 @@ def test_existing_run_is_refused_without_overwrite(tmp_path, tiny_bert_dir, twee
     (out / "results.json").write_text("{}")
     finish_run_dir(out)
     before = _snapshot(out)
-    code, err = _run_cli(["--output_dir", str(out), "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv)], capsys)
+    code, err = _run_cli(
+        ["--output_dir", str(out), "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv)], capsys
+    )
     assert code == 2 and "--overwrite" in err[0] and "--resume" in err[0]
     assert _snapshot(out) == before
 
@@ -154,8 +207,22 @@ def test_resume_without_checkpoints(tmp_path, tiny_bert_dir, capsys):
 
 def test_cli_error_has_no_traceback(tmp_path):
     """Through the real console entry point, in a fresh process."""
-    proc = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "sentiment", "--output_dir", str(tmp_path / "r"),
-                           "--model", "bert-base-uncased"], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune.cli",
+            "train",
+            "sentiment",
+            "--output_dir",
+            str(tmp_path / "r"),
+            "--model",
+            "bert-base-uncased",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]

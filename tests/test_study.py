@@ -12,8 +12,8 @@ import pytest
 
 from finetune.commands import study
 
-
 # ---- statistics ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
 def test_mean_std_and_paired_interval_match_numpy_and_scipy(n):
@@ -34,12 +34,20 @@ def test_mean_std_and_paired_interval_match_numpy_and_scipy(n):
 
 def test_one_seed_has_no_spread_and_no_interval():
     assert study.mean_std([0.7]) == (0.7, None)
-    assert study.paired_interval([0.9], [0.6]) == {"n": 1, "mean": pytest.approx(0.3), "std": None, "low": None, "high": None}
+    assert study.paired_interval([0.9], [0.6]) == {
+        "n": 1,
+        "mean": pytest.approx(0.3),
+        "std": None,
+        "low": None,
+        "high": None,
+    }
 
 
 def test_summary_pairs_models_by_seed():
-    cells = [{"size": 10, "seed": s, "model": m, "value": v} for s, m, v in
-             [(0, "pretrained", 0.9), (1, "pretrained", 0.8), (1, "scratch", 0.5), (0, "scratch", 0.7)]]
+    cells = [
+        {"size": 10, "seed": s, "model": m, "value": v}
+        for s, m, v in [(0, "pretrained", 0.9), (1, "pretrained", 0.8), (1, "scratch", 0.5), (0, "scratch", 0.7)]
+    ]
     (row,) = study.summarize(cells)["sizes"]
     assert row["models"]["pretrained"]["mean"] == pytest.approx(0.85)
     assert row["difference"]["mean"] == pytest.approx(((0.9 - 0.7) + (0.8 - 0.5)) / 2)  # seed 0 with seed 0, 1 with 1
@@ -56,7 +64,9 @@ def test_early_stopping_waits_three_passes_over_the_data(tmp_path):
     from recipes.sentiment import SentimentConfig
 
     base = SentimentConfig(batch_size=32)
-    plan = {size: study.cell_config(base, tmp_path, size, 0, min_examples=1000, max_epochs=10) for size in (100, 300, 1000)}
+    plan = {
+        size: study.cell_config(base, tmp_path, size, 0, min_examples=1000, max_epochs=10) for size in (100, 300, 1000)
+    }
     assert [(c.num_epochs, c.eval_steps, c.early_stopping_patience) for c in plan.values()] == [
         (10, 8, 3),  # 4 steps a pass, evaluated at each pass's end: 3 evaluations = 3 passes
         (1000 / 300, 6, 6),  # 10 steps a pass, evaluated twice a pass
@@ -66,7 +76,9 @@ def test_early_stopping_waits_three_passes_over_the_data(tmp_path):
     assert given.eval_steps == base.eval_steps  # what the user set stays
 
 
-def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_disk(tmp_path, tiny_bert_dir, tweets_small_csv):
+def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_disk(
+    tmp_path, tiny_bert_dir, tweets_small_csv
+):
     """Cells are never resumed (a killed study starts the cell again): measured on one tiny cell, run as before
     (the newest full checkpoint kept) and with the study's defaults now."""
     import dataclasses
@@ -74,11 +86,25 @@ def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_di
     from finetune.core.run_directory import folder_bytes, human_size
 
     module, config_cls = study.load_recipe("sentiment")
-    base = config_cls(model=str(tiny_bert_dir), dataset=str(tweets_small_csv), max_length=32, batch_size=8,
-                      eval_batch_size=64, mixed_precision="no", scratch_layers=1, scratch_d_model=32, lora=False)
-    cell = lambda name, **given: dataclasses.replace(study.cell_config(
-        base, tmp_path / name, 40, 0, min_examples=80, max_epochs=2, given=frozenset(given)), **given)
-    now, before, asked = cell("now"), cell("before", keep_checkpoints=1, save_only_model=False), cell("asked", keep_checkpoints="all")
+    base = config_cls(
+        model=str(tiny_bert_dir),
+        dataset=str(tweets_small_csv),
+        max_length=32,
+        batch_size=8,
+        eval_batch_size=64,
+        mixed_precision="no",
+        scratch_layers=1,
+        scratch_d_model=32,
+        lora=False,
+    )
+    cell = lambda name, **given: dataclasses.replace(
+        study.cell_config(base, tmp_path / name, 40, 0, min_examples=80, max_epochs=2, given=frozenset(given)), **given
+    )
+    now, before, asked = (
+        cell("now"),
+        cell("before", keep_checkpoints=1, save_only_model=False),
+        cell("asked", keep_checkpoints="all"),
+    )
     assert (now.keep_checkpoints, now.save_only_model) == ("none", True)
     assert (asked.keep_checkpoints, asked.save_only_model) == ("all", True)  # a flag the user gave stays theirs
     sizes = {}
@@ -96,6 +122,7 @@ def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_di
 
 
 # ---- nested subsets, through the recipes' own data step --------------------------------------------------------
+
 
 def _train_and_test(module, config):
     data = module.build_data(config)
@@ -125,12 +152,46 @@ def test_subsets_are_nested_per_seed_and_the_test_split_is_whole(task, tmp_path,
 
 # ---- a tiny study end to end, killed between cells and resumed ------------------------------------------------
 
+
 def _study_command(out, model, dataset):
-    return [sys.executable, "-m", "finetune.cli", "study", "data_efficiency", "sentiment", "--sizes", "80,40",
-            "--seeds", "0,1", "--output_dir", str(out), "--min_examples", "80", "--max_epochs", "4",
-            "--model", str(model), "--dataset", str(dataset), "--max_length", "32", "--batch_size", "8",
-            "--eval_batch_size", "64", "--max_eval_samples", "48", "--learning_rate", "1e-3", "--log_steps", "2",
-            "--scratch_layers", "1", "--scratch_d_model", "32"]
+    return [
+        sys.executable,
+        "-m",
+        "finetune.cli",
+        "study",
+        "data_efficiency",
+        "sentiment",
+        "--sizes",
+        "80,40",
+        "--seeds",
+        "0,1",
+        "--output_dir",
+        str(out),
+        "--min_examples",
+        "80",
+        "--max_epochs",
+        "4",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--max_length",
+        "32",
+        "--batch_size",
+        "8",
+        "--eval_batch_size",
+        "64",
+        "--max_eval_samples",
+        "48",
+        "--learning_rate",
+        "1e-3",
+        "--log_steps",
+        "2",
+        "--scratch_layers",
+        "1",
+        "--scratch_d_model",
+        "32",
+    ]
 
 
 @pytest.mark.slow
@@ -159,18 +220,22 @@ def test_tiny_study_killed_between_cells_resumes_and_reports(tmp_path, tiny_bert
     assert report["metric"] == "accuracy" and report["greater_is_better"] is True  # read from results.json
     cells = report["cells"]
     assert sorted((c["size"], c["seed"], c["model"]) for c in cells) == sorted(
-        (size, seed, model) for size in (40, 80) for seed in (0, 1) for model in ("pretrained", "scratch"))
+        (size, seed, model) for size in (40, 80) for seed in (0, 1) for model in ("pretrained", "scratch")
+    )
     for cell in cells:
         results = json.loads((out / cell["dir"] / "results.json").read_text())
         (entry,) = [m for m in results["models"] if m["role"] == cell["model"]]
         assert cell["value"] == entry["test"]["accuracy"] and 0 <= cell["value"] <= 1
         assert cell["steps"] == entry["steps"] and cell["seconds"] > 0
-        # epochs scale with size: 40 examples get 80/40 = 2 passes of 5 batches, 80 get one pass of 10 (or fewer: early stop)
+        # epochs scale with size: 40 examples get 80/40 = 2 passes of 5 batches, 80 get one pass of 10 (or
+        # fewer: early stop)
         assert 1 <= cell["steps"] <= 10
     for row in report["summary"]["sizes"]:
         for model, stats in row["models"].items():
             values = [c["value"] for c in cells if c["size"] == row["size"] and c["model"] == model]
-            assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(np.std(values, ddof=1))
+            assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(
+                np.std(values, ddof=1)
+            )
     assert "pretrained - scratch [95% CI]" in resumed.stdout
 
     import matplotlib.image
@@ -188,13 +253,16 @@ def test_tiny_study_killed_between_cells_resumes_and_reports(tmp_path, tiny_bert
     assert other.returncode == 2 and len(errors) == 1 and "other settings" in errors[0], other.stderr
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["data_efficiency", "sentiment", "--seed", "3"], "--seeds"),
-    (["data_efficiency", "sentiment", "--max_train_samples", "3"], "--sizes"),
-    (["data_efficiency", "sentiment", "--sizes", "10,x"], "comma-separated"),
-    (["data_efficiency", "nosuchtask"], "unknown task"),
-    (["bootstrap", "sentiment"], "unknown study"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["data_efficiency", "sentiment", "--seed", "3"], "--seeds"),
+        (["data_efficiency", "sentiment", "--max_train_samples", "3"], "--sizes"),
+        (["data_efficiency", "sentiment", "--sizes", "10,x"], "comma-separated"),
+        (["data_efficiency", "nosuchtask"], "unknown task"),
+        (["bootstrap", "sentiment"], "unknown study"),
+    ],
+)
 def test_bad_study_arguments_are_one_line(argv, needle, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         study.main([*argv, "--output_dir", str(tmp_path / "s")])
@@ -206,8 +274,20 @@ def test_bad_study_arguments_are_one_line(argv, needle, tmp_path, capsys):
 
 def test_a_bad_recipe_input_stops_the_first_cell_with_one_line(tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
     out = tmp_path / "s"
-    argv = ["data_efficiency", "sentiment", "--sizes", "20", "--seeds", "0", "--output_dir", str(out),
-            "--model", str(tiny_bert_dir), "--dataset", str(tweets_small_csv)]
+    argv = [
+        "data_efficiency",
+        "sentiment",
+        "--sizes",
+        "20",
+        "--seeds",
+        "0",
+        "--output_dir",
+        str(out),
+        "--model",
+        str(tiny_bert_dir),
+        "--dataset",
+        str(tweets_small_csv),
+    ]
     for column in ("sentence", "body"):  # the second command has other settings, but no cell had finished
         with pytest.raises(SystemExit) as exit_info:
             study.main([*argv, "--text_column", column])
@@ -222,10 +302,35 @@ def test_text_generation_study_reads_perplexity_lower_is_better_from_the_runs(tm
     from tiny_models import tiny_gpt2
 
     model = tiny_gpt2(tmp_path / "gpt2")
-    recipe_argv = ["--model", str(model), "--dataset", str(tweets_small_csv), "--block_size", "32", "--batch_size", "8",
-                   "--eval_batch_size", "32", "--max_eval_samples", "16", "--max_test_samples", "32", "--max_new_tokens", "4",
-                   "--scratch_layers", "1", "--scratch_d_model", "32", "--learning_rate", "3e-3", "--scratch_learning_rate", "3e-3"]
-    report = study.data_efficiency("text_generation", [24], [0], tmp_path / "study", recipe_argv, min_examples=24, max_epochs=1)
+    recipe_argv = [
+        "--model",
+        str(model),
+        "--dataset",
+        str(tweets_small_csv),
+        "--block_size",
+        "32",
+        "--batch_size",
+        "8",
+        "--eval_batch_size",
+        "32",
+        "--max_eval_samples",
+        "16",
+        "--max_test_samples",
+        "32",
+        "--max_new_tokens",
+        "4",
+        "--scratch_layers",
+        "1",
+        "--scratch_d_model",
+        "32",
+        "--learning_rate",
+        "3e-3",
+        "--scratch_learning_rate",
+        "3e-3",
+    ]
+    report = study.data_efficiency(
+        "text_generation", [24], [0], tmp_path / "study", recipe_argv, min_examples=24, max_epochs=1
+    )
     assert report["metric"] == "perplexity" and report["greater_is_better"] is False
     for cell in report["cells"]:
         results = json.loads((tmp_path / "study" / cell["dir"] / "results.json").read_text())

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from finetune.data.lm import CausalLMCollator, load_corpus, make_blocks
-from finetune.commands.generate import main as generate_main
-from recipes.text_generation import TextGenerationConfig, main, run
 from tiny_models import gpt2_tokenizer, tiny_gpt2
+
+from finetune.commands.generate import main as generate_main
+from finetune.data.lm import CausalLMCollator, load_corpus, make_blocks
+from recipes.text_generation import TextGenerationConfig, main, run
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,26 @@ def tweets_jsonl(tmp_path_factory):
 
 
 def _config(tmp_path, model, dataset, **overrides):
-    base = dict(output_dir=str(tmp_path / "run"), model=str(model), dataset=str(dataset), condition_on_label=True,
-                block_size=32, batch_size=8, eval_batch_size=32, max_steps=8, eval_steps=4, log_steps=2,
-                learning_rate=3e-3, scratch_learning_rate=3e-3, max_eval_samples=16, max_test_samples=32,
-                max_new_tokens=6, scratch_layers=1, scratch_d_model=32, warmup_ratio=0.1)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        model=str(model),
+        dataset=str(dataset),
+        condition_on_label=True,
+        block_size=32,
+        batch_size=8,
+        eval_batch_size=32,
+        max_steps=8,
+        eval_steps=4,
+        log_steps=2,
+        learning_rate=3e-3,
+        scratch_learning_rate=3e-3,
+        max_eval_samples=16,
+        max_test_samples=32,
+        max_new_tokens=6,
+        scratch_layers=1,
+        scratch_d_model=32,
+        warmup_ratio=0.1,
+    )
     base.update(overrides)
     return TextGenerationConfig(**base)
 
@@ -128,8 +144,19 @@ def test_lora_run_saves_adapter_merges_and_generates(tmp_path, gpt2_dir, tweets_
     from finetune.commands.generate import load_causal_lm
     from finetune.commands.merge import main as merge_main
 
-    config = _config(tmp_path, gpt2_dir, tweets_jsonl, lora=True, lora_r=4, compare=False, max_steps=2,
-                     eval_steps=None, packing="pad", max_test_samples=8, max_eval_samples=8)
+    config = _config(
+        tmp_path,
+        gpt2_dir,
+        tweets_jsonl,
+        lora=True,
+        lora_r=4,
+        compare=False,
+        max_steps=2,
+        eval_steps=None,
+        packing="pad",
+        max_test_samples=8,
+        max_eval_samples=8,
+    )
     results = run(config)
     run_dir = Path(config.output_dir)
     entry = results["models"][0]
@@ -163,8 +190,17 @@ def test_bad_input_is_one_line_exit_2(name, tmp_path, gpt2_dir, tweets_jsonl, ca
     txt.write_text("one line of text\nanother line\n")
     extra, needle = BAD_INPUTS[name]
     out = tmp_path / "run"
-    argv = ["--output_dir", str(out), "--model", str(gpt2_dir), "--dataset", str(tweets_jsonl),
-            "--condition_on_label", "true", *[a.format(txt=txt) for a in extra]]
+    argv = [
+        "--output_dir",
+        str(out),
+        "--model",
+        str(gpt2_dir),
+        "--dataset",
+        str(tweets_jsonl),
+        "--condition_on_label",
+        "true",
+        *[a.format(txt=txt) for a in extra],
+    ]
     with pytest.raises(SystemExit) as info:
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()

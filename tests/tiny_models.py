@@ -1,4 +1,5 @@
-"""Tiny models for tests. GPT-2 ones are built from config with the exact GPT-2 tokenizer (rebuilt offline from openai-whisper's
+"""Tiny models for tests. GPT-2 ones are built from config with the exact GPT-2 tokenizer (rebuilt offline from
+openai-whisper's
 ranks): the architecture and tokenizer of the real thing at a size that trains in seconds."""
 
 from pathlib import Path
@@ -22,8 +23,16 @@ def tiny_gpt2(path: Path, kind: str = "lm", num_labels: int = 2, seed: int = 0) 
 
     tokenizer = gpt2_tokenizer()
     assert tokenizer.pad_token is None
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
-                        num_labels=num_labels, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=128,
+        num_labels=num_labels,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     model = (GPT2LMHeadModel if kind == "lm" else GPT2ForSequenceClassification)(config)
     path = Path(path)
@@ -38,8 +47,16 @@ def tiny_vit(path: Path) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=64, num_labels=5)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=5,
+    )
     ViTForImageClassification(config).save_pretrained(path)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
     return path

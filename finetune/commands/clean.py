@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune.core.checkpoints.lean import checkpoint_entries, remove_checkpoints
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
 from finetune.core.run_directory import MANIFEST, folder_bytes, human_size, read_manifest, refuse_unfinished, run_size
-from finetune.core.checkpoints.lean import checkpoint_entries, remove_checkpoints
 
 
 def check_finished(run_dir: Path) -> None:
@@ -41,13 +41,17 @@ def clean(run_dir: Path, dry_run: bool = False) -> None:
             print(f"  {name}  {human_size(size)}")
         total = sum(size for _, size in entries)
         after = folder_bytes(run_dir) - folder_bytes(run_dir / "checkpoints")
-        print(f"{run_dir}: would remove {len(entries)} checkpoint folder(s), {human_size(total)}; the run directory "
-              f"would go from {run_size(run_dir)} to {human_size(after)} (nothing removed: --dry_run)")
+        print(
+            f"{run_dir}: would remove {len(entries)} checkpoint folder(s), {human_size(total)}; the run directory "
+            f"would go from {run_size(run_dir)} to {human_size(after)} (nothing removed: --dry_run)"
+        )
         return
     models = sorted({Path(name).parts[1] for name, _ in entries})
     freed = remove_checkpoints(run_dir)
-    print(f"{run_dir}: removed checkpoints/ ({len(entries)} checkpoint folder(s) of {', '.join(models)}), "
-          f"{human_size(freed)} freed; run directory now {run_size(run_dir)}")
+    print(
+        f"{run_dir}: removed checkpoints/ ({len(entries)} checkpoint folder(s) of {', '.join(models)}), "
+        f"{human_size(freed)} freed; run directory now {run_size(run_dir)}"
+    )
 
 
 def main(argv=None) -> int:

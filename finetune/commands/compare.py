@@ -18,9 +18,24 @@ from pathlib import Path
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
 
 # Fields that say where or how a run was written, not how it trained: never "a hyperparameter that differs".
-BOOKKEEPING = {"output_dir", "overwrite", "resume", "stop_after_steps", "keep_checkpoints", "save_only_model",
-               "checkpoint_steps", "log_steps", "log_with", "push_to_hub", "hub_repo_id", "hub_private", "hub_endpoint",
-               "model", "dataset", "eval_batch_size"}
+BOOKKEEPING = {
+    "output_dir",
+    "overwrite",
+    "resume",
+    "stop_after_steps",
+    "keep_checkpoints",
+    "save_only_model",
+    "checkpoint_steps",
+    "log_steps",
+    "log_with",
+    "push_to_hub",
+    "hub_repo_id",
+    "hub_private",
+    "hub_endpoint",
+    "model",
+    "dataset",
+    "eval_batch_size",
+}
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:
@@ -40,7 +55,9 @@ def load_run(run_dir: Path) -> tuple[dict, dict]:
         try:
             files[name] = json.loads(path.read_text()) if name.endswith(".json") else yaml.safe_load(path.read_text())
         except (ValueError, yaml.YAMLError) as err:
-            raise UserError(f"{path} is not readable ({str(err).splitlines()[0]}): was the run written by this version?") from None
+            raise UserError(
+                f"{path} is not readable ({str(err).splitlines()[0]}): was the run written by this version?"
+            ) from None
     results, config = files["results.json"], files["config.yaml"] or {}
     if not isinstance(results, dict) or not results.get("models"):
         raise UserError(f"{run_dir / 'results.json'} lists no models: was the run written by finetune train?")
@@ -70,14 +87,23 @@ def build_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
         metric = results.get("metric_for_best") or next(iter(results["models"][0]["test"]), None)
         for m in results["models"]:
             hp = model_config(config, m["role"])
-            rows.append({
-                "run": run_name, "run_dir": str(run_dir), "task": results.get("task"), "model": m["name"], "role": m["role"],
-                "data": results.get("dataset", config.get("dataset")),
-                "hyperparameters": {k: hp[k] for k in keys},
-                "train_seconds": m.get("train_seconds"), "samples_per_second": m.get("samples_per_second"),
-                "metric": metric, "greater_is_better": results.get("greater_is_better", True),
-                "value": m["test"].get(metric), "test": m["test"],
-            })
+            rows.append(
+                {
+                    "run": run_name,
+                    "run_dir": str(run_dir),
+                    "task": results.get("task"),
+                    "model": m["name"],
+                    "role": m["role"],
+                    "data": results.get("dataset", config.get("dataset")),
+                    "hyperparameters": {k: hp[k] for k in keys},
+                    "train_seconds": m.get("train_seconds"),
+                    "samples_per_second": m.get("samples_per_second"),
+                    "metric": metric,
+                    "greater_is_better": results.get("greater_is_better", True),
+                    "value": m["test"].get(metric),
+                    "test": m["test"],
+                }
+            )
     return rank(rows), keys
 
 
@@ -98,16 +124,35 @@ def format_table(rows: list[dict], keys: list[str], markdown: bool = False) -> s
     header = ["#", "run", "model", "role", "data", *keys, "train s", "samples/s", *(f"test {m}" for m in metrics)]
     body = []
     for i, r in enumerate(rows, 1):
-        body.append([str(i), r["run"], r["model"], r["role"], str(r["data"]), *(_fmt(r["hyperparameters"][k]) for k in keys),
-                     _fmt(r["train_seconds"], 1), _fmt(r["samples_per_second"], 1),
-                     *(_fmt(r["test"].get(m), 4) + ("*" if m == r["metric"] else "") for m in metrics)])
+        body.append(
+            [
+                str(i),
+                r["run"],
+                r["model"],
+                r["role"],
+                str(r["data"]),
+                *(_fmt(r["hyperparameters"][k]) for k in keys),
+                _fmt(r["train_seconds"], 1),
+                _fmt(r["samples_per_second"], 1),
+                *(_fmt(r["test"].get(m), 4) + ("*" if m == r["metric"] else "") for m in metrics),
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
     rule = "-" * len(line(header))
-    return "\n".join([rule, line(header), rule, *map(line, body), rule, "* the run's selection metric (metric_for_best): rows rank on it, best first"])
+    return "\n".join(
+        [
+            rule,
+            line(header),
+            rule,
+            *map(line, body),
+            rule,
+            "* the run's selection metric (metric_for_best): rows rank on it, best first",
+        ]
+    )
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -121,11 +166,15 @@ def plot(rows: list[dict], path: Path) -> Path:
 
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     blocks = [[r for r in rows if r["metric"] == m] for m in metrics]
-    fig, axes = plt.subplots(1, len(blocks), figsize=(6.5 * len(blocks), 0.5 * max(map(len, blocks)) + 1.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(blocks), figsize=(6.5 * len(blocks), 0.5 * max(map(len, blocks)) + 1.8), squeeze=False
+    )
     for ax, metric, block in zip(axes[0], metrics, blocks):
         labels = [f"{r['run']}: {r['model']} ({r['role']})" for r in block][::-1]
         values = [r["value"] if r["value"] is not None else float("nan") for r in block][::-1]
-        bars = ax.barh(range(len(block)), values, color=["#2a6fbb" if r["role"] != "scratch" else "#d08a2c" for r in block][::-1])
+        bars = ax.barh(
+            range(len(block)), values, color=["#2a6fbb" if r["role"] != "scratch" else "#d08a2c" for r in block][::-1]
+        )
         ax.bar_label(bars, fmt="%.4g", padding=3, fontsize=8)
         ax.set_yticks(range(len(block)), labels, fontsize=8)
         direction = "higher" if block[0]["greater_is_better"] else "lower"
@@ -173,7 +222,12 @@ def _fmt(value, digits: int = 4) -> str:
 def main(argv=None) -> int:
     parser = CommandParser(prog="finetune compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="finished run directories")
-    parser.add_argument("--output", type=Path, default=Path("runs/compare"), help="where compare.json/.md/.png go (default runs/compare)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/compare"),
+        help="where compare.json/.md/.png go (default runs/compare)",
+    )
     with user_errors_exit():
         args = parser.parse_args(argv)
         if len(set(map(Path.resolve, args.run_dirs))) < len(args.run_dirs):

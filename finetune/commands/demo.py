@@ -27,6 +27,7 @@ HOST = "127.0.0.1"
 
 # ---- what the app computes (plain functions: testable without a browser) ----------------------------------------
 
+
 def classify_text(run, text: str, layer: int = -1, head: int = 0):
     """({label: probability}, attention heatmap as an RGB array or None) for one text."""
     import torch
@@ -64,8 +65,7 @@ def attention_heatmap(attentions, tokens: list[str], layer: int, head: int):
     ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
     ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
     which = f"head {min(head, heads)}" if head > 0 else f"mean of {heads} heads"
-    ax.set(xlabel="attends to (key)", ylabel="token (query)",
-           title=f"layer {index % layers + 1} of {layers}, {which}")
+    ax.set(xlabel="attends to (key)", ylabel="token (query)", title=f"layer {index % layers + 1} of {layers}, {which}")
     fig.tight_layout()
     fig.canvas.draw()
     array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
@@ -91,7 +91,11 @@ def headline(run) -> str:
     models = run.results.get("models", [])
     if not models:
         return f"**{run.path.name}**: {run.kind.name} (no results.json beside it)"
-    lines = [f"**{run.results.get('task', run.kind.name)}** on `{Path(str(run.results.get('dataset', '?'))).name}`, test split:", ""]
+    lines = [
+        f"**{run.results.get('task', run.kind.name)}** on "
+        f"`{Path(str(run.results.get('dataset', '?'))).name}`, test split:",
+        "",
+    ]
     for m in models:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in m.get("test", {}).items())
         lines.append(f"- {m.get('name')} ({m.get('role')}): {metrics}")
@@ -99,6 +103,7 @@ def headline(run) -> str:
 
 
 # ---- the app ----------------------------------------------------------------------------------------------------
+
 
 def build_app(run_dir, layer: int = -1, head: int = 0):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline machine
@@ -130,8 +135,12 @@ def _scratch(run):
 
 
 def _text_classifier(gr, runs, names, layer, head):
-    layers = max(getattr(r.model.config, "num_hidden_layers", None) or getattr(r.model.config, "n_layers", 1) for r in runs)
-    heads = max(getattr(r.model.config, "num_attention_heads", None) or getattr(r.model.config, "n_heads", 1) for r in runs)
+    layers = max(
+        getattr(r.model.config, "num_hidden_layers", None) or getattr(r.model.config, "n_layers", 1) for r in runs
+    )
+    heads = max(
+        getattr(r.model.config, "num_attention_heads", None) or getattr(r.model.config, "n_heads", 1) for r in runs
+    )
     text = gr.Textbox(label="text", lines=3, placeholder="type a sentence", elem_id="input-text")
     with gr.Row():
         layer_choice = gr.Slider(-1, layers, value=layer, step=1, label="attention layer (-1 = last)")
@@ -166,7 +175,9 @@ def _image_classifier(gr, runs, names):
 def _text_generator(gr, runs, names):
     from finetune.models.generate import generate_texts
 
-    prompt = gr.Textbox(label="prompt", lines=2, elem_id="input-text", value=(runs[0].results.get("prompts") or [""])[0])
+    prompt = gr.Textbox(
+        label="prompt", lines=2, elem_id="input-text", value=(runs[0].results.get("prompts") or [""])[0]
+    )
     with gr.Row():
         max_new_tokens = gr.Slider(1, 200, value=40, step=1, label="max new tokens")
         do_sample = gr.Checkbox(value=True, label="sample (else greedy)")
@@ -177,8 +188,18 @@ def _text_generator(gr, runs, names):
         outputs = [gr.Textbox(label=f"{name}: continuation", lines=6, elem_id=f"text-{name}") for name in names]
 
     def generate(value, n, sample, temp, seed_value):
-        return [generate_texts(r.model, r.processor, [value], int(n), do_sample=bool(sample), temperature=float(temp),
-                               seed=int(seed_value or 0))[0] for r in runs]
+        return [
+            generate_texts(
+                r.model,
+                r.processor,
+                [value],
+                int(n),
+                do_sample=bool(sample),
+                temperature=float(temp),
+                seed=int(seed_value or 0),
+            )[0]
+            for r in runs
+        ]
 
     button.click(generate, [prompt, max_new_tokens, do_sample, temperature, seed], outputs, api_name="generate")
 
@@ -191,15 +212,18 @@ def check_port(port: int) -> None:
         try:
             probe.bind((HOST, port))
         except OSError as err:
-            raise UserError(f"port {port} on {HOST} is in use or not allowed ({err.strerror}): pass --port N "
-                            "with a free port") from None
+            raise UserError(
+                f"port {port} on {HOST} is in use or not allowed ({err.strerror}): pass --port N with a free port"
+            ) from None
 
 
 def main(argv=None) -> int:
     parser = CommandParser(prog="finetune demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (or its scratch/ or merged/ folder)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", type=_boolean, default=False, help="true: also a public gradio.live link (needs internet)")
+    parser.add_argument(
+        "--share", type=_boolean, default=False, help="true: also a public gradio.live link (needs internet)"
+    )
     parser.add_argument("--layer", type=int, default=-1, help="attention layer shown first (1 = first, -1 = last)")
     parser.add_argument("--head", type=int, default=0, help="attention head shown first (0 = mean of all heads)")
     with user_errors_exit():

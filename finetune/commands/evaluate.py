@@ -27,7 +27,8 @@ SPLITS = ("test", "validation", "train", "all")
 def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, progress=True) -> dict:
     """Score `run` (finetune.tasks.runs.Run) on a split of `dataset` (default: the run's own data and its test split;
     for other data, every row). Returns {"metrics", "examples", "dataset", "split", and for classifiers
-    "per_class", "confusion_matrix"; for taggers "per_type", the entity scores by type, with per_class over word tags}."""
+    "per_class", "confusion_matrix"; for taggers "per_type", the entity scores by type, with per_class over word
+    tags}."""
     import torch
     from tqdm.auto import tqdm
 
@@ -36,8 +37,9 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
     if not dataset:
         raise UserError(f"{run.root} has no config.yaml naming its dataset: pass --dataset SOURCE")
     split = split or ("test" if own else "all")
-    columns = {name: (columns or {}).get(name) or run.config.get(name) or default
-               for name, default in run.kind.columns.items()}
+    columns = {
+        name: (columns or {}).get(name) or run.config.get(name) or default for name, default in run.kind.columns.items()
+    }
     examples = run.kind.examples(run, dataset, split, columns)
     if len(examples) == 0:
         raise UserError(f"the {split} split of {dataset} is empty: nothing to evaluate")
@@ -53,12 +55,21 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
             outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
             evaluator.add(batch, outputs, lambda tensors: tensors)
     metrics = evaluator.compute()
-    report = {"model": str(run.path), "kind": run.kind.name, "dataset": dataset, "split": split,
-              "examples": len(examples), "precision": "fp32", "metrics": metrics}
+    report = {
+        "model": str(run.path),
+        "kind": run.kind.name,
+        "dataset": dataset,
+        "split": split,
+        "examples": len(examples),
+        "precision": "fp32",
+        "metrics": metrics,
+    }
     trained_test_precision = run.entry.get("test_precision", "fp32")  # runs before this field: fp32 or autocast
     if own and split == "test" and trained_test_precision != "fp32":
-        report["note"] = (f"results.json's test numbers were computed in {trained_test_precision} (sharded training); "
-                          f"these are fp32, the precision of the saved model: small differences are expected")
+        report["note"] = (
+            f"results.json's test numbers were computed in {trained_test_precision} (sharded training); "
+            f"these are fp32, the precision of the saved model: small differences are expected"
+        )
     if hasattr(evaluator, "per_type"):  # a tagger: entity scores by type
         report["per_type"] = evaluator.per_type
     if hasattr(evaluator, "predictions"):
@@ -74,8 +85,10 @@ def class_ids(evaluator, label_names) -> tuple[list[int], list[int]]:
 
     if hasattr(evaluator, "per_type"):  # a tagger keeps tag names per sentence
         index = {name: i for i, name in enumerate(label_names)}
-        return ([index[tag] for tags in evaluator.references for tag in tags],
-                [index[tag] for tags in evaluator.predictions for tag in tags])
+        return (
+            [index[tag] for tags in evaluator.references for tag in tags],
+            [index[tag] for tags in evaluator.predictions for tag in tags],
+        )
     return torch.cat(evaluator.references).tolist(), torch.cat(evaluator.predictions).tolist()
 
 
@@ -97,20 +110,28 @@ def per_class(references, predictions, label_names) -> dict:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['model']} ({report['kind']}) on {report['dataset']}, {report['split']}: {report['examples']} examples, "
-             f"computed in {report['precision']}"]
+    lines = [
+        f"{report['model']} ({report['kind']}) on {report['dataset']}, "
+        f"{report['split']}: {report['examples']} examples, "
+        f"computed in {report['precision']}"
+    ]
     if report.get("note"):
         lines.append(f"  note: {report['note']}")
     lines += [f"  {name:<10} {value:.4f}" for name, value in report["metrics"].items()]
     if "per_type" in report:
         lines.append(f"  {'entity':<10}  precision  recall      f1  entities")
         for name, row in report["per_type"].items():
-            lines.append(f"  {name:<10}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['number']:8d}")
+            lines.append(
+                f"  {name:<10}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['number']:8d}"
+            )
     if "per_class" in report:
         width = max(8, *(len(name) for name in report["per_class"]))
         lines.append(f"  {'label':<{width}}  precision  recall      f1  support")
         for name, row in report["per_class"].items():
-            lines.append(f"  {name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}")
+            lines.append(
+                f"  {name:<{width}}  {row['precision']:9.4f}  "
+                f"{row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}"
+            )
     return "\n".join(lines)
 
 
@@ -128,8 +149,16 @@ def write_report(report: dict, output: Path, label_names) -> list[Path]:
     if "per_class" in report:
         data["labels"] = label_names
         data["confusion_matrix"] = confusion_matrix(report["references"], report["predictions"], len(label_names))
-        written.append(plot_confusion_matrix(output.parent, output.stem, report["references"], report["predictions"],
-                                             label_names, f"{Path(report['model']).name}: {report['dataset']} ({report['split']})"))
+        written.append(
+            plot_confusion_matrix(
+                output.parent,
+                output.stem,
+                report["references"],
+                report["predictions"],
+                label_names,
+                f"{Path(report['model']).name}: {report['dataset']} ({report['split']})",
+            )
+        )
     with disk_errors(output.name, output.parent):
         atomic_write_json(output, data)
     return written
@@ -138,25 +167,37 @@ def write_report(report: dict, output: Path, label_names) -> list[Path]:
 def main(argv=None) -> int:
     parser = CommandParser(prog="finetune evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (or its scratch/ or merged/ folder)")
-    parser.add_argument("--dataset", default=None, help="local file or folder, Hub name, or packaged alias (default: the run's)")
-    parser.add_argument("--split", choices=SPLITS, default=None,
-                        help="which split (default: test for the run's own data, all rows for other data)")
+    parser.add_argument(
+        "--dataset", default=None, help="local file or folder, Hub name, or packaged alias (default: the run's)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="which split (default: test for the run's own data, all rows for other data)",
+    )
     parser.add_argument("--text_column", default=None)
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--label_column", default=None)
     parser.add_argument("--batch_size", type=int, default=None, help="default: the run's eval_batch_size")
-    parser.add_argument("--output", type=Path, default=None, help="write the report as JSON (and a confusion-matrix PNG beside it)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="write the report as JSON (and a confusion-matrix PNG beside it)"
+    )
     with user_errors_exit():
         args = parser.parse_args(argv)
         if args.batch_size is not None and args.batch_size < 1:
             raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-        from finetune.tasks.runs import open_run
-
         import datasets
+
+        from finetune.tasks.runs import open_run
 
         datasets.disable_progress_bars()
         run = open_run(args.run_dir, verb="finetune evaluate")
-        columns = {"text_column": args.text_column, "image_column": args.image_column, "label_column": args.label_column}
+        columns = {
+            "text_column": args.text_column,
+            "image_column": args.image_column,
+            "label_column": args.label_column,
+        }
         report = evaluate_run(run, args.dataset, args.split, columns, args.batch_size)
         print(format_report(report))
         if args.output is not None:

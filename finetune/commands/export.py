@@ -44,8 +44,12 @@ def _logits_module(model, lm: bool):
             self.model = model
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None):
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                      "pixel_values": pixel_values}
+            inputs = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids,
+                "pixel_values": pixel_values,
+            }
             inputs = {k: v for k, v in inputs.items() if v is not None}
             if lm:
                 inputs["use_cache"] = False
@@ -57,8 +61,10 @@ def _logits_module(model, lm: bool):
 def sample_batches(run, count: int = 16, batch_size: int = 8):
     """Batches of real model inputs from the run's own test split (first `count` examples)."""
     if not run.dataset:
-        raise UserError(f"{run.root} has no config.yaml naming its dataset: the export is verified on the run's own "
-                        "test data; export a run directory written by finetune train")
+        raise UserError(
+            f"{run.root} has no config.yaml naming its dataset: the export is verified on the run's own "
+            "test data; export a run directory written by finetune train"
+        )
     columns = {name: run.config.get(name) or default for name, default in run.kind.columns.items()}
     examples = run.kind.examples(run, run.dataset, "test", columns)
     examples = examples.select(range(min(count, len(examples))))
@@ -76,25 +82,41 @@ def export_onnx(run, folder: Path, progress=print) -> dict:
     batch = sample_batches(run, count=8, batch_size=8)[0]
     example = {name: batch[name] for name in names}
     if next(iter(example.values())).shape[0] < 2:
-        raise UserError("the run's test split has fewer than 2 examples: the export needs at least 2 to trace a "
-                        "dynamic batch axis")
+        raise UserError(
+            "the run's test split has fewer than 2 examples: the export needs at least 2 to trace a dynamic batch axis"
+        )
     batch_dim = torch.export.Dim("batch")
     sequence_dim = torch.export.Dim("sequence")
-    dynamic = {name: ({0: batch_dim, 1: sequence_dim} if run.kind.modality == "text" else {0: batch_dim}) for name in names}
+    dynamic = {
+        name: ({0: batch_dim, 1: sequence_dim} if run.kind.modality == "text" else {0: batch_dim}) for name in names
+    }
     module = _logits_module(run.model.float().cpu(), lm=run.kind.name == "text-generation")
     progress(f"- exporting with {EXPORTER}: inputs {', '.join(names)}")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed": not needed here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(module, args=(), kwargs=example, dynamic_shapes=dynamic, input_names=names,
-                                        output_names=["logits"], opset_version=OPSET, dynamo=True, verbose=False)
+            program = torch.onnx.export(
+                module,
+                args=(),
+                kwargs=example,
+                dynamic_shapes=dynamic,
+                input_names=names,
+                output_names=["logits"],
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
         except Exception as err:  # torch.export reports unsupported code in many exception types
-            raise UserError(f"torch.onnx.export could not export {type(run.model).__name__}: "
-                            f"{str(err).strip().splitlines()[0]}") from None
+            raise UserError(
+                f"torch.onnx.export could not export {type(run.model).__name__}: {str(err).strip().splitlines()[0]}"
+            ) from None
         program.save(str(folder / "model.onnx"))
-    return {"inputs": names, "outputs": ["logits"],
-            "dynamic_axes": {name: ["batch", "sequence"] if run.kind.modality == "text" else ["batch"] for name in names}}
+    return {
+        "inputs": names,
+        "outputs": ["logits"],
+        "dynamic_axes": {name: ["batch", "sequence"] if run.kind.modality == "text" else ["batch"] for name in names},
+    }
 
 
 def session(path: Path):
@@ -105,7 +127,7 @@ def session(path: Path):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_session(sess, batch, names) -> "object":
+def run_session(sess, batch, names) -> object:
     return sess.run(["logits"], {name: batch[name].numpy() for name in names})[0]
 
 
@@ -161,21 +183,40 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     output = Path(output) if output is not None else run.path / "onnx"
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file: name a folder")
-    info = {"model": run.path.name if run.path != run.root else run.root.name, "kind": run.kind.name,
-            "architecture": type(run.model).__name__, "lora_merged": run.lora, "exporter": EXPORTER,
-            "optimum": "not used: optimum-onnx requires transformers<4.58; this toolkit runs on transformers 5"}
-    # In a run directory (RUN_DIR/onnx), under the run's lock and recorded in its manifest (finetune/core/run_directory.py).
-    with writing_into(output, "finetune export"), disk_errors("the ONNX export", output.parent), atomic_dir(output) as tmp:
+    info = {
+        "model": run.path.name if run.path != run.root else run.root.name,
+        "kind": run.kind.name,
+        "architecture": type(run.model).__name__,
+        "lora_merged": run.lora,
+        "exporter": EXPORTER,
+        "optimum": "not used: optimum-onnx requires transformers<4.58; this toolkit runs on transformers 5",
+    }
+    # In a run directory (RUN_DIR/onnx), under the run's lock and recorded in its manifest
+    # (finetune/core/run_directory.py).
+    with (
+        writing_into(output, "finetune export"),
+        disk_errors("the ONNX export", output.parent),
+        atomic_dir(output) as tmp,
+    ):
         info.update(export_onnx(run, tmp, progress))
         sess = session(tmp / "model.onnx")
         batches = sample_batches(run)
         difference = max_abs_difference(run, sess, batches)
         examples = sum(len(b[info["inputs"][0]]) for b in batches)
-        progress(f"- ONNX Runtime vs PyTorch on {examples} test examples: max abs difference of the logits {difference:.2e}")
+        progress(
+            f"- ONNX Runtime vs PyTorch on {examples} test examples: max abs difference of the logits {difference:.2e}"
+        )
         if not difference < TOLERANCE:
-            raise UserError(f"the ONNX graph's logits differ from PyTorch's by {difference:.2e} (more than {TOLERANCE:g}): "
-                            f"nothing was written; report this model ({type(run.model).__name__})")
-        info["verification"] = {"examples": examples, "split": "test", "max_abs_difference": difference, "tolerance": TOLERANCE}
+            raise UserError(
+                f"the ONNX graph's logits differ from PyTorch's by {difference:.2e} (more than {TOLERANCE:g}): "
+                f"nothing was written; report this model ({type(run.model).__name__})"
+            )
+        info["verification"] = {
+            "examples": examples,
+            "split": "test",
+            "max_abs_difference": difference,
+            "tolerance": TOLERANCE,
+        }
         if quantize:
             info["quantized"] = _quantize(run, tmp, sess, progress)
         atomic_write_text(tmp / "config.json", shipped_config(run.model.config))
@@ -194,7 +235,8 @@ def shipped_config(config) -> str:
     data = config.to_dict()
     data.pop("auto_map", None)  # the graph needs no Python model code (a scratch model's save would copy it)
     data.pop("_name_or_path", None)  # the folder the model was loaded from here (transformers' own save drops it too)
-    return public_record("config.json", json.dumps(data))  # any other absolute path cut to its last part, as a push does
+    # any other absolute path cut to its last part, as a push does
+    return public_record("config.json", json.dumps(data))
 
 
 def _quantize(run, folder: Path, fp32_session, progress) -> dict:
@@ -204,10 +246,17 @@ def _quantize(run, folder: Path, fp32_session, progress) -> dict:
     metric = "perplexity" if "perplexity" in fp32 else "accuracy"
     change = int8[metric] - fp32[metric]
     sizes = {name: (folder / name).stat().st_size for name in ("model.onnx", "model.int8.onnx")}
-    progress(f"- dynamic int8: test {metric} {fp32[metric]:.4f} (fp32) -> {int8[metric]:.4f} (int8), change {change:+.4f}; "
-             f"size {sizes['model.onnx'] / 1e6:.1f} MB -> {sizes['model.int8.onnx'] / 1e6:.1f} MB")
-    return {"method": "onnxruntime.quantization.quantize_dynamic, weights QInt8", "test_fp32": fp32, "test_int8": int8,
-            f"{metric}_change": change, "bytes": sizes}
+    progress(
+        f"- dynamic int8: test {metric} {fp32[metric]:.4f} (fp32) -> {int8[metric]:.4f} (int8), change {change:+.4f}; "
+        f"size {sizes['model.onnx'] / 1e6:.1f} MB -> {sizes['model.int8.onnx'] / 1e6:.1f} MB"
+    )
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic, weights QInt8",
+        "test_fp32": fp32,
+        "test_int8": int8,
+        f"{metric}_change": change,
+        "bytes": sizes,
+    }
 
 
 def main(argv=None) -> int:
@@ -215,7 +264,9 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run directory (or its scratch/ or merged/ folder)")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="only ONNX for now")
     parser.add_argument("--output", type=Path, default=None, help="the folder to write (default RUN_DIR/onnx)")
-    parser.add_argument("--quantize", default=None, choices=QUANTIZATIONS, help="also write an int8 model and its accuracy change")
+    parser.add_argument(
+        "--quantize", default=None, choices=QUANTIZATIONS, help="also write an int8 model and its accuracy change"
+    )
     with user_errors_exit():
         args = parser.parse_args(argv)
         import datasets

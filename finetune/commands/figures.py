@@ -136,7 +136,7 @@ def attention_figure(panels: list[dict], out_dir: Path) -> Path:
         per_layer = panel["focus_attention_per_layer"]
         image = top.imshow(per_layer, cmap="viridis", vmin=0, vmax=top_max, aspect="auto")
         fig.colorbar(image, ax=top)
-        top.set_title(f"{panel['label']}\nattention of \"{tokens[focus]}\" in each layer (mean over heads)")
+        top.set_title(f'{panel["label"]}\nattention of "{tokens[focus]}" in each layer (mean over heads)')
         top.set_xticks(range(len(tokens)), tokens, rotation=90)
         top.set_yticks(range(len(per_layer)), [f"layer {i + 1}" for i in range(len(per_layer))])
         image = bottom.imshow(panel["last_layer_attention"], cmap="viridis", vmin=0, vmax=bottom_max)
@@ -159,8 +159,10 @@ def load_base_model(run_dir: Path):
 
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
-        raise UserError(f"--run_dir {run_dir} has no config.yaml, so the checkpoint it started from is unknown: "
-                        f"pass a folder written by finetune train")
+        raise UserError(
+            f"--run_dir {run_dir} has no config.yaml, so the checkpoint it started from is unknown: "
+            f"pass a folder written by finetune train"
+        )
     source = resolve(yaml.safe_load(config_file.read_text())["model"])
     return _load(AutoModel.from_pretrained, source, "model", attn_implementation="eager").eval(), source
 
@@ -181,17 +183,21 @@ def before_after_figure(run_dir: Path, out_dir: Path) -> Path:
     _, _, after = attention_maps(tuned, tokenizer)
     scratch_tokens, _, trained_scratch = attention_maps(scratch, scratch_tokenizer)
     if before.shape != after.shape:
-        raise UserError(f"the run's model has {after.shape[0]} layers but its config.yaml model {source.name!r} has "
-                        f"{before.shape[0]}: was the run trained from another checkpoint?")
+        raise UserError(
+            f"the run's model has {after.shape[0]} layers but its config.yaml model {source.name!r} has "
+            f"{before.shape[0]}: was the run trained from another checkpoint?"
+        )
     difference = after - before
     layers = max(len(before), len(trained_scratch))
     top = float(max(before.max(), after.max()))
     spread = float(difference.abs().max()) or 1e-6
     fig, axes = plt.subplots(layers, 4, figsize=(17, 3.6 * layers), squeeze=False)
-    columns = [("pretrained, before fine-tuning", before, "viridis", 0, top),
-               ("fine-tuned", after, "viridis", 0, top),
-               ("difference: after - before", difference, "RdBu_r", -spread, spread),
-               ("from scratch, after training", trained_scratch, "viridis", 0, float(trained_scratch.max()))]
+    columns = [
+        ("pretrained, before fine-tuning", before, "viridis", 0, top),
+        ("fine-tuned", after, "viridis", 0, top),
+        ("difference: after - before", difference, "RdBu_r", -spread, spread),
+        ("from scratch, after training", trained_scratch, "viridis", 0, float(trained_scratch.max())),
+    ]
     for column, (title, maps, cmap, vmin, vmax) in enumerate(columns):
         names = scratch_tokens if column == 3 else tokens
         for layer in range(layers):
@@ -243,13 +249,19 @@ def main(argv=None) -> int:
     with user_errors_exit():
         args = parse_args(argv)
         if args.run_dir is not None and not (args.run_dir / "config.json").exists():
-            raise UserError(f"--run_dir {args.run_dir} holds no saved model (config.json): pass a finished run's folder")
+            raise UserError(
+                f"--run_dir {args.run_dir} holds no saved model (config.json): pass a finished run's folder"
+            )
         if args.run_dir is not None:  # everything the figures need, checked before any file is written
             if not (args.run_dir / "scratch" / "config.json").exists():
-                raise UserError(f"no from-scratch model in {args.run_dir / 'scratch'}: train one with the sentiment recipe first")
+                raise UserError(
+                    f"no from-scratch model in {args.run_dir / 'scratch'}: train one with the sentiment recipe first"
+                )
             if not (args.run_dir / "config.yaml").is_file():
-                raise UserError(f"--run_dir {args.run_dir} has no config.yaml, so the checkpoint it started from is "
-                                f"unknown: pass a folder written by finetune train")
+                raise UserError(
+                    f"--run_dir {args.run_dir} has no config.yaml, so the checkpoint it started from is "
+                    f"unknown: pass a folder written by finetune train"
+                )
         args.out.mkdir(parents=True, exist_ok=True)
         written = [positional_encoding_figure(args.out), attention_figure(attention_panels(args.run_dir), args.out)]
         if args.run_dir is not None:

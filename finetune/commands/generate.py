@@ -32,17 +32,23 @@ def load_causal_lm(run_dir: Path):
         raise UserError(f"run directory {run_dir} does not exist: pass the --output_dir of a finished run")
     if is_adapter_dir(run_dir):
         if read_adapter_config(run_dir).get("task_type") != "CAUSAL_LM":
-            raise UserError(f"the adapter in {run_dir} is not a causal LM's: `finetune generate` needs a "
-                            "text_generation run (use `finetune predict` for classifiers)")
+            raise UserError(
+                f"the adapter in {run_dir} is not a causal LM's: `finetune generate` needs a "
+                "text_generation run (use `finetune predict` for classifiers)"
+            )
         model, _ = load_adapter_run(run_dir)
     else:
         if not (run_dir / "config.json").is_file():
-            raise UserError(f"{run_dir} holds no saved model (no config.json or adapter_config.json): pass a run "
-                            "directory written by `finetune train text_generation`")
+            raise UserError(
+                f"{run_dir} holds no saved model (no config.json or adapter_config.json): pass a run "
+                "directory written by `finetune train text_generation`"
+            )
         config = AutoConfig.from_pretrained(run_dir)
         if not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in (config.architectures or [])):
-            raise UserError(f"{run_dir} holds a {', '.join(config.architectures or ['?'])}, not a causal LM: "
-                            "`finetune generate` needs a text_generation run (use `finetune predict` for classifiers)")
+            raise UserError(
+                f"{run_dir} holds a {', '.join(config.architectures or ['?'])}, not a causal LM: "
+                "`finetune generate` needs a text_generation run (use `finetune predict` for classifiers)"
+            )
         model = AutoModelForCausalLM.from_pretrained(run_dir)
     if not (run_dir / "tokenizer_config.json").is_file():
         raise UserError(f"{run_dir} holds no tokenizer (tokenizer_config.json): save one beside the model")
@@ -52,8 +58,9 @@ def load_causal_lm(run_dir: Path):
 
 
 def main(argv=None) -> int:
-    parser = CommandParser(prog="finetune generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        prog="finetune generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", type=Path, help="a text_generation run directory (or its scratch/ or merged/)")
     parser.add_argument("prompts", nargs="+", help="one or more prompts")
     parser.add_argument("--max_new_tokens", type=int, default=40)
@@ -66,8 +73,17 @@ def main(argv=None) -> int:
     with user_errors_exit():
         args = parser.parse_args(argv)
         model, tokenizer = load_causal_lm(args.run_dir)
-        texts = generate_texts(model, tokenizer, args.prompts, args.max_new_tokens, args.do_sample,
-                               args.temperature, args.top_k, args.top_p, args.seed)
+        texts = generate_texts(
+            model,
+            tokenizer,
+            args.prompts,
+            args.max_new_tokens,
+            args.do_sample,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            args.seed,
+        )
         for prompt, text in zip(args.prompts, texts):
             print(json.dumps({"prompt": prompt, "text": text}) if args.json else text)
     return 0

@@ -70,6 +70,7 @@ def _position_limit(model) -> int:
 
 # ---- reading inputs as a stream --------------------------------------------------------------------------------
 
+
 def count_rows(source: str, text_column: str) -> int | None:
     """How many inputs a file holds (for the progress bar), or None for standard input."""
     if source == "-":
@@ -101,13 +102,16 @@ def read_rows(source: str, text_column: str = "text"):
         if suffix in (".csv", ".tsv"):
             delimiter = "\t" if suffix == ".tsv" else ","
             if headerless(path, text_column) is not None:
-                rows = (row for row in csv.reader(f, delimiter=delimiter) if row)  # blank lines skipped, as DictReader does
+                # blank lines skipped, as DictReader does
+                rows = (row for row in csv.reader(f, delimiter=delimiter) if row)
                 yield from ((i, row[0]) for i, row in enumerate(rows))
                 return
             reader = csv.DictReader(f, delimiter=delimiter)
             if text_column not in (reader.fieldnames or []):
-                raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(reader.fieldnames or [])}): "
-                                f"pass --text_column NAME")
+                raise UserError(
+                    f"{path} has no column {text_column!r} (columns: {', '.join(reader.fieldnames or [])}): "
+                    f"pass --text_column NAME"
+                )
             for i, row in enumerate(reader):
                 yield row.get("id") or i, row[text_column] or ""
         elif suffix in (".jsonl", ".json"):
@@ -125,13 +129,16 @@ def read_rows(source: str, text_column: str = "text"):
             for i, line in enumerate(f):
                 yield i, line.rstrip("\n")
         else:
-            raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .txt, a folder of "
-                            f"images, or - for standard input")
+            raise UserError(
+                f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .txt, a folder of "
+                f"images, or - for standard input"
+            )
 
 
 def headerless(path: Path, text_column: str) -> str | None:
     """The first line of a csv / tsv of one column whose first line is not `text_column`, else None. Such a file is
-    a plain list of texts: read with its first line as the header, that text would be lost (and the column "missing")."""
+    a plain list of texts: read with its first line as the header, that text would be lost (and the column
+    "missing")."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv"):
         return None
@@ -157,7 +164,9 @@ def _readable(path: Path):
 def _image_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}: pass a folder of images or a text file")
+        raise UserError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}: pass a folder of images or a text file"
+        )
     return files
 
 
@@ -171,9 +180,19 @@ def token_pipeline(model, tokenizer=None):
 
 def entity_spans(text: str, entities: list[dict]) -> dict:
     """One input's entities as spans of the text: type, the words, character offsets, the mean word score."""
-    return {"input": text, "entities": [
-        {"type": e["entity_group"], "text": text[e["start"]:e["end"]], "start": int(e["start"]), "end": int(e["end"]),
-         "score": round(float(e["score"]), 4)} for e in entities]}
+    return {
+        "input": text,
+        "entities": [
+            {
+                "type": e["entity_group"],
+                "text": text[e["start"] : e["end"]],
+                "start": int(e["start"]),
+                "end": int(e["end"]),
+                "score": round(float(e["score"]), 4),
+            }
+            for e in entities
+        ],
+    }
 
 
 def load_image(path: str):
@@ -193,13 +212,17 @@ def load_image(path: str):
     except Image.DecompressionBombError as err:  # not an OSError: PIL refuses images this large for safety
         raise UserError(f"{p} is too large to open safely ({str(err).split('.')[0]}): resize it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise UserError(f"{p} is not a readable image ({str(err) or type(err).__name__}): pass a PNG or JPEG file") from None
+        raise UserError(
+            f"{p} is not a readable image ({str(err) or type(err).__name__}): pass a PNG or JPEG file"
+        ) from None
 
 
 # ---- the command -----------------------------------------------------------------------------------------------
 
-def predict_file(run, source: str, out, text_column: str = "text", batch_size: int = 32, top_k: int = 1,
-                 progress: bool = True) -> int:
+
+def predict_file(
+    run, source: str, out, text_column: str = "text", batch_size: int = 32, top_k: int = 1, progress: bool = True
+) -> int:
     """Label every row of `source`, writing one JSON line per row to `out` as it goes; returns the row count."""
     from tqdm.auto import tqdm
 
@@ -210,15 +233,18 @@ def predict_file(run, source: str, out, text_column: str = "text", batch_size: i
     total = count_rows(source, text_column)  # a first pass that also checks the file before anything is written
     first = headerless(Path(source), text_column) if source != "-" else None
     if first is not None:
-        print(f"note: {source} has one column and its first line is not {text_column!r}: read as texts without a "
-              f"header, the first line included (if {first[:40]!r} is a header, pass --text_column {first[:40]!r})",
-              file=sys.stderr)
+        print(
+            f"note: {source} has one column and its first line is not {text_column!r}: read as texts without a "
+            f"header, the first line included (if {first[:40]!r} is a header, pass --text_column {first[:40]!r})",
+            file=sys.stderr,
+        )
     ids = deque()  # ids wait here for their predictions (a batch or two ahead at most); nothing else is kept
 
     def inputs():
         for row_id, value in read_rows(source, text_column):
             ids.append((row_id, value))
-            yield load_image(value) if run.kind.modality == "image" and isinstance(value, str) else value  # stdin: paths
+            # stdin: paths
+            yield (load_image(value) if run.kind.modality == "image" and isinstance(value, str) else value)
 
     classify = make_pipeline(run)
     count = 0
@@ -245,7 +271,9 @@ def main(argv=None) -> int:
     parser = CommandParser(prog="finetune predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (or its scratch/ or merged/ folder)")
     parser.add_argument("inputs", nargs="*", help="texts, or image files for an image model")
-    parser.add_argument("--file", default=None, help="csv / tsv / jsonl / txt file, a folder of images, or - (standard input)")
+    parser.add_argument(
+        "--file", default=None, help="csv / tsv / jsonl / txt file, a folder of images, or - (standard input)"
+    )
     parser.add_argument("--text_column", default="text", help="the column (csv) or field (jsonl) holding the text")
     parser.add_argument("--output", type=Path, default=None, help="write JSON lines here (default: standard output)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -253,7 +281,9 @@ def main(argv=None) -> int:
     with user_errors_exit():
         args = parser.parse_args(argv)
         if bool(args.inputs) == bool(args.file):
-            raise UserError("give inputs on the command line or --file INPUT (one of the two): see finetune predict --help")
+            raise UserError(
+                "give inputs on the command line or --file INPUT (one of the two): see finetune predict --help"
+            )
         if args.batch_size < 1 or args.top_k < 1:
             raise UserError(f"--batch_size and --top_k must be at least 1, got {args.batch_size} and {args.top_k}")
         from finetune.tasks.runs import open_run
@@ -271,7 +301,9 @@ def main(argv=None) -> int:
         from finetune.core.run_directory import disk_errors, new_temp_dir, writing_into
 
         if args.output.is_dir():
-            raise UserError(f"--output {args.output} is a folder: name a file, e.g. {args.output / 'predictions.jsonl'}")
+            raise UserError(
+                f"--output {args.output} is a folder: name a file, e.g. {args.output / 'predictions.jsonl'}"
+            )
         # Streamed into a temporary file beside the output, renamed into place when complete; in a run directory
         # under the run's lock, and recorded in its manifest (finetune/core/run_directory.py: writing_into).
         with writing_into(args.output, "finetune predict --output"):
@@ -289,12 +321,15 @@ def main(argv=None) -> int:
 
 
 def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int, out=None) -> int:
-    """One JSON line per input ({"input", "label", "score"}) into `out` (standard output by default); returns the count."""
+    """One JSON line per input ({"input", "label", "score"}) into `out` (standard output by default); returns the
+    count."""
     out = out or sys.stdout
     if run.kind.modality == "text":
         empty = [i + 1 for i, text in enumerate(inputs) if not text.strip()]
         if empty:
-            raise UserError(f"input {empty[0]} is empty: pass the text to classify, e.g. finetune predict RUN_DIR \"what a flight\"")
+            raise UserError(
+                f'input {empty[0]} is empty: pass the text to classify, e.g. finetune predict RUN_DIR "what a flight"'
+            )
     values = [load_image(p) for p in inputs] if run.kind.modality == "image" else inputs
     classify = make_pipeline(run)
     for text, ranked in zip(inputs, predictions(run, classify, values, batch_size, top_k)):

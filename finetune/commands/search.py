@@ -43,6 +43,7 @@ KEPT_FILES = {"results.json", "config.yaml", "trial.json", "learning_curves.png"
 
 # ---- the search space -----------------------------------------------------------------------------------------
 
+
 def default_space(config) -> dict:
     """Around the recipe's own defaults (its YAML), so every recipe gets a space that suits it."""
     lr = config.learning_rate
@@ -64,10 +65,10 @@ def default_space(config) -> dict:
 def load_space(path: Path, config) -> dict:
     """--space FILE: entries replace the defaults; `name: null` drops one; a plain value fixes a field.
 
-        learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
-        batch_size: {type: categorical, choices: [16, 32]}
-        num_epochs: {type: int, low: 1, high: 3}
-        warmup_ratio: 0.1
+    learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
+    batch_size: {type: categorical, choices: [16, 32]}
+    num_epochs: {type: int, low: 1, high: 3}
+    warmup_ratio: 0.1
     """
     from finetune.core.config import load_yaml
 
@@ -75,7 +76,10 @@ def load_space(path: Path, config) -> dict:
     fields = {f.name for f in dataclasses.fields(config)}
     for name, spec in load_yaml(path).items():
         if name not in fields:
-            raise UserError(f"--space {path}: {name!r} is not a field of the {type(config).__name__}: use one of {', '.join(sorted(fields))}")
+            raise UserError(
+                f"--space {path}: {name!r} is not a field of the "
+                f"{type(config).__name__}: use one of {', '.join(sorted(fields))}"
+            )
         if spec is None:
             space.pop(name, None)
         else:
@@ -99,7 +103,9 @@ def check_spec(name: str, spec, path) -> None:
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{where} needs numeric low and high: {{type: {kind}, low: 1, high: 3}}") from None
         if not low <= high or (spec.get("log") and low <= 0):
-            raise UserError(f"{where}: need 0 < low <= high for a log range and low <= high otherwise, got {low}, {high}")
+            raise UserError(
+                f"{where}: need 0 < low <= high for a log range and low <= high otherwise, got {low}, {high}"
+            )
     else:
         raise UserError(f"{where} has type {kind!r}: use float, int or categorical (or give a plain value to fix it)")
 
@@ -120,12 +126,13 @@ def suggest(trial, space: dict) -> dict:
 
 # ---- the study -------------------------------------------------------------------------------------------------
 
+
 def open_study(storage_url: str, study_name: str, task: str, greater_is_better: bool, seed: int):
     import optuna
 
     kwargs = {}
     if storage_url.startswith("sqlite:///"):
-        db = Path(storage_url[len("sqlite:///"):])
+        db = Path(storage_url[len("sqlite:///") :])
         if str(db) and not db.parent.is_dir():
             db.parent.mkdir(parents=True, exist_ok=True)
         # Several processes on one SQLite file: wait for the write lock instead of failing at once.
@@ -133,14 +140,19 @@ def open_study(storage_url: str, study_name: str, task: str, greater_is_better: 
     try:
         storage = _rdb_storage(storage_url, kwargs)
     except ImportError as err:
-        raise UserError(f"--storage {mask(storage_url)} needs a database driver that is not installed ({err}): "
-                        f"e.g. pip install psycopg2-binary for PostgreSQL") from None
+        raise UserError(
+            f"--storage {mask(storage_url)} needs a database driver that is not installed ({err}): "
+            f"e.g. pip install psycopg2-binary for PostgreSQL"
+        ) from None
     except Exception as err:  # bad URL, unreachable server, unreadable file
         raise UserError(f"cannot open the study storage {mask(storage_url)}: {str(err).splitlines()[0]}") from None
     direction = "maximize" if greater_is_better else "minimize"
     try:
         study = optuna.create_study(
-            storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
+            storage=storage,
+            study_name=study_name,
+            direction=direction,
+            load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=seed),
             # Median rule from the second finished trial on, at every evaluation (the first is a baseline).
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
@@ -151,13 +163,18 @@ def open_study(storage_url: str, study_name: str, task: str, greater_is_better: 
     if trials_so_far:  # re-seeded with `seed` alone, a continued search would replay trial 0, 1, ... as its next trials
         study.sampler = optuna.samplers.TPESampler(seed=continued_seed(seed, trials_so_far))
     if study.direction.name.lower() != direction:
-        raise UserError(f"study {study_name!r} in {mask(storage_url)} was created to {study.direction.name.lower()} "
-                        f"but {task} wants to {direction}: pick another --study_name")
+        raise UserError(
+            f"study {study_name!r} in {mask(storage_url)} was created to {study.direction.name.lower()} "
+            f"but {task} wants to {direction}: pick another --study_name"
+        )
     owner = study.user_attrs.get("task")
     if owner is None:
         study.set_user_attr("task", task)
     elif owner != task:
-        raise UserError(f"study {study_name!r} in {mask(storage_url)} belongs to task {owner!r}, not {task!r}: pick another --study_name")
+        raise UserError(
+            f"study {study_name!r} in {mask(storage_url)} belongs to "
+            f"task {owner!r}, not {task!r}: pick another --study_name"
+        )
     return study
 
 
@@ -203,6 +220,7 @@ def finished(study) -> list:
 
 # ---- what is optimised ----------------------------------------------------------------------------------------
 
+
 def objective_metric(recipe, config) -> tuple[str, bool]:
     """The validation metric a trial is scored on, and its direction: the one the recipe selects weights on.
 
@@ -216,8 +234,10 @@ def objective_metric(recipe, config) -> tuple[str, bool]:
     if metric is None and getattr(config, "problem_type", "auto") in defaults:
         metric = defaults[config.problem_type]
     if metric is None:
-        raise UserError(f"finetune search {recipe.TASK}: the metric to optimise depends on the data here: pass "
-                        f"--metric_for_best NAME (or --problem_type)")
+        raise UserError(
+            f"finetune search {recipe.TASK}: the metric to optimise depends on the data here: pass "
+            f"--metric_for_best NAME (or --problem_type)"
+        )
     return metric, greater_is_better(metric)
 
 
@@ -233,6 +253,7 @@ class SearchTarget:
 
 # ---- one trial ------------------------------------------------------------------------------------------------
 
+
 def make_objective(recipe, base_config, space: dict, out_dir: Path):
     import optuna
 
@@ -246,16 +267,22 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
         run_dir = out_dir / "trials" / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         # A trial trains the fine-tuned model only (the scratch comparison is not what is being tuned).
-        config = dataclasses.replace(base_config, **values, output_dir=str(run_dir), overwrite=True, resume=False, compare=False)
+        config = dataclasses.replace(
+            base_config, **values, output_dir=str(run_dir), overwrite=True, resume=False, compare=False
+        )
         evaluations = []
 
         def report(name, step, metrics):
             evaluations.append(metrics[metric])
             trial.report(metrics[metric], len(evaluations))
             if trial.should_prune():
-                trial.set_user_attr("pruned_at", {"evaluation": len(evaluations), "step": step, metric: metrics[metric]})
-                raise optuna.TrialPruned(f"evaluation {len(evaluations)} (step {step}): {metric} {metrics[metric]:.4f} "
-                                         f"is worse than the median of earlier trials")
+                trial.set_user_attr(
+                    "pruned_at", {"evaluation": len(evaluations), "step": step, metric: metrics[metric]}
+                )
+                raise optuna.TrialPruned(
+                    f"evaluation {len(evaluations)} (step {step}): {metric} {metrics[metric]:.4f} "
+                    f"is worse than the median of earlier trials"
+                )
 
         started = time.perf_counter()
         state, value, note = "COMPLETE", None, None
@@ -266,7 +293,10 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
             history = results["models"][0]["history"]
             scores = [h["eval"][metric] for h in history if "eval" in h and metric in h["eval"]]
             if not scores:
-                raise UserError(f"{recipe.TASK} trial {trial.number} ran no validation evaluation: the search needs a validation split")
+                raise UserError(
+                    f"{recipe.TASK} trial {trial.number} ran no validation "
+                    "evaluation: the search needs a validation split"
+                )
             value = max(scores) if recipe.GREATER_IS_BETTER else min(scores)  # what the engine selected the weights on
             return value
         except UserError as err:
@@ -284,13 +314,24 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
             state, note = "FAIL", f"{type(err).__name__}: {err}"
             raise
         finally:
-            if state != "COMPLETE" and "mlflow" in sys.modules:  # a run the stopped trial left open must not nest the next
+            if (
+                state != "COMPLETE" and "mlflow" in sys.modules
+            ):  # a run the stopped trial left open must not nest the next
                 sys.modules["mlflow"].end_run(status="KILLED")
             seconds = round(time.perf_counter() - started, 2)
             # Always, even for a trial stopped before its recipe made the folder: the folder says what happened.
-            atomic_write_json(run_dir / "trial.json", {"number": trial.number, "state": state, metric: value,
-                                                       "params": values, "seconds": seconds, "note": note,
-                                                       "evaluations": evaluations})
+            atomic_write_json(
+                run_dir / "trial.json",
+                {
+                    "number": trial.number,
+                    "state": state,
+                    metric: value,
+                    "params": values,
+                    "seconds": seconds,
+                    "note": note,
+                    "evaluations": evaluations,
+                },
+            )
             shown = f"{metric} {value:.4f}" if value is not None else note
             print(f"trial {trial.number}: {state} in {seconds:.1f} s: {shown}", flush=True)
 
@@ -315,7 +356,11 @@ def drop_models(study, out_dir: Path, keep_all: bool) -> None:
     trials = study.get_trials(deepcopy=False)
     best = best_of(trials, study.direction.name.lower() == "maximize")
     for t in trials:
-        if t.state == TrialState.RUNNING or t.state == TrialState.WAITING or (best is not None and t.number == best.number):
+        if (
+            t.state == TrialState.RUNNING
+            or t.state == TrialState.WAITING
+            or (best is not None and t.number == best.number)
+        ):
             continue
         run_dir = out_dir / "trials" / f"trial_{t.number:04d}"
         if not run_dir.is_dir():
@@ -340,6 +385,7 @@ def best_trial(study):
 
 # ---- reports --------------------------------------------------------------------------------------------------
 
+
 def summarise(study, recipe, out_dir: Path, storage_url: str) -> dict:
     from optuna.trial import TrialState
 
@@ -348,17 +394,42 @@ def summarise(study, recipe, out_dir: Path, storage_url: str) -> dict:
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
             continue
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
-        trials.append({"number": t.number, "state": t.state.name, metric: t.value, "last_evaluation": last,
-                       "evaluations": len(t.intermediate_values), "params": t.params,
-                       "seconds": round(seconds, 2) if seconds is not None else None, "run_dir": t.user_attrs.get("run_dir")})
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                metric: t.value,
+                "last_evaluation": last,
+                "evaluations": len(t.intermediate_values),
+                "params": t.params,
+                "seconds": round(seconds, 2) if seconds is not None else None,
+                "run_dir": t.user_attrs.get("run_dir"),
+            }
+        )
     best = best_trial(study)
-    summary = {"task": recipe.TASK, "study_name": study.study_name, "storage": mask(storage_url),
-               "metric": metric, "direction": study.direction.name.lower(), "trials": trials,
-               "best": None if best is None else {"number": best.number, metric: best.value, "params": best.params,
-                                                  "run_dir": best.user_attrs.get("run_dir")},
-               "importances": importances(study)}
+    summary = {
+        "task": recipe.TASK,
+        "study_name": study.study_name,
+        "storage": mask(storage_url),
+        "metric": metric,
+        "direction": study.direction.name.lower(),
+        "trials": trials,
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            metric: best.value,
+            "params": best.params,
+            "run_dir": best.user_attrs.get("run_dir"),
+        },
+        "importances": importances(study),
+    }
     return summary
 
 
@@ -386,10 +457,19 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     for t in summary["trials"]:
         value = t[metric] if t[metric] is not None else t["last_evaluation"]
         shown = "-" if value is None else f"{value:.4f}" + (" (at pruning)" if t["state"] == "PRUNED" else "")
-        rows.append([f"{t['number']}" + (" *" if t["number"] == best else ""), t["state"].lower(), shown,
-                     *(_fmt(t["params"].get(n)) for n in names), "-" if t["seconds"] is None else f"{t['seconds']:.1f}"])
+        rows.append(
+            [
+                f"{t['number']}" + (" *" if t["number"] == best else ""),
+                t["state"].lower(),
+                shown,
+                *(_fmt(t["params"].get(n)) for n in names),
+                "-" if t["seconds"] is None else f"{t['seconds']:.1f}",
+            ]
+        )
     if markdown:
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)])
+        return "\n".join(
+            ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+        )
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
     return "\n".join([line(header), *map(line, rows), "* the best trial"])
@@ -421,14 +501,23 @@ def plot_history(summary: dict, path: Path) -> Path:
     complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
     pruned = [t for t in summary["trials"] if t["state"] == "PRUNED" and t["last_evaluation"] is not None]
     ax.plot([t["number"] for t in complete], [t[metric] for t in complete], "o", label="complete")
-    ax.plot([t["number"] for t in pruned], [t["last_evaluation"] for t in pruned], "x", color="grey", label="pruned (last evaluation)")
+    ax.plot(
+        [t["number"] for t in pruned],
+        [t["last_evaluation"] for t in pruned],
+        "x",
+        color="grey",
+        label="pruned (last evaluation)",
+    )
     running, best = [], None
     for t in complete:
         best = t[metric] if best is None else (max if maximize else min)(best, t[metric])
         running.append(best)
     ax.step([t["number"] for t in complete], running, where="post", color="C3", label="best so far")
-    ax.set(title=f"{summary['task']} search: validation {metric} ({'higher' if maximize else 'lower'} is better)",
-           xlabel="trial", ylabel=metric)
+    ax.set(
+        title=f"{summary['task']} search: validation {metric} ({'higher' if maximize else 'lower'} is better)",
+        xlabel="trial",
+        ylabel=metric,
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -466,7 +555,8 @@ def plot_slices(summary: dict, path: Path) -> Path:
 
 
 def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
-    """The best trial's resolved config, retargeted at a fresh run directory: `finetune train TASK --config best.yaml`."""
+    """The best trial's resolved config, retargeted at a fresh run directory: `finetune train TASK --config
+    best.yaml`."""
     import yaml
 
     from finetune.core.config import THROWAWAY_CHECKPOINTS
@@ -480,9 +570,11 @@ def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
     config.update(output_dir=str(out_dir / "best"), overwrite=False, resume=False)
     for name in THROWAWAY_CHECKPOINTS:  # the trials' disk settings, not the retrain's: it gets the recipe's defaults
         config.pop(name, None)
-    header = (f"# {recipe.TASK}: trial {best.number} of study {study.study_name!r}, validation "
-              f"{recipe.METRIC_FOR_BEST} {best.value:.5f}.\n# Retrain it: finetune train {recipe.TASK} --config best.yaml "
-              f"(add --compare true for the from-scratch comparison)\n")
+    header = (
+        f"# {recipe.TASK}: trial {best.number} of study {study.study_name!r}, validation "
+        f"{recipe.METRIC_FOR_BEST} {best.value:.5f}.\n# Retrain it: finetune train {recipe.TASK} --config best.yaml "
+        f"(add --compare true for the from-scratch comparison)\n"
+    )
     path = out_dir / "best.yaml"
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
     return path
@@ -503,14 +595,19 @@ def write_reports(study, recipe, out_dir: Path, storage_url: str) -> dict:
 
 # ---- the command ----------------------------------------------------------------------------------------------
 
+
 def build_parser() -> CommandParser:
-    parser = CommandParser(prog="finetune search", description=__doc__.split("\n\n")[0], add_help=False, allow_abbrev=False)
+    parser = CommandParser(
+        prog="finetune search", description=__doc__.split("\n\n")[0], add_help=False, allow_abbrev=False
+    )
     parser.add_argument("task")
     parser.add_argument("--n_trials", type=int, default=20, help="finished trials the study should hold (default 20)")
     parser.add_argument("--storage", help="an Optuna storage URL (default sqlite:///OUTPUT_DIR/search.db)")
     parser.add_argument("--study_name", help="default: the task name")
     parser.add_argument("--space", type=Path, help="a YAML search space (see finetune/commands/search.py: load_space)")
-    parser.add_argument("--sampler_seed", type=int, help="seeds TPE (default: --seed); give each parallel process its own")
+    parser.add_argument(
+        "--sampler_seed", type=int, help="seeds TPE (default: --seed); give each parallel process its own"
+    )
     parser.add_argument("--keep_all", action="store_true", help="keep every trial's model, not only the best one")
     return parser
 
@@ -520,8 +617,8 @@ def main(argv=None) -> int:
     import importlib.util
     import os
 
-    from finetune.core.config import THROWAWAY_CHECKPOINTS, parse_config
     from finetune.commands.study import given_fields
+    from finetune.core.config import THROWAWAY_CHECKPOINTS, parse_config
 
     argv = sys.argv[1:] if argv is None else list(argv)
     with user_errors_exit():
@@ -534,10 +631,14 @@ def main(argv=None) -> int:
         if args.n_trials < 1:
             raise UserError(f"--n_trials must be at least 1, got {args.n_trials}")
         if importlib.util.find_spec("optuna") is None:
-            raise UserError("finetune search needs the 'optuna' package: pip install optuna (or pip install -e '.[search]')")
+            raise UserError(
+                "finetune search needs the 'optuna' package: pip install optuna (or pip install -e '.[search]')"
+            )
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError("finetune search runs as one process: to search in parallel, start several "
-                            "`finetune search` processes on the same --storage instead of accelerate launch")
+            raise UserError(
+                "finetune search runs as one process: to search in parallel, start several "
+                "`finetune search` processes on the same --storage instead of accelerate launch"
+            )
         module = registry.get(args.task).load()
         base = parse_config(registry.get(args.task).config_cls, rest)
         given = given_fields(rest)  # trials are never resumed: no optimizer state, no checkpoint once finished
@@ -556,8 +657,17 @@ def main(argv=None) -> int:
         return search(recipe, base, space, out_dir, storage_url, study_name, args.n_trials, args.keep_all, sampler_seed)
 
 
-def search(recipe, base, space, out_dir: Path, storage_url: str, study_name: str, n_trials: int, keep_all: bool,
-           sampler_seed: int) -> int:
+def search(
+    recipe,
+    base,
+    space,
+    out_dir: Path,
+    storage_url: str,
+    study_name: str,
+    n_trials: int,
+    keep_all: bool,
+    sampler_seed: int,
+) -> int:
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -567,18 +677,32 @@ def search(recipe, base, space, out_dir: Path, storage_url: str, study_name: str
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed here instead
     study = open_study(storage_url, study_name, recipe.TASK, recipe.GREATER_IS_BETTER, sampler_seed)
     done = len(finished(study))
-    print(f"study {study_name!r} in {mask(storage_url)}: {done} of {n_trials} trials finished; "
-          f"{'maximize' if recipe.GREATER_IS_BETTER else 'minimize'} validation {recipe.METRIC_FOR_BEST}", flush=True)
+    print(
+        f"study {study_name!r} in {mask(storage_url)}: {done} of {n_trials} trials finished; "
+        f"{'maximize' if recipe.GREATER_IS_BETTER else 'minimize'} validation {recipe.METRIC_FOR_BEST}",
+        flush=True,
+    )
     objective = make_objective(recipe, base, space, out_dir)
-    after_trial = lambda study, trial: (drop_models(study, out_dir, keep_all), write_reports(study, recipe, out_dir, storage_url))
+    after_trial = lambda study, trial: (
+        drop_models(study, out_dir, keep_all),
+        write_reports(study, recipe, out_dir, storage_url),
+    )
     code = 0
     if done < n_trials:
         try:
-            study.optimize(objective, n_trials=n_trials - done, show_progress_bar=True, gc_after_trial=True,
-                           callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial])
+            study.optimize(
+                objective,
+                n_trials=n_trials - done,
+                show_progress_bar=True,
+                gc_after_trial=True,
+                callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial],
+            )
         except (TrainingInterrupted, KeyboardInterrupt):
-            print(f"search interrupted: {len(finished(study))} of {n_trials} trials finished; run the same command "
-                  f"again to continue the study", file=sys.stderr)
+            print(
+                f"search interrupted: {len(finished(study))} of {n_trials} trials finished; run the same command "
+                f"again to continue the study",
+                file=sys.stderr,
+            )
             code = 130
     drop_models(study, out_dir, keep_all)
     summary = write_reports(study, recipe, out_dir, storage_url)
@@ -588,8 +712,10 @@ def search(recipe, base, space, out_dir: Path, storage_url: str, study_name: str
         if best is None:
             print("no trial completed: every one was pruned or failed (see search.json)")
         else:
-            print(f"best: trial {best['number']}, validation {summary['metric']} {best[summary['metric']]:.4f} "
-                  f"({format_params(best['params'])})")
+            print(
+                f"best: trial {best['number']}, validation {summary['metric']} {best[summary['metric']]:.4f} "
+                f"({format_params(best['params'])})"
+            )
             print(f"retrain it: finetune train {recipe.TASK} --config {out_dir / 'best.yaml'}")
         print(f"wrote {out_dir}/search.json, trials.md, search_history.png, search_slices.png, best.yaml")
     return code

@@ -44,8 +44,8 @@ from typing import Optional
 
 from finetune.core.config import THROWAWAY_CHECKPOINTS
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
-from finetune.tasks import registry
 from finetune.core.run_directory import atomic_write_json, atomic_write_text
+from finetune.tasks import registry
 
 STUDY_FILE = "study.json"
 FIGURE_FILE = "data_efficiency.png"
@@ -55,12 +55,20 @@ FIGURE_FILE = "data_efficiency.png"
 
 def done_file(directory: Path) -> Path:
     return directory.parent / f"{directory.name}.json"
+
+
 # Fields the study sets itself, with the flag to use instead.
-STUDY_OWNS = {"seed": "--seeds", "max_train_samples": "--sizes", "resume": "(the study resumes by itself)",
-              "output_dir": "--output_dir", "compare": "(a study always compares)"}
+STUDY_OWNS = {
+    "seed": "--seeds",
+    "max_train_samples": "--sizes",
+    "resume": "(the study resumes by itself)",
+    "output_dir": "--output_dir",
+    "compare": "(a study always compares)",
+}
 
 
 # ---- the recipe, through its public API only ---------------------------------------------------------------
+
 
 def load_recipe(task: str):
     """(module, config class) of a registered task (finetune/tasks/registry.py)."""
@@ -77,8 +85,17 @@ def cell_dir(study_dir: Path, size: int, seed: int) -> Path:
     return Path(study_dir) / f"size_{size:05d}" / f"seed_{seed}"
 
 
-def cell_config(base, study_dir: Path, size: int, seed: int, min_examples: int, max_epochs: float,
-                evaluations: int = 5, validation_examples: int = 200, given: frozenset = frozenset()):
+def cell_config(
+    base,
+    study_dir: Path,
+    size: int,
+    seed: int,
+    min_examples: int,
+    max_epochs: float,
+    evaluations: int = 5,
+    validation_examples: int = 200,
+    given: frozenset = frozenset(),
+):
     """The recipe's config for one cell: the user's settings, plus the study's size, seed and schedule.
 
     A cell evaluates about `evaluations` times (and at each epoch end, as every run does) on at most
@@ -87,8 +104,16 @@ def cell_config(base, study_dir: Path, size: int, seed: int, min_examples: int, 
     """
     epochs = epochs_for(size, min_examples, max_epochs)
     steps_per_epoch = math.ceil(math.ceil(size / base.batch_size) / base.gradient_accumulation_steps)
-    changes = dict(output_dir=str(cell_dir(study_dir, size, seed)), seed=seed, max_train_samples=size,
-                   num_epochs=epochs, max_steps=None, compare=True, overwrite=True, resume=False)
+    changes = dict(
+        output_dir=str(cell_dir(study_dir, size, seed)),
+        seed=seed,
+        max_train_samples=size,
+        num_epochs=epochs,
+        max_steps=None,
+        compare=True,
+        overwrite=True,
+        resume=False,
+    )
     # A cell is never resumed (a killed study starts it again): no optimizer state, no checkpoint left at its end.
     changes.update({name: value for name, value in THROWAWAY_CHECKPOINTS.items() if name not in given})
     if "eval_steps" not in given:
@@ -118,6 +143,7 @@ def given_fields(recipe_argv: list[str]) -> frozenset:
 
 
 # ---- statistics ---------------------------------------------------------------------------------------------
+
 
 def mean_std(values: list[float]) -> tuple[float, Optional[float]]:
     """Mean and sample standard deviation (n - 1); the std is None for a single value."""
@@ -155,13 +181,15 @@ def summarize(cells: list[dict]) -> dict:
             row["models"][model] = {"n": len(per_seed), "mean": mean, "std": std}
         if {"pretrained", "scratch"} <= set(by_model):
             seeds = sorted(set(by_model["pretrained"]) & set(by_model["scratch"]))
-            row["difference"] = paired_interval([by_model["pretrained"][s] for s in seeds],
-                                                [by_model["scratch"][s] for s in seeds])
+            row["difference"] = paired_interval(
+                [by_model["pretrained"][s] for s in seeds], [by_model["scratch"][s] for s in seeds]
+            )
         rows.append(row)
     return {"sizes": rows}
 
 
 # ---- the table and the figure ------------------------------------------------------------------------------
+
 
 def _pm(mean, std, digits):
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
@@ -183,9 +211,21 @@ def format_table(study: dict, markdown: bool = False) -> str:
         else:
             gap = f"{diff['mean']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
         n = max(s["n"] for s in row["models"].values())
-        lines.append([f"{row['size']:,}", *(_pm(row["models"][m]["mean"], row["models"][m]["std"], digits)
-                                            if m in row["models"] else "-" for m in models), gap, str(n)])
-    note = f"{study['task']}: test {metric} ({better} is better), mean ± std over seeds; paired difference with a 95% t-interval"
+        lines.append(
+            [
+                f"{row['size']:,}",
+                *(
+                    _pm(row["models"][m]["mean"], row["models"][m]["std"], digits) if m in row["models"] else "-"
+                    for m in models
+                ),
+                gap,
+                str(n),
+            ]
+        )
+    note = (
+        f"{study['task']}: test {metric} ({better} is better), mean "
+        "± std over seeds; paired difference with a 95% t-interval"
+    )
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]
@@ -213,27 +253,47 @@ def plot_study(study: dict, path: Path) -> Path:
         x = [r["size"] for r in rows]
         mean = [r["models"][model]["mean"] for r in rows]
         std = [r["models"][model]["std"] or 0.0 for r in rows]
-        line, = ax.plot(x, mean, marker="o", color=colours.get(model), label=f"{model} (mean over seeds)")
-        ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        color=line.get_color(), alpha=0.2, linewidth=0, label=f"{model} ± 1 std")
+        (line,) = ax.plot(x, mean, marker="o", color=colours.get(model), label=f"{model} (mean over seeds)")
+        ax.fill_between(
+            x,
+            [m - s for m, s in zip(mean, std)],
+            [m + s for m, s in zip(mean, std)],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+            label=f"{model} ± 1 std",
+        )
     for row in summary:  # the gap at each size: a bracket between the two means, labelled with the paired difference
         diff = row.get("difference")
         if diff is None:
             continue
         low, high = sorted(row["models"][m]["mean"] for m in ("pretrained", "scratch"))
-        ax.annotate("", xy=(row["size"], high), xytext=(row["size"], low),
-                    arrowprops=dict(arrowstyle="<->", color="grey", lw=1))
-        label = f"{diff['mean']:+.3g}" + (f"\n±{(diff['high'] - diff['low']) / 2:.2g}" if diff["low"] is not None else "")
-        ax.annotate(label, xy=(row["size"], (low + high) / 2), xytext=(6, 0), textcoords="offset points",
-                    va="center", fontsize=8, color="dimgrey")
+        ax.annotate(
+            "", xy=(row["size"], high), xytext=(row["size"], low), arrowprops=dict(arrowstyle="<->", color="grey", lw=1)
+        )
+        label = f"{diff['mean']:+.3g}" + (
+            f"\n±{(diff['high'] - diff['low']) / 2:.2g}" if diff["low"] is not None else ""
+        )
+        ax.annotate(
+            label,
+            xy=(row["size"], (low + high) / 2),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color="dimgrey",
+        )
     ax.set_xscale("log")
     values = [s["mean"] for r in summary for s in r["models"].values()]
     if not study["greater_is_better"] and min(values) > 0 and max(values) / min(values) > 10:
         ax.set_yscale("log")  # perplexity: scratch models start near the vocabulary size
     seeds = "/".join(str(max(s["n"] for s in row["models"].values())) for row in summary)
-    ax.set(xlabel="training examples (log scale)", ylabel=f"test {metric}",
-           title=f"{study['task']}: what pretraining buys, by training-set size\n"
-                 f"seeds per size: {seeds}; arrows: pretrained - scratch (mean, ±95% t-interval where 2+ seeds)")
+    ax.set(
+        xlabel="training examples (log scale)",
+        ylabel=f"test {metric}",
+        title=f"{study['task']}: what pretraining buys, by training-set size\n"
+        f"seeds per size: {seeds}; arrows: pretrained - scratch (mean, ±95% t-interval where 2+ seeds)",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -241,6 +301,7 @@ def plot_study(study: dict, path: Path) -> Path:
 
 
 # ---- one cell -----------------------------------------------------------------------------------------------
+
 
 def read_cell(directory: Path, size: int, seed: int) -> list[dict]:
     """The cell's records, one per model, from the recipe's results.json (the metric is the run's own)."""
@@ -252,12 +313,24 @@ def read_cell(directory: Path, size: int, seed: int) -> list[dict]:
     metric = results["metric_for_best"]
     records = []
     for model in results["models"]:
-        records.append({"size": size, "seed": seed, "model": model["role"], "name": model["name"], "metric": metric,
-                        "value": model["test"][metric], "steps": model["steps"], "seconds": model["train_seconds"],
-                        "stopped_early": model.get("stopped_early", False), "epochs": config["num_epochs"],
-                        "eval_steps": config["eval_steps"], "patience": config["early_stopping_patience"],
-                        "cell_wall_seconds": done["wall_seconds"],
-                        "dir": str(directory.relative_to(directory.parent.parent))})
+        records.append(
+            {
+                "size": size,
+                "seed": seed,
+                "model": model["role"],
+                "name": model["name"],
+                "metric": metric,
+                "value": model["test"][metric],
+                "steps": model["steps"],
+                "seconds": model["train_seconds"],
+                "stopped_early": model.get("stopped_early", False),
+                "epochs": config["num_epochs"],
+                "eval_steps": config["eval_steps"],
+                "patience": config["early_stopping_patience"],
+                "cell_wall_seconds": done["wall_seconds"],
+                "dir": str(directory.relative_to(directory.parent.parent)),
+            }
+        )
     return records
 
 
@@ -271,9 +344,11 @@ def check_sizes(module, base, sizes: list[int], seed: int) -> None:
     available = len(module.build_data(dataclasses.replace(base, seed=seed, max_train_samples=None)).splits["train"])
     too_large = [size for size in sizes if size > available]
     if too_large:
-        raise UserError(f"--sizes {','.join(map(str, too_large))}: the training split holds only {available:,} examples "
-                        f"(validation and test carved off): the largest possible size is {available}; pass --sizes up to "
-                        f"{available}, or a larger dataset")
+        raise UserError(
+            f"--sizes {','.join(map(str, too_large))}: the training split holds only {available:,} examples "
+            f"(validation and test carved off): the largest possible size is {available}; pass --sizes up to "
+            f"{available}, or a larger dataset"
+        )
 
 
 def run_cell(module, config, directory: Path) -> None:
@@ -308,16 +383,29 @@ def _output_into(log):
 
 # ---- the study ----------------------------------------------------------------------------------------------
 
+
 def machine() -> dict:
     from finetune.core.precision import machine_facts
 
     facts = machine_facts()
-    return {"cpu": facts["processor"], "cores": facts["cpu_count"], "torch_threads": facts["torch_threads"],
-            "torch_cpu_capability": facts["torch_cpu_capability"]}
+    return {
+        "cpu": facts["processor"],
+        "cores": facts["cpu_count"],
+        "torch_threads": facts["torch_threads"],
+        "torch_cpu_capability": facts["torch_cpu_capability"],
+    }
 
 
-def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Path, recipe_argv: list[str],
-                    min_examples: int = 1000, max_epochs: float = 10, overwrite: bool = False) -> dict:
+def data_efficiency(
+    task: str,
+    sizes: list[int],
+    seeds: list[int],
+    study_dir: Path,
+    recipe_argv: list[str],
+    min_examples: int = 1000,
+    max_epochs: float = 10,
+    overwrite: bool = False,
+) -> dict:
     """Run every (size, seed) cell not yet finished, then write study.json and the figure. Returns the study."""
     from tqdm.auto import tqdm
 
@@ -328,19 +416,29 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
     given = given_fields(recipe_argv)
     for name in sorted(given & set(STUDY_OWNS)):
         raise UserError(f"--{name} is set by the study for each cell: use {STUDY_OWNS[name]} instead")
-    settings = {"task": task, "sizes": sizes, "seeds": seeds, "recipe_args": recipe_argv,
-                "min_examples": min_examples, "max_epochs": max_epochs}
+    settings = {
+        "task": task,
+        "sizes": sizes,
+        "seeds": seeds,
+        "recipe_args": recipe_argv,
+        "min_examples": min_examples,
+        "max_epochs": max_epochs,
+    }
     study_dir = Path(study_dir)
     study_file = study_dir / STUDY_FILE
     if study_file.exists():
         earlier = json.loads(study_file.read_text()).get("settings")
         finished = any(study_dir.glob("size_*/seed_*.json"))
         if earlier != settings and finished and not overwrite:  # (no finished cell: nothing to lose, start afresh)
-            raise UserError(f"{study_dir} holds a study with other settings ({_differences(earlier, settings)}): "
-                            f"use the same command to continue it, --overwrite to start again, or another --output_dir")
+            raise UserError(
+                f"{study_dir} holds a study with other settings ({_differences(earlier, settings)}): "
+                f"use the same command to continue it, --overwrite to start again, or another --output_dir"
+            )
         overwrite = overwrite or earlier != settings
     elif study_dir.is_dir() and any(study_dir.iterdir()) and not overwrite:
-        raise UserError(f"{study_dir} already holds files that are not a study: choose another --output_dir or pass --overwrite")
+        raise UserError(
+            f"{study_dir} already holds files that are not a study: choose another --output_dir or pass --overwrite"
+        )
     if overwrite:
         for old in study_dir.glob("size_*"):
             shutil.rmtree(old)
@@ -356,7 +454,9 @@ def data_efficiency(task: str, sizes: list[int], seeds: list[int], study_dir: Pa
         check_sizes(module, base, sizes, seeds[0])
     if len(todo) < len(cells):
         print(f"continuing the study in {study_dir}: {len(cells) - len(todo)} of {len(cells)} cells already done")
-    with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study cells", unit="cell", file=sys.stderr) as bar:
+    with tqdm(
+        total=len(cells), initial=len(cells) - len(todo), desc="study cells", unit="cell", file=sys.stderr
+    ) as bar:
         for size, seed in todo:
             bar.set_postfix(size=size, seed=seed)
             config = cell_config(base, study_dir, size, seed, min_examples, max_epochs, given=given)
@@ -396,6 +496,7 @@ def _differences(earlier: Optional[dict], now: dict) -> str:
 
 
 # ---- the command --------------------------------------------------------------------------------------------
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -445,21 +546,36 @@ def _data_efficiency_command(argv: list[str]) -> int:
     started = time.perf_counter()
     try:  # one study per folder at a time: a second one would restart the cells the first is running
         with run_lock(study_dir, f"finetune study data_efficiency {args.task}"):
-            study = data_efficiency(args.task, sorted(args.sizes), args.seeds, study_dir, recipe_argv,
-                                    args.min_examples, args.max_epochs, args.overwrite)
+            study = data_efficiency(
+                args.task,
+                sorted(args.sizes),
+                args.seeds,
+                study_dir,
+                recipe_argv,
+                args.min_examples,
+                args.max_epochs,
+                args.overwrite,
+            )
     except TrainingInterrupted:
         print("study interrupted: finished cells are kept; run the same command to continue", file=sys.stderr)
         return 130
     print(format_table(study))
-    print(f"wrote {study_dir / STUDY_FILE} and {study_dir / FIGURE_FILE}  ({time.perf_counter() - started:.0f} s this time; "
-          f"{study['wall_seconds']:.0f} s over all cells on {study['machine']['cpu']})")
+    print(
+        f"wrote {study_dir / STUDY_FILE} and {study_dir / FIGURE_FILE} "
+        f" ({time.perf_counter() - started:.0f} s this time; "
+        f"{study['wall_seconds']:.0f} s over all cells on {study['machine']['cpu']})"
+    )
     return 0
 
 
 def _report_command(argv: list[str]) -> int:
-    parser = CommandParser(prog="finetune study report", description="redraw a study's figure and table from its study.json")
+    parser = CommandParser(
+        prog="finetune study report", description="redraw a study's figure and table from its study.json"
+    )
     parser.add_argument("study", type=Path, help="a study folder, or its study.json")
-    parser.add_argument("--out", type=Path, help="folder for data_efficiency.png and data_efficiency.md (default: the study's)")
+    parser.add_argument(
+        "--out", type=Path, help="folder for data_efficiency.png and data_efficiency.md (default: the study's)"
+    )
     args = parser.parse_args(argv)
     path = args.study / STUDY_FILE if args.study.is_dir() else args.study
     if not path.is_file():
@@ -471,7 +587,9 @@ def _report_command(argv: list[str]) -> int:
     png = plot_study(study, out / FIGURE_FILE)
     table = format_table(study, markdown=True)
     cpu = study.get("machine", {}).get("cpu", "unknown CPU")
-    atomic_write_text(out / "data_efficiency.md", f"{table}\n\n{study['wall_seconds']:.0f} s over all cells on {cpu}.\n")
+    atomic_write_text(
+        out / "data_efficiency.md", f"{table}\n\n{study['wall_seconds']:.0f} s over all cells on {cpu}.\n"
+    )
     print(format_table(study))
     print(f"wrote {png} and {out / 'data_efficiency.md'}")
     return 0

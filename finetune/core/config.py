@@ -2,7 +2,8 @@
 
 Precedence, lowest first: the dataclass defaults, which for a task's config class include its own YAML
 (`recipes/configs/<task>.yaml`, applied by `defaults_from`, so `SentimentConfig(output_dir=...)` in Python and
-`finetune train sentiment` start from the same values), the user's `--config FILE`, then `--field value` flags. Parsing is `transformers.HfArgumentParser`; the only thing
+`finetune train sentiment` start from the same values), the user's `--config FILE`, then `--field value` flags. Parsing
+is `transformers.HfArgumentParser`; the only thing
 added here is that every mistake (unknown key, bad value) becomes a one-line `UserError` instead of argparse's
 usage dump.
 """
@@ -29,7 +30,9 @@ C = TypeVar("C")
 class TrainingConfig:
     """What every recipe shares: where outputs go, how long and how to train, checkpoints, comparison."""
 
-    output_dir: str = field(default="runs/run", metadata={"help": "Run directory: final model, results.json, plots, checkpoints."})
+    output_dir: str = field(
+        default="runs/run", metadata={"help": "Run directory: final model, results.json, plots, checkpoints."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an earlier run in output_dir."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last checkpoint."})
     seed: int = field(default=42, metadata={"help": "Seeds the split, the model initialisation and the batch order."})
@@ -40,30 +43,85 @@ class TrainingConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "Examples per device per evaluation batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warmup, then linear decay."})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."}
+    )
+    warmup_ratio: float = field(
+        default=0.06, metadata={"help": "Fraction of steps with linear warmup, then linear decay."}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 turns clipping off)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where the GPU or CPU does bf16 natively, else fp32; see finetune/core/precision.py) | no (fp32) | bf16 | fp16."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory, where the model supports it."})
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor); pays off on GPUs, rarely on CPUs."})
-    num_workers: Optional[int] = field(default=None, metadata={"help": "DataLoader worker processes for per-epoch input work (default: 0 on 1-2 cores, else cores - 1, at most 8)."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 where the GPU or CPU does bf16 natively, else fp32; "
+            "see finetune/core/precision.py) | no (fp32) | bf16 | fp16."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for memory, where the model supports it."}
+    )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model with torch.compile (inductor); pays off on GPUs, rarely on CPUs."},
+    )
+    num_workers: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "DataLoader worker processes for per-epoch input work "
+            "(default: 0 on 1-2 cores, else cores - 1, at most 8)."
+        },
+    )
 
-    eval_steps: Optional[int] = field(default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."})
-    early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "Stop after N evaluations without improvement."})
-    checkpoint_steps: Optional[int] = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps (always at each epoch end)."})
-    keep_checkpoints: str = field(default=2, metadata={"help": "Resumable checkpoints to keep: N (the newest N), last (= 1), all, or none (the newest while training, deleted once the run has finished)."})
-    save_only_model: bool = field(default=False, metadata={"help": "Checkpoints written during training hold the weights only, no optimizer/scheduler/RNG state (about a third of the size); the last one (end of training, Ctrl-C) is still full, but a run that crashed cannot be resumed from a weights-only one."})
-    stop_after_steps: Optional[int] = field(default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."})
+    eval_steps: Optional[int] = field(
+        default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."}
+    )
+    early_stopping_patience: Optional[int] = field(
+        default=None, metadata={"help": "Stop after N evaluations without improvement."}
+    )
+    checkpoint_steps: Optional[int] = field(
+        default=None, metadata={"help": "Save a resumable checkpoint every N steps (always at each epoch end)."}
+    )
+    keep_checkpoints: str = field(
+        default=2,
+        metadata={
+            "help": "Resumable checkpoints to keep: N (the newest N), last (= 1), all, or "
+            "none (the newest while training, deleted once the run has finished)."
+        },
+    )
+    save_only_model: bool = field(
+        default=False,
+        metadata={
+            "help": "Checkpoints written during training hold the weights only, no "
+            "optimizer/scheduler/RNG state (about a third of the size); "
+            "the last one (end of training, Ctrl-C) is still full, but a "
+            "run that crashed cannot be resumed from a weights-only one."
+        },
+    )
+    stop_after_steps: Optional[int] = field(
+        default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."}
+    )
     log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
-    log_with: Optional[str] = field(default=None, metadata={"help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/core/trackers.py)."})
+    log_with: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/core/trackers.py)."
+        },
+    )
 
     compare: bool = field(default=True, metadata={"help": "Also train the from-scratch transformer and compare."})
 
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight; heads stay trainable."})
+    lora: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight; heads stay trainable."}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_alpha: float = field(
+        default=16.0, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."}
+    )
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
-    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Module names to adapt (default: per architecture, see finetune/models/lora.py)."})
+    lora_target_modules: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Module names to adapt (default: per architecture, see finetune/models/lora.py)."},
+    )
 
     def __post_init__(self):
         self.keep_checkpoints = keep_checkpoints_value(self.keep_checkpoints)
@@ -103,8 +161,10 @@ class TrainingConfig:
             import torch
 
             if not torch.cuda.is_available():
-                raise UserError("--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
-                                "(or bf16, which works on a CPU)")
+                raise UserError(
+                    "--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
+                    "(or bf16, which works on a CPU)"
+                )
         from finetune.core.trackers import names as tracker_names
 
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
@@ -129,7 +189,9 @@ def keep_checkpoints_value(value):
     if text in ("all", "none"):
         return text
     if not text.lstrip("-").isdigit() or int(text) < 1:
-        raise UserError(f"--keep_checkpoints must be a number of at least 1, or one of {', '.join(KEEP_WORDS)}; got {value!r}")
+        raise UserError(
+            f"--keep_checkpoints must be a number of at least 1, or one of {', '.join(KEEP_WORDS)}; got {value!r}"
+        )
     return int(text)
 
 
@@ -170,7 +232,9 @@ def load_yaml(path: str | os.PathLike) -> dict:
         what = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"config file {path} is not valid YAML{where} ({what}): fix the file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"config file {path} could not be read ({err.__class__.__name__}): pass a UTF-8 YAML file") from None
+        raise UserError(
+            f"config file {path} could not be read ({err.__class__.__name__}): pass a UTF-8 YAML file"
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of field: value, not {type(data).__name__}")
     return data
@@ -209,12 +273,16 @@ def check_keys(config_cls, values: dict) -> set[str]:
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"unknown config key(s) {', '.join(unknown)}: remove them or use one of {', '.join(sorted(known))}")
+        raise UserError(
+            f"unknown config key(s) {', '.join(unknown)}: remove them or use one of {', '.join(sorted(known))}"
+        )
     list_fields = {f.name for f in dataclasses.fields(config_cls) if "list" in str(f.type)}
     for key, value in values.items():
         if isinstance(value, dict):
-            raise UserError(f"config key {key} holds a mapping, but fields are flat (e.g. lora_r: 8, not lora: {{r: 8}}): "
-                            f"fix the config file")
+            raise UserError(
+                f"config key {key} holds a mapping, but fields are flat (e.g. lora_r: 8, not lora: {{r: 8}}): "
+                f"fix the config file"
+            )
         if isinstance(value, list) and key not in list_fields:
             raise UserError(f"config key {key} holds a list, but takes one value: fix the config file")
     return known
@@ -238,6 +306,7 @@ def defaults_from(yaml_path: Path):
     values, and `--help` shows them. The class returned is a dataclass subclass of the same name whose fields
     named in the YAML have the YAML's values (typed as the command line would type them) as defaults.
     """
+
     def apply(cls):
         values = load_yaml(yaml_path)
         check_keys(cls, values)
@@ -246,13 +315,21 @@ def defaults_from(yaml_path: Path):
         typed, _ = _parser(cls).parse_known_args(args=_tokens(values))
         fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
-        namespace = {"__annotations__": {}, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
-                     "__doc__": cls.__doc__, "defaults_yaml": Path(yaml_path)}
+        namespace = {
+            "__annotations__": {},
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+            "defaults_yaml": Path(yaml_path),
+        }
         for name in values:
             value, metadata = getattr(typed, name), fields_by_name[name].metadata
             namespace["__annotations__"][name] = hints[name]
-            namespace[name] = (field(default_factory=lambda v=value: copy.deepcopy(v), metadata=metadata)
-                               if isinstance(value, (list, dict)) else field(default=value, metadata=metadata))
+            namespace[name] = (
+                field(default_factory=lambda v=value: copy.deepcopy(v), metadata=metadata)
+                if isinstance(value, (list, dict))
+                else field(default=value, metadata=metadata)
+            )
         return dataclass(type(cls.__name__, (cls,), namespace))
 
     return apply
@@ -267,9 +344,11 @@ def refuse_secret_flags(argv: list[str], values: dict) -> None:
     given = [key for key in values if key in SECRET_FLAGS]
     given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0] in SECRET_FLAGS]
     if given:
-        raise UserError(f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
-                        f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
-                        f"shown here) and export HF_TOKEN instead")
+        raise UserError(
+            f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
+            f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
+            f"shown here) and export HF_TOKEN instead"
+        )
 
 
 def describe_unknown(leftover: list[str], known: set) -> str:
@@ -278,8 +357,10 @@ def describe_unknown(leftover: list[str], known: set) -> str:
 
     flags = [arg.split("=", 1)[0] for arg in leftover if arg.startswith("-") and not _is_number(arg)]
     if not flags:
-        return (f"{len(leftover)} value(s) on the command line follow no --field (not shown here): every value goes "
-                f"after its flag, e.g. --learning_rate 3e-5 (see --help for the fields)")
+        return (
+            f"{len(leftover)} value(s) on the command line follow no --field (not shown here): every value goes "
+            f"after its flag, e.g. --learning_rate 3e-5 (see --help for the fields)"
+        )
     hints = []
     for flag in flags:
         close = difflib.get_close_matches(flag.lstrip("-"), sorted(known), n=1)

@@ -32,15 +32,28 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from finetune.core.checkpoints.lean import (
+    WEIGHTS_ONLY_FILE,
+    best_weights_file,
+    keep_only_trainable_weights,
+    lean_checkpoint,
+    refuse_weights_only,
+    trainable_only,
+)
+from finetune.core.checkpoints.resume import check_resume, read_fingerprint, save_fingerprint
+from finetune.core.checkpoints.safeload import check_checkpoint, check_safetensors
 from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
 from finetune.core.errors import UserError
 from finetune.core.metrics import greater_is_better
-from finetune.core.checkpoints.lean import (WEIGHTS_ONLY_FILE, best_weights_file, keep_only_trainable_weights, lean_checkpoint,
-                           refuse_weights_only, trainable_only)
-from finetune.core.checkpoints.resume import check_resume, read_fingerprint, save_fingerprint
-from finetune.core.checkpoints.safeload import check_checkpoint, check_safetensors
-from finetune.core.run_directory import atomic_dir, atomic_write_json, commit_dir, disk_errors, new_temp_dir, remove_stale_temp
 from finetune.core.precision import resolve as resolve_precision
+from finetune.core.run_directory import (
+    atomic_dir,
+    atomic_write_json,
+    commit_dir,
+    disk_errors,
+    new_temp_dir,
+    remove_stale_temp,
+)
 
 STATE_FILE = "train_state.json"
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}  # Accelerate's names -> ours
@@ -99,9 +112,12 @@ def make_accelerator(config: TrainingConfig, project_dir: Path, trackers: Option
 
     state = process_state()  # the process group (gloo for CPU processes), if the recipe did not set it up already
     if cpu_processes() and state.num_processes == 1:
-        raise RuntimeError("launched as several CPU processes, but Accelerate was set up for one (PartialState() "
-                           "without cpu=True): the recipe must call finetune.core.engine.process_state() instead")
-    precision = resolve_precision(config.mixed_precision)  # auto: bf16 where the GPU/CPU does it natively; one line says why
+        raise RuntimeError(
+            "launched as several CPU processes, but Accelerate was set up for one (PartialState() "
+            "without cpu=True): the recipe must call finetune.core.engine.process_state() instead"
+        )
+    # auto: bf16 where the GPU/CPU does it natively; one line says why
+    precision = resolve_precision(config.mixed_precision)
     fresh_training_state()
     return Accelerator(
         cpu=cpu_processes(),
@@ -181,7 +197,7 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrainState":
+    def from_json(cls, data: dict) -> TrainState:
         """Keys a checkpoint lacks keep their defaults (as the old dict.update did)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -261,7 +277,9 @@ def train(
     """
     setup = prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best)
     state = resume_or_start(setup)
-    setup.progress = tqdm(total=setup.total_steps, initial=state.step, desc=name, disable=not setup.accelerator.is_main_process)
+    setup.progress = tqdm(
+        total=setup.total_steps, initial=state.step, desc=name, disable=not setup.accelerator.is_main_process
+    )
     setup.model.train()
     with setup.progress, stop_signals() as stop_requested:  # (a closed bar: an error message starts its own line)
         while not state.done and state.step < setup.total_steps:
@@ -291,10 +309,13 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best) -
     from transformers import get_linear_schedule_with_warmup
 
     from finetune.core import trackers
+
     accelerator = make_accelerator(config, Path(run_dir) / "logs", trackers.build(config.log_with, run_dir, name))
     if config.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
-            raise UserError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing")
+            raise UserError(
+                f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing"
+            )
         model.gradient_checkpointing_enable()
     if config.torch_compile:
         model.compile()  # in place: same module, same state_dict keys, so checkpoints and saved models are unchanged
@@ -315,11 +336,23 @@ def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best) -
     if config.log_with:
         # One experiment per run directory, one tracker run per model (pretrained, scratch) in it.
         accelerator.init_trackers(Path(run_dir).resolve().name, config=trackers.config_values(config))
-    return Setup(name=name, config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                 train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, evaluator=evaluator,
-                 checkpoint_root=Path(run_dir) / "checkpoints" / name, steps_per_epoch=steps_per_epoch,
-                 total_steps=total_steps, metric_for_best=metric_for_best,
-                 greater_is_better=greater_is_better(metric_for_best) if metric_for_best else True)
+    return Setup(
+        name=name,
+        config=config,
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        test_loader=test_loader,
+        evaluator=evaluator,
+        checkpoint_root=Path(run_dir) / "checkpoints" / name,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        metric_for_best=metric_for_best,
+        greater_is_better=greater_is_better(metric_for_best) if metric_for_best else True,
+    )
 
 
 def resume_or_start(setup: Setup) -> TrainState:
@@ -368,7 +401,8 @@ def optimisation_step(setup: Setup, state: TrainState, batch) -> bool:
         optimizer.zero_grad()
     state.batch_in_epoch += 1
     count_examples(setup, state, batch)
-    state.running_loss += mean_loss_over_processes(setup, state, loss)  # in the state: a resumed run logs the same means
+    # in the state: a resumed run logs the same means
+    state.running_loss += mean_loss_over_processes(setup, state, loss)
     state.running_count += 1
     if not accelerator.sync_gradients:
         return False
@@ -385,8 +419,14 @@ def count_examples(setup: Setup, state: TrainState, batch) -> None:
     """
     accelerator = setup.accelerator
     mask = batch.get("attention_mask")
-    counts = torch.tensor([len(next(iter(batch.values()))), int(mask.sum()) if mask is not None else 0,
-                           mask.numel() if mask is not None else 0], device=accelerator.device)
+    counts = torch.tensor(
+        [
+            len(next(iter(batch.values()))),
+            int(mask.sum()) if mask is not None else 0,
+            mask.numel() if mask is not None else 0,
+        ],
+        device=accelerator.device,
+    )
     if accelerator.num_processes > 1:
         counts = accelerator.reduce(counts, reduction="sum")
     samples, real, padded = counts.tolist()
@@ -416,8 +456,13 @@ def log_training(setup: Setup, state: TrainState, epoch_end: bool) -> None:
     if not (step % config.log_steps == 0 or epoch_end or step == setup.total_steps):
         return
     mean_loss = state.running_loss / max(state.running_count, 1)
-    record = {"step": step, "epoch": round(step / setup.steps_per_epoch, 4), "samples": state.train_samples,
-              "train_loss": round(mean_loss, 5), "learning_rate": setup.scheduler.get_last_lr()[0]}
+    record = {
+        "step": step,
+        "epoch": round(step / setup.steps_per_epoch, 4),
+        "samples": state.train_samples,
+        "train_loss": round(mean_loss, 5),
+        "learning_rate": setup.scheduler.get_last_lr()[0],
+    }
     state.history.append(record)
     setup.progress.set_postfix(loss=f"{mean_loss:.4f}")
     if config.log_with:
@@ -443,9 +488,17 @@ def untimed(setup: Setup, state: TrainState):
 def validate(setup: Setup, state: TrainState) -> dict:
     """Evaluate on the validation split, record it, and keep the best weights (or count towards early stopping)."""
     with untimed(setup, state):
-        metrics = evaluate(setup.model, setup.eval_loader, setup.evaluator, setup.accelerator, desc=f"{setup.name} validation")
-    state.history.append({"step": state.step, "epoch": round(state.step / setup.steps_per_epoch, 4),
-                          "samples": state.train_samples, "eval": metrics})
+        metrics = evaluate(
+            setup.model, setup.eval_loader, setup.evaluator, setup.accelerator, desc=f"{setup.name} validation"
+        )
+    state.history.append(
+        {
+            "step": state.step,
+            "epoch": round(state.step / setup.steps_per_epoch, 4),
+            "samples": state.train_samples,
+            "eval": metrics,
+        }
+    )
     if setup.config.log_with:
         setup.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.step)
     if setup.metric_for_best:
@@ -463,8 +516,10 @@ def select_best(setup: Setup, state: TrainState, value: float) -> None:
     patience = setup.config.early_stopping_patience
     if patience and state.evals_without_improvement >= patience:
         state.stopped_early = True
-        setup.accelerator.print(f"[{setup.name}] early stop at step {state.step}: "
-                                f"no {setup.metric_for_best} improvement in {patience} evaluations")
+        setup.accelerator.print(
+            f"[{setup.name}] early stop at step {state.step}: "
+            f"no {setup.metric_for_best} improvement in {patience} evaluations"
+        )
 
 
 def save_best(setup: Setup, state: TrainState) -> None:
@@ -578,7 +633,9 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
     if setup.metric_for_best and best_weights is not None:
         from safetensors.torch import load_file
 
-        check_safetensors(best_weights, "train again with --overwrite (the checkpoints hold no other copy of the best weights)")
+        check_safetensors(
+            best_weights, "train again with --overwrite (the checkpoints hold no other copy of the best weights)"
+        )
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
     training_precision = PRECISION_NAMES[accelerator.mixed_precision]
     test_precision = drop_autocast(accelerator, model)
@@ -588,13 +645,22 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
     if setup.config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
         from finetune.core import trackers
+
         trackers.finish(accelerator)  # not end_training(): that also destroys the process group the next model needs
     return TrainResult(
-        model=accelerator.unwrap_model(model), accelerator=accelerator, history=state.history,
-        test_metrics=test_metrics, best_metric=state.best_metric, steps=state.step,
-        train_seconds=state.train_seconds, train_samples=state.train_samples,
-        real_tokens=state.real_tokens, padded_tokens=state.padded_tokens, stopped_early=state.stopped_early,
-        training_precision=training_precision, test_precision=test_precision,
+        model=accelerator.unwrap_model(model),
+        accelerator=accelerator,
+        history=state.history,
+        test_metrics=test_metrics,
+        best_metric=state.best_metric,
+        steps=state.step,
+        train_seconds=state.train_seconds,
+        train_samples=state.train_samples,
+        real_tokens=state.real_tokens,
+        padded_tokens=state.padded_tokens,
+        stopped_early=state.stopped_early,
+        training_precision=training_precision,
+        test_precision=test_precision,
     )
 
 
@@ -678,7 +744,9 @@ def stop_signals():
             raise KeyboardInterrupt
         requested.set()
         if is_rank_zero():  # under a launcher every process gets the signal: say it once
-            print(f"\nreceived {signal.Signals(signum).name}: saving a checkpoint at the end of this step...", flush=True)
+            print(
+                f"\nreceived {signal.Signals(signum).name}: saving a checkpoint at the end of this step...", flush=True
+            )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -1,8 +1,8 @@
 """Where this machine keeps things, and whether it may reach the Hub: the facts every layer asks about.
 
-    is_offline()     HF_HUB_OFFLINE is set: nothing is fetched from the Hub, local folders and packages only
-    cache_dir()      converted offline assets and probes: $FINETUNE_CACHE, else ~/.cache/finetune
-    package_dir()    the folder of an installed package that carries data or weights, found without importing it
+is_offline()     HF_HUB_OFFLINE is set: nothing is fetched from the Hub, local folders and packages only
+cache_dir()      converted offline assets and probes: $FINETUNE_CACHE, else ~/.cache/finetune
+package_dir()    the folder of an installed package that carries data or weights, found without importing it
 """
 
 from __future__ import annotations
@@ -37,7 +37,5 @@ def package_dir(package_module_name: str, pip_spec: str) -> Path:
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise UserError(
-            f"the package {package_module_name!r} is not installed: pip install --no-deps {pip_spec}"
-        )
+        raise UserError(f"the package {package_module_name!r} is not installed: pip install --no-deps {pip_spec}")
     return Path(locations[0])

@@ -22,8 +22,11 @@ class UserError(Exception):
 SECRET_SHAPES = re.compile(
     r"\bhf_[A-Za-z0-9]{8,}|\bapi_org_[A-Za-z0-9]{8,}|\bgh[pousr]_[A-Za-z0-9]{16,}|\bgithub_pat_[A-Za-z0-9_]{16,}"
     r"|\bsk-[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}"
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-SECRET_VALUES = re.compile(r"(?i)((?:token|password|passwd|secret|api_key|apikey)['\"]?\s*[=:]\s*['\"]?)(?!\[redacted)[^\s,;'\"\])]{4,}")
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+)
+SECRET_VALUES = re.compile(
+    r"(?i)((?:token|password|passwd|secret|api_key|apikey)['\"]?\s*[=:]\s*['\"]?)(?!\[redacted)[^\s,;'\"\])]{4,}"
+)
 REDACTED = "[redacted]"
 
 

@@ -30,23 +30,30 @@ class ClassificationEvaluator:
 
     def add(self, batch, outputs, gather):
         logits = outputs.logits.float()  # (B, K)
-        predictions, references, probabilities = gather((logits.argmax(dim=-1), batch["labels"], logits.softmax(dim=-1)))
+        predictions, references, probabilities = gather(
+            (logits.argmax(dim=-1), batch["labels"], logits.softmax(dim=-1))
+        )
         self.predictions.append(predictions.cpu())
         self.references.append(references.cpu())
         self.probabilities.append(probabilities.cpu())
 
     def outputs(self) -> dict:
         """The last evaluation, example by example: references, predictions (label ids), probabilities (B, K)."""
-        return {"references": torch.cat(self.references).tolist(), "predictions": torch.cat(self.predictions).tolist(),
-                "probabilities": torch.cat(self.probabilities).tolist()}
+        return {
+            "references": torch.cat(self.references).tolist(),
+            "predictions": torch.cat(self.predictions).tolist(),
+            "probabilities": torch.cat(self.probabilities).tolist(),
+        }
 
     def compute(self) -> dict:
         if self._metrics is None:
             self._metrics = {name: load_metric(name) for name in ("accuracy", "f1", "matthews_correlation")}
         p = torch.cat(self.predictions).tolist()
         r = torch.cat(self.references).tolist()
-        scores = {**self._metrics["accuracy"].compute(predictions=p, references=r),
-                  **self._metrics["f1"].compute(predictions=p, references=r, average=self.average)}
+        scores = {
+            **self._metrics["accuracy"].compute(predictions=p, references=r),
+            **self._metrics["f1"].compute(predictions=p, references=r, average=self.average),
+        }
         for name in self.extra:
             if name == "matthews_correlation":
                 scores.update(self._metrics[name].compute(predictions=p, references=r))
@@ -78,8 +85,11 @@ class MultiLabelEvaluator:
 
     def outputs(self) -> dict:
         probabilities = torch.cat(self.probabilities)
-        return {"references": torch.cat(self.references).round().int().tolist(),
-                "predictions": (probabilities > self.threshold).int().tolist(), "probabilities": probabilities.tolist()}
+        return {
+            "references": torch.cat(self.references).round().int().tolist(),
+            "predictions": (probabilities > self.threshold).int().tolist(),
+            "probabilities": probabilities.tolist(),
+        }
 
     def compute(self) -> dict:
         if self._metric is None:
@@ -131,7 +141,9 @@ class LanguageModelEvaluator:
     def add(self, batch, outputs, gather):
         logits = outputs.logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
         labels = batch["labels"][:, 1:]  # (B, T-1)
-        token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        token_nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        )
         nll, tokens = gather((token_nll.sum(dim=1), (labels != -100).sum(dim=1)))  # (B,) each
         self.nll.append(nll.double().cpu())
         self.tokens.append(tokens.cpu())
@@ -139,7 +151,9 @@ class LanguageModelEvaluator:
     def compute(self) -> dict:
         if self._metric is None:
             self._metric = load_metric("perplexity")
-        return self._metric.compute(predictions=torch.cat(self.nll).tolist(), references=torch.cat(self.tokens).tolist())
+        return self._metric.compute(
+            predictions=torch.cat(self.nll).tolist(), references=torch.cat(self.tokens).tolist()
+        )
 
 
 class TokenClassificationEvaluator:
@@ -175,6 +189,8 @@ class TokenClassificationEvaluator:
     def compute(self) -> dict:
         if self._metric is None:
             self._metric = load_metric("entity_f1")
-        scores = self._metric.compute(predictions=self.predictions, references=self.references, mode=self.mode, scheme=self.scheme)
+        scores = self._metric.compute(
+            predictions=self.predictions, references=self.references, mode=self.mode, scheme=self.scheme
+        )
         self.per_type = scores.pop("per_type")
         return scores

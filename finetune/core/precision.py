@@ -47,6 +47,7 @@ class Choice:
 
 # ---- what the CPU says about itself ---------------------------------------------------------------------------
 
+
 def cpu_model() -> str:
     for line in _cpuinfo().splitlines():
         if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
@@ -84,9 +85,14 @@ def machine_facts() -> dict:
 
     import torch
 
-    return {"processor": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch_cpu_capability": torch_cpu_capability(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "processor": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch_cpu_capability(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def native_cpu_bf16(flags: Optional[set[str]] = None) -> tuple[Optional[bool], str]:
@@ -104,6 +110,7 @@ def native_cpu_bf16(flags: Optional[set[str]] = None) -> tuple[Optional[bool], s
 
 
 # ---- what the CPU does: a measured probe, cached --------------------------------------------------------------
+
 
 def matmul_flops(dtype_name: str = "float32", size: int = 1024, reps: int = 3) -> tuple[float, float]:
     """FLOP/s of the fastest of `reps` square CPU matmuls in `dtype_name`, after one untimed warmup.
@@ -137,9 +144,10 @@ def probe_cpu_bf16(use_cache: bool = True) -> dict:
 
     Measured once per CPU model + flags + torch version, then read back from <cache>/precision_probe.json.
     """
+    import json
+
     from finetune.core.environment import cache_dir
     from finetune.core.run_directory import atomic_write_json
-    import json
 
     path, key = cache_dir() / PROBE_CACHE_FILE, probe_key()
     cached = {}
@@ -153,7 +161,11 @@ def probe_cpu_bf16(use_cache: bool = True) -> dict:
     # 512^3: milliseconds where bf16 is native, about a second where it is emulated (0.7 GFLOP/s on Zen 3 AVX2).
     fp32, _ = matmul_flops("float32", size=512, reps=2)
     bf16, _ = matmul_flops("bfloat16", size=512, reps=2)
-    result = {"fp32_gflops": round(fp32 / 1e9, 1), "bf16_gflops": round(bf16 / 1e9, 1), "speedup": round(bf16 / fp32, 2)}
+    result = {
+        "fp32_gflops": round(fp32 / 1e9, 1),
+        "bf16_gflops": round(bf16 / 1e9, 1),
+        "speedup": round(bf16 / fp32, 2),
+    }
     if use_cache:
         try:
             atomic_write_json(path, {**(cached if isinstance(cached, dict) else {}), key: result})
@@ -163,6 +175,7 @@ def probe_cpu_bf16(use_cache: bool = True) -> dict:
 
 
 # ---- the choice -----------------------------------------------------------------------------------------------
+
 
 def choose(requested: str = "auto", device: Optional[str] = None) -> Choice:
     """The precision for `--mixed_precision requested` on `device` ("cuda" | "mps" | "cpu"; default: what's here)."""
@@ -177,7 +190,9 @@ def choose(requested: str = "auto", device: Optional[str] = None) -> Choice:
         if requested == "fp16" and device == "cpu":
             raise UserError("--mixed_precision fp16 needs a GPU (CPU autocast does bf16): use bf16 or no")
         if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError(f"--mixed_precision bf16: this GPU ({torch.cuda.get_device_name()}) has no bf16: use fp16 or no")
+            raise UserError(
+                f"--mixed_precision bf16: this GPU ({torch.cuda.get_device_name()}) has no bf16: use fp16 or no"
+            )
         reason = "forced by --mixed_precision"
         if requested == "bf16" and device == "cpu":
             native, why = native_cpu_bf16()
@@ -196,8 +211,10 @@ def choose(requested: str = "auto", device: Optional[str] = None) -> Choice:
     if native is False:
         return Choice("no", f"auto: {why}")
     probe = probe_cpu_bf16()
-    measured = (f"bf16 matmul {probe['bf16_gflops']:.0f} vs fp32 {probe['fp32_gflops']:.0f} GFLOP/s"
-                f"{', cached probe' if probe['cached'] else ''}")
+    measured = (
+        f"bf16 matmul {probe['bf16_gflops']:.0f} vs fp32 {probe['fp32_gflops']:.0f} GFLOP/s"
+        f"{', cached probe' if probe['cached'] else ''}"
+    )
     if probe["speedup"] >= PROBE_MIN_SPEEDUP:
         return Choice("bf16", f"auto: {why}; {measured}")
     return Choice("no", f"auto: {why}, but {measured} (under {PROBE_MIN_SPEEDUP}x)")

@@ -133,8 +133,12 @@ _WRITE_ERRNOS = {
 }
 # The same conditions as they surface from libraries that do not raise OSError (safetensors' Rust writer).
 _WRITE_MESSAGES = {
-    "No space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
-    "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES, "Not a directory": errno.ENOTDIR,
+    "No space left on device": errno.ENOSPC,
+    "os error 28": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+    "Permission denied": errno.EACCES,
+    "Not a directory": errno.ENOTDIR,
 }
 
 
@@ -180,8 +184,11 @@ def disk_errors(what: str, folder: Path, kept: str = ""):
         reason = write_problem(err, folder)
         if reason is None:
             raise
-        fix = ("free some disk space or choose another --output_dir" if "disk" in reason or "large" in reason
-               else "choose a writable --output_dir")
+        fix = (
+            "free some disk space or choose another --output_dir"
+            if "disk" in reason or "large" in reason
+            else "choose a writable --output_dir"
+        )
         raise UserError(f"could not write {what} in {folder}: {reason}; {fix}{'; ' + kept if kept else ''}") from None
 
 
@@ -239,8 +246,10 @@ def refuse_unfinished(folder: Path, verb: str) -> None:
     """A one-line error when a run is still working in `folder` (or stopped before it finished): its files are
     not a finished model yet, so reading or publishing them would give something no run produced."""
     if (read_manifest(folder) or {}).get("status") == "running":
-        raise UserError(f"{folder} holds a run that has not finished (its {MANIFEST} says running): wait for it, "
-                        f"or continue it with --resume, before {verb}")
+        raise UserError(
+            f"{folder} holds a run that has not finished (its {MANIFEST} says running): wait for it, "
+            f"or continue it with --resume, before {verb}"
+        )
 
 
 def _write_manifest(folder: Path, **fields) -> None:
@@ -248,8 +257,11 @@ def _write_manifest(folder: Path, **fields) -> None:
 
 
 def _run_files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")
-                  if (p.is_file() or p.is_symlink()) and p.name != MANIFEST)
+    return sorted(
+        str(p.relative_to(folder))
+        for p in Path(folder).rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.name != MANIFEST
+    )
 
 
 def foreign_files(folder: Path) -> list[str]:
@@ -269,8 +281,10 @@ def foreign_files(folder: Path) -> list[str]:
 
 def _write_leftover(rel: str) -> bool:
     """A part of .NAME.tmp.XXXX / .save.XXXX / .NAME.old: what an interrupted atomic write leaves (ours)."""
-    return any(part.startswith(".") and (".tmp." in part or part.startswith(".save.") or part.endswith(".old"))
-               for part in Path(rel).parts)
+    return any(
+        part.startswith(".") and (".tmp." in part or part.startswith(".save.") or part.endswith(".old"))
+        for part in Path(rel).parts
+    )
 
 
 def staging_dir(run_dir: Path) -> Path:
@@ -285,8 +299,11 @@ def has_checkpoints(folder: Path) -> bool:
 
 def steps_done(folder: Path) -> Optional[int]:
     """The most optimizer steps any model's newest checkpoint in `folder` holds (None: no checkpoint)."""
-    steps = [int(p.parent.name.split("_")[-1]) for p in Path(folder).glob("checkpoints/*/step_*/train_state.json")
-             if p.parent.name.split("_")[-1].isdigit()]
+    steps = [
+        int(p.parent.name.split("_")[-1])
+        for p in Path(folder).glob("checkpoints/*/step_*/train_state.json")
+        if p.parent.name.split("_")[-1].isdigit()
+    ]
     return max(steps) if steps else None
 
 
@@ -301,10 +318,15 @@ def _refuse_special(output_dir: str) -> Path:
     special = {Path.cwd().resolve(): "the current folder", Path.home().resolve(): "your home folder"}
     for place, what in special.items():
         if resolved == place or resolved in place.parents:
-            raise UserError(f"--output_dir {output_dir} is {what}{'' if resolved == place else ' or a folder above it'}: "
-                            f"a run needs a folder of its own, e.g. --output_dir runs/mine")
+            raise UserError(
+                f"--output_dir {output_dir} is {what}{'' if resolved == place else ' or a folder above it'}: "
+                f"a run needs a folder of its own, e.g. --output_dir runs/mine"
+            )
     if resolved == Path(resolved.anchor):
-        raise UserError(f"--output_dir {output_dir} is a filesystem root: a run needs a folder of its own, e.g. --output_dir runs/mine")
+        raise UserError(
+            f"--output_dir {output_dir} is a filesystem root: a run "
+            "needs a folder of its own, e.g. --output_dir runs/mine"
+        )
     return run_dir
 
 
@@ -333,33 +355,48 @@ def check_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -
     manifest = read_manifest(run_dir) if run_dir.is_dir() else None
     foreign = foreign_files(run_dir)
     if foreign:
-        what = ("holds files this toolkit did not write" if manifest is None
-                else "holds files its run manifest does not list (added after the run?)")
+        what = (
+            "holds files this toolkit did not write"
+            if manifest is None
+            else "holds files its run manifest does not list (added after the run?)"
+        )
         if manifest is None and (run_dir / "results.json").exists():
             what += " (a run from a version without run manifests? delete it yourself if so)"
-        raise UserError(f"--output_dir {run_dir} {what}: {_listing(foreign)}; a run directory is a folder of its own, "
-                        f"so nothing is replaced there: move those files out, or choose another --output_dir")
+        raise UserError(
+            f"--output_dir {run_dir} {what}: {_listing(foreign)}; a run directory is a folder of its own, "
+            f"so nothing is replaced there: move those files out, or choose another --output_dir"
+        )
     staging = staging_dir(run_dir)
     if resume:
         if not (has_checkpoints(run_dir) or has_checkpoints(staging)):
-            raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints (checkpoints/*/step_*); run without --resume")
+            raise UserError(
+                f"nothing to resume in {run_dir}: it has no checkpoints (checkpoints/*/step_*); run without --resume"
+            )
         if config is not None:
             from finetune.core.checkpoints.resume import check_resume
 
             target = staging if has_checkpoints(staging) else run_dir
             check_resume(config, (read_manifest(target) or {}).get("fingerprint"), str(target), steps_done(target))
     elif manifest is not None and manifest["status"] == "finished" and not overwrite:
-        raise UserError(f"{run_dir} already holds an earlier run: pass --overwrite to replace it (it stays as it is "
-                        f"until the new run has finished), --resume to continue it, or choose another --output_dir")
+        raise UserError(
+            f"{run_dir} already holds an earlier run: pass --overwrite to replace it (it stays as it is "
+            f"until the new run has finished), --resume to continue it, or choose another --output_dir"
+        )
     elif manifest is not None and manifest["status"] == "running" and has_checkpoints(run_dir) and not overwrite:
-        raise UserError(f"{run_dir} holds an unfinished run with checkpoints: pass --resume to continue it, "
-                        f"--overwrite to start again, or choose another --output_dir")
+        raise UserError(
+            f"{run_dir} holds an unfinished run with checkpoints: pass --resume to continue it, "
+            f"--overwrite to start again, or choose another --output_dir"
+        )
     elif not overwrite and read_manifest(staging) is not None and has_checkpoints(staging):
-        raise UserError(f"{staging} holds an unfinished --overwrite of {run_dir} with checkpoints: pass --resume to "
-                        f"continue it, --overwrite to start again, or choose another --output_dir")
+        raise UserError(
+            f"{staging} holds an unfinished --overwrite of {run_dir} with checkpoints: pass --resume to "
+            f"continue it, --overwrite to start again, or choose another --output_dir"
+        )
     if staging.exists() and not (read_manifest(staging) or not any(staging.iterdir())):
-        raise UserError(f"{staging} exists and was not made by this toolkit; a run in {run_dir} would build its "
-                        f"replacement there: move it, or choose another --output_dir")
+        raise UserError(
+            f"{staging} exists and was not made by this toolkit; a run in {run_dir} would build its "
+            f"replacement there: move it, or choose another --output_dir"
+        )
     _check_writable(run_dir)
     _wait_for_everyone()
     return run_dir
@@ -387,14 +424,18 @@ def _check_writable(run_dir: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"--output_dir {run_dir} is inside {existing}, which is a file, not a folder: choose another --output_dir")
+        raise UserError(
+            f"--output_dir {run_dir} is inside {existing}, which is a file, not a folder: choose another --output_dir"
+        )
     for folder in {existing, run_dir.parent if run_dir.parent.exists() else existing}:  # the swap renames in the parent
         try:
             with tempfile.TemporaryFile(dir=folder):  # os.access would say yes to root on a read-only mount
                 pass
         except OSError as err:
             reason = _WRITE_ERRNOS.get(err.errno, err.strerror)
-            raise UserError(f"--output_dir {run_dir} is not writable ({folder}: {reason}): choose a writable --output_dir") from None
+            raise UserError(
+                f"--output_dir {run_dir} is not writable ({folder}: {reason}): choose a writable --output_dir"
+            ) from None
 
 
 def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -> Path:
@@ -419,8 +460,11 @@ def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None)
             _attempts.setdefault(target, target.exists() and not any(target.iterdir()))
             if target.exists():
                 if not overwrite and any(target.iterdir()):
-                    print(f"note: replacing the unfinished attempt in {target} (a run that stopped before its first "
-                          f"checkpoint; nothing in it could be resumed)", flush=True)
+                    print(
+                        f"note: replacing the unfinished attempt in {target} (a run that stopped before its first "
+                        f"checkpoint; nothing in it could be resumed)",
+                        flush=True,
+                    )
                 shutil.rmtree(target)  # an unfinished attempt, or an earlier staging folder: ours, checked above
             target.mkdir(parents=True)
         fields = (read_manifest(target) or {}) if resume else {}
@@ -430,7 +474,8 @@ def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None)
         if config is not None and "fingerprint" not in fields:
             from finetune.core.checkpoints.resume import fingerprint
 
-            fields["fingerprint"] = fingerprint(config)  # what --resume must find again (finetune/core/checkpoints/resume.py)
+            # what --resume must find again (finetune/core/checkpoints/resume.py)
+            fields["fingerprint"] = fingerprint(config)
         _write_manifest(target, status="running", **fields)
     _wait_for_everyone()
     return target
@@ -635,11 +680,16 @@ def _acquire(path: Path, run_dir: Path, command: str) -> int:
         except BlockingIOError:
             holder = _read_holder(fd, wait=True)
             os.close(fd)
-            raise UserError(f"{run_dir} is in use by another finetune command ({_describe(holder)}): wait for it "
-                            f"to end, or choose another output folder") from None
+            raise UserError(
+                f"{run_dir} is in use by another finetune command ({_describe(holder)}): wait for it "
+                f"to end, or choose another output folder"
+            ) from None
         except OSError:  # no locks on this filesystem (some network mounts): go on unguarded, as before
-            print(f"note: cannot lock {path} (this filesystem has no file locks): do not start a second "
-                  f"command on {run_dir} while this one runs", flush=True)
+            print(
+                f"note: cannot lock {path} (this filesystem has no file locks): do not start a second "
+                f"command on {run_dir} while this one runs",
+                flush=True,
+            )
         try:
             current = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -649,14 +699,21 @@ def _acquire(path: Path, run_dir: Path, command: str) -> int:
         os.close(fd)  # its holder removed the file between our open and our lock: lock the new one
     earlier = _read_holder(fd)
     if earlier:
-        print(f"note: taking over the lock of {run_dir} left by {_describe(earlier)}, which ended without "
-              f"releasing it (killed?)", flush=True)
+        print(
+            f"note: taking over the lock of {run_dir} left by {_describe(earlier)}, which ended without "
+            f"releasing it (killed?)",
+            flush=True,
+        )
     import json as _json
     import socket
     from datetime import datetime
 
-    mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-            "since": datetime.now().astimezone().isoformat(timespec="seconds")}
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (_json.dumps(mine) + "\n").encode(), 0)
     return fd
@@ -683,8 +740,10 @@ def _describe(holder: dict) -> str:
     import socket
 
     where = f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else ""
-    return (f"pid {holder.get('pid', '?')}{where}, {holder.get('command', 'a finetune command')}, "
-            f"since {holder.get('since', 'an unknown time')}")
+    return (
+        f"pid {holder.get('pid', '?')}{where}, {holder.get('command', 'a finetune command')}, "
+        f"since {holder.get('since', 'an unknown time')}"
+    )
 
 
 def _release(path: Path, fd: int, made: list[Path]) -> None:
@@ -717,7 +776,7 @@ def clean_leftovers(run_dir: Path) -> None:
     for folder in (run_dir, staging_dir(run_dir)):
         if folder.is_dir() and read_manifest(folder) is not None:  # a run's own folder, nothing else
             for old in folder.glob(".*.old"):
-                target = folder / old.name[1:-len(".old")]
+                target = folder / old.name[1 : -len(".old")]
                 if old.is_dir() and not target.exists():
                     os.replace(old, target)
             remove_stale_temp(folder)

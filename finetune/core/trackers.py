@@ -6,7 +6,8 @@ They are Accelerate's own tracker classes, given places to write so that everyth
     mlflow        RUN_DIR/mlflow.db, RUN_DIR/mlartifacts   a local SQLite tracking store (mlflow ui --backend-store-uri
                                                      sqlite:///RUN_DIR/mlflow.db); MLFLOW_TRACKING_URI, if set, wins
     trackio       trackio's local store (~/.cache/huggingface/trackio, or TRACKIO_DIR)  (trackio show)
-    wandb         RUN_DIR/wandb/ in offline mode unless WANDB_MODE says otherwise (wandb sync RUN_DIR/wandb/offline-run-*)
+    wandb         RUN_DIR/wandb/ in offline mode unless WANDB_MODE says otherwise
+                  (wandb sync RUN_DIR/wandb/offline-run-*)
 
 One run directory is one experiment (named after the folder); each model trained in it (pretrained, scratch) is
 one run of that experiment, named after the model. Each logs the configuration, train/loss and
@@ -22,8 +23,12 @@ from pathlib import Path
 from finetune.core.errors import UserError
 
 # tracker -> (module that must import, pip package that provides it)
-PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
-            "trackio": ("trackio", "trackio"), "wandb": ("wandb", "wandb")}
+PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "trackio": ("trackio", "trackio"),
+    "wandb": ("wandb", "wandb"),
+}
 
 
 def names(log_with: str | None) -> list[str]:
@@ -33,8 +38,10 @@ def names(log_with: str | None) -> list[str]:
     chosen = list(dict.fromkeys(n.strip().lower() for n in str(log_with).split(",") if n.strip()))
     for name in chosen:
         if name not in PACKAGES:
-            raise UserError(f"--log_with {name!r} is not a tracker this toolkit sets up: use one or more of "
-                            f"{', '.join(PACKAGES)}, joined by commas")
+            raise UserError(
+                f"--log_with {name!r} is not a tracker this toolkit sets up: use one or more of "
+                f"{', '.join(PACKAGES)}, joined by commas"
+            )
         module, package = PACKAGES[name]
         if importlib.util.find_spec(module) is None:
             raise UserError(f"--log_with {name} needs the {package!r} package: pip install {package}")
@@ -61,8 +68,15 @@ def build(log_with: str | None, run_dir: Path, model_name: str) -> list:
             from accelerate.tracking import WandBTracker
 
             (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-            trackers.append(WandBTracker(experiment, name=model_name, dir=str(run_dir),
-                                         mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new"))
+            trackers.append(
+                WandBTracker(
+                    experiment,
+                    name=model_name,
+                    dir=str(run_dir),
+                    mode=os.environ.get("WANDB_MODE", "offline"),
+                    reinit="create_new",
+                )
+            )
     return trackers
 
 
@@ -88,7 +102,9 @@ def _mlflow_tracker(experiment: str, model_name: str, run_dir: Path):
             super().finish()
             mlflow.end_run()  # idempotent; the next model's run must not nest inside this one
 
-    return LocalMLflowTracker(experiment_name=experiment, logging_dir=(run_dir / "mlartifacts").as_uri(), run_name=model_name)
+    return LocalMLflowTracker(
+        experiment_name=experiment, logging_dir=(run_dir / "mlartifacts").as_uri(), run_name=model_name
+    )
 
 
 def config_values(config) -> dict:

@@ -30,15 +30,23 @@ class GlueTask:
 
 
 GLUE_TASKS = {
-    "cola": GlueTask("sentence", None, "single_label", "matthews_correlation", ("matthews_correlation",),
-                     ("sentence", None, "label")),
+    "cola": GlueTask(
+        "sentence", None, "single_label", "matthews_correlation", ("matthews_correlation",), ("sentence", None, "label")
+    ),
     "sst2": GlueTask("sentence", None, "single_label", "accuracy", (), ("sentence", None, "label")),
     "mrpc": GlueTask("sentence1", "sentence2", "single_label", "f1", (), ("#1 String", "#2 String", "Quality")),
     "qqp": GlueTask("question1", "question2", "single_label", "f1", (), ("question1", "question2", "is_duplicate")),
     "stsb": GlueTask("sentence1", "sentence2", "regression", "pearson", (), ("sentence1", "sentence2", "score")),
-    "mnli": GlueTask("premise", "hypothesis", "single_label", "accuracy", (), ("sentence1", "sentence2", "gold_label"),
-                     aliases=(("validation_matched", "validation"), ("test_matched", "test")),
-                     extra_splits=("validation_mismatched",)),
+    "mnli": GlueTask(
+        "premise",
+        "hypothesis",
+        "single_label",
+        "accuracy",
+        (),
+        ("sentence1", "sentence2", "gold_label"),
+        aliases=(("validation_matched", "validation"), ("test_matched", "test")),
+        extra_splits=("validation_mismatched",),
+    ),
     "qnli": GlueTask("question", "sentence", "single_label", "accuracy", (), ("question", "sentence", "label")),
     "rte": GlueTask("sentence1", "sentence2", "single_label", "accuracy", (), ("sentence1", "sentence2", "label")),
     "wnli": GlueTask("sentence1", "sentence2", "single_label", "accuracy", (), ("sentence1", "sentence2", "label")),

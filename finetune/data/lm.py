@@ -20,16 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from finetune.core.errors import UserError
 from finetune.data.sources import check_text_column, load_any, make_splits
 from finetune.data.text import PACKAGED_TEXT
-from finetune.core.errors import UserError
 
 PACKINGS = ("group", "pad")
 
 
 @dataclass
 class CorpusData:
-    splits: "object"  # DatasetDict train / validation / test with one column, text
+    splits: object  # DatasetDict train / validation / test with one column, text
     notes: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # the conditioning labels, when conditioned
 
@@ -52,10 +52,15 @@ def load_corpus(
     for split_name, split in raw.items():
         for column in wanted:
             if column not in split.column_names:
-                fix = ("pass --text_column NAME" if column == text_column else
-                       "pass --label_column NAME, or --condition_on_label false to train on the text alone")
-                raise UserError(f"dataset {dataset!r} ({split_name} split) has no column {column!r} (columns: "
-                                f"{', '.join(split.column_names)}): {fix}")
+                fix = (
+                    "pass --text_column NAME"
+                    if column == text_column
+                    else "pass --label_column NAME, or --condition_on_label false to train on the text alone"
+                )
+                raise UserError(
+                    f"dataset {dataset!r} ({split_name} split) has no column {column!r} (columns: "
+                    f"{', '.join(split.column_names)}): {fix}"
+                )
     raw = raw.select_columns(wanted)
     check_text_column(raw, text_column)
 
@@ -68,7 +73,9 @@ def load_corpus(
             return names[value] if names and isinstance(value, int) and value >= 0 else str(value)
 
         def prefix(batch):
-            return {"text": [f"{condition_prefix(name_of(v))} {t}" for t, v in zip(batch[text_column], batch[label_column])]}
+            return {
+                "text": [f"{condition_prefix(name_of(v))} {t}" for t, v in zip(batch[text_column], batch[label_column])]
+            }
 
         labels = names or sorted({name_of(v) for v in raw["train"][label_column] if v is not None})
         raw = raw.map(prefix, batched=True, remove_columns=wanted, desc="condition")
@@ -115,9 +122,12 @@ def make_blocks(splits, tokenizer, block_size: int, packing: str = "group"):
 
     with warnings.catch_warnings():  # "sequence longer than the model's maximum": blocks are cut below
         warnings.filterwarnings("ignore", message=".*longer than the specified maximum.*")
-        tokenized = splits.map(encode, batched=True, remove_columns=next(iter(splits.values())).column_names, desc="tokenize")
+        tokenized = splits.map(
+            encode, batched=True, remove_columns=next(iter(splits.values())).column_names, desc="tokenize"
+        )
 
     if packing == "group":
+
         def group(batch):
             stream = [token for ids in batch["input_ids"] for token in ids]
             n = len(stream) // block_size * block_size
@@ -127,6 +137,7 @@ def make_blocks(splits, tokenizer, block_size: int, packing: str = "group"):
         # One batch per split (batch_size=None): the whole split is one stream, so no tail is lost per chunk.
         blocks = tokenized.map(group, batched=True, batch_size=None, remove_columns=["input_ids"], desc="group")
     else:
+
         def pad_examples(batch):
             ids = [x[:block_size] for x in batch["input_ids"]]
             return {"input_ids": ids, "length": [len(x) for x in ids]}
@@ -134,8 +145,11 @@ def make_blocks(splits, tokenizer, block_size: int, packing: str = "group"):
         blocks = tokenized.map(pad_examples, batched=True, desc="truncate")
     for name, split in blocks.items():
         if len(split) == 0:
-            raise UserError(f"the {name} split holds fewer than block_size={block_size} tokens, so no block: lower "
-                            f"--block_size, use --packing pad, or use more text (--max_{'train' if name == 'train' else 'eval' if name == 'validation' else 'test'}_samples)")
+            raise UserError(
+                f"the {name} split holds fewer than block_size={block_size} tokens, so no block: lower "
+                "--block_size, use --packing pad, or use more text "
+                f"(--max_{'train' if name == 'train' else 'eval' if name == 'validation' else 'test'}_samples)"
+            )
     return blocks
 
 
@@ -171,9 +185,15 @@ def make_lm_loaders(blocks, tokenizer, batch_size: int, eval_batch_size: int, se
     loaders = {}
     for name, split in blocks.items():
         train = name == "train"
-        sampler = LengthGroupedBatchSampler(split["length"], batch_size if train else eval_batch_size, seed=seed, shuffle=train)
-        loaders[name] = DataLoader(split.select_columns(["input_ids"]), batch_sampler=sampler, collate_fn=collate,
-                                   generator=torch.Generator().manual_seed(seed))
+        sampler = LengthGroupedBatchSampler(
+            split["length"], batch_size if train else eval_batch_size, seed=seed, shuffle=train
+        )
+        loaders[name] = DataLoader(
+            split.select_columns(["input_ids"]),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
     return loaders
 
 

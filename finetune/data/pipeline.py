@@ -19,19 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 PIPELINE_VERSION = "1"  # bump when what a cache entry holds changes
 
 
 def default_num_workers() -> int:
-    """DataLoader workers: none on 1-2 cores (they would steal the cores the model trains on), else cores - 1, at most 8."""
+    """DataLoader workers: none on 1-2 cores (they would steal the cores the model trains on), else cores - 1, at most
+    8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cores <= 2 else min(cores - 1, 8)
 
 
 # ---- a disk cache for dataset.map ---------------------------------------------------------------------------
+
 
 def cache_root() -> Path:
     """$FINETUNE_PIPELINE_CACHE, else <cache>/pipeline ($FINETUNE_CACHE, else ~/.cache/finetune)."""
@@ -91,6 +94,7 @@ def cached_map(split, function: Callable, key: str, what: str, features: Optiona
 
 # ---- images -------------------------------------------------------------------------------------------------
 
+
 def resize_settings(processor) -> dict:
     """The parts of an image processor that shape the cached pixels (not rescale / normalise: done on device)."""
     settings = processor.to_dict()
@@ -118,8 +122,15 @@ def cached_pixels(split, processor):
         return {"pixels": resized(processor, [to_rgb(open_image(v)) for v in batch["image"]])}
 
     key = content_key(split, ["image", "label"], resize_settings(processor))
-    dataset, hit = cached_map(split.select_columns(["image", "label"]), decode_and_resize, key, "pixels",
-                              remove_columns=["image"], features=features, batch_size=256)
+    dataset, hit = cached_map(
+        split.select_columns(["image", "label"]),
+        decode_and_resize,
+        key,
+        "pixels",
+        remove_columns=["image"],
+        features=features,
+        batch_size=256,
+    )
     return dataset, hit
 
 
@@ -130,7 +141,9 @@ def pixel_arrays(dataset):
     """
     import numpy as np
 
-    return dataset.with_format("numpy", columns=["pixels"], dtype=np.uint8), np.asarray(dataset["label"], dtype=np.int64)
+    return dataset.with_format("numpy", columns=["pixels"], dtype=np.uint8), np.asarray(
+        dataset["label"], dtype=np.int64
+    )
 
 
 def resized(processor, images):
@@ -169,8 +182,10 @@ class PixelBatches:
                 image = Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)))
                 out[j] = np.asarray(self.augment(image, generator=generator)).transpose(2, 0, 1)
             pixels = out
-        return {"pixel_values": torch.from_numpy(np.ascontiguousarray(pixels)),
-                "labels": torch.from_numpy(self.labels[indices])}
+        return {
+            "pixel_values": torch.from_numpy(np.ascontiguousarray(pixels)),
+            "labels": torch.from_numpy(self.labels[indices]),
+        }
 
     def __getitem__(self, index):
         batch = self.__getitems__([index])
@@ -204,8 +219,15 @@ def _batch_as_is(batch):
     return batch  # PixelBatches.__getitems__ already returns the collated batch
 
 
-def image_loaders(splits, processor, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True,
-                  num_workers: Optional[int] = None) -> tuple[dict, list[str]]:
+def image_loaders(
+    splits,
+    processor,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    augment: bool = True,
+    num_workers: Optional[int] = None,
+) -> tuple[dict, list[str]]:
     """Train / validation / test loaders of uint8 pixel batches (see the module docstring), and notes for the run.
 
     Pair them with normalize_on_device(model, processor): the model gets uint8 and normalises it itself.
@@ -223,19 +245,29 @@ def image_loaders(splits, processor, batch_size: int, eval_batch_size: int, seed
         pixels, hit = cached_pixels(split, processor)
         hits.append(hit)
         dataset = PixelBatches(pixels, RandomAffine() if (train and augment) else None, seed=seed)
-        sampler = LengthGroupedBatchSampler([1] * len(dataset), batch_size if train else eval_batch_size, seed=seed, shuffle=train)
-        loaders[name] = DataLoader(dataset, batch_sampler=EpochBatchSampler(sampler, dataset), collate_fn=_batch_as_is,
-                                   num_workers=workers if train else 0, pin_memory=torch.cuda.is_available(),
-                                   generator=torch.Generator().manual_seed(seed))
+        sampler = LengthGroupedBatchSampler(
+            [1] * len(dataset), batch_size if train else eval_batch_size, seed=seed, shuffle=train
+        )
+        loaders[name] = DataLoader(
+            dataset,
+            batch_sampler=EpochBatchSampler(sampler, dataset),
+            collate_fn=_batch_as_is,
+            num_workers=workers if train else 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(seed),
+        )
     size = tuple(next(iter(loaders.values())).dataset.pixels[0]["pixels"].shape[1:])
     how = "read from the cache" if all(hits) else "decoded and resized once, cached"
-    notes = [f"images {how} at {size[0]}x{size[1]} ({cache_root()}); augmentation in "
-             f"{workers or 'no'} worker process(es); normalisation on the device"]
+    notes = [
+        f"images {how} at {size[0]}x{size[1]} ({cache_root()}); augmentation in "
+        f"{workers or 'no'} worker process(es); normalisation on the device"
+    ]
     return loaders, notes
 
 
 class PixelNormalizer:
-    """uint8 pixels -> (x * rescale_factor - mean) / std in float32, with the processor's numbers, on the pixels' device.
+    """uint8 pixels -> (x * rescale_factor - mean) / std in float32, with the processor's numbers, on the pixels'
+    device.
 
     The one place this arithmetic lives: training's forward hook (`normalize_on_device`) and the verbs that feed
     a saved model the cached uint8 batches (finetune.tasks.runs) both call it.

@@ -33,8 +33,10 @@ def use_packaged(name: str, packaged: dict, config: Optional[str] = None) -> boo
     if name not in packaged:
         return False
     if Path(os.path.expanduser(name)).exists():
-        raise UserError(f"--dataset {name} names both a packaged corpus and the local path ./{name}: write "
-                        f"./{name} for the local one, or run from another folder for the packaged corpus")
+        raise UserError(
+            f"--dataset {name} names both a packaged corpus and the local path ./{name}: write "
+            f"./{name} for the local one, or run from another folder for the packaged corpus"
+        )
     if config:
         raise UserError(f"the packaged corpus {name!r} has no configurations: drop --dataset_config {config}")
     return True

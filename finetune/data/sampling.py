@@ -19,7 +19,15 @@ class LengthGroupedBatchSampler:
     group_size:  batches per megabatch; larger = less padding, less randomness
     """
 
-    def __init__(self, lengths, batch_size: int, seed: int = 0, shuffle: bool = True, group_size: int = 50, drop_last: bool = False):
+    def __init__(
+        self,
+        lengths,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        group_size: int = 50,
+        drop_last: bool = False,
+    ):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed

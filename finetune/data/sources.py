@@ -75,7 +75,9 @@ def check_local_file(path: Path, builder: str) -> None:
             except json.JSONDecodeError as err:
                 if path.suffix.lower() == ".json" and _is_one_document(text):
                     return
-                raise UserError(f"{path} line {number} is not valid JSON ({err.msg}): fix or remove that line") from None
+                raise UserError(
+                    f"{path} line {number} is not valid JSON ({err.msg}): fix or remove that line"
+                ) from None
 
 
 def _is_one_document(text: str) -> bool:
@@ -96,15 +98,27 @@ def load_hub_dataset(name: str, config: Optional[str] = None):
     except Exception as err:
         if is_offline():
             raise UserError(
-                f"dataset {name!r} is not a local file and is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
-                f"forbids downloading it: pass a local csv/jsonl/parquet file, an offline alias, or unset HF_HUB_OFFLINE"
+                f"dataset {name!r} is not a local file and is not in "
+                "the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
+                "forbids downloading it: pass a local csv/jsonl/parquet "
+                "file, an offline alias, or unset HF_HUB_OFFLINE"
             ) from None
-        raise UserError(f"could not load dataset {name!r}{f' (config {config!r})' if config else ''} from the Hub: {first_line(err)}") from None
+        raise UserError(
+            f"could not load dataset {name!r}{f' (config {config!r})' if config else ''} "
+            f"from the Hub: {first_line(err)}"
+        ) from None
 
 
 # GLUE's own TSV file names -> our split names (MNLI has matched and mismatched dev/test sets).
-TSV_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation", "dev_mismatched": "validation_mismatched",
-              "test": "test", "test_matched": "test", "test_mismatched": "test_mismatched"}
+TSV_SPLITS = {
+    "train": "train",
+    "dev": "validation",
+    "dev_matched": "validation",
+    "dev_mismatched": "validation_mismatched",
+    "test": "test",
+    "test_matched": "test",
+    "test_mismatched": "test_mismatched",
+}
 
 
 def load_tsv_folder(path: Path):
@@ -113,7 +127,9 @@ def load_tsv_folder(path: Path):
 
     found = {TSV_SPLITS[f.stem]: f for f in sorted(path.glob("*.tsv")) if f.stem in TSV_SPLITS}
     if "train" not in found:
-        raise UserError(f"the folder {path} has TSV files but no train.tsv: name them like GLUE's (train.tsv, dev.tsv, test.tsv)")
+        raise UserError(
+            f"the folder {path} has TSV files but no train.tsv: name them like GLUE's (train.tsv, dev.tsv, test.tsv)"
+        )
     return DatasetDict({name: load_local_file(file, split=name)[name] for name, file in found.items()})
 
 
@@ -125,11 +141,19 @@ def load_saved_folder(path: Path):
         loaded = load_from_disk(str(path))
     except Exception as err:
         raise UserError(f"could not load the save_to_disk folder {path}: {str(err).splitlines()[0]}") from None
-    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+    return (
+        loaded
+        if isinstance(loaded, DatasetDict)
+        else DatasetDict({"train": loaded})
+        if isinstance(loaded, Dataset)
+        else loaded
+    )
 
 
 def is_saved_folder(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
 
 
 def load_any(name: str, packaged: dict, config: Optional[str] = None):
@@ -154,9 +178,16 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
             return load_tsv_folder(path), f"local TSV folder {path}"
         from datasets import load_dataset
 
-        ignored = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
-                         and p.suffix.lower() not in LOCAL_FORMATS and not p.name.startswith("."))
-        skipped = f" (not data files, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
+        ignored = sorted(
+            str(p.relative_to(path))
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() not in LOCAL_FORMATS and not p.name.startswith(".")
+        )
+        skipped = (
+            f" (not data files, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})"
+            if ignored
+            else ""
+        )
         try:
             return load_dataset(str(path)), f"local folder {path}{skipped}"
         except Exception as err:
@@ -166,8 +197,16 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
     return load_hub_dataset(name, config), f"Hugging Face Hub dataset {name}" + (f" ({config})" if config else "")
 
 
-def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float = 0.1, test_fraction: float = 0.1,
-                labelled=None, aliases: Optional[dict] = None, extra: tuple = ()):
+def make_splits(
+    dataset_dict,
+    seed: int,
+    key_column,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    labelled=None,
+    aliases: Optional[dict] = None,
+    extra: tuple = (),
+):
     """Train / validation / test from whatever splits a source has.
 
     `key_column`: the column (or list of columns, e.g. a sentence pair) that identifies an example when removing
@@ -180,8 +219,15 @@ def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float 
 
     notes = []
     splits = {}
-    aliases = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test",
-               **{name: name for name in extra}, **(aliases or {})}
+    aliases = {
+        "train": "train",
+        "validation": "validation",
+        "valid": "validation",
+        "dev": "validation",
+        "test": "test",
+        **{name: name for name in extra},
+        **(aliases or {}),
+    }
     for name, split in dataset_dict.items():
         canonical = aliases.get(name)
         if canonical is None:
@@ -192,7 +238,9 @@ def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float 
             continue
         splits[canonical] = split
     if "train" not in splits:
-        raise UserError(f"the dataset has no labelled train split (found: {', '.join(dataset_dict) or 'none'}): provide one")
+        raise UserError(
+            f"the dataset has no labelled train split (found: {', '.join(dataset_dict) or 'none'}): provide one"
+        )
     if len(splits["train"]) == 0:
         raise UserError("the dataset is empty (0 training rows): check the file or the filters")
 
@@ -202,21 +250,30 @@ def make_splits(dataset_dict, seed: int, key_column, validation_fraction: float 
     if missing:
         train = _deduplicate(splits["train"], key_column)
         if len(train) < len(splits["train"]):
-            notes.append(f"removed {len(splits['train']) - len(train)} duplicate rows (same {_key_name(key_column)}) before splitting")
+            notes.append(
+                f"removed {len(splits['train']) - len(train)} duplicate "
+                f"rows (same {_key_name(key_column)}) before splitting"
+            )
         removed = len(splits["train"]) - len(train)
         if len(train) < MIN_ROWS_TO_SPLIT:
-            after = f" ({len(train)} distinct examples remain after removing {removed} duplicate rows)" if removed else ""
-            raise UserError(f"the dataset has {len(train)} distinct {_key_name(key_column)} row(s){after}: too few to carve "
-                            f"validation and test splits from (at least {MIN_ROWS_TO_SPLIT}); add examples, or give "
-                            f"validation and test splits of its own")
+            after = (
+                f" ({len(train)} distinct examples remain after removing {removed} duplicate rows)" if removed else ""
+            )
+            raise UserError(
+                f"the dataset has {len(train)} distinct {_key_name(key_column)} row(s){after}: too few to carve "
+                f"validation and test splits from (at least {MIN_ROWS_TO_SPLIT}); add examples, or give "
+                f"validation and test splits of its own"
+            )
         fractions = {"validation": validation_fraction, "test": test_fraction}
         for name in missing:
             # each carved split takes its fraction of the original train size
             share = fractions[name] * len(splits["train"]) / len(train)
             if len(train) < 2 or share >= 1 or len(train) - math.ceil(share * len(train)) < 1:
-                raise UserError(f"only {len(train)} distinct examples remain after removing {removed} duplicate rows: too "
-                                f"few to carve a {name} split from train; use more distinct examples or give the dataset "
-                                f"its own validation and test splits")
+                raise UserError(
+                    f"only {len(train)} distinct examples remain after removing {removed} duplicate rows: too "
+                    f"few to carve a {name} split from train; use more distinct examples or give the dataset "
+                    f"its own validation and test splits"
+                )
             parts = train.train_test_split(test_size=share, seed=seed, shuffle=True)
             train, splits[name] = parts["train"], parts["test"]
             notes.append(f"{name} split carved from train ({len(splits[name])} rows, seed {seed})")
@@ -235,8 +292,10 @@ def check_text_column(raw, column: str, flag: str = "--text_column") -> None:
         dtype = getattr(feature, "dtype", None)
         if dtype not in ("string", "large_string", "null"):
             kind = dtype or type(feature).__name__.lower()
-            raise UserError(f"the text column {column!r} ({split_name} split) holds {kind} values, not text: pass {flag} "
-                            f"with the column that holds the texts, or quote the values in the file")
+            raise UserError(
+                f"the text column {column!r} ({split_name} split) holds {kind} values, not text: pass {flag} "
+                f"with the column that holds the texts, or quote the values in the file"
+            )
 
 
 MIN_ROWS_TO_SPLIT = 10  # a few rows in each carved split, and training data left over
@@ -247,8 +306,10 @@ def _check_no_empty_keys(split, split_name: str, columns) -> None:
     for column in [columns] if isinstance(columns, str) else list(columns):
         for i, value in enumerate(split[column]):
             if value is None or (isinstance(value, str) and not value.strip()):
-                raise UserError(f"row {i + 1} of the {split_name} split has an empty {column!r} (row {i + 1} of the data, "
-                                f"line {i + 2} of a CSV file with a header): fill it in or remove the row")
+                raise UserError(
+                    f"row {i + 1} of the {split_name} split has an empty {column!r} (row {i + 1} of the data, "
+                    f"line {i + 2} of a CSV file with a header): fill it in or remove the row"
+                )
 
 
 def _key_name(columns) -> str:

@@ -28,8 +28,10 @@ def split_tag(tag: str) -> tuple[str, str]:
         return "O", ""
     prefix, sep, kind = tag.partition("-")
     if not sep or prefix not in PREFIXES or not kind:
-        raise UserError(f"tag {tag!r} is neither O nor PREFIX-TYPE with a prefix in B/I/E/S (e.g. B-PER): "
-                        f"this recipe labels entities in the IOB1, IOB2 or IOBES scheme")
+        raise UserError(
+            f"tag {tag!r} is neither O nor PREFIX-TYPE with a prefix in B/I/E/S (e.g. B-PER): "
+            f"this recipe labels entities in the IOB1, IOB2 or IOBES scheme"
+        )
     return prefix, kind
 
 
@@ -40,13 +42,19 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
     prev_prefix, prev_kind = "O", ""
     for i, tag in enumerate(list(tags) + ["O"]):
         prefix, kind = split_tag(tag)
-        ends = prev_prefix in ("E", "S") or (prev_prefix in ("B", "I") and prefix in ("B", "S", "O")) \
+        ends = (
+            prev_prefix in ("E", "S")
+            or (prev_prefix in ("B", "I") and prefix in ("B", "S", "O"))
             or (prev_prefix != "O" and prev_kind != kind)
+        )
         if ends and start is not None:
             found.append((prev_kind, start, i - 1))
             start = None
-        starts = prefix in ("B", "S") or (prev_prefix in ("E", "S", "O") and prefix in ("E", "I")) \
+        starts = (
+            prefix in ("B", "S")
+            or (prev_prefix in ("E", "S", "O") and prefix in ("E", "I"))
             or (prefix != "O" and prev_kind != kind)
+        )
         if starts:
             start = i
         prev_prefix, prev_kind = prefix, kind
@@ -108,6 +116,7 @@ def rewrite(sentences: list[list[str]], scheme: str) -> list[list[str]]:
 
 def tag_order(tags) -> list[str]:
     """A readable label order: O first, then by entity type, B I E S within a type."""
+
     def key(tag):
         prefix, kind = split_tag(tag)
         return (tag != "O", kind, PREFIXES.index(prefix) if prefix in PREFIXES else -1)

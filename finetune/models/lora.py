@@ -43,8 +43,11 @@ TARGET_CANDIDATES = (
     ("q_lin", "v_lin"),  # DistilBERT
 )
 HEAD_NAMES = ("classifier", "score", "pre_classifier")  # newly initialised task heads: trained fully, saved
-TASK_TYPES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
-              "CAUSAL_LM": "AutoModelForCausalLM"}
+TASK_TYPES = {
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "TOKEN_CLS": "AutoModelForTokenClassification",
+    "CAUSAL_LM": "AutoModelForCausalLM",
+}
 
 
 def _linear_like(module) -> bool:
@@ -89,8 +92,10 @@ def apply_lora(model, config, task_type: Optional[str], base_path: Optional[str]
     leaves = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()}
     missing = [t for t in targets if t not in leaves]
     if missing:
-        raise UserError(f"--lora_target_modules {' '.join(missing)}: no such module in {type(model).__name__}; "
-                        f"use names such as {', '.join(lora_target_modules_hint(model))}")
+        raise UserError(
+            f"--lora_target_modules {' '.join(missing)}: no such module in {type(model).__name__}; "
+            f"use names such as {', '.join(lora_target_modules_hint(model))}"
+        )
     fan_in_fan_out = any(type(leaves[t]).__name__ == "Conv1D" for t in targets)  # GPT-2 stores W transposed
     heads = head_modules(model)
     lora_config = LoraConfig(
@@ -107,7 +112,9 @@ def apply_lora(model, config, task_type: Optional[str], base_path: Optional[str]
         peft_model = get_peft_model(model, lora_config)
     if base_path is not None:
         local = Path(os.path.expanduser(str(base_path)))
-        peft_model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.is_dir() else str(base_path)
+        peft_model.peft_config["default"].base_model_name_or_path = (
+            str(local.resolve()) if local.is_dir() else str(base_path)
+        )
     return peft_model
 
 
@@ -134,8 +141,10 @@ def describe(model) -> str:
     total = sum(p.numel() for p in model.parameters())
     cfg = model.peft_config["default"]
     heads = f" + heads {', '.join(sorted(cfg.modules_to_save))}" if cfg.modules_to_save else ""
-    return (f"LoRA r={cfg.r} alpha={cfg.lora_alpha:g} on {', '.join(sorted(cfg.target_modules))}{heads}: "
-            f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)")
+    return (
+        f"LoRA r={cfg.r} alpha={cfg.lora_alpha:g} on {', '.join(sorted(cfg.target_modules))}{heads}: "
+        f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
+    )
 
 
 def is_peft_model(model) -> bool:
@@ -143,6 +152,7 @@ def is_peft_model(model) -> bool:
 
 
 # ---- saving -------------------------------------------------------------------------------------------------
+
 
 def save_run_model(result, tokenizer_or_processor, run_dir: Path) -> None:
     """Save a trained model into run_dir: the adapter (LoRA) or the full model, then remove the other kind's
@@ -160,6 +170,7 @@ def save_run_model(result, tokenizer_or_processor, run_dir: Path) -> None:
 
 
 # ---- reloading ----------------------------------------------------------------------------------------------
+
 
 def is_adapter_dir(path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
@@ -187,8 +198,12 @@ def base_kwargs_from_run(run_dir: Path) -> dict:
         if labels:
             # The base's own head (e.g. 1,000 ImageNet classes) may differ in size: it is replaced by the
             # adapter's saved head (modules_to_save), so a mismatch there is expected, not an error.
-            kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                          label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
+            kwargs.update(
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={name: i for i, name in enumerate(labels)},
+                ignore_mismatched_sizes=True,
+            )
     tokenizer_config = run_dir / "tokenizer_config.json"
     if tokenizer_config.is_file():
         from transformers import AutoTokenizer
@@ -213,8 +228,10 @@ def _base_class(adapter_config: dict):
         import finetune.models.scratch  # noqa: F401  registers the from-scratch models
 
         return getattr(importlib.import_module(library), name)
-    raise UserError(f"adapter task type {task_type!r} is not one finetune can rebuild (expected one of "
-                    f"{', '.join(TASK_TYPES)}, or an auto_mapping to a transformers class): load it with peft yourself")
+    raise UserError(
+        f"adapter task type {task_type!r} is not one finetune can rebuild (expected one of "
+        f"{', '.join(TASK_TYPES)}, or an auto_mapping to a transformers class): load it with peft yourself"
+    )
 
 
 def load_adapter_run(run_dir, **base_kwargs):
@@ -228,11 +245,15 @@ def load_adapter_run(run_dir, **base_kwargs):
     adapter_config = read_adapter_config(run_dir)
     base_path = adapter_config.get("base_model_name_or_path")
     if not base_path:
-        raise UserError(f"{run_dir / 'adapter_config.json'} names no base model (base_model_name_or_path): "
-                        "set it to the base model's folder")
+        raise UserError(
+            f"{run_dir / 'adapter_config.json'} names no base model (base_model_name_or_path): "
+            "set it to the base model's folder"
+        )
     if base_path.startswith(("/", ".", "~")) and not Path(os.path.expanduser(base_path)).is_dir():
-        raise UserError(f"the adapter's base model folder {base_path} does not exist (moved or cache cleared?): "
-                        f"restore it, or edit base_model_name_or_path in {run_dir / 'adapter_config.json'}")
+        raise UserError(
+            f"the adapter's base model folder {base_path} does not exist (moved or cache cleared?): "
+            f"restore it, or edit base_model_name_or_path in {run_dir / 'adapter_config.json'}"
+        )
     cls = _base_class(adapter_config)
     kwargs = base_kwargs_from_run(run_dir) if not base_kwargs else base_kwargs
     from finetune.models.loading import ModelSource, _load

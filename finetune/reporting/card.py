@@ -24,8 +24,16 @@ from finetune.core.errors import UserError
 
 DEFAULT_LICENSE = "apache-2.0"
 # config.yaml fields about where the run goes, not how it was trained: left out of the card's hyperparameter table.
-NOT_HYPERPARAMETERS = {"push_to_hub", "hub_repo_id", "hub_private", "hub_endpoint", "hub_token", "output_dir",
-                       "resume", "resume_from_checkpoint"}
+NOT_HYPERPARAMETERS = {
+    "push_to_hub",
+    "hub_repo_id",
+    "hub_private",
+    "hub_endpoint",
+    "hub_token",
+    "output_dir",
+    "resume",
+    "resume_from_checkpoint",
+}
 SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey"}
 # Tokenizer settings named like secrets: pad_token, eos_token_id... are vocabulary, not credentials.
 SPECIAL_TOKENS = {"pad", "bos", "eos", "sep", "cls", "unk", "mask"}
@@ -46,10 +54,10 @@ def is_secret_field(name: str) -> bool:
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/(?=[^\s/`'\"|,;()\[\]])[^\s`'\"|,;()\[\]]*")
 
 _SNIPPET_INPUTS = {
-    "text-classification": ('classifier', '"What a lovely flight, thank you!"'),
-    "text-generation": ('generator', '"Once upon a time", max_new_tokens=40'),
-    "image-classification": ('classifier', '"path/to/image.png"'),
-    "token-classification": ('tagger', '"Angela Merkel met Emmanuel Macron in Paris", aggregation_strategy="first"'),
+    "text-classification": ("classifier", '"What a lovely flight, thank you!"'),
+    "text-generation": ("generator", '"Once upon a time", max_new_tokens=40'),
+    "image-classification": ("classifier", '"path/to/image.png"'),
+    "token-classification": ("tagger", '"Angela Merkel met Emmanuel Macron in Paris", aggregation_strategy="first"'),
 }
 
 
@@ -61,8 +69,10 @@ def load_run(run_dir: Path) -> tuple[dict, dict]:
         raise UserError(f"run directory {run_dir} does not exist: pass the folder a training run wrote (RUN_DIR)")
     results_path = run_dir / "results.json"
     if not results_path.is_file():
-        raise UserError(f"{results_path} is missing: {run_dir} is not a finished run "
-                        "(training writes results.json at the end); finish or re-run training first")
+        raise UserError(
+            f"{results_path} is missing: {run_dir} is not a finished run "
+            "(training writes results.json at the end); finish or re-run training first"
+        )
     try:
         results = json.loads(results_path.read_text(encoding="utf-8"))
     except ValueError as err:
@@ -101,8 +111,11 @@ def _models(results: dict) -> list[dict]:
 def _main_model(results: dict) -> dict:
     """The model the repo holds: the one saved at the run's root (dir "."), else the pretrained one, else the first."""
     models = _models(results)
-    for test in (lambda m: m.get("dir") in (".", "", None) and m.get("role") != "scratch",
-                 lambda m: m.get("role") == "pretrained", lambda m: True):
+    for test in (
+        lambda m: m.get("dir") in (".", "", None) and m.get("role") != "scratch",
+        lambda m: m.get("role") == "pretrained",
+        lambda m: True,
+    ):
         for model in models:
             if test(model):
                 return model
@@ -166,7 +179,7 @@ def _metric_names(results: dict) -> list[str]:
     if best:
         names.append(best)
     for model in _models(results):
-        for key in (model.get("test") or {}):
+        for key in model.get("test") or {}:
             if key not in names:
                 names.append(key)
     return names
@@ -175,12 +188,19 @@ def _metric_names(results: dict) -> list[str]:
 def _comparison_table(results: dict) -> list[str]:
     metrics = _metric_names(results)
     header = ["model", "role", "parameters", "train samples", "train time (s)", "samples/s"] + [
-        f"test {m}" for m in metrics]
+        f"test {m}" for m in metrics
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in _models(results):
         test = model.get("test") or {}
-        cells = [model.get("name"), model.get("role"), model.get("parameters"), model.get("train_samples"),
-                 model.get("train_seconds"), model.get("samples_per_second")] + [test.get(m) for m in metrics]
+        cells = [
+            model.get("name"),
+            model.get("role"),
+            model.get("parameters"),
+            model.get("train_samples"),
+            model.get("train_seconds"),
+            model.get("samples_per_second"),
+        ] + [test.get(m) for m in metrics]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return lines
 
@@ -190,12 +210,23 @@ def _per_type_table(results: dict) -> list[str]:
     models = [m for m in _models(results) if m.get("test_per_type")]
     if not models:
         return []
-    lines = ["", "Test scores by entity type (an entity counts only if its type and exact span match):", "",
-             "| model | type | precision | recall | f1 | entities |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "Test scores by entity type (an entity counts only if its type and exact span match):",
+        "",
+        "| model | type | precision | recall | f1 | entities |",
+        "|---|---|---|---|---|---|",
+    ]
     for model in models:
         for kind, scores in model["test_per_type"].items():
-            cells = [model.get("name"), kind, scores.get("precision"), scores.get("recall"), scores.get("f1"),
-                     scores.get("number")]
+            cells = [
+                model.get("name"),
+                kind,
+                scores.get("precision"),
+                scores.get("recall"),
+                scores.get("f1"),
+                scores.get("number"),
+            ]
             lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return lines
 
@@ -209,12 +240,15 @@ def _comparison_sentence(results: dict) -> str | None:
     a, b = (pre.get("test") or {}).get(metric), (scratch.get("test") or {}).get(metric)
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
         return None
-    greater_is_better = results.get("greater_is_better", True) is not False  # results.json says; accuracy-like if absent
+    # results.json says; accuracy-like if absent
+    greater_is_better = results.get("greater_is_better", True) is not False
     better = (a > b) if greater_is_better else (a < b)
     verdict = "better" if better else ("the same" if a == b else "worse")
-    return (f"On the test set the fine-tuned pretrained model scores {metric} {_fmt(a)} against {_fmt(b)} for the "
-            f"model trained from scratch on the same data ({verdict}; "
-            f"{'higher' if greater_is_better else 'lower'} is better).")
+    return (
+        f"On the test set the fine-tuned pretrained model scores {metric} {_fmt(a)} against {_fmt(b)} for the "
+        f"model trained from scratch on the same data ({verdict}; "
+        f"{'higher' if greater_is_better else 'lower'} is better)."
+    )
 
 
 def _versions() -> list[str]:
@@ -232,8 +266,7 @@ def _versions() -> list[str]:
 def _snippet(pipeline_tag: str | None, model_ref: str, labels: list | None, adapter_only: bool) -> list[str]:
     task = pipeline_tag or "text-classification"
     var, example = _SNIPPET_INPUTS.get(task, ("pipe", "..."))
-    lines = ["```python", "from transformers import pipeline", "",
-             f'{var} = pipeline("{task}", model="{model_ref}")']
+    lines = ["```python", "from transformers import pipeline", "", f'{var} = pipeline("{task}", model="{model_ref}")']
     if task == "text-generation":
         lines.append(f'print({var}({example})[0]["generated_text"])')
     else:
@@ -242,15 +275,18 @@ def _snippet(pipeline_tag: str | None, model_ref: str, labels: list | None, adap
     if labels and task != "text-generation":
         lines.append(f"\nLabels: {', '.join(f'`{label}`' for label in labels)}.")
     if adapter_only:
-        lines.append("\nThis repo holds a LoRA adapter: `peft` must be installed, and the base model named in "
-                     "`adapter_config.json` (`base_model_name_or_path`) must be loadable where you run it.")
+        lines.append(
+            "\nThis repo holds a LoRA adapter: `peft` must be installed, and the base model named in "
+            "`adapter_config.json` (`base_model_name_or_path`) must be loadable where you run it."
+        )
     return lines
 
 
 # ------------------------------------------------------------------------------------------------ the card
 def _is_adapter_only(run_dir: Path, what: str) -> bool:
     return what == "adapter" or (
-        what == "auto" and (run_dir / "adapter_config.json").is_file() and not (run_dir / "config.json").is_file())
+        what == "auto" and (run_dir / "adapter_config.json").is_file() and not (run_dir / "config.json").is_file()
+    )
 
 
 def _metadata(run_dir: Path, results: dict, config: dict, model_name: str, adapter_only: bool):
@@ -262,11 +298,19 @@ def _metadata(run_dir: Path, results: dict, config: dict, model_name: str, adapt
     dataset = str(results.get("dataset") or config.get("dataset") or "unknown")
     dataset_id = dataset if results.get("dataset_is_hub") else None
     eval_results = [
-        EvalResult(task_type=pipeline_tag or str(task), task_name=str(task), dataset_type=dataset_id or public(dataset),
-                   dataset_name=public(dataset), dataset_split="test", metric_type=metric,
-                   metric_name=f"test {metric}", metric_value=value)
+        EvalResult(
+            task_type=pipeline_tag or str(task),
+            task_name=str(task),
+            dataset_type=dataset_id or public(dataset),
+            dataset_name=public(dataset),
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=f"test {metric}",
+            metric_value=value,
+        )
         for metric, value in (_main_model(results).get("test") or {}).items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
     tags = ["finetune", str(task)]
     if config.get("lora") or (run_dir / "adapter_config.json").is_file():
         tags.append("lora")
@@ -275,8 +319,11 @@ def _metadata(run_dir: Path, results: dict, config: dict, model_name: str, adapt
     return ModelCardData(
         license=str(config.get("license") or results.get("license") or DEFAULT_LICENSE),
         library_name="peft" if adapter_only else "transformers",
-        base_model=results.get("base_model") or None, datasets=[dataset_id] if dataset_id else None, tags=tags,
-        pipeline_tag=pipeline_tag, model_name=model_name if eval_results else None,
+        base_model=results.get("base_model") or None,
+        datasets=[dataset_id] if dataset_id else None,
+        tags=tags,
+        pipeline_tag=pipeline_tag,
+        model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
     )
 
@@ -289,36 +336,55 @@ def _introduction(results: dict, config: dict, what: str, adapter_only: bool) ->
         base_text = f"[`{base_model}`](https://huggingface.co/{base_model})"
     elif main:
         origin = results.get("base_model_origin")
-        base_text = (f"`{main.get('name') or 'the pretrained model'}`" + (f" ({origin})" if origin else "")
-                     + ", an offline stand-in for a Hub checkpoint, so `base_model` is not set in the metadata")
+        base_text = (
+            f"`{main.get('name') or 'the pretrained model'}`"
+            + (f" ({origin})" if origin else "")
+            + ", an offline stand-in for a Hub checkpoint, so `base_model` is not set in the metadata"
+        )
     else:
         base_text = "a pretrained checkpoint"
-    what_text = "a LoRA adapter for" if adapter_only else ("the merged LoRA fine-tune of" if what == "merged" else
-                                                           "a fine-tuned version of")
+    what_text = (
+        "a LoRA adapter for"
+        if adapter_only
+        else ("the merged LoRA fine-tune of" if what == "merged" else "a fine-tuned version of")
+    )
     dataset = str(results.get("dataset") or config.get("dataset") or "unknown")
-    data_text = (f"[`{dataset}`](https://huggingface.co/datasets/{dataset})" if results.get("dataset_is_hub")
-                 else f"`{dataset}`")
+    data_text = (
+        f"[`{dataset}`](https://huggingface.co/datasets/{dataset})" if results.get("dataset_is_hub") else f"`{dataset}`"
+    )
     if results.get("dataset_source"):
         data_text += f", from {results['dataset_source']},"
     task = results.get("task") or config.get("task") or "fine-tuning"
-    return public(f"This model is {what_text} {base_text}, trained for **{task}** on {data_text} with `finetune` "
-                  "(Hugging Face Transformers + Accelerate).")
+    return public(
+        f"This model is {what_text} {base_text}, trained for **{task}** on {data_text} with `finetune` "
+        "(Hugging Face Transformers + Accelerate)."
+    )
 
 
 def _training_procedure(results: dict, config: dict) -> list[str]:
     body = ["## Training procedure", ""]
-    hyper = [(name, value) for name, value in flatten(config) if name not in NOT_HYPERPARAMETERS
-             and not is_secret_field(name)]
+    hyper = [
+        (name, value)
+        for name, value in flatten(config)
+        if name not in NOT_HYPERPARAMETERS and not is_secret_field(name)
+    ]
     if hyper:
-        body += ["Hyperparameters (the resolved `config.yaml`, also in this repo):", "",
-                 "| parameter | value |", "|---|---|"]
+        body += [
+            "Hyperparameters (the resolved `config.yaml`, also in this repo):",
+            "",
+            "| parameter | value |",
+            "|---|---|",
+        ]
         body += [f"| {name} | {_fmt(value)} |" for name, value in hyper]
     else:
         body.append("No config.yaml was found in the run directory.")
     main = _main_model(results)
     if main.get("train_samples") or main.get("train_seconds"):
-        body += ["", f"The fine-tuned model saw {_fmt(main.get('train_samples'))} training samples in "
-                     f"{_fmt(main.get('train_seconds'))} s ({_fmt(main.get('samples_per_second'))} samples/s)."]
+        body += [
+            "",
+            f"The fine-tuned model saw {_fmt(main.get('train_samples'))} training samples in "
+            f"{_fmt(main.get('train_seconds'))} s ({_fmt(main.get('samples_per_second'))} samples/s).",
+        ]
     return body
 
 
@@ -333,9 +399,14 @@ def build_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, wha
     data = _metadata(run_dir, results, config, model_name, adapter_only)
 
     body = [f"# {model_name}", "", _introduction(results, config, what, adapter_only)]
-    body += ["", "## Results", "",
-             "Test-set scores of every model the run trained (the pretrained model fine-tuned, and the same "
-             "task learned from scratch for comparison):", ""]
+    body += [
+        "",
+        "## Results",
+        "",
+        "Test-set scores of every model the run trained (the pretrained model fine-tuned, and the same "
+        "task learned from scratch for comparison):",
+        "",
+    ]
     body += _comparison_table(results) if _models(results) else ["(results.json lists no models)"]
     body += _per_type_table(results)
     if sentence := _comparison_sentence(results):
@@ -347,10 +418,16 @@ def build_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, wha
     body += _snippet(data.pipeline_tag, repo_id or "YOUR_NAME/REPO_NAME", results.get("labels"), adapter_only)
     if not repo_id:
         body.append(f"\nBefore it is pushed, pass the local run directory (`{model_name}`) as `model=` instead.")
-    body += ["", "## Limitations", "",
-             "Scores come from one run on one test split; check them on your own data before relying on the model. "
-             "The training data's own license applies to what the model learned from it.",
-             "", "## Framework versions", ""] + _versions()
+    body += [
+        "",
+        "## Limitations",
+        "",
+        "Scores come from one run on one test split; check them on your own data before relying on the model. "
+        "The training data's own license applies to what the model learned from it.",
+        "",
+        "## Framework versions",
+        "",
+    ] + _versions()
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
 
 

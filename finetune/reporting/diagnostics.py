@@ -37,8 +37,15 @@ def per_class_table(references, predictions, names: list[str]) -> list[dict]:
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-        rows.append({"label": name, "precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5),
-                     "support": support})
+        rows.append(
+            {
+                "label": name,
+                "precision": round(precision, 5),
+                "recall": round(recall, 5),
+                "f1": round(f1, 5),
+                "support": support,
+            }
+        )
     return rows
 
 
@@ -50,14 +57,26 @@ def calibration_bins(confidences, correct, bins: int = ECE_BINS) -> list[dict]:
     for b in range(bins):
         members = index == b
         if members.any():
-            rows.append({"low": b / bins, "high": (b + 1) / bins, "count": int(members.sum()),
-                         "confidence": float(confidences[members].mean()), "accuracy": float(correct[members].mean())})
+            rows.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": int(members.sum()),
+                    "confidence": float(confidences[members].mean()),
+                    "accuracy": float(correct[members].mean()),
+                }
+            )
     return rows
 
 
 def expected_calibration_error(confidences, correct, bins: int = ECE_BINS) -> float:
     total = len(confidences)
-    return float(sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in calibration_bins(confidences, correct, bins)))
+    return float(
+        sum(
+            r["count"] / total * abs(r["accuracy"] - r["confidence"])
+            for r in calibration_bins(confidences, correct, bins)
+        )
+    )
 
 
 def confidence_and_correct(probabilities, references, multi_label: bool = False):
@@ -71,7 +90,8 @@ def confidence_and_correct(probabilities, references, multi_label: bool = False)
 
 
 def plot_reliability(run_dir: Path, name: str, confidences, correct, title: str) -> tuple[Path, float]:
-    """reliability_<name>.png (accuracy against confidence per bin, the diagonal is perfect) and its JSON; returns ECE."""
+    """reliability_<name>.png (accuracy against confidence per bin, the diagonal is perfect) and its JSON; returns
+    ECE."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,12 +106,34 @@ def plot_reliability(run_dir: Path, name: str, confidences, correct, title: str)
         atomic_write_json(path.with_suffix(".json"), {"bins": ECE_BINS, "ece": ece, "rows": rows})
     fig, ax = plt.subplots(figsize=(5, 5))
     width = 1 / ECE_BINS
-    ax.bar([r["low"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge", edgecolor="black",
-           color="tab:blue", alpha=0.8, label="accuracy")
-    ax.bar([r["low"] for r in rows], [r["confidence"] - r["accuracy"] for r in rows], bottom=[r["accuracy"] for r in rows],
-           width=width, align="edge", color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.bar(
+        [r["low"] for r in rows],
+        [r["accuracy"] for r in rows],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        alpha=0.8,
+        label="accuracy",
+    )
+    ax.bar(
+        [r["low"] for r in rows],
+        [r["confidence"] - r["accuracy"] for r in rows],
+        bottom=[r["accuracy"] for r in rows],
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title}\nECE {ece:.4f} ({ECE_BINS} bins)")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence",
+        ylabel="accuracy",
+        title=f"{title}\nECE {ece:.4f} ({ECE_BINS} bins)",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     return save_figure(fig, path), ece

@@ -4,7 +4,8 @@
                           [--what auto|model|adapter|merged] [--include_scratch] [--keep_card]
     python -m finetune.reporting.hub RUN_DIR --repo_id NAME ...            (the same, without the dispatcher)
 
-`push_run` rewrites the model card with the repo id (finetune/reporting/card.py; training already wrote it), then uploads
+`push_run` rewrites the model card with the repo id (finetune/reporting/card.py; training already wrote it), then
+uploads
 an allow-list of files (`select_files`) with `HfApi.create_repo(exist_ok=True)` + `upload_folder`.
 `write_model_card` / `build_model_card` stay importable from here as aliases of finetune.reporting.card's.
 
@@ -24,9 +25,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finetune.reporting.card import build_model_card, flatten, is_secret_field, load_run, public_record, write_model_card  # noqa: F401 (aliases)
 from finetune.core.errors import UserError
 from finetune.core.run_directory import refuse_unfinished
+from finetune.reporting.card import (
+    flatten,
+    is_secret_field,
+    load_run,
+    public_record,
+    write_model_card,
+)  # noqa: F401 (aliases)
 
 PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before calling it unreachable
 
@@ -35,9 +42,21 @@ PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before cal
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
 MODEL_CONFIG_FILES = ("config.json", "generation_config.json")
 PROCESSOR_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-    "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
-    "chat_template.json", "preprocessor_config.json", "image_processor_config.json", "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "image_processor_config.json",
+    "processor_config.json",
 )
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 RUN_FILES = ("README.md", "results.json", "config.yaml")  # plus every top-level *.png (learning_curves.png)
@@ -45,6 +64,7 @@ RUN_FILES = ("README.md", "results.json", "config.yaml")  # plus every top-level
 # folder): pushed with every absolute or home path cut to its last part, as the card does; the run dir keeps them.
 LOCAL_RECORDS = ("results.json", "config.yaml", "adapter_config.json")
 WHAT_CHOICES = ("auto", "model", "adapter", "merged")
+
 
 # ------------------------------------------------------------------------------------------------ what to push
 def _weights(folder: Path) -> list[Path]:
@@ -80,14 +100,18 @@ def select_files(run_dir: str | os.PathLike, what: str = "auto", include_scratch
     if what == "auto":
         if not (has_model or has_adapter):
             if not _has_model(merged):
-                raise UserError(f"no model in {run_dir}: expected config.json + model.safetensors (or a LoRA "
-                                "adapter, or merged/); point to a finished run directory")
+                raise UserError(
+                    f"no model in {run_dir}: expected config.json + model.safetensors (or a LoRA "
+                    "adapter, or merged/); point to a finished run directory"
+                )
             what = "merged"
     files: dict[str, Path] = {}
     if what == "merged":
         if not _has_model(merged):
-            raise UserError(f"no merged model in {merged}: run `finetune merge {run_dir}` first, "
-                            "or push the adapter with --what adapter")
+            raise UserError(
+                f"no merged model in {merged}: run `finetune merge {run_dir}` first, "
+                "or push the adapter with --what adapter"
+            )
         for path in _named(merged, MODEL_CONFIG_FILES) + _weights(merged):
             files[path.name] = path
         processor = _named(merged, PROCESSOR_FILES) or _named(run_dir, PROCESSOR_FILES)
@@ -96,27 +120,34 @@ def select_files(run_dir: str | os.PathLike, what: str = "auto", include_scratch
         if what in ("auto", "model") and has_model:
             files.update({p.name: p for p in _named(run_dir, MODEL_CONFIG_FILES) + _weights(run_dir)})
         elif what == "model":
-            raise UserError(f"no full model in {run_dir} (config.json + model.safetensors): with --lora push "
-                            "--what adapter, or `finetune merge` and push --what merged")
+            raise UserError(
+                f"no full model in {run_dir} (config.json + model.safetensors): with --lora push "
+                "--what adapter, or `finetune merge` and push --what merged"
+            )
         if what in ("auto", "adapter") and has_adapter:
             files.update({p.name: p for p in _named(run_dir, ADAPTER_FILES)})
         elif what == "adapter":
-            raise UserError(f"no LoRA adapter in {run_dir} (adapter_config.json + adapter_model.safetensors): "
-                            "the run was trained without --lora; push with --what model")
+            raise UserError(
+                f"no LoRA adapter in {run_dir} (adapter_config.json + adapter_model.safetensors): "
+                "the run was trained without --lora; push with --what model"
+            )
         files.update({p.name: p for p in _named(run_dir, PROCESSOR_FILES)})
     files.update({p.name: p for p in _named(run_dir, RUN_FILES)})
     if "config.yaml" in files:
         _, config = load_run(run_dir) if (run_dir / "results.json").is_file() else ({}, {})
         secrets = [name for name, value in flatten(config) if is_secret_field(name) and value]
         if secrets:
-            raise UserError(f"{run_dir / 'config.yaml'} holds a secret ({', '.join(secrets)}): it would be "
-                            "published with the run; remove that field from the file, then push again")
+            raise UserError(
+                f"{run_dir / 'config.yaml'} holds a secret ({', '.join(secrets)}): it would be "
+                "published with the run; remove that field from the file, then push again"
+            )
     files.update({p.name: p for p in sorted(run_dir.glob("*.png")) if p.is_file()})
     if include_scratch:
         scratch = run_dir / "scratch"
         if not scratch.is_dir():
-            raise UserError(f"--include_scratch: {scratch} does not exist (the run had no from-scratch model); "
-                            "drop the flag")
+            raise UserError(
+                f"--include_scratch: {scratch} does not exist (the run had no from-scratch model); drop the flag"
+            )
         for path in sorted(scratch.rglob("*")):
             if path.is_file() and "checkpoints" not in path.relative_to(scratch).parts:
                 files[f"scratch/{path.relative_to(scratch).as_posix()}"] = path
@@ -134,8 +165,20 @@ def _chain(err: BaseException):
 
 def _is_network_error(err: BaseException) -> bool:
     names = {cls.__name__ for cls in type(err).__mro__}
-    return bool(names & {"TransportError", "TimeoutException", "NetworkError", "RemoteProtocolError",
-                         "ConnectError", "ConnectionError", "ProxyError", "ReadError", "WriteError"})
+    return bool(
+        names
+        & {
+            "TransportError",
+            "TimeoutException",
+            "NetworkError",
+            "RemoteProtocolError",
+            "ConnectError",
+            "ConnectionError",
+            "ProxyError",
+            "ReadError",
+            "WriteError",
+        }
+    )
 
 
 def _short(err: BaseException) -> str:
@@ -157,31 +200,42 @@ def _user_error(err: BaseException, *, endpoint: str, repo_id: str, run_dir: Pat
                 return UserError(
                     f"the Hub at {endpoint} refused the token (401 Unauthorized{server}); it is invalid, expired or "
                     f"revoked: create a write token at {endpoint}/settings/tokens, then `hf auth login` or export "
-                    f"HF_TOKEN, and re-run")
+                    f"HF_TOKEN, and re-run"
+                )
             if status == 403:
                 namespace = repo_id.split("/")[0] if "/" in repo_id else "your namespace"
                 return UserError(
                     f"the token may not write to '{namespace}' on {endpoint} (403 Forbidden{server}): use a token "
                     f"with write access to it (fine-grained tokens need write permission on that namespace), or "
-                    f"choose --repo_id YOUR_NAME/{repo_id.split('/')[-1]}")
+                    f"choose --repo_id YOUR_NAME/{repo_id.split('/')[-1]}"
+                )
             if status == 404:
-                return UserError(f"repository {repo_id} was not found on {endpoint} while {stage} (404{server}): "
-                                 f"check --repo_id and that the token can see it; {retry}")
+                return UserError(
+                    f"repository {repo_id} was not found on {endpoint} while {stage} (404{server}): "
+                    f"check --repo_id and that the token can see it; {retry}"
+                )
             if status in (400, 422) and stage == "creating the repository":
-                return UserError(f"the Hub rejected the repo id '{repo_id}' ({status}{server}): use NAME or "
-                                 "NAMESPACE/NAME with letters, digits, '-', '_', '.'")
+                return UserError(
+                    f"the Hub rejected the repo id '{repo_id}' ({status}{server}): use NAME or "
+                    "NAMESPACE/NAME with letters, digits, '-', '_', '.'"
+                )
             return UserError(f"the Hub at {endpoint} answered {status}{server} while {stage}; {retry} later")
         if isinstance(cause, ValueError) and "metadata in README.md" in str(cause):
-            return UserError(f"the Hub rejected the model card's metadata ({_short(cause)}): fix RUN_DIR/README.md, "
-                             "or push without --keep_card to regenerate it")
+            return UserError(
+                f"the Hub rejected the model card's metadata ({_short(cause)}): fix RUN_DIR/README.md, "
+                "or push without --keep_card to regenerate it"
+            )
         if _is_network_error(cause) or isinstance(cause, (ConnectionError, TimeoutError)):
             if stage == "contacting the Hub":
                 return UserError(
                     f"cannot reach the Hub at {endpoint} ({type(cause).__name__}: {_short(cause)}): check the "
                     f"network, proxy or --hub_endpoint / HF_ENDPOINT; nothing was uploaded, re-run when it is "
-                    f"reachable")
-            return UserError(f"the connection to {endpoint} failed while {stage} ({type(cause).__name__}: "
-                             f"{_short(cause)}); {retry} (files already on the Hub are not sent again)")
+                    f"reachable"
+                )
+            return UserError(
+                f"the connection to {endpoint} failed while {stage} ({type(cause).__name__}: "
+                f"{_short(cause)}); {retry} (files already on the Hub are not sent again)"
+            )
     return None
 
 
@@ -192,12 +246,22 @@ def _check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise UserError(f"invalid --repo_id {repo_id!r} ({_short(err)}): use NAME or NAMESPACE/NAME, e.g. "
-                        "--repo_id alice/minilm-tweets")
+        raise UserError(
+            f"invalid --repo_id {repo_id!r} ({_short(err)}): use NAME or NAMESPACE/NAME, e.g. "
+            "--repo_id alice/minilm-tweets"
+        )
 
 
-def _push_in_child(run_dir: Path, repo_id: str, private: bool, endpoint: str | None, token: str | None,
-                   what: str, include_scratch: bool, keep_card: bool) -> str:
+def _push_in_child(
+    run_dir: Path,
+    repo_id: str,
+    private: bool,
+    endpoint: str | None,
+    token: str | None,
+    what: str,
+    include_scratch: bool,
+    keep_card: bool,
+) -> str:
     """Run the push in a fresh interpreter with HF_HUB_OFFLINE=0 (huggingface_hub reads the flag at import)."""
     env = dict(os.environ)
     env["HF_HUB_OFFLINE"] = "0"
@@ -216,18 +280,20 @@ def _push_in_child(run_dir: Path, repo_id: str, private: bool, endpoint: str | N
         cmd.append("--include_scratch")
     if keep_card:
         cmd.append("--keep_card")
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines(keepends=True):
         if not line.startswith("pushed "):  # the caller reports the push itself
             sys.stdout.write(line)
-    errors = [line[len("error: "):] for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    errors = [line[len("error: ") :] for line in proc.stderr.splitlines() if line.startswith("error: ")]
     if proc.returncode != 0:
         if errors:
             raise UserError(errors[-1])
         sys.stderr.write(proc.stderr)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"the push process failed (exit {proc.returncode}: {last}); the local run directory is "
-                        "untouched, re-run the same command to retry")
+        raise UserError(
+            f"the push process failed (exit {proc.returncode}: {last}); the local run directory is "
+            "untouched, re-run the same command to retry"
+        )
     found = re.findall(r" to (\S+)\s*$", proc.stdout, flags=re.MULTILINE)
     return found[-1] if found else f"{endpoint or ''}/{repo_id}"
 
@@ -237,8 +303,9 @@ def _whoami(endpoint: str, token: str, fail) -> str | None:
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     try:
-        response = get_session().get(f"{endpoint}/api/whoami-v2", headers=build_hf_headers(token=token),
-                                     timeout=PROBE_TIMEOUT_S)
+        response = get_session().get(
+            f"{endpoint}/api/whoami-v2", headers=build_hf_headers(token=token), timeout=PROBE_TIMEOUT_S
+        )
     except Exception as err:
         fail(err, "contacting the Hub")
     if response.status_code == 401:
@@ -254,9 +321,17 @@ def _whoami(endpoint: str, token: str, fail) -> str | None:
         return None
 
 
-def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, endpoint: str | None = None,
-             token: str | None = None, what: str = "auto", include_scratch: bool = False,
-             keep_card: bool = False, commit_message: str | None = None) -> str:
+def push_run(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+    what: str = "auto",
+    include_scratch: bool = False,
+    keep_card: bool = False,
+    commit_message: str | None = None,
+) -> str:
     """Push a finished run to the Hub; returns the repo URL.
 
     The token is `token`, else HF_TOKEN, else the one saved by `hf auth login`. The endpoint is `endpoint`, else
@@ -281,12 +356,15 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
 
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     if not re.match(r"https?://[^/\s]+", endpoint):
-        raise UserError(f"the Hub endpoint {endpoint!r} is not a URL: pass --hub_endpoint / HF_ENDPOINT like "
-                        "https://huggingface.co")
+        raise UserError(
+            f"the Hub endpoint {endpoint!r} is not a URL: pass --hub_endpoint / HF_ENDPOINT like https://huggingface.co"
+        )
     token = token or get_token()
     if not token:
-        raise UserError(f"no Hugging Face token: run `hf auth login` or export HF_TOKEN=hf_... (a token with write "
-                        f"access, from {endpoint}/settings/tokens), or pass --token")
+        raise UserError(
+            f"no Hugging Face token: run `hf auth login` or export HF_TOKEN=hf_... (a token with write "
+            f"access, from {endpoint}/settings/tokens), or pass --token"
+        )
 
     def fail(err: BaseException, stage: str):
         mapped = _user_error(err, endpoint=endpoint, repo_id=repo_id, run_dir=run_dir, stage=stage)
@@ -308,8 +386,10 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         repo_id = getattr(repo_url, "repo_id", None) or repo_id
         if private and not api.repo_info(repo_id, repo_type="model").private:
-            raise UserError(f"{repo_id} already exists on {endpoint} and is public, but --private was asked: make "
-                            "it private in the repo's settings on the Hub, or choose another --repo_id")
+            raise UserError(
+                f"{repo_id} already exists on {endpoint} and is public, but --private was asked: make "
+                "it private in the repo's settings on the Hub, or choose another --repo_id"
+            )
     except UserError:
         raise
     except Exception as err:
@@ -332,8 +412,12 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, private: bool = False, en
 
                 shutil.copy2(source, target)
         try:
-            api.upload_folder(repo_id=repo_id, folder_path=staging, repo_type="model",
-                              commit_message=commit_message or f"Upload {run_dir.resolve().name} with finetune")
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                repo_type="model",
+                commit_message=commit_message or f"Upload {run_dir.resolve().name} with finetune",
+            )
         except Exception as err:
             fail(err, "uploading")
     return f"{endpoint}/{repo_id}"

@@ -49,10 +49,20 @@ def format_table(results: dict) -> str:
     header = ["model", "role", *metric_names, "parameters", "train s", "samples/s"]
     rows = []
     for m in models:
-        rows.append([m["name"], m["role"], *(f"{m['test'].get(k, float('nan')):.4f}" for k in metric_names),
-                     f"{m['parameters'] / 1e6:.1f}M", f"{m['train_seconds']:.0f}", f"{m['samples_per_second']:.1f}"])
+        rows.append(
+            [
+                m["name"],
+                m["role"],
+                *(f"{m['test'].get(k, float('nan')):.4f}" for k in metric_names),
+                f"{m['parameters'] / 1e6:.1f}M",
+                f"{m['train_seconds']:.0f}",
+                f"{m['samples_per_second']:.1f}",
+            ]
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    line = lambda cells: "  ".join(
+        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
     rule = "-" * len(line(header))
     return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
 
@@ -90,6 +100,7 @@ def class_predictions(trained, loader, evaluator) -> tuple[list[int], list[int]]
     import torch
 
     from finetune.core import engine
+
     accelerator = trained.accelerator
     model = accelerator.prepare_model(trained.model, evaluation_mode=True)
     engine.evaluate(model, accelerator.prepare_data_loader(loader), evaluator, accelerator, desc="test predictions")
@@ -104,7 +115,9 @@ def confusion_matrix(references, predictions, num_labels: int) -> list[list[int]
     return counts
 
 
-def plot_confusion_matrix(run_dir: Path, name: str, references, predictions, label_names: list[str], title: str) -> Path:
+def plot_confusion_matrix(
+    run_dir: Path, name: str, references, predictions, label_names: list[str], title: str
+) -> Path:
     """confusion_matrix_<name>.png (rows: true label, columns: predicted) beside confusion_matrix_<name>.json."""
     import matplotlib
 
@@ -116,8 +129,16 @@ def plot_confusion_matrix(run_dir: Path, name: str, references, predictions, lab
     correct = sum(counts[i][i] for i in range(len(counts)))
     path = Path(run_dir) / f"confusion_matrix_{name}.png"
     with disk_errors(f"{path.stem}.json", Path(run_dir)):
-        atomic_write_json(path.with_suffix(".json"), {"labels": label_names, "rows": "true label", "columns": "predicted label",
-                                                      "counts": counts, "accuracy": correct / total if total else None})
+        atomic_write_json(
+            path.with_suffix(".json"),
+            {
+                "labels": label_names,
+                "rows": "true label",
+                "columns": "predicted label",
+                "counts": counts,
+                "accuracy": correct / total if total else None,
+            },
+        )
     k = len(label_names)
     size = min(3 + 0.45 * k, 14)
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -130,10 +151,20 @@ def plot_confusion_matrix(run_dir: Path, name: str, references, predictions, lab
         for i in range(k):
             for j in range(k):
                 if counts[i][j]:
-                    ax.text(j, i, counts[i][j], ha="center", va="center", fontsize=8,
-                            color="white" if counts[i][j] > peak / 2 else "black")
-    ax.set(xlabel="predicted label", ylabel="true label",
-           title=f"{title}\n{correct}/{total} correct" + (f" ({correct / total:.1%})" if total else ""))
+                    ax.text(
+                        j,
+                        i,
+                        counts[i][j],
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if counts[i][j] > peak / 2 else "black",
+                    )
+    ax.set(
+        xlabel="predicted label",
+        ylabel="true label",
+        title=f"{title}\n{correct}/{total} correct" + (f" ({correct / total:.1%})" if total else ""),
+    )
     fig.tight_layout()
     return save_figure(fig, path)
 

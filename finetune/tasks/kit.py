@@ -33,14 +33,19 @@ EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a checkpoint is on disk, 
 
 @dataclass
 class HubFields:
-    """--push_to_hub and its three companions. Mixed into a recipe config: `class XConfig(HubFields, TrainingConfig)`."""
+    """--push_to_hub and its three companions. Mixed into a recipe config: `class XConfig(HubFields,
+    TrainingConfig)`."""
 
     hub_example: ClassVar[str] = "your-user/my-model"  # the repo id the error message suggests
 
     push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(default=None, metadata={"help": "Repository for --push_to_hub: NAME or NAMESPACE/NAME."})
+    hub_repo_id: Optional[str] = field(
+        default=None, metadata={"help": "Repository for --push_to_hub: NAME or NAMESPACE/NAME."}
+    )
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."})
+    hub_endpoint: Optional[str] = field(
+        default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -49,7 +54,8 @@ class HubFields:
 
 
 def holds_run_dir(run):
-    """Decorate a recipe's `run(config)`: it holds the lock of config.output_dir from start to end (finetune/core/run_directory.py),
+    """Decorate a recipe's `run(config)`: it holds the lock of config.output_dir from start to end
+    (finetune/core/run_directory.py),
     so a second command on the same folder stops with one line instead of replacing this run's live folder.
     Whatever ends the run (an error included) releases it: one process may run many recipes."""
 
@@ -116,7 +122,8 @@ def open_run_dir(config, state, notes: list[str]) -> Path:
     """Once data and model have loaded: (re)make the run directory, save config.yaml, print the notes.
 
     With --overwrite of a finished run, the folder returned is its sibling NAME.unfinished: the new run is built
-    there and finish_run swaps it in, so a failure never costs the earlier run anything (finetune/core/run_directory.py)."""
+    there and finish_run swaps it in, so a failure never costs the earlier run anything
+    (finetune/core/run_directory.py)."""
     from finetune.core.config import save_config
     from finetune.core.run_directory import prepare_run_dir
 
@@ -136,13 +143,20 @@ def results_header(task: str, config, source, dataset_note: str, metric_for_best
     dataset_is_hub: the data came from the Hub (finetune.data.provenance); base_model: the pretrained model's
     Hub id, or None for an offline alias or a local folder, which base_model_origin names without any path.
     """
-    from finetune.data.provenance import is_hub_dataset
     from finetune.core.metrics import greater_is_better
+    from finetune.data.provenance import is_hub_dataset
 
-    return {"task": task, "pipeline_tag": registry.get(task).pipeline_tag, "dataset": config.dataset, "dataset_source": dataset_note,
-            "dataset_is_hub": is_hub_dataset(config.dataset), "base_model": source.hub_id,
-            "base_model_origin": source.origin, "metric_for_best": metric_for_best,
-            "greater_is_better": greater_is_better(metric_for_best)}
+    return {
+        "task": task,
+        "pipeline_tag": registry.get(task).pipeline_tag,
+        "dataset": config.dataset,
+        "dataset_source": dataset_note,
+        "dataset_is_hub": is_hub_dataset(config.dataset),
+        "base_model": source.hub_id,
+        "base_model_origin": source.origin,
+        "metric_for_best": metric_for_best,
+        "greater_is_better": greater_is_better(metric_for_best),
+    }
 
 
 def scratch_config(task: str, d_model: int, n_layers: int, **fields):
@@ -156,8 +170,9 @@ def scratch_config(task: str, d_model: int, n_layers: int, **fields):
 
     preset = scratch_config_for(task)
     head_width = preset.d_model // preset.n_heads
-    sizes = dict(d_model=d_model, n_heads=max(1, d_model // head_width), n_layers=n_layers, d_ff=4 * d_model,
-                 dropout=0.1)
+    sizes = dict(
+        d_model=d_model, n_heads=max(1, d_model // head_width), n_layers=n_layers, d_ff=4 * d_model, dropout=0.1
+    )
     return scratch_config_for(task, **{**sizes, **fields})
 
 
@@ -173,16 +188,17 @@ def limit_samples(data, config):
     return data
 
 
-def finish_run(run_dir: Path, config, results: dict, where: str, table: Optional[str] = None,
-               log_scale: bool = False) -> None:
+def finish_run(
+    run_dir: Path, config, results: dict, where: str, table: Optional[str] = None, log_scale: bool = False
+) -> None:
     """The end of every recipe, on the main process: results.json, learning_curves.png, the model card (README.md),
     the table (`table`, else report.format_table) and `where` (what to look at next), then the push when --push_to_hub.
 
     Nothing here is optional or silent: a card that cannot be written is an error like any other.
     """
-    from finetune.reporting import card, report
     from finetune.core import engine
     from finetune.core.run_directory import finish_run_dir, human_size, run_size
+    from finetune.reporting import card, report
 
     if not engine.process_state().is_main_process:
         return

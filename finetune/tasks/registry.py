@@ -1,6 +1,6 @@
 """The tasks `finetune train` knows: one entry each, read by the CLI, search, study, runs and the model card.
 
-    name                     recipe module                     pipeline tag            selects on (direction: evaluation)
+    name                     recipe module                     pipeline tag            selects on (direction: metrics)
     sentiment                recipes.sentiment                 text-classification     accuracy
     text_classification      recipes.text_classification       text-classification     by problem type (DEFAULT_METRIC)
     token_classification     recipes.token_classification      token-classification    f1 (entity level)
@@ -67,10 +67,25 @@ def get(name: str) -> Task:
 
 
 register(Task("sentiment", "recipes.sentiment", "SentimentConfig", "text-classification", "accuracy"))
-register(Task("text_classification", "recipes.text_classification", "TextClassificationConfig",
-              "text-classification", None))
-register(Task("token_classification", "recipes.token_classification", "TokenClassificationConfig",
-              "token-classification", "f1"))
+register(
+    Task("text_classification", "recipes.text_classification", "TextClassificationConfig", "text-classification", None)
+)
+register(
+    Task(
+        "token_classification",
+        "recipes.token_classification",
+        "TokenClassificationConfig",
+        "token-classification",
+        "f1",
+    )
+)
 register(Task("text_generation", "recipes.text_generation", "TextGenerationConfig", "text-generation", "perplexity"))
-register(Task("image_classification", "recipes.image_classification", "ImageClassificationConfig",
-              "image-classification", "accuracy"))
+register(
+    Task(
+        "image_classification",
+        "recipes.image_classification",
+        "ImageClassificationConfig",
+        "image-classification",
+        "accuracy",
+    )
+)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.checkpoints.safeload import check_weights
 from finetune.core.errors import UserError
 from finetune.core.run_directory import refuse_unfinished
-from finetune.core.checkpoints.safeload import check_weights
 from finetune.tasks import registry
 
-
 # ---- model kinds ----------------------------------------------------------------------------------------------
+
 
 class Kind:
     name: str  # the Hub's pipeline tag
@@ -31,18 +31,18 @@ class Kind:
     modality: str  # "text" or "image": what a user gives it
     columns: dict  # the data columns it reads, and their default names
 
-    def examples(self, run: "Run", dataset: str, split: str, columns: dict):
+    def examples(self, run: Run, dataset: str, split: str, columns: dict):
         """A datasets.Dataset of labelled examples in the recipe's shape (text/image + integer label)."""
         raise NotImplementedError
 
-    def loader(self, run: "Run", examples, batch_size: int):
+    def loader(self, run: Run, examples, batch_size: int):
         """Batches of model inputs (+ labels) in a fixed order, as the training run's evaluation saw them."""
         raise NotImplementedError
 
-    def evaluator(self, run: "Run"):
+    def evaluator(self, run: Run):
         raise NotImplementedError
 
-    def input_names(self, run: "Run") -> list[str]:
+    def input_names(self, run: Run) -> list[str]:
         """The model inputs an exported graph takes, in order."""
         raise NotImplementedError
 
@@ -57,8 +57,9 @@ class TextClassification(Kind):
 
         if split == "all":
             return all_rows(dataset, PACKAGED_TEXT, _pairs(columns), run.label_names)
-        data = load_text_classification(dataset, columns["text_column"], columns["label_column"], run.label_names,
-                                        run.seed)
+        data = load_text_classification(
+            dataset, columns["text_column"], columns["label_column"], run.label_names, run.seed
+        )
         return data.splits[split]
 
     def loader(self, run, examples, batch_size):
@@ -66,7 +67,9 @@ class TextClassification(Kind):
 
         from finetune.data.text import make_loaders, tokenize
 
-        tokenized = tokenize(DatasetDict({"eval": examples.select_columns(["text", "label"])}), run.processor, run.max_length)
+        tokenized = tokenize(
+            DatasetDict({"eval": examples.select_columns(["text", "label"])}), run.processor, run.max_length
+        )
         return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
@@ -95,15 +98,17 @@ class ImageClassification(Kind):
             from datasets import Image
 
             return rows.cast_column("image", Image(decode=False))  # decoded by us: an unreadable file is named
-        data = load_image_classification(dataset, columns["image_column"], columns["label_column"], run.label_names,
-                                         run.seed)
+        data = load_image_classification(
+            dataset, columns["image_column"], columns["label_column"], run.label_names, run.seed
+        )
         return data.splits[split]
 
     def loader(self, run, examples, batch_size):
         from finetune.data.pipeline import image_loaders
 
-        loaders, _ = image_loaders({"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False,
-                                   num_workers=0)
+        loaders, _ = image_loaders(
+            {"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False, num_workers=0
+        )
         return NormalizedBatches(loaders["eval"], run.processor)
 
     def evaluator(self, run):
@@ -147,13 +152,18 @@ class TextGeneration(Kind):
                 rows = all_rows(dataset, PACKAGED_TEXT, _pairs(columns))
                 from finetune.data.lm import condition_prefix
 
-                return rows.map(lambda b: {"text": [f"{condition_prefix(l)} {t}" for t, l in zip(b["text"], b["label"])]},
-                                batched=True, remove_columns=["label"])
+                return rows.map(
+                    lambda b: {"text": [f"{condition_prefix(l)} {t}" for t, l in zip(b["text"], b["label"])]},
+                    batched=True,
+                    remove_columns=["label"],
+                )
             return all_rows(dataset, PACKAGED_TEXT, _pairs(columns, ["text_column"]))
         data = load_corpus(dataset, columns["text_column"], columns["label_column"], condition, run.seed)
         splits = data.splits
         if dataset == run.config.get("dataset"):  # the run's own data: the run's own limits, so its numbers repeat
-            splits = limit(splits, None, run.config.get("max_eval_samples"), run.config.get("max_test_samples"), run.seed)
+            splits = limit(
+                splits, None, run.config.get("max_eval_samples"), run.config.get("max_test_samples"), run.seed
+            )
         return splits[split]
 
     def loader(self, run, examples, batch_size):
@@ -161,8 +171,12 @@ class TextGeneration(Kind):
 
         from finetune.data.lm import make_blocks, make_lm_loaders
 
-        blocks = make_blocks(DatasetDict({"eval": examples.select_columns(["text"])}), run.processor,
-                             int(run.config.get("block_size") or 128), run.config.get("packing") or "group")
+        blocks = make_blocks(
+            DatasetDict({"eval": examples.select_columns(["text"])}),
+            run.processor,
+            int(run.config.get("block_size") or 128),
+            run.config.get("packing") or "group",
+        )
         return make_lm_loaders(blocks, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
@@ -186,11 +200,18 @@ class TokenClassification(Kind):
 
         # The tag handling of training: the source's scheme, then the same conversion or repair (results.json's
         # tag_scheme is the scheme after conversion, so it cannot stand in for the source's).
-        data = load_token_classification(dataset, columns["tokens_column"], columns["tags_column"], run.label_names,
-                                         int(run.config.get("tag_index", -1)), run.config.get("tag_scheme") or "auto",
-                                         convert_tags_to=run.config.get("convert_tags_to"),
-                                         repair_tags=bool(run.config.get("repair_tags")),
-                                         seed=run.seed, dataset_config=run.config.get("dataset_config"))
+        data = load_token_classification(
+            dataset,
+            columns["tokens_column"],
+            columns["tags_column"],
+            run.label_names,
+            int(run.config.get("tag_index", -1)),
+            run.config.get("tag_scheme") or "auto",
+            convert_tags_to=run.config.get("convert_tags_to"),
+            repair_tags=bool(run.config.get("repair_tags")),
+            seed=run.seed,
+            dataset_config=run.config.get("dataset_config"),
+        )
         if split == "all":
             return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
         return data.splits[split]
@@ -200,21 +221,26 @@ class TokenClassification(Kind):
 
         from finetune.data.tokens import make_loaders, tokenize_and_align
 
-        tokenized, _ = tokenize_and_align(DatasetDict({"eval": examples}), run.processor, run.max_length, run.label_names)
+        tokenized, _ = tokenize_and_align(
+            DatasetDict({"eval": examples}), run.processor, run.max_length, run.label_names
+        )
         return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
         from finetune.core.evaluation import TokenClassificationEvaluator
 
         mode = "strict" if run.config.get("strict") else "lenient"
-        return TokenClassificationEvaluator(run.label_names, run.max_length, mode=mode,
-                                            scheme=run.results.get("tag_scheme", "IOB2"))
+        return TokenClassificationEvaluator(
+            run.label_names, run.max_length, mode=mode, scheme=run.results.get("tag_scheme", "IOB2")
+        )
 
     def input_names(self, run):
         return TextClassification.input_names(self, run)
 
 
-KINDS = {kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())}
+KINDS = {
+    kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())
+}
 
 
 # PEFT's task types -> our kinds (an image classifier's adapter has no task type of its own).
@@ -226,6 +252,7 @@ def kind_of(architecture: str) -> Optional[Kind]:
 
 
 # ---- the run --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -269,7 +296,7 @@ class Run:
     def dataset(self) -> Optional[str]:
         return self.config.get("dataset")
 
-    def scratch(self) -> Optional["Run"]:
+    def scratch(self) -> Optional[Run]:
         """The from-scratch model of the same run, if it has one (and this is not it)."""
         folder = self.root / "scratch"
         if self.role == "scratch" or not (folder / "config.json").is_file():
@@ -308,8 +335,10 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
         architectures = AutoConfig.from_pretrained(path).architectures or []
         kind = kind_of(architectures[0]) if architectures else None
         if kind is None:
-            raise UserError(f"{path} holds a {', '.join(architectures) or 'model without architectures'}: finetune "
-                            f"reads {', '.join(KINDS)} models")
+            raise UserError(
+                f"{path} holds a {', '.join(architectures) or 'model without architectures'}: finetune "
+                f"reads {', '.join(KINDS)} models"
+            )
         _check_kind(kind, kinds, path, verb)
         import transformers
 
@@ -320,8 +349,10 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
             raise UserError(f"could not load the model in {path}: {str(err).splitlines()[0]}") from None
         lora = False
     else:
-        raise UserError(f"{path} holds no saved model (no config.json or adapter_config.json): pass a run directory "
-                        "written by finetune train")
+        raise UserError(
+            f"{path} holds no saved model (no config.json or adapter_config.json): pass a run directory "
+            "written by finetune train"
+        )
     kind = kind_of(type(model).__name__)
     if kind is None:
         raise UserError(f"{path} holds a {type(model).__name__}: finetune reads {', '.join(KINDS)} models")
@@ -333,8 +364,10 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
             pass
     task = registry.TASKS.get(results.get("task"))
     if task is not None and task.pipeline_tag != kind.name:
-        raise UserError(f"{root / 'results.json'} says the task {task.name} ({task.pipeline_tag}), but {path} holds a "
-                        f"{kind.name} model: the folder mixes two runs; train it again into a fresh --output_dir")
+        raise UserError(
+            f"{root / 'results.json'} says the task {task.name} ({task.pipeline_tag}), but {path} holds a "
+            f"{kind.name} model: the folder mixes two runs; train it again into a fresh --output_dir"
+        )
     model.eval()
     return Run(path, root, kind, model, _processor(path, kind), lora, config, results)
 
@@ -343,7 +376,8 @@ def _check_kind(kind: Kind, kinds, path: Path, verb: str) -> None:
     if kinds is None or kind.name in kinds:
         return
     hint = {"text-generation": f"use `finetune generate {path} PROMPT` or `finetune evaluate {path}`"}.get(
-        kind.name, f"{verb} takes {' or '.join(kinds)} models")
+        kind.name, f"{verb} takes {' or '.join(kinds)} models"
+    )
     raise UserError(f"{path} holds a {kind.name} model, which {verb} does not take: {hint}")
 
 
@@ -387,6 +421,7 @@ def _read_yaml(path: Path) -> dict:
 
 # ---- data -----------------------------------------------------------------------------------------------------
 
+
 def all_rows(dataset: str, packaged: dict, columns: dict, label_names: Optional[list[str]] = None):
     """Every row of every split of a source, as the recipe's columns (columns: {recipe name: (source column,
     flag)}), labels matched by name against the model's label_names (an unknown one is an error naming it)."""
@@ -408,8 +443,10 @@ def all_rows(dataset: str, packaged: dict, columns: dict, label_names: Optional[
         for value in batch["label"]:
             key = label_key(value, class_names)
             if key not in index:
-                raise UserError(f"label {key!r} in {dataset} is not one of the model's labels {label_names}: fix the "
-                                f"data (labels are matched by name against the run's id2label)")
+                raise UserError(
+                    f"label {key!r} in {dataset} is not one of the model's labels {label_names}: fix the "
+                    f"data (labels are matched by name against the run's id2label)"
+                )
             ids.append(index[key])
         return {"label": ids}
 
@@ -420,4 +457,8 @@ def all_rows(dataset: str, packaged: dict, columns: dict, label_names: Optional[
 
 def _pairs(columns: dict, names=None) -> dict:
     """{"text_column": "body", ...} -> {"text": ("body", "--text_column"), ...}, as pick_columns takes them."""
-    return {name.removesuffix("_column"): (value, f"--{name}") for name, value in columns.items() if names is None or name in names}
+    return {
+        name.removesuffix("_column"): (value, f"--{name}")
+        for name, value in columns.items()
+        if names is None or name in names
+    }

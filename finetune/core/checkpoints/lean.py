@@ -1,17 +1,17 @@
 """Lean run directories: checkpoints keep only what training changes, and the best weights are kept once.
 
-    trainable-only checkpoints   a model with frozen weights (LoRA's base, frozen ViT blocks) saves only its
-                                 trainable ones in each checkpoint and in best/: the frozen ones are the
-                                 pretrained weights, loaded again with the model (the resume fingerprint,
-                                 finetune/core/checkpoints/resume.py, checks that it is the same model). Resume stays exact.
-    one copy of the best         once a run has saved its final model (the best weights), best/ points to it
-                                 instead of holding the same tensors again (checked tensor by tensor first).
-    weights-only checkpoints     --save_only_model: the checkpoints written during training hold the weights
-                                 without optimizer, scheduler or RNG state (as Trainer's save_only_model); the
-                                 last (a pause, the end of training) stays full, so only a crash leaves a
-                                 weights-only newest one, and a resume from it is refused in one line.
-    no checkpoints at all        --keep_checkpoints none, or `finetune clean RUN_DIR` afterwards: a finished
-                                 run's checkpoints/ goes, and its manifest with it.
+trainable-only checkpoints   a model with frozen weights (LoRA's base, frozen ViT blocks) saves only its
+                             trainable ones in each checkpoint and in best/: the frozen ones are the
+                             pretrained weights, loaded again with the model (the resume fingerprint,
+                             finetune/core/checkpoints/resume.py, checks that it is the same model). Resume stays exact.
+one copy of the best         once a run has saved its final model (the best weights), best/ points to it
+                             instead of holding the same tensors again (checked tensor by tensor first).
+weights-only checkpoints     --save_only_model: the checkpoints written during training hold the weights
+                             without optimizer, scheduler or RNG state (as Trainer's save_only_model); the
+                             last (a pause, the end of training) stays full, so only a crash leaves a
+                             weights-only newest one, and a resume from it is refused in one line.
+no checkpoints at all        --keep_checkpoints none, or `finetune clean RUN_DIR` afterwards: a finished
+                             run's checkpoints/ goes, and its manifest with it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def trainable_only(model, weights: dict) -> dict:
 def keep_only_trainable_weights(accelerator, model) -> None:
     """Checkpoints of a model with frozen weights hold only the trainable ones (a 2-step LoRA run of a 135M model
     kept the whole frozen base in every checkpoint). Resume stays exact: the frozen weights are the pretrained
-    ones, loaded again with the model, and the fingerprint (finetune/core/checkpoints/resume.py) checks it is the same model."""
+    ones, loaded again with the model, and the fingerprint (finetune/core/checkpoints/resume.py) checks it is the same
+    model."""
     frozen = {name for name, param in model.named_parameters(remove_duplicate=False) if not param.requires_grad}
     if not frozen:
         return
@@ -68,11 +69,15 @@ def keep_only_trainable_weights(accelerator, model) -> None:
                 saved = set(f.keys())
             unexpected = saved - set(m.state_dict())
             stored = {p.data_ptr() for n, p in m.named_parameters() if n in saved}
-            missing = [n for n, p in m.named_parameters() if p.requires_grad and n not in saved and p.data_ptr() not in stored]
+            missing = [
+                n for n, p in m.named_parameters() if p.requires_grad and n not in saved and p.data_ptr() not in stored
+            ]
             if unexpected or missing:
-                raise UserError(f"the checkpoint {input_dir} does not fit this model ({len(unexpected)} unknown, "
-                                f"{len(missing)} missing weights): resume with the model it was trained from, or pass "
-                                f"--overwrite to start again")
+                raise UserError(
+                    f"the checkpoint {input_dir} does not fit this model ({len(unexpected)} unknown, "
+                    f"{len(missing)} missing weights): resume with the model it was trained from, or pass "
+                    f"--overwrite to start again"
+                )
 
     accelerator.register_save_state_pre_hook(drop_frozen)
     accelerator.register_load_state_pre_hook(check_lean)
@@ -121,15 +126,20 @@ def release_best_copy(best_dir: Path, model_dir: Path, run_dir: Path) -> bool:
                 kept[key] = tensor
         # a weight the final model leaves out must equal one it holds (a tied copy), else keep best/ whole
         for key, tensor in kept.items():
-            if not any(f.get_slice(k).get_shape() == list(tensor.shape) and torch.equal(tensor, f.get_tensor(k))
-                       for k in final_keys):
+            if not any(
+                f.get_slice(k).get_shape() == list(tensor.shape) and torch.equal(tensor, f.get_tensor(k))
+                for k in final_keys
+            ):
                 return False
-    atomic_write_json(best_dir / RELEASED_FILE, {"model_dir": str(model_dir.resolve().relative_to(Path(run_dir).resolve()))})
+    atomic_write_json(
+        best_dir / RELEASED_FILE, {"model_dir": str(model_dir.resolve().relative_to(Path(run_dir).resolve()))}
+    )
     best.unlink()
     return True
 
 
 # ---- weights-only checkpoints (--save_only_model) ----------------------------------------------------------------
+
 
 def weights_only_checkpoint(checkpoint: Path) -> bool:
     return (Path(checkpoint) / WEIGHTS_ONLY_FILE).is_file()
@@ -143,14 +153,17 @@ def refuse_weights_only(accelerator) -> None:
 
     def check(models, input_dir):
         if weights_only_checkpoint(input_dir):
-            raise UserError(f"cannot resume from {input_dir}: it holds the model weights only (--save_only_model; the "
-                            f"run stopped without saving a full checkpoint), no optimizer or scheduler state, so training "
-                            f"cannot continue where it stopped; pass --overwrite (without --resume) to start again")
+            raise UserError(
+                f"cannot resume from {input_dir}: it holds the model weights only (--save_only_model; the "
+                f"run stopped without saving a full checkpoint), no optimizer or scheduler state, so training "
+                f"cannot continue where it stopped; pass --overwrite (without --resume) to start again"
+            )
 
     accelerator.register_load_state_pre_hook(check)
 
 
 # ---- a finished run without its checkpoints (--keep_checkpoints none, finetune clean) ----------------------------
+
 
 def checkpoint_entries(run_dir: Path) -> list[tuple[str, int]]:
     """(checkpoints/MODEL/ENTRY, bytes) of each step_N and best folder a run holds, in name order."""
@@ -168,7 +181,9 @@ def remove_checkpoints(run_dir: Path) -> int:
     """
     run_dir = Path(run_dir)
     if (read_manifest(run_dir) or {}).get("status") != "finished":
-        raise UserError(f"{run_dir} holds no finished run: its checkpoints are what --resume continues from, so they stay")
+        raise UserError(
+            f"{run_dir} holds no finished run: its checkpoints are what --resume continues from, so they stay"
+        )
     folder, gone = run_dir / CHECKPOINTS, run_dir / f".{CHECKPOINTS}.old"
     freed = folder_bytes(folder) + folder_bytes(gone)
     if folder.exists():

@@ -27,19 +27,35 @@ FINGERPRINT_FILE = "fingerprint.json"
 # learning-rate schedule then decays towards the new end from the step the checkpoint holds.
 MAY_CHANGE_ON_RESUME = {
     # how this invocation runs, not what it trains
-    "resume": "", "overwrite": "", "output_dir": "",
+    "resume": "",
+    "overwrite": "",
+    "output_dir": "",
     # how long: only upwards
     "max_steps": "may grow (not below the steps already trained)",
     "num_epochs": "may grow (not below the steps already trained)",
     # when to stop, checkpoint, log and evaluate
-    "stop_after_steps": "", "checkpoint_steps": "", "keep_checkpoints": "", "save_only_model": "", "log_steps": "",
+    "stop_after_steps": "",
+    "checkpoint_steps": "",
+    "keep_checkpoints": "",
+    "save_only_model": "",
+    "log_steps": "",
     "log_with": "",
-    "eval_steps": "", "early_stopping_patience": "", "eval_batch_size": "", "max_test_samples": "",
+    "eval_steps": "",
+    "early_stopping_patience": "",
+    "eval_batch_size": "",
+    "max_test_samples": "",
     # memory, not arithmetic
     "gradient_checkpointing": "",
     # after training: the comparison model, sample generations, the Hub
-    "compare": "", "prompts": "", "max_new_tokens": "", "temperature": "", "top_k": "",
-    "push_to_hub": "", "hub_repo_id": "", "hub_private": "", "hub_endpoint": "",
+    "compare": "",
+    "prompts": "",
+    "max_new_tokens": "",
+    "temperature": "",
+    "top_k": "",
+    "push_to_hub": "",
+    "hub_repo_id": "",
+    "hub_private": "",
+    "hub_endpoint": "",
 }
 GROW_ONLY = ("max_steps", "num_epochs")
 
@@ -63,8 +79,9 @@ def save_fingerprint(folder: Path, config, processes: Optional[int] = None) -> N
     atomic_write_json(Path(folder) / FINGERPRINT_FILE, fingerprint(config, processes))
 
 
-def check_resume(config, saved: Optional[dict], where: str, steps_done: Optional[int] = None,
-                 processes: Optional[int] = None) -> None:
+def check_resume(
+    config, saved: Optional[dict], where: str, steps_done: Optional[int] = None, processes: Optional[int] = None
+) -> None:
     """Refuse (one line, naming each field) to resume a run fingerprinted `saved` with a config that changes what
     a step means; `where` names the run or checkpoint in the message. No fingerprint (a run from before they
     existed): resumed as before."""
@@ -74,12 +91,16 @@ def check_resume(config, saved: Optional[dict], where: str, steps_done: Optional
         if changed:
             described = "; ".join(_describe(key, saved.get(key), now.get(key)) for key in changed[:4])
             more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-            raise UserError(f"cannot resume {where}: {described}{more}. Put the value back to continue that run, or pass "
-                            f"--overwrite (without --resume) to start again (what may change on resume: docs/scaling.md)")
+            raise UserError(
+                f"cannot resume {where}: {described}{more}. Put the value back to continue that run, or pass "
+                f"--overwrite (without --resume) to start again (what may change on resume: docs/scaling.md)"
+            )
     max_steps = getattr(config, "max_steps", None)
     if steps_done is not None and max_steps is not None and max_steps < steps_done:
-        raise UserError(f"cannot resume {where}: --max_steps {max_steps} is below the {steps_done} steps already "
-                        f"trained; pass --max_steps {steps_done} or more")
+        raise UserError(
+            f"cannot resume {where}: --max_steps {max_steps} is below the {steps_done} steps already "
+            f"trained; pass --max_steps {steps_done} or more"
+        )
 
 
 def read_fingerprint(checkpoint: Path) -> Optional[dict]:

@@ -39,8 +39,10 @@ PICKLED = ("*.bin", "*.pkl", "*.pt", "*.pth")
 def check_checkpoint(folder: Path) -> None:
     """Refuse (one line naming the file) a checkpoint holding a file whose loading could run code, or a damaged one."""
     folder = Path(folder)
-    fix = (f"delete {folder} to resume from the checkpoint before it (if any), or pass --overwrite (without "
-           f"--resume) to start again")
+    fix = (
+        f"delete {folder} to resume from the checkpoint before it (if any), or pass --overwrite (without "
+        f"--resume) to start again"
+    )
     for path in sorted(folder.glob("*.json")):
         try:
             json.loads(path.read_text())
@@ -57,13 +59,15 @@ def check_pickle(path: Path, fix: str) -> None:
 
     path = Path(path)
     if not zipfile.is_zipfile(path):  # torch.save's format is a zip archive; a bare pickle is not something we wrote
-        raise UserError(f"{path} is not a checkpoint file this toolkit writes (not a torch.save archive: damaged, or a "
-                        f"plain pickle, which could run code when loaded); nothing was loaded: {fix}")
+        raise UserError(
+            f"{path} is not a checkpoint file this toolkit writes (not a torch.save archive: damaged, or a "
+            f"plain pickle, which could run code when loaded); nothing was loaded: {fix}"
+        )
     try:
         load(path, map_location="cpu", mmap=True)  # mmap: the tensors are not read, only the pickled structure
     except Exception as err:  # (UnpicklingError names what it refused; a damaged archive raises RuntimeError)
         refused = isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err)
-        what = ("holds more than data (loading it would run code)" if refused else f"is damaged ({_short(err)})")
+        what = "holds more than data (loading it would run code)" if refused else f"is damaged ({_short(err)})"
         raise UserError(f"{path} {what}; nothing was loaded: {fix}") from None
 
 
@@ -89,13 +93,17 @@ def check_safetensors(path: Path, fix: str) -> None:
         raise UserError(f"{path} is damaged (unreadable header: {_short(err)}): {fix}") from None
     if not isinstance(header, dict):
         raise UserError(f"{path} is damaged (cut short at {size:,} bytes, inside its header): {fix}")
-    ends = [entry["data_offsets"][1] for key, entry in header.items()
-            if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2
+    ]
     expected = 8 + header_length + max(ends, default=0)
     if size != expected:
         cut = "cut short" if size < expected else "longer than its header says"
-        raise UserError(f"{path} is damaged ({cut}: {size:,} of {expected:,} bytes; a full disk or an interrupted "
-                        f"copy?): {fix}")
+        raise UserError(
+            f"{path} is damaged ({cut}: {size:,} of {expected:,} bytes; a full disk or an interrupted copy?): {fix}"
+        )
 
 
 def _short(err: BaseException) -> str:

@@ -16,17 +16,30 @@ SHIPPED = {p.name for p in Path(__file__).parent.iterdir() if (p / f"{p.name}.py
 # Every metric a run can report, with its direction: True where a larger value is better. Stated for each name,
 # not as a list of exceptions, so that a new metric (rmse, cer, ...) cannot be maximised by default.
 GREATER_IS_BETTER = {
-    "accuracy": True, "subset_accuracy": True, "f1": True, "f1_macro": True, "f1_micro": True, "precision": True,
-    "recall": True, "matthews_correlation": True, "pearson": True, "spearman": True,
-    "mse": False, "mae": False, "loss": False, "perplexity": False,
+    "accuracy": True,
+    "subset_accuracy": True,
+    "f1": True,
+    "f1_macro": True,
+    "f1_micro": True,
+    "precision": True,
+    "recall": True,
+    "matthews_correlation": True,
+    "pearson": True,
+    "spearman": True,
+    "mse": False,
+    "mae": False,
+    "loss": False,
+    "perplexity": False,
 }
 
 
 def greater_is_better(metric: str) -> bool:
     """Whether a larger `metric` is better: what selects the best weights, early stopping and search follow."""
     if metric not in GREATER_IS_BETTER:
-        raise UserError(f"finetune does not know whether a larger {metric!r} is better: use one of "
-                        f"{', '.join(sorted(GREATER_IS_BETTER))} (or add it to finetune/core/metrics: GREATER_IS_BETTER)")
+        raise UserError(
+            f"finetune does not know whether a larger {metric!r} is better: use one of "
+            f"{', '.join(sorted(GREATER_IS_BETTER))} (or add it to finetune/core/metrics: GREATER_IS_BETTER)"
+        )
     return GREATER_IS_BETTER[metric]
 
 
@@ -38,7 +51,9 @@ def load_metric(name: str):
     from finetune.core.environment import is_offline
 
     if is_offline():
-        raise UserError(f"metric {name!r} is not shipped and HF_HUB_OFFLINE=1 forbids fetching it: use one of {sorted(SHIPPED)}")
+        raise UserError(
+            f"metric {name!r} is not shipped and HF_HUB_OFFLINE=1 forbids fetching it: use one of {sorted(SHIPPED)}"
+        )
     try:
         return evaluate.load(name)
     except Exception as err:

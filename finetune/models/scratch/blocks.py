@@ -235,9 +235,7 @@ class Encoder(nn.Module):
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float, norm_first: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            EncoderBlock(d_model, n_heads, d_ff, dropout, norm_first) for _ in range(n_layers)
-        )
+        self.blocks = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff, dropout, norm_first) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
     def forward(
@@ -261,9 +259,7 @@ class Decoder(nn.Module):
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float, norm_first: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            DecoderBlock(d_model, n_heads, d_ff, dropout, norm_first) for _ in range(n_layers)
-        )
+        self.blocks = nn.ModuleList(DecoderBlock(d_model, n_heads, d_ff, dropout, norm_first) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
     def forward(

@@ -28,11 +28,17 @@ def lenient_entities(tags):
     prev_prefix, prev_type = "O", ""
     for i, tag in enumerate(list(tags) + ["O"]):
         prefix, kind = _prefix_and_type(tag)
-        if prev_prefix in ("E", "S") or (prev_prefix in ("B", "I") and prefix in ("B", "S", "O")) \
-                or (prev_prefix != "O" and prev_type != kind):
+        if (
+            prev_prefix in ("E", "S")
+            or (prev_prefix in ("B", "I") and prefix in ("B", "S", "O"))
+            or (prev_prefix != "O" and prev_type != kind)
+        ):
             found.append((prev_type, start, i - 1))
-        if prefix in ("B", "S") or (prev_prefix in ("E", "S", "O") and prefix in ("E", "I")) \
-                or (prefix != "O" and prev_type != kind):
+        if (
+            prefix in ("B", "S")
+            or (prev_prefix in ("E", "S", "O") and prefix in ("E", "I"))
+            or (prefix != "O" and prev_type != kind)
+        ):
             start = i
         prev_prefix, prev_type = prefix, kind
     return found
@@ -48,13 +54,27 @@ _STRICT = {
         allowed="IOB",
         start={("O", "I", None), ("I", "I", False), ("B", "I", None), ("I", "B", True), ("B", "B", True)},
         inside={("B", "I", True), ("I", "I", True)},
-        end={("I", "I", False), ("I", "O", None), ("I", "B", None), ("B", "O", None), ("B", "I", False), ("B", "B", True)},
+        end={
+            ("I", "I", False),
+            ("I", "O", None),
+            ("I", "B", None),
+            ("B", "O", None),
+            ("B", "I", False),
+            ("B", "B", True),
+        },
     ),
     "IOB2": dict(
         allowed="IOB",
         start={(ANY, "B", None)},
         inside={("B", "I", True), ("I", "I", True)},
-        end={("I", "O", None), ("I", "I", False), ("I", "B", None), ("B", "O", None), ("B", "I", False), ("B", "B", None)},
+        end={
+            ("I", "O", None),
+            ("I", "I", False),
+            ("I", "B", None),
+            ("B", "O", None),
+            ("B", "I", False),
+            ("B", "B", None),
+        },
     ),
     "IOBES": dict(
         allowed="IOBES",
@@ -67,8 +87,9 @@ _STRICT = {
 
 def _matches(patterns, prev, current):
     (prev_prefix, prev_type), (prefix, kind) = prev, current
-    return any(prev_prefix in p and prefix in c and (same is None or same == (prev_type == kind))
-               for p, c, same in patterns)
+    return any(
+        prev_prefix in p and prefix in c and (same is None or same == (prev_type == kind)) for p, c, same in patterns
+    )
 
 
 def strict_entities(tags, scheme):
@@ -110,18 +131,26 @@ def _scores(tp, predicted, actual):
 class EntityF1(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description="Entity-level precision / recall / F1 (micro and per type) with seqeval's semantics, and tag accuracy.",
-            citation="Ramshaw & Marcus 1995 (IOB); Tjong Kim Sang & De Meulder 2003 (CoNLL-2003); seqeval (Nakayama 2018).",
+            description="Entity-level precision / recall / F1 (micro and per "
+            "type) with seqeval's semantics, and tag accuracy.",
+            citation="Ramshaw & Marcus 1995 (IOB); Tjong Kim Sang & De "
+            "Meulder 2003 (CoNLL-2003); seqeval (Nakayama 2018).",
             inputs_description="predictions, references: list of sentences, each a list of tags (O, B-PER, ...); "
-                               "mode: 'lenient' | 'strict'; scheme (strict only): 'IOB1' | 'IOB2' | 'IOBES'",
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("string")),
-                                        "references": datasets.Sequence(datasets.Value("string"))}),
+            "mode: 'lenient' | 'strict'; scheme (strict only): 'IOB1' | 'IOB2' | 'IOBES'",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
         )
 
     def _compute(self, predictions, references, mode="lenient", scheme="IOB2"):
         read = lenient_entities if mode == "lenient" else (lambda tags: strict_entities(tags, scheme))
         if mode not in ("lenient", "strict") or (mode == "strict" and scheme not in _STRICT):
-            raise ValueError(f"mode must be 'lenient' or 'strict' (with scheme in {sorted(_STRICT)}), got {mode!r} / {scheme!r}")
+            raise ValueError(
+                f"mode must be 'lenient' or 'strict' (with scheme in {sorted(_STRICT)}), got {mode!r} / {scheme!r}"
+            )
         true, pred = set(), set()
         correct = total = 0
         for sentence, (p, r) in enumerate(zip(predictions, references)):
@@ -138,5 +167,10 @@ class EntityF1(evaluate.Metric):
             precision, recall, f1 = _scores(len(t & q), len(q), len(t))
             per_type[kind] = {"precision": precision, "recall": recall, "f1": f1, "number": len(t)}
         precision, recall, f1 = _scores(len(true & pred), len(pred), len(true))
-        return {"precision": precision, "recall": recall, "f1": f1, "accuracy": correct / total if total else 0.0,
-                "per_type": per_type}
+        return {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "accuracy": correct / total if total else 0.0,
+            "per_type": per_type,
+        }

@@ -15,7 +15,8 @@ class F1(evaluate.Metric):
         return evaluate.MetricInfo(
             description="F1 score, binary (positive class 1), macro- or micro-averaged over classes.",
             citation="",
-            inputs_description="predictions: list of int; references: list of int; average: 'binary' | 'macro' | 'micro'",
+            inputs_description="predictions: list of int; references: list of "
+            "int; average: 'binary' | 'macro' | 'micro'",
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
@@ -24,8 +25,13 @@ class F1(evaluate.Metric):
         classes = [pos_label] if average == "binary" else sorted(set(references.tolist()) | set(predictions.tolist()))
         counts = []  # (tp, fp, fn) per class
         for c in classes:
-            counts.append((np.sum((predictions == c) & (references == c)), np.sum((predictions == c) & (references != c)),
-                           np.sum((predictions != c) & (references == c))))
+            counts.append(
+                (
+                    np.sum((predictions == c) & (references == c)),
+                    np.sum((predictions == c) & (references != c)),
+                    np.sum((predictions != c) & (references == c)),
+                )
+            )
         if average == "micro":
             counts = [tuple(np.sum(counts, axis=0))]
         scores = [0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn) for tp, fp, fn in counts]

@@ -8,10 +8,12 @@ import numpy as np
 class MeanAbsoluteError(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description='Mean of |prediction - reference|.',
+            description="Mean of |prediction - reference|.",
             citation="",
-            inputs_description='predictions: list of float; references: list of float',
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+            inputs_description="predictions: list of float; references: list of float",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
         )
 
     def _compute(self, predictions, references):

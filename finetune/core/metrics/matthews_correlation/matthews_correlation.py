@@ -12,9 +12,9 @@ import numpy as np
 class MatthewsCorrelation(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description='Matthews correlation coefficient (binary or multiclass), 0 when a marginal is constant.',
+            description="Matthews correlation coefficient (binary or multiclass), 0 when a marginal is constant.",
             citation="",
-            inputs_description='predictions: list of int; references: list of int',
+            inputs_description="predictions: list of int; references: list of int",
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 

@@ -8,10 +8,12 @@ import numpy as np
 class MeanSquaredError(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description='Mean of (prediction - reference)^2.',
+            description="Mean of (prediction - reference)^2.",
             citation="",
-            inputs_description='predictions: list of float; references: list of float',
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+            inputs_description="predictions: list of float; references: list of float",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
         )
 
     def _compute(self, predictions, references):

@@ -15,8 +15,11 @@ class Perplexity(evaluate.Metric):
         return evaluate.MetricInfo(
             description="exp(sum of token negative log-likelihoods / token count).",
             citation="",
-            inputs_description="predictions: per-sequence summed NLL (float); references: per-sequence token count (int)",
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("int64")}),
+            inputs_description="predictions: per-sequence summed NLL (float); "
+            "references: per-sequence token count (int)",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("int64")}
+            ),
         )
 
     def _compute(self, predictions, references):
