@@ -67,14 +67,6 @@ def test_card_is_written_atomically_a_failed_write_keeps_the_old_card(tmp_path, 
     assert write_model_card(run).read_text().startswith("---\n")
 
 
-def test_hub_keeps_the_card_functions_as_aliases():
-    import finetune.reporting.card
-    import finetune.reporting.hub
-
-    assert finetune.reporting.hub.write_model_card is finetune.reporting.card.write_model_card
-    assert finetune.reporting.hub.build_model_card is finetune.reporting.card.build_model_card
-
-
 def test_is_hub_dataset(tmp_path):
     from finetune.data.provenance import is_hub_dataset
 

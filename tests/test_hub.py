@@ -221,7 +221,7 @@ PUSHED = {
 def test_model_card_metadata_and_body(run_dir):
     from huggingface_hub import ModelCard
 
-    from finetune.reporting.hub import write_model_card
+    from finetune.reporting.card import write_model_card
 
     path = write_model_card(run_dir)
     assert path == run_dir / "README.md"
@@ -257,7 +257,7 @@ def test_model_card_metadata_and_body(run_dir):
 def test_model_card_hub_names_and_generation(run_dir):
     from huggingface_hub import ModelCard
 
-    from finetune.reporting.hub import write_model_card
+    from finetune.reporting.card import write_model_card
 
     results = json.loads((run_dir / "results.json").read_text())
     results.update(
@@ -297,7 +297,7 @@ def test_model_card_hub_names_and_generation(run_dir):
 
 
 def test_card_needs_results(tmp_path):
-    from finetune.reporting.hub import write_model_card
+    from finetune.reporting.card import write_model_card
 
     with pytest.raises(UserError, match="results.json is missing"):
         write_model_card(tmp_path)
@@ -460,7 +460,7 @@ def test_unreachable_endpoint(run_dir, tmp_path):
 
 
 def test_connection_dropped_mid_upload_then_retry(run_dir, hub, tmp_path):
-    from finetune.reporting.hub import write_model_card
+    from finetune.reporting.card import write_model_card
 
     # The single-commit path (what clients without hf_xet use) does not retry a commit: the drop surfaces.
     env = _env(tmp_path, hub.url, HF_HUB_DISABLE_XET="1")

@@ -27,13 +27,7 @@ from pathlib import Path
 
 from finetune.core.errors import UserError
 from finetune.core.run_directory import refuse_unfinished
-from finetune.reporting.card import (
-    flatten,
-    is_secret_field,
-    load_run,
-    public_record,
-    write_model_card,
-)  # noqa: F401 (aliases)
+from finetune.reporting.card import flatten, is_secret_field, load_run, public_record, write_model_card
 
 PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before calling it unreachable
 
