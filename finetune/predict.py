@@ -233,6 +233,8 @@ def main(argv=None) -> int:
             raise UserError("give inputs on the command line or --file INPUT (one of the two): see finetune predict --help")
         if args.batch_size < 1 or args.top_k < 1:
             raise UserError(f"--batch_size and --top_k must be at least 1, got {args.batch_size} and {args.top_k}")
+        if args.output is not None:
+            check_output(args.output)  # before the model loads: a wrong --output costs no wait
         from finetune.runs import open_run
 
         run = open_run(args.run_dir, kinds=CLASSIFIERS, verb="finetune predict")
@@ -244,8 +246,6 @@ def main(argv=None) -> int:
             return 0
         from finetune.io import disk_errors, new_temp_dir
 
-        if args.output.is_dir():
-            raise UserError(f"--output {args.output} is a folder: name a file, e.g. {args.output / 'predictions.jsonl'}")
         # streamed into a temporary file beside the output, renamed into place when complete
         tmp = new_temp_dir(args.output)
         try:
@@ -258,6 +258,25 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     return 0
+
+
+def check_output(path: Path) -> None:
+    """--output names a file in a folder this process can write (or can create): probed with a temporary file in
+    the nearest folder that exists, so a read-only place is one line, not a traceback from mkdtemp."""
+    import tempfile
+
+    from finetune.io import write_problem
+
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder: name a file, e.g. {path / 'predictions.jsonl'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        reason = write_problem(err, folder) or err.strerror or type(err).__name__
+        raise UserError(f"--output {path}: cannot write in {folder} ({reason}): choose a writable place for --output") from None
 
 
 def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int) -> None:
