@@ -95,9 +95,10 @@ def read_rows(source: str, text_column: str = "text"):
     if not path.is_file():
         raise UserError(f"input file {path} does not exist: check the path given to --file")
     suffix = path.suffix.lower()
-    with _readable(path) as f:
+    encoding, delimiter, _ = text_format(path)
+    with _readable(path, encoding) as f:
         if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            reader = csv.DictReader(f, delimiter=delimiter)
             if text_column not in (reader.fieldnames or []):
                 raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(reader.fieldnames or [])}): "
                                 f"pass --text_column NAME")
@@ -122,10 +123,28 @@ def read_rows(source: str, text_column: str = "text"):
                             f"images, or - for standard input")
 
 
-@contextmanager
-def _readable(path: Path):
+def text_format(path: Path) -> tuple[str, str, list]:
+    """(encoding, csv delimiter, notes on what was detected) of an input file, found as training finds them
+    (finetune.data.sources): a latin-1 / cp1252 file, a .csv that is really tab-separated."""
+    from finetune.data.sources import DELIMITER_NAMES, detect_encoding, head_lines, other_delimiter
+
     try:
-        f = open(path, encoding="utf-8", newline="")
+        encoding, notes = detect_encoding(path)
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror}): check its permissions") from None
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    if path.suffix.lower() == ".csv":
+        found = other_delimiter(head_lines(path, encoding))
+        if found:
+            delimiter = found
+            notes.append(f"{DELIMITER_NAMES[found]}, not comma-separated: detected from its lines")
+    return encoding, delimiter, notes
+
+
+@contextmanager
+def _readable(path: Path, encoding: str = "utf-8"):
+    try:
+        f = open(path, encoding=encoding, newline="")
     except OSError as err:
         raise UserError(f"cannot read {path} ({err.strerror}): check its permissions") from None
     try:
@@ -189,6 +208,9 @@ def predict_file(run, source: str, out, text_column: str = "text", batch_size: i
         raise UserError(f"{run.path} is an image classifier: --file takes a folder of images, not {source}")
     if run.kind.modality == "text" and source != "-" and Path(source).is_dir():
         raise UserError(f"{source} is a folder; {run.path} is a text classifier: pass a .csv, .jsonl or .txt file")
+    if source != "-" and Path(source).is_file():
+        for note in text_format(Path(source))[2]:
+            print(f"note: {source}: {note}", file=sys.stderr)
     total = count_rows(source, text_column)  # a first pass that also checks the file before anything is written
     ids = deque()  # ids wait here for their predictions (a batch or two ahead at most); nothing else is kept
 
