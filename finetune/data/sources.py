@@ -107,7 +107,7 @@ def detect_encoding(path: Path) -> tuple[str, list]:
 
     with open(path, "rb") as f:
         head = f.read(4096)
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and _decodes(path, "utf-16"):
         return "utf-16", ["read as UTF-16 (its byte order mark says so)"]
     if b"\0" in head:
         raise UserError(f"{path} is not a text file (it holds NUL bytes): give a csv / tsv / jsonl / txt / parquet "
