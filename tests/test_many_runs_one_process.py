@@ -11,7 +11,6 @@ import json
 import torch
 from safetensors.torch import load_file
 
-import torch
 
 from conftest import train_tiny_sentiment
 from finetune import evaluate_run, precision
