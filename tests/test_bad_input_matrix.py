@@ -11,7 +11,9 @@ repeated here.
 
 import json
 import shutil
+import sqlite3
 import struct
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -92,7 +94,58 @@ def inputs(tmp_path_factory, tweets_small_csv):
     (root / "bomb.png").write_bytes(png_claiming(40000, 40000))
     (root / "empty.png").write_bytes(b"")
     (root / "a_folder").mkdir()
-    return root
+    # issue 22, section 5: files as people download them, and places that cannot be written
+    (root / "eng.train").write_text("-DOCSTART- -X- O\n\n" + "EU NNP B-ORG\nrejects VBZ O\nGerman JJ B-MISC\n\n" * 20)
+    (root / "ner.conll").write_text(
+        "".join(f"Peter NNP B-PER\nBlackburn{i} NNP I-PER\nvisits VBZ O\nParis NNP B-LOC\n\n" for i in range(30))
+    )
+    (root / "ragged.conll").write_text("Peter NNP B-PER\nBlackburn NNP I-PER\nvisits\n\n" * 12)
+    (root / "ner.jsonl").write_text(
+        "".join(json.dumps({"tokens": ["Peter", f"B{i}"], "ner_tags": ["B-PER", "I-PER"]}) + "\n" for i in range(30))
+    )
+    (root / "junk_data").write_bytes(b"PK\x03\x04\x00\x00" * 50)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = ["positive" if i % 2 else "negative" for i in range(40)]
+    labels[27] = None
+    pq.write_table(
+        pa.table({"text": [f"tweet number {i}" for i in range(40)], "label": labels}), root / "null_label.parquet"
+    )
+    (root / "latin1.csv").write_bytes(
+        b"text,label\n" + "".join(f"caf\u00e9 {i},positive\n" for i in range(20)).encode("latin-1")
+    )
+    (root / "tabs.csv").write_text("text\tlabel\n" + "".join(f"tweet {i}\tpositive\n" for i in range(20)))
+    (root / "texts.txt").write_text("what a flight\nlost my bag\n")
+    (root / "locked").mkdir()
+    sqlite3.connect(root / "locked.db").close()
+    sqlite3.connect(root / "locked" / "search.db").close()
+    undo = [lock(root / "locked"), lock(root / "locked.db")]
+    yield root
+    for command in undo:
+        subprocess.run(command, capture_output=True)
+
+
+def lock(path):
+    """Make `path` unwritable, root included (chmod for users; the immutable attribute for root); the undo command.
+
+    (tests/test_crash_safety.py's read_only_dir does the same for a run folder.) Cases that need it are skipped
+    where it cannot be done."""
+    path.chmod(0o555 if path.is_dir() else 0o444)
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        return ["chattr", "-i", str(path)]
+    return ["chmod", "755", str(path)]
+
+
+def writable(path) -> bool:
+    try:
+        with open(path / ".probe" if path.is_dir() else path, "ab"):
+            pass
+    except OSError:
+        return False
+    if path.is_dir():
+        (path / ".probe").unlink()
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +164,19 @@ def runs(tmp_path_factory, tiny_bert_dir):
     return {"classifier": classifier, "lm": lm, "vit": vit, "earlier": earlier}
 
 
-MODELS = {"sentiment": "classifier", "text_generation": "lm", "image_classification": "vit"}
+MODELS = {
+    "sentiment": "classifier",
+    "text_classification": "classifier",
+    "text_generation": "lm",
+    "image_classification": "vit",
+    "token_classification": "classifier",
+}
 GOOD_DATA = {
     "sentiment": "{tweets}",
+    "text_classification": "{tweets}",
     "text_generation": "{tweets}",
     "image_classification": "{inputs}/bomb_folder/../empty_image_folder",
+    "token_classification": "{inputs}/ner.conll",
 }
 
 # (family, task or verb, name, arguments, text the one error line must hold)
@@ -158,6 +219,71 @@ TRAIN = [
     ),
     ("data", "sentiment", "a plain text file for a classifier", ["--dataset", "{inputs}/text.txt"], "--label_column"),
     ("data", "sentiment", "a folder for a dataset", ["--dataset", "{inputs}/a_folder"], "a_folder"),
+    # issue 22, section 5: files as downloaded, and columns named twice
+    (
+        "data",
+        "sentiment",
+        "CoNLL data with no telling extension",
+        ["--dataset", "{inputs}/eng.train"],
+        "token_classification",
+    ),
+    (
+        "data",
+        "text_classification",
+        "a null label in parquet: the file's row",
+        ["--dataset", "{inputs}/null_label.parquet"],
+        "row 28",
+    ),
+    (
+        "data",
+        "text_classification",
+        "one column for text and label",
+        ["--text_column", "label"],
+        "both name the column",
+    ),
+    (
+        "data",
+        "text_classification",
+        "one column for text and text pair",
+        ["--text_pair_column", "text"],
+        "both name the column",
+    ),
+    (
+        "data",
+        "text_generation",
+        "conditioned on its own text column",
+        ["--condition_on_label", "--label_column", "text"],
+        "both name",
+    ),
+    (
+        "data",
+        "token_classification",
+        "one column for tokens and tags",
+        ["--dataset", "{inputs}/ner.jsonl", "--tags_column", "tokens"],
+        "both name",
+    ),
+    (
+        "data",
+        "token_classification",
+        "a CoNLL line without its tag",
+        ["--dataset", "{inputs}/ragged.conll"],
+        "ragged.conll:3",
+    ),
+    (
+        "data",
+        "token_classification",
+        "binary junk with no extension",
+        ["--dataset", "{inputs}/junk_data"],
+        "not a text file",
+    ),
+    (
+        "data",
+        "text_classification",
+        "binary junk with no extension",
+        ["--dataset", "{inputs}/junk_data"],
+        "not a text file",
+    ),
+    ("config", "token_classification", "a tag column past the last", ["--tag_index", "7"], "--tag_index"),
     # configuration values
     ("config", "sentiment", "YAML error names its line", ["--config", "{inputs}/bad_line.yaml"], "line 3"),
     ("config", "sentiment", "a tab in YAML", ["--config", "{inputs}/tab.yaml"], "line 2"),
@@ -214,11 +340,123 @@ COMMANDS = [
     ("predict", "generate", "negative top_k", ["generate", "{lm}", "Once", "--do_sample", "--top_k", "-1"], "--top_k"),
     ("predict", "merge", "a full model, not an adapter", ["merge", "{classifier}"], "no LoRA adapter"),
     ("predict", "push", "a repo id with spaces", ["push", "{earlier}", "--repo_id", "not a repo"], "repo"),
+    (
+        "predict",
+        "predict",
+        "--output in a read-only folder",
+        ["predict", "{classifier}", "--file", "{inputs}/texts.txt", "--output", "{inputs}/locked/out.jsonl"],
+        "--output",
+    ),
+    (
+        "predict",
+        "predict",
+        "--output under a file",
+        ["predict", "{classifier}", "--file", "{inputs}/texts.txt", "--output", "{inputs}/text.txt/out.jsonl"],
+        "a part of the path is a file",
+    ),
+    (
+        "predict",
+        "predict",
+        "a csv without the text column",
+        ["predict", "{classifier}", "--file", "{inputs}/labels_only.csv"],
+        "--text_column",
+    ),
+    (
+        "predict",
+        "predict",
+        "binary junk as --file",
+        ["predict", "{classifier}", "--file", "{inputs}/binary.csv"],
+        "binary.csv",
+    ),
+    ("predict", "merge", "a run that does not exist", ["merge", "{inputs}/nosuch"], "does not exist"),
+    # the other verbs: each fails before it loads or writes anything heavy
+    ("verbs", "evaluate", "a model folder that names no dataset", ["evaluate", "{classifier}"], "pass --dataset"),
+    (
+        "verbs",
+        "evaluate",
+        "a dataset without the text column",
+        ["evaluate", "{classifier}", "--dataset", "{inputs}/labels_only.csv"],
+        "--text_column",
+    ),
+    ("verbs", "evaluate", "a zero batch size", ["evaluate", "{classifier}", "--batch_size", "0"], "--batch_size"),
+    ("verbs", "export", "a model folder that names no dataset", ["export", "{classifier}"], "config.yaml"),
+    (
+        "verbs",
+        "export",
+        "--output is a file",
+        ["export", "{classifier}", "--output", "{inputs}/text.txt"],
+        "name a folder",
+    ),
+    ("verbs", "export", "an unknown format", ["export", "{classifier}", "--format", "tflite"], "--format"),
+    ("verbs", "demo", "port 0", ["demo", "{classifier}", "--port", "0"], "--port"),
+    ("verbs", "demo", "--share neither true nor false", ["demo", "{classifier}", "--share", "maybe"], "--share"),
+    ("verbs", "study", "an unknown task", ["study", "data_efficiency", "nosuch"], "unknown task"),
+    (
+        "verbs",
+        "study",
+        "a size twice",
+        ["study", "data_efficiency", "sentiment", "--sizes", "100,100"],
+        "must not repeat",
+    ),
+    ("verbs", "study", "a report of a folder with no study", ["study", "report", "{inputs}/a_folder"], "study.json"),
+    ("verbs", "search", "an unknown task", ["search", "nosuch"], "unknown task"),
+    (
+        "verbs",
+        "search",
+        "a read-only SQLite file",
+        ["search", "sentiment", "--storage", "sqlite:///{inputs}/locked.db", "--output_dir", "{runs_root}/search"],
+        "cannot write the study database",
+    ),
+    (
+        "verbs",
+        "search",
+        "a SQLite file in a read-only folder",
+        [
+            "search",
+            "sentiment",
+            "--storage",
+            "sqlite:///{inputs}/locked/search.db",
+            "--output_dir",
+            "{runs_root}/search",
+        ],
+        "cannot write the folder",
+    ),
+    (
+        "verbs",
+        "search",
+        "--storage names a folder",
+        ["search", "sentiment", "--storage", "sqlite:///{inputs}/a_folder", "--output_dir", "{runs_root}/search"],
+        "is not a file",
+    ),
+    (
+        "verbs",
+        "compare",
+        "a folder that is not a finished run",
+        ["compare", "{classifier}", "--output", "{runs_root}/cmp"],
+        "results.json",
+    ),
+    (
+        "verbs",
+        "compare",
+        "one run twice",
+        ["compare", "{earlier}", "{earlier}", "--output", "{runs_root}/cmp"],
+        "twice",
+    ),
+    (
+        "verbs",
+        "figures",
+        "a run folder with no model",
+        ["figures", "--run_dir", "{inputs}/a_folder", "--out", "{runs_root}/figs"],
+        "no saved model",
+    ),
 ]
+NEEDS_LOCK = {"--output in a read-only folder", "a read-only SQLite file", "a SQLite file in a read-only folder"}
 
 
 def _fill(arg, inputs, runs, tweets):
-    return arg.format(inputs=inputs, tweets=tweets, **{k: str(v) for k, v in runs.items()})
+    return arg.format(
+        inputs=inputs, tweets=tweets, runs_root=runs["earlier"].parent, **{k: str(v) for k, v in runs.items()}
+    )
 
 
 @pytest.mark.parametrize("family, task, name, flags, needle", TRAIN, ids=[f"{f}: {t}: {n}" for f, t, n, _, _ in TRAIN])
@@ -247,6 +485,8 @@ def test_train(family, task, name, flags, needle, inputs, runs, tweets_small_csv
     "family, verb, name, argv, needle", COMMANDS, ids=[f"{f}: {v}: {n}" for f, v, n, _, _ in COMMANDS]
 )
 def test_commands(family, verb, name, argv, needle, inputs, runs, tweets_small_csv, capsys):
+    if name in NEEDS_LOCK and (writable(inputs / "locked") or writable(inputs / "locked.db")):
+        pytest.skip("cannot make a read-only folder or file here (root without chattr +i support)")
     argv = [_fill(a, inputs, runs, tweets_small_csv) for a in argv]
     before = {"inputs": snapshot(inputs), "runs": snapshot(runs["earlier"].parent)}
     code, err = run_cli(argv, capsys)
@@ -255,15 +495,13 @@ def test_commands(family, verb, name, argv, needle, inputs, runs, tweets_small_c
 
 
 def test_the_matrix_covers_every_family_and_verb():
+    from finetune import cli
+
     assert len(TRAIN) + len(COMMANDS) >= 40
     families = {row[0] for row in TRAIN + COMMANDS}
-    assert families == {"data", "config", "images", "predict"}
-    assert {row[1] for row in TRAIN} == set(MODELS) and {row[1] for row in COMMANDS} >= {
-        "predict",
-        "generate",
-        "merge",
-        "push",
-    }
+    assert families == {"data", "config", "images", "predict", "verbs"}
+    assert {row[1] for row in TRAIN} == set(MODELS) == set(cli.tasks())  # train, for each task
+    assert {row[1] for row in COMMANDS} == set(cli.VERBS)  # and every other verb `finetune --help` lists
 
 
 def test_predict_truncates_a_text_longer_than_the_model_takes(runs, capsys):
@@ -297,3 +535,33 @@ def test_the_suggested_labels_work_when_followed(inputs, runs, tmp_path, capsys)
     suggested = err[0].split("--labels ")[-1].split()
     code, err = run_cli(base + ["--output_dir", str(tmp_path / "b"), "--labels", *suggested], capsys)
     assert code == 0, err
+
+
+def test_predict_reads_a_latin1_and_a_tab_separated_csv_as_training_does(inputs, runs, tmp_path, capsys):
+    """Exit 0, not "not UTF-8" or "no column 'text' (columns: text<TAB>label)": the same predictions as from the
+    same rows in a plain UTF-8 comma file, and a note on stderr saying what was detected."""
+
+    def predict(path):
+        capsys.readouterr()
+        assert cli_main(["predict", str(runs["classifier"]), "--file", str(path)]) == 0
+        out, err = capsys.readouterr()
+        return [json.loads(line) for line in out.splitlines()], err
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("text,label\n" + "".join(f"caf\u00e9 {i},positive\n" for i in range(20)), encoding="utf-8")
+    expected, _ = predict(plain)
+    got, err = predict(inputs / "latin1.csv")
+    assert got == expected and "read as cp1252, not UTF-8" in err
+    plain.write_text("text,label\n" + "".join(f"tweet {i},positive\n" for i in range(20)))
+    expected, _ = predict(plain)
+    got, err = predict(inputs / "tabs.csv")
+    assert got == expected and "tab-separated" in err
+
+
+def cli_main(argv):
+    from finetune import cli
+
+    try:
+        return cli.main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code

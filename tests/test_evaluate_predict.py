@@ -208,14 +208,15 @@ def test_image_folder_ids_keep_the_path_inside_the_folder(tmp_path):
     assert ids == ["cat/0.png", "dog/0.png", "dog/young/0.png"]
 
 
-@pytest.mark.parametrize("case", ["missing run", "no file", "folder for text", "bad column", "not utf8", "bad type"])
+# (a latin-1 file is read, as training reads it: tests/test_bad_input_matrix.py; bytes that are no text at all are not)
+@pytest.mark.parametrize("case", ["missing run", "no file", "folder for text", "bad column", "not text", "bad type"])
 def test_bad_inputs_are_one_line_exit_2(case, sentiment_run, tmp_path, capsys):
     args = {
         "missing run": [str(tmp_path / "nope"), "--file", "x.txt"],
         "no file": [str(sentiment_run), "--file", str(tmp_path / "absent.csv")],
         "folder for text": [str(sentiment_run), "--file", str(tmp_path)],
         "bad column": [str(sentiment_run), "--file", str(_write(tmp_path / "a.csv", "body,id\nhello,1\n"))],
-        "not utf8": [str(sentiment_run), "--file", str(_write(tmp_path / "b.txt", b"\xff\xfe\xfa bad\n"))],
+        "not text": [str(sentiment_run), "--file", str(_write(tmp_path / "b.txt", b"\x00\x01\xfa bad\n"))],
         "bad type": [str(sentiment_run), "--file", str(_write(tmp_path / "c.xlsx", "x"))],
     }[case]
     output = tmp_path / "out.jsonl"

@@ -376,3 +376,39 @@ def test_a_continued_search_samples_new_points_not_the_first_ones_again(tmp_path
     assert not any(point in first for point in continued), (first, continued)
     assert process(tmp_path / "b.db", 3) == first  # a fresh search is still fixed by its seed
     assert process(tmp_path / "b.db", 2) == continued  # and so is the same continuation
+
+
+@pytest.mark.slow
+def test_sigterm_between_trials_is_an_interruption_recorded_in_trials_md(tmp_path, tiny_bert_dir, tweets_small_csv):
+    """SIGTERM (a scheduler's stop) while a trial loads its data, outside training's own handler: the search stops
+    as on Ctrl-C (exit 130, one line saying how to continue, no traceback) and the trial stays in the record as
+    interrupted; before, Python's default ended it silently with 143 and the trial vanished from trials.md."""
+    out = tmp_path / "search"
+    cmd = search_cmd(
+        "sentiment",
+        "--n_trials",
+        "3",
+        "--max_steps",
+        "3",
+        "--eval_steps",
+        "3",
+        *flags(tiny_bert_dir, tweets_small_csv, out),
+    )
+    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout = []
+    for line in proc.stdout:
+        stdout.append(line)
+        if line.startswith("trial 1: starting"):
+            proc.send_signal(signal.SIGTERM)
+    stderr = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "Trial 1 failed" not in stderr, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if "search interrupted" in line] == [
+        "search interrupted: 1 of 3 trials finished; run the same command again to continue the study"
+    ]
+    trials = load(out / "search.db", "sentiment").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[1].user_attrs["interrupted"]
+    assert re.search(r"^\| 1 \| interrupted \|", (out / "trials.md").read_text(), flags=re.MULTILINE)
+    summary = json.loads((out / "search.json").read_text())
+    assert [(t["number"], t["interrupted"]) for t in summary["trials"]] == [(0, False), (1, True)]

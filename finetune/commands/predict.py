@@ -98,10 +98,10 @@ def read_rows(source: str, text_column: str = "text"):
     if not path.is_file():
         raise UserError(f"input file {path} does not exist: check the path given to --file")
     suffix = path.suffix.lower()
-    with _readable(path) as f:
+    encoding, delimiter, _ = text_format(path)
+    with _readable(path, encoding) as f:
         if suffix in (".csv", ".tsv"):
-            delimiter = "\t" if suffix == ".tsv" else ","
-            if headerless(path, text_column) is not None:
+            if headerless(path, text_column, encoding, delimiter) is not None:
                 # blank lines skipped, as DictReader does
                 rows = (row for row in csv.reader(f, delimiter=delimiter) if row)
                 yield from ((i, row[0]) for i, row in enumerate(rows))
@@ -135,22 +135,41 @@ def read_rows(source: str, text_column: str = "text"):
             )
 
 
-def headerless(path: Path, text_column: str) -> str | None:
+def headerless(path: Path, text_column: str, encoding: str = "utf-8", delimiter: str | None = None) -> str | None:
     """The first line of a csv / tsv of one column whose first line is not `text_column`, else None. Such a file is
     a plain list of texts: read with its first line as the header, that text would be lost (and the column
     "missing")."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv"):
         return None
-    with _readable(path) as f:
-        first = next((row for row in csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",") if row), None)
+    delimiter = delimiter or ("\t" if suffix == ".tsv" else ",")
+    with _readable(path, encoding) as f:
+        first = next((row for row in csv.reader(f, delimiter=delimiter) if row), None)
     return first[0] if first is not None and len(first) == 1 and first[0] != text_column else None
 
 
-@contextmanager
-def _readable(path: Path):
+def text_format(path: Path) -> tuple[str, str, list]:
+    """(encoding, csv delimiter, notes on what was detected) of an input file, found as training finds them
+    (finetune.data.sources): a latin-1 / cp1252 file, a .csv that is really tab-separated."""
+    from finetune.data.sources import DELIMITER_NAMES, detect_encoding, head_lines, other_delimiter
+
     try:
-        f = open(path, encoding="utf-8", newline="")
+        encoding, notes = detect_encoding(path)
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror}): check its permissions") from None
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    if path.suffix.lower() == ".csv":
+        found = other_delimiter(head_lines(path, encoding))
+        if found:
+            delimiter = found
+            notes.append(f"{DELIMITER_NAMES[found]}, not comma-separated: detected from its lines")
+    return encoding, delimiter, notes
+
+
+@contextmanager
+def _readable(path: Path, encoding: str = "utf-8"):
+    try:
+        f = open(path, encoding=encoding, newline="")
     except OSError as err:
         raise UserError(f"cannot read {path} ({err.strerror}): check its permissions") from None
     try:
@@ -230,8 +249,11 @@ def predict_file(
         raise UserError(f"{run.path} is an image classifier: --file takes a folder of images, not {source}")
     if run.kind.modality == "text" and source != "-" and Path(source).is_dir():
         raise UserError(f"{source} is a folder; {run.path} is a text classifier: pass a .csv, .jsonl or .txt file")
+    if source != "-" and Path(source).is_file():
+        for note in text_format(Path(source))[2]:
+            print(f"note: {source}: {note}", file=sys.stderr)
     total = count_rows(source, text_column)  # a first pass that also checks the file before anything is written
-    first = headerless(Path(source), text_column) if source != "-" else None
+    first = headerless(Path(source), text_column, *text_format(Path(source))[:2]) if source != "-" else None
     if first is not None:
         print(
             f"note: {source} has one column and its first line is not {text_column!r}: read as texts without a "
@@ -286,6 +308,8 @@ def main(argv=None) -> int:
             )
         if args.batch_size < 1 or args.top_k < 1:
             raise UserError(f"--batch_size and --top_k must be at least 1, got {args.batch_size} and {args.top_k}")
+        if args.output is not None:
+            check_output(args.output)  # before the model loads: a wrong --output costs no wait
         from finetune.tasks.runs import open_run
 
         run = open_run(args.run_dir, kinds=CLASSIFIERS, verb="finetune predict")
@@ -300,10 +324,6 @@ def main(argv=None) -> int:
             return 0
         from finetune.core.run_directory import disk_errors, new_temp_dir, writing_into
 
-        if args.output.is_dir():
-            raise UserError(
-                f"--output {args.output} is a folder: name a file, e.g. {args.output / 'predictions.jsonl'}"
-            )
         # Streamed into a temporary file beside the output, renamed into place when complete; in a run directory
         # under the run's lock, and recorded in its manifest (finetune/core/run_directory.py: writing_into).
         with writing_into(args.output, "finetune predict --output"):
@@ -318,6 +338,27 @@ def main(argv=None) -> int:
                 shutil.rmtree(tmp, ignore_errors=True)
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     return 0
+
+
+def check_output(path: Path) -> None:
+    """--output names a file in a folder this process can write (or can create): probed with a temporary file in
+    the nearest folder that exists, so a read-only place is one line, not a traceback from mkdtemp."""
+    import tempfile
+
+    from finetune.core.run_directory import write_problem
+
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder: name a file, e.g. {path / 'predictions.jsonl'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        reason = write_problem(err, folder) or err.strerror or type(err).__name__
+        raise UserError(
+            f"--output {path}: cannot write in {folder} ({reason}): choose a writable place for --output"
+        ) from None
 
 
 def predict_arguments(run, inputs: list[str], batch_size: int, top_k: int, out=None) -> int:

@@ -32,6 +32,7 @@ import dataclasses
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
@@ -184,6 +185,36 @@ def continued_seed(seed: int, trials_so_far: int) -> int:
     return (seed * 1_000_003 + trials_so_far) % 2**32
 
 
+def check_sqlite_writable(storage_url: str) -> None:
+    """A SQLite study file the search cannot write (a read-only file or folder) is one line naming it, before
+    anything starts; Optuna would fail at its first commit with "exceeding max length", which misleads."""
+    import tempfile
+
+    from finetune.core.run_directory import write_problem
+
+    if not storage_url.startswith("sqlite:///") or storage_url == "sqlite:///:memory:":
+        return
+    db = Path(storage_url[len("sqlite:///") :])
+    folder = db.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if db.exists() and not db.is_file():
+        raise UserError(f"--storage {storage_url}: {db} is not a file: name a SQLite file (sqlite:///path/search.db)")
+    # opened for writing (nothing written), and a probe beside it: SQLite writes its journal in the same folder
+    for what, probe in (
+        (f"the study database {db}", lambda: open(db, "r+b").close() if db.is_file() else None),
+        (f"the folder {folder}", lambda: tempfile.TemporaryFile(dir=folder).close()),
+    ):
+        try:
+            probe()
+        except OSError as err:
+            reason = write_problem(err, folder) or err.strerror or type(err).__name__
+            raise UserError(
+                f"--storage {storage_url}: cannot write {what} ({reason}): a search records every trial "
+                f"there; make it writable or choose another --storage / --output_dir"
+            ) from None
+
+
 def _rdb_storage(storage_url: str, kwargs: dict):
     """Optuna's RDBStorage. Two processes that open a new database at once race to create its tables (seen:
     SQLite's "UNIQUE constraint failed: alembic_version"); the loser retries and finds them made."""
@@ -312,6 +343,8 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
             raise
         except BaseException as err:  # Ctrl-C, a failed trial: its folder says so, Optuna marks it failed
             state, note = "FAIL", f"{type(err).__name__}: {err}"
+            if is_interruption(err):  # trials.md says "interrupted", not a bare "fail"
+                trial.set_user_attr("interrupted", True)
             raise
         finally:
             if (
@@ -336,6 +369,65 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
             print(f"trial {trial.number}: {state} in {seconds:.1f} s: {shown}", flush=True)
 
     return objective
+
+
+class SearchTerminated(KeyboardInterrupt):
+    """SIGTERM outside a trial's training loop, handled like Ctrl-C (see `terminate_as_interrupt`)."""
+
+
+def is_interruption(err: BaseException) -> bool:
+    from finetune.core.engine import TrainingInterrupted
+
+    return isinstance(err, (KeyboardInterrupt, TrainingInterrupted))
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a scheduler's stop, `kill`) stops the search as Ctrl-C does, wherever it lands.
+
+    Python's default ends the process at once: exit 143, no message, and the running trial left RUNNING in the
+    study, so missing from trials.md. Inside a trial's training the engine's own handler takes over (a checkpoint,
+    then TrainingInterrupted) and puts this one back afterwards.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SearchTerminated(f"received {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class QuietInterruptions:
+    """A logging filter for Optuna's "Trial N failed ... because of the following error" (with a traceback) when
+    the error is an interruption: the trial's own line and the search's one line already say what happened."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_interruption(exc):
+            self.last = record.getMessage().split(" failed")[0]  # "Trial 4": its "failed with value None" goes too
+            return False
+        return not (getattr(self, "last", None) and record.getMessage().startswith(f"{self.last} failed with value"))
+
+
+@contextmanager
+def quiet_interruptions():
+    import logging
+
+    logger, quiet = logging.getLogger("optuna.study._optimize"), QuietInterruptions()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def diverged(err: UserError) -> bool:
@@ -404,6 +496,7 @@ def summarise(study, recipe, out_dir: Path, storage_url: str) -> dict:
             {
                 "number": t.number,
                 "state": t.state.name,
+                "interrupted": bool(t.user_attrs.get("interrupted")),
                 metric: t.value,
                 "last_evaluation": last,
                 "evaluations": len(t.intermediate_values),
@@ -457,10 +550,11 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     for t in summary["trials"]:
         value = t[metric] if t[metric] is not None else t["last_evaluation"]
         shown = "-" if value is None else f"{value:.4f}" + (" (at pruning)" if t["state"] == "PRUNED" else "")
+        state = "interrupted" if t.get("interrupted") else t["state"].lower()
         rows.append(
             [
                 f"{t['number']}" + (" *" if t["number"] == best else ""),
-                t["state"].lower(),
+                state,
                 shown,
                 *(_fmt(t["params"].get(n)) for n in names),
                 "-" if t["seconds"] is None else f"{t['seconds']:.1f}",
@@ -652,6 +746,7 @@ def main(argv=None) -> int:
             check_spec(name, spec, args.space)
         storage_url = args.storage or f"sqlite:///{out_dir / 'search.db'}"
         study_name = args.study_name or args.task
+        check_sqlite_writable(storage_url)
         out_dir.mkdir(parents=True, exist_ok=True)
         sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
         return search(recipe, base, space, out_dir, storage_url, study_name, args.n_trials, args.keep_all, sampler_seed)
@@ -690,13 +785,17 @@ def search(
     code = 0
     if done < n_trials:
         try:
-            study.optimize(
-                objective,
-                n_trials=n_trials - done,
-                show_progress_bar=True,
-                gc_after_trial=True,
-                callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial],
-            )
+            with terminate_as_interrupt(), quiet_interruptions():
+                study.optimize(
+                    objective,
+                    n_trials=n_trials - done,
+                    show_progress_bar=True,
+                    gc_after_trial=True,
+                    callbacks=[
+                        MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                        after_trial,
+                    ],
+                )
         except (TrainingInterrupted, KeyboardInterrupt):
             print(
                 f"search interrupted: {len(finished(study))} of {n_trials} trials finished; run the same command "

@@ -37,8 +37,17 @@ def pick_columns(raw, dataset: str, columns: dict[str, tuple[str, str]]):
 
     `columns` maps the canonical name to (the dataset's column, the flag that sets it), e.g.
     {"label": ("stars", "--label_column")}. A column missing from any split is a one-line error naming it, the
-    columns that exist and the flag.
+    columns that exist and the flag. One column named by two flags (text and label both `text`) is an error too:
+    the model would be handed its answer as its input.
     """
+    seen: dict = {}
+    for column, flag in columns.values():
+        if column in seen and seen[column] != flag:
+            raise UserError(
+                f"{seen[column]} and {flag} both name the column {column!r}: the input and the label must "
+                f"be different columns; pass each flag its own column"
+            )
+        seen.setdefault(column, flag)
     for split_name, split in raw.items():
         for column, flag in columns.values():
             if column not in split.column_names:
@@ -153,6 +162,21 @@ def encode_labels(splits, names: list[str], class_names: list[str], column: str 
     return splits.cast_column(column, ClassLabel(names=names))
 
 
+def check_no_missing_labels(raw, column: str = "label") -> None:
+    """A missing label (an empty cell, a null) in a labelled split, named by its row in the source as the user
+    sees it: before duplicates are removed and splits are carved (a row number of a shuffled split finds nothing)."""
+    for split_name, split in raw.items():
+        values = split[column]
+        if not any(value not in MISSING for value in values):
+            continue  # all hidden (SST-2's test labels): the split is dropped, not an error
+        blank = next((i for i, value in enumerate(values) if value is None or value == ""), None)
+        if blank is not None:
+            raise UserError(
+                f"row {blank + 1} of the {split_name} split has no label (row {blank + 1} of the file, line "
+                f"{blank + 2} of a CSV file with a header): fill it in or remove the row"
+            )
+
+
 def labelled_splits(
     raw,
     key_column,
@@ -180,6 +204,7 @@ def labelled_splits(
         )
     class_names = class_names_of(raw["train"])
     check_label_spellings(raw)
+    check_no_missing_labels(raw)
     splits, notes = make_splits(
         raw, seed=seed, key_column=key_column, labelled=is_labelled, extra=extra, aliases=aliases
     )

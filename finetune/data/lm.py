@@ -47,6 +47,11 @@ def load_corpus(
     seed: int = 42,
 ) -> CorpusData:
     """Any supported source -> train / validation / test with a single `text` column (empty texts dropped)."""
+    if condition_on_label and text_column == label_column:
+        raise UserError(
+            f"--text_column and --label_column both name the column {text_column!r}: the text and the label "
+            f"it is conditioned on must be different columns; pass each flag its own column"
+        )
     raw, source_note = load_any(dataset, PACKAGED_TEXT)
     wanted = [text_column] + ([label_column] if condition_on_label else [])
     for split_name, split in raw.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -24,19 +25,196 @@ def load_local_file(path: Path, split: str = "train"):
 
     TSV is read as GLUE writes it: tab-separated with no quoting (a quote character is just text).
     """
+    return read_local_file(path, split)[0]
+
+
+def read_local_file(path: Path, split: str = "train"):
+    """(`load_local_file`'s DatasetDict, a note of where it came from and what was detected on the way).
+
+    What the name does not say is found from the content and said in the note: the encoding (`detect_encoding`),
+    a `.csv` that is really tab-separated, and the format of a file named without a known extension
+    (`eng.train`, `data`: `sniff_format`).
+    """
     from datasets import load_dataset
 
-    builder = LOCAL_FORMATS.get(path.suffix.lower())
-    if builder is None:
-        raise UserError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes): point --dataset at a file with examples")
-    check_local_file(path, builder)
-    kwargs = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}  # 3: csv.QUOTE_NONE
+    fmt = local_format(path)
+    if fmt.builder == "conll":
+        raise UserError(
+            f"{path} holds CoNLL token data (`word ... tag` per line, detected from its content): tag it "
+            f"with finetune train token_classification --dataset {path}"
+        )
+    check_local_file(path, fmt.builder, fmt.options.get("encoding", "utf-8"))
+    note = f"local file {path}" + (f" ({'; '.join(fmt.detected)})" if fmt.detected else "")
     try:
-        return load_dataset(builder, data_files={split: str(path)}, **kwargs)
+        return load_dataset(fmt.builder, data_files={split: str(path)}, **fmt.options), note
     except Exception as err:  # pyarrow / pandas parse errors come in many types
-        raise UserError(f"could not read {path} as {builder}: {first_line(err)}; check the file's format") from None
+        raise UserError(f"could not read {path} as {fmt.builder}: {first_line(err)}; check the file's format") from None
+
+
+@dataclass
+class LocalFormat:
+    """How a local file is read: the `datasets` builder (csv / json / parquet / text, or conll), its options
+    (delimiter, quoting, encoding), and what was detected rather than told by the name, for the run's notes."""
+
+    builder: str
+    options: dict = field(default_factory=dict)
+    detected: list = field(default_factory=list)
+
+
+def local_format(path: Path) -> LocalFormat:
+    """The extension when it names a format; the content when it does not (or when a .csv / .txt says otherwise)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return LocalFormat("parquet")
+    encoding, detected = detect_encoding(path)
+    fmt = LocalFormat(LOCAL_FORMATS.get(suffix, ""), {} if encoding == "utf-8" else {"encoding": encoding}, detected)
+    if suffix == ".tsv":
+        fmt.options.update(delimiter="\t", quoting=3)  # 3: csv.QUOTE_NONE
+    elif suffix == ".csv":
+        delimiter = other_delimiter(head_lines(path, encoding))
+        if delimiter:
+            fmt.options["delimiter"] = delimiter
+            fmt.detected.append(f"{DELIMITER_NAMES[delimiter]}, not comma-separated: detected from its lines")
+    elif suffix not in LOCAL_FORMATS or suffix == ".txt":
+        builder, options, seen = sniff_format(path, encoding)
+        if suffix == ".txt" and builder in ("text", "conll"):  # plain lines, as the name says
+            return fmt
+        fmt.builder = builder
+        fmt.options.update(options)
+        fmt.detected.insert(0, f"read as {seen}: detected from its content, the name {path.name!r} does not say")
+    return fmt
+
+
+# How text files are read when UTF-8 fails: cp1252 (Windows' Western European, what Excel writes) is tried
+# before latin-1, which decodes any byte at all and so is the last resort.
+FALLBACK_ENCODINGS = ("cp1252", "latin-1")
+DELIMITER_NAMES = {"\t": "tab-separated", ";": "semicolon-separated", "|": "pipe-separated", ",": "comma-separated"}
+
+
+def detect_encoding(path: Path) -> tuple[str, list]:
+    """(the encoding to read `path` with, [a note when it is not plain UTF-8]).
+
+    UTF-8 when the whole file decodes as UTF-8 (with a byte order mark: utf-8-sig, so the mark does not stick
+    to the first column's name); else the first of FALLBACK_ENCODINGS that decodes it. A file with NUL bytes
+    and no UTF-16 mark is binary, not text: one line, not a decoder's traceback.
+    """
+    import codecs
+
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and _decodes(path, "utf-16"):
+        return "utf-16", ["read as UTF-16 (its byte order mark says so)"]
+    if b"\0" in head:
+        raise UserError(
+            f"{path} is not a text file (it holds NUL bytes): give a csv / tsv / jsonl / txt / parquet file of examples"
+        )
+    if head.startswith(codecs.BOM_UTF8):
+        return (
+            ("utf-8-sig", ["read as UTF-8 with a byte order mark"]) if _decodes(path, "utf-8-sig") else _fallback(path)
+        )
+    return ("utf-8", []) if _decodes(path, "utf-8") else _fallback(path)
+
+
+def _fallback(path: Path) -> tuple[str, list]:
+    encoding = next(e for e in FALLBACK_ENCODINGS if _decodes(path, e))  # latin-1 always decodes
+    return encoding, [f"read as {encoding}, not UTF-8 (some of its bytes are not valid UTF-8)"]
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    """True if the whole file decodes (read in blocks: a large file is not held in memory)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def head_lines(path: Path, encoding: str, count: int = 50) -> list[str]:
+    """The first `count` lines (newlines kept), decoded."""
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        return [line for line, _ in zip(f, range(count))]
+
+
+def other_delimiter(lines: list[str]):
+    """The delimiter of a file named .csv that is not comma-separated: its header is one field with commas, and
+    the same number (2 or more) of fields with a tab (or ; or |) on every line. None when commas fit."""
+    import csv
+
+    lines = [line for line in lines if line.strip()]
+    if len(lines) < 2 or len(next(csv.reader(lines[:1]))) > 1:
+        return None
+    for delimiter in ("\t", ";", "|"):
+        counts = {len(row) for row in csv.reader(lines[:-1] if len(lines) > 2 else lines, delimiter=delimiter) if row}
+        if len(counts) == 1 and counts.pop() > 1:
+            return delimiter
+    return None
+
+
+def sniff_format(path: Path, encoding: str) -> tuple[str, dict, str]:
+    """(builder, its options, what was seen) from the first lines of a file whose name does not say its format.
+
+    Parquet by its magic bytes; JSON Lines / a JSON array by the first character; CoNLL token data (`word ... tag`,
+    the same number of columns on every line, blank lines between sentences, as the shared tasks publish it);
+    a csv / tsv by a header of column names and the same number of fields on every line; else one text per line.
+    """
+    import json
+
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet", {}, "parquet (its magic bytes)"
+    lines = head_lines(path, encoding)
+    content = [line for line in lines if line.strip()]
+    first = content[0].lstrip() if content else ""
+    if first.startswith("["):
+        return "json", {}, "a JSON array"
+    if first.startswith("{"):
+        try:
+            if isinstance(json.loads(first), dict):
+                return "json", {}, "JSON Lines"
+        except json.JSONDecodeError:
+            pass
+    if looks_like_conll(lines):
+        return "conll", {}, f"CoNLL, `word ... tag` per line ({len(content[-1].split())} columns)"
+    delimiter = header_delimiter(content)
+    if delimiter:
+        return "csv", {"delimiter": delimiter}, f"a csv file ({DELIMITER_NAMES[delimiter]}, with a header)"
+    return "text", {}, "plain text (one example per line)"
+
+
+def looks_like_conll(lines: list[str]) -> bool:
+    """`word ... tag` lines, 2 or more whitespace-separated columns, the same count on every line, and sentences
+    separated by blank lines (or -DOCSTART-): what CoNLL-2000/2002/2003 and most shared tasks distribute."""
+    rows = [line.split() for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
+    separated = any(not line.strip() for line in lines[1:])
+    return bool(rows) and separated and len({len(row) for row in rows}) == 1 and len(rows[0]) >= 2
+
+
+def header_delimiter(lines: list[str]):
+    """The delimiter of delimited text with a header line of column names (`text,label`, `id\tsentence\tlabel`),
+    the same number of fields on every line; None for anything else."""
+    import csv
+    import re
+
+    if len(lines) < 2:
+        return None
+    for delimiter in (",", "\t", ";", "|"):
+        rows = list(csv.reader(lines[:-1] if len(lines) > 2 else lines, delimiter=delimiter))
+        header = [name.strip() for name in rows[0]]
+        if (
+            len(header) > 1
+            and all(re.fullmatch(r"[A-Za-z_][\w.-]{0,63}", name) for name in header)
+            and {len(row) for row in rows} == {len(header)}
+        ):
+            return delimiter
+    return None
 
 
 def first_line(err: BaseException) -> str:
@@ -45,7 +223,7 @@ def first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def check_local_file(path: Path, builder: str) -> None:
+def check_local_file(path: Path, builder: str, encoding: str = "utf-8") -> None:
     """Mistakes `datasets` reports badly, found first and named in one line.
 
     A csv with a header and no rows ("corresponds to no data"); a JSON Lines file with a broken line (datasets
@@ -54,14 +232,14 @@ def check_local_file(path: Path, builder: str) -> None:
     import json
 
     if builder == "csv":
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding=encoding, errors="replace") as f:
             lines = [line for line, _ in zip((line for line in f if line.strip()), range(2))]
         if len(lines) == 1:
             raise UserError(f"{path} has a header ({lines[0].strip()[:80]!r}) and no rows: add data rows below it")
         if not lines:
             raise UserError(f"{path} is empty: add a header line and data rows")
     elif builder == "json":
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding=encoding, errors="replace") as f:
             text = f.read()
         if not text.strip():
             raise UserError(f"{path} is empty: add one JSON object per line")
@@ -170,7 +348,7 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
         return dataset, note
     path = Path(os.path.expanduser(name))
     if path.is_file():
-        return load_local_file(path), f"local file {path}"
+        return read_local_file(path)
     if path.is_dir():
         if is_saved_folder(path):
             return load_saved_folder(path), f"local save_to_disk folder {path}"

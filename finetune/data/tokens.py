@@ -50,9 +50,11 @@ def read_conll(path: Path, tag_index: int = -1) -> dict:
     Every non-blank line must have the same number of columns (a line that differs is named); the words are
     column 0, the tags column `tag_index` (default -1, the last).
     """
+    from finetune.data.sources import detect_encoding
+
     sentences, tags, words, sentence_tags = [], [], [], []
     columns = first_line = None
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=detect_encoding(path)[0]) as f:  # CoNLL-2002's Spanish and Dutch files are latin-1
         for number, line in enumerate(f, start=1):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":
@@ -102,12 +104,34 @@ def load_conll(path: Path, tag_index: int):
 
 
 def is_conll(path: Path) -> bool:
+    """A CoNLL file by its extension, or by its content when the extension names no format (`eng.train`, `data`
+    as the shared tasks distribute them); or a folder of CoNLL files named by split."""
+    from finetune.data.sources import LOCAL_FORMATS, local_format
+
     if path.is_file():
-        return path.suffix.lower() in CONLL_SUFFIXES
+        if path.suffix.lower() in CONLL_SUFFIXES:
+            return True
+        return (
+            path.suffix.lower() not in LOCAL_FORMATS
+            and path.stat().st_size > 0
+            and local_format(path).builder == "conll"
+        )
     return path.is_dir() and any(
         f.suffix.lower() in CONLL_SUFFIXES and f.stem.lower().split(".")[-1] in CONLL_SPLIT_NAMES
         for f in path.iterdir()
     )
+
+
+def conll_detected(path: Path) -> str:
+    """What the run's notes say was detected about a CoNLL file: its format (no telling extension), its encoding."""
+    from finetune.data.sources import detect_encoding
+
+    if not path.is_file():
+        return ""
+    detected = detect_encoding(path)[1]
+    if path.suffix.lower() not in CONLL_SUFFIXES:
+        detected.insert(0, f"read as CoNLL: detected from its content, the name {path.name!r} does not say")
+    return f" ({'; '.join(detected)})" if detected else ""
 
 
 def packaged_conll2003():
@@ -138,7 +162,7 @@ def load_words_and_tags(
         return PACKAGED_NER[dataset]()
     path = Path(os.path.expanduser(dataset))
     if path.exists() and is_conll(path):
-        return load_conll(path, tag_index), f"CoNLL file{'s in' if path.is_dir() else ''} {path}"
+        return load_conll(path, tag_index), f"CoNLL file{'s in' if path.is_dir() else ''} {path}{conll_detected(path)}"
     if dataset_config:
         raw, note = load_hub_dataset(dataset, dataset_config), f"Hugging Face Hub dataset {dataset} ({dataset_config})"
     else:
