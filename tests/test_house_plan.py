@@ -104,3 +104,33 @@ def test_one_registry_entry_makes_a_task_known_to_the_cli_search_study_and_runs(
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "no_such_task"])
     assert exited.value.code == 2 and "tiny_task" in capsys.readouterr().err
+
+
+def test_every_image_the_docs_show_is_in_git():
+    """README and docs/ embed PNGs from docs/figures/ (made by `make figures`): committed, so they render on a fresh
+    clone and on the Hub."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tracked = set(
+        subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    )
+    shown = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", doc.read_text()):
+            shown.append((doc.parent / target).resolve().relative_to(root).as_posix())
+    assert shown and all(path in tracked for path in shown), sorted(set(shown) - tracked)
+
+
+def test_installing_by_hand_installs_what_the_makefile_installs():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    makefile = re.search(r"^ASSETS := (.+)$", (root / "Makefile").read_text(), re.M).group(1).split()
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("## Installing by hand") :]
+    block = block[: block.index("```", block.index("```") + 3)]
+    assert all(spec in block for spec in makefile), [spec for spec in makefile if spec not in block]
