@@ -74,6 +74,8 @@ def inputs(tmp_path_factory, tweets_small_csv):
     (root / "junk.parquet").write_text("this is not parquet")
     (root / "empty.jsonl").write_text("")
     (root / "labels_only.csv").write_text("label\npositive\nnegative\n")
+    # (predict reads a one-column file whose first line is not --text_column as texts without a header: two columns)
+    (root / "no_text_column.csv").write_text("label,id\npositive,1\nnegative,2\n")
     (root / "bad_line.yaml").write_text("learning_rate: 1e-3\nbatch_size: 8\nmax_steps: [3\nseed: 1\n")
     (root / "tab.yaml").write_text("learning_rate: 1e-3\n\tbatch_size: 8\n")
     (root / "list_value.yaml").write_text("learning_rate: [0.1, 0.2]\n")
@@ -229,7 +231,7 @@ COMMANDS = [
                                                               "--output", "{inputs}/locked/out.jsonl"], "--output"),
     ("predict", "predict", "--output under a file", ["predict", "{classifier}", "--file", "{inputs}/texts.txt",
                                                      "--output", "{inputs}/text.txt/out.jsonl"], "a part of the path is a file"),
-    ("predict", "predict", "a csv without the text column", ["predict", "{classifier}", "--file", "{inputs}/labels_only.csv"], "--text_column"),
+    ("predict", "predict", "a csv without the text column", ["predict", "{classifier}", "--file", "{inputs}/no_text_column.csv"], "--text_column"),
     ("predict", "predict", "binary junk as --file", ["predict", "{classifier}", "--file", "{inputs}/binary.csv"], "binary.csv"),
     ("predict", "merge", "a run that does not exist", ["merge", "{inputs}/nosuch"], "does not exist"),
     # the other verbs: each fails before it loads or writes anything heavy
@@ -252,6 +254,8 @@ COMMANDS = [
     ("verbs", "search", "--storage names a folder", ["search", "sentiment", "--storage", "sqlite:///{inputs}/a_folder",
                                                      "--output_dir", "{runs_root}/search"], "is not a file"),
     ("verbs", "compare", "a folder that is not a finished run", ["compare", "{classifier}", "--output", "{runs_root}/cmp"], "results.json"),
+    ("verbs", "clean", "a folder that is not a run", ["clean", "{inputs}/a_folder"], "not a run directory"),
+    ("verbs", "clean", "a path that does not exist", ["clean", "{inputs}/nosuch"], "not a folder"),
     ("verbs", "compare", "one run twice", ["compare", "{earlier}", "{earlier}", "--output", "{runs_root}/cmp"], "twice"),
     ("verbs", "figures", "a run folder with no model", ["figures", "--run_dir", "{inputs}/a_folder", "--out", "{runs_root}/figs"], "no saved model"),
 ]
