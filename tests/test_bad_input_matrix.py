@@ -83,6 +83,8 @@ def inputs(tmp_path_factory, tweets_small_csv):
     (root / "junk.parquet").write_text("this is not parquet")
     (root / "empty.jsonl").write_text("")
     (root / "labels_only.csv").write_text("label\npositive\nnegative\n")
+    # (predict reads a one-column file whose first line is not --text_column as texts without a header: two columns)
+    (root / "no_text_column.csv").write_text("label,id\npositive,1\nnegative,2\n")
     (root / "bad_line.yaml").write_text("learning_rate: 1e-3\nbatch_size: 8\nmax_steps: [3\nseed: 1\n")
     (root / "tab.yaml").write_text("learning_rate: 1e-3\n\tbatch_size: 8\n")
     (root / "list_value.yaml").write_text("learning_rate: [0.1, 0.2]\n")
@@ -358,7 +360,7 @@ COMMANDS = [
         "predict",
         "predict",
         "a csv without the text column",
-        ["predict", "{classifier}", "--file", "{inputs}/labels_only.csv"],
+        ["predict", "{classifier}", "--file", "{inputs}/no_text_column.csv"],
         "--text_column",
     ),
     (
@@ -435,6 +437,8 @@ COMMANDS = [
         ["compare", "{classifier}", "--output", "{runs_root}/cmp"],
         "results.json",
     ),
+    ("verbs", "clean", "a folder that is not a run", ["clean", "{inputs}/a_folder"], "not a run directory"),
+    ("verbs", "clean", "a path that does not exist", ["clean", "{inputs}/nosuch"], "not a folder"),
     (
         "verbs",
         "compare",
@@ -496,11 +500,12 @@ def test_commands(family, verb, name, argv, needle, inputs, runs, tweets_small_c
 
 def test_the_matrix_covers_every_family_and_verb():
     from finetune import cli
+    from finetune.tasks import registry
 
     assert len(TRAIN) + len(COMMANDS) >= 40
     families = {row[0] for row in TRAIN + COMMANDS}
     assert families == {"data", "config", "images", "predict", "verbs"}
-    assert {row[1] for row in TRAIN} == set(MODELS) == set(cli.tasks())  # train, for each task
+    assert {row[1] for row in TRAIN} == set(MODELS) == set(registry.names())  # train, for each task
     assert {row[1] for row in COMMANDS} == set(cli.VERBS)  # and every other verb `finetune --help` lists
 
 
