@@ -1,6 +1,6 @@
 """finetune.reporting.hub: the model card, what a push selects, and a real push + pull through a fake Hub on loopback.
 
-The pushes run `python -m finetune.reporting.hub ...` in a child process with HF_HUB_OFFLINE=0 and HF_ENDPOINT pointing
+The pushes run `python -m finetune.commands.push ...` in a child process with HF_HUB_OFFLINE=0 and HF_ENDPOINT pointing
 at
 the fake hub (tests/hub_server.py): huggingface_hub reads both variables when it is imported, and this test process
 keeps HF_HUB_OFFLINE=1 like every other test. Each child also gets its own empty HF_HOME, so no real token or
@@ -178,7 +178,7 @@ def _env(tmp_path: Path, endpoint: str, token: str | None = WRITE_TOKEN, **extra
 
 
 def _push(run: Path, repo_id: str, env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "finetune.reporting.hub", str(run), "--repo_id", repo_id, *args]
+    cmd = [sys.executable, "-m", "finetune.commands.push", str(run), "--repo_id", repo_id, *args]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
