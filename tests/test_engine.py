@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from finetune.core import engine
 from finetune.core.config import TrainingConfig
-from finetune.core.errors import UserError
+from finetune.core.errors import LossDiverged, UserError
 from finetune.data.sampling import LengthGroupedBatchSampler
 
 
@@ -78,8 +78,9 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, checkpoint_steps=3, warmup_ratio=0.0)
-    with pytest.raises(UserError, match=r"loss became nan at step 5.*step_00000003"):
+    with pytest.raises(LossDiverged, match=r"loss became nan at step 5.*step_00000003") as raised:
         engine.train(Recorder(nan_at_call=5), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
+    assert isinstance(raised.value, UserError)  # still one line and exit 2 at the top, like any user error
     assert engine.latest_checkpoint(tmp_path / "checkpoints" / "toy").name == "step_00000003"
 
 

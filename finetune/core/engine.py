@@ -43,7 +43,7 @@ from finetune.core.checkpoints.lean import (
 from finetune.core.checkpoints.resume import check_resume, read_fingerprint, save_fingerprint
 from finetune.core.checkpoints.safeload import check_checkpoint, check_safetensors
 from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
-from finetune.core.errors import UserError
+from finetune.core.errors import LossDiverged, UserError
 from finetune.core.metrics import greater_is_better
 from finetune.core.precision import resolve as resolve_precision
 from finetune.core.run_directory import (
@@ -443,7 +443,7 @@ def mean_loss_over_processes(setup: Setup, state: TrainState, loss) -> float:
     value = value.item()
     if not math.isfinite(value):
         last_good = latest_checkpoint(setup.checkpoint_root)
-        raise UserError(
+        raise LossDiverged(
             f"[{setup.name}] the loss became {value} at step {state.step + 1}: lower --learning_rate or "
             f"check the data; last good checkpoint: {last_good or 'none yet'}"
         )
