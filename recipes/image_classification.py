@@ -345,9 +345,7 @@ def run(config: ImageClassificationConfig) -> dict:
     results["models"].append(
         report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
     )
-    matrices.append(
-        ("pretrained", f"{source.label} (fine-tuned)", *report.class_predictions(trained, loaders["test"], evaluator))
-    )
+    matrices.append(("pretrained", f"{source.label} (fine-tuned)", *confusion_pairs(trained)))
 
     # 2. The from-scratch ViT: same split and batch order, its own resolution, learning rate and epochs.
     if config.compare:
@@ -390,13 +388,7 @@ def run(config: ImageClassificationConfig) -> dict:
                 trained_scratch,
             )
         )
-        matrices.append(
-            (
-                "scratch",
-                "from-scratch ViT",
-                *report.class_predictions(trained_scratch, scratch_loaders["test"], evaluator),
-            )
-        )
+        matrices.append(("scratch", "from-scratch ViT", *confusion_pairs(trained_scratch)))
 
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if state.is_main_process:
@@ -412,6 +404,11 @@ def run(config: ImageClassificationConfig) -> dict:
         f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]",
     )
     return results
+
+
+def confusion_pairs(trained) -> tuple[list[int], list[int]]:
+    """(true labels, predicted labels) of the test split, as engine.train returned them: the confusion matrix."""
+    return trained.test_outputs["references"], trained.test_outputs["predictions"]
 
 
 def main(argv=None) -> int:

@@ -336,7 +336,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
 def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir: Path, state) -> dict:
     """The test predictions (predictions_<role>.json), per-class scores, calibration and the confusion matrix.
 
-    The evaluator still holds the test split's outputs: the engine's last evaluation is the test split.
+    The test outputs are the ones engine.train returned (trained.test_outputs).
     Extra evaluation splits (MNLI's validation_mismatched) are evaluated here with the selected weights.
     """
     from finetune.core import engine
@@ -344,7 +344,7 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
     from finetune.reporting import diagnostics, report
 
     role = entry["role"]
-    outputs = evaluator.outputs()
+    outputs = trained.test_outputs
     for name in loaders:
         if name not in ("train", "validation", "test"):
             loader = trained.accelerator.prepare(loaders[name])

@@ -218,9 +218,9 @@ def run(config: TokenClassificationConfig) -> dict:
             **report.model_entry(
                 "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
             ),
-            "test_per_type": evaluator.per_type,
+            "test_per_type": trained.test_outputs["per_type"],
         }
-    )  # the test pass was the evaluator's last
+    )
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
     if config.compare:
@@ -241,7 +241,7 @@ def run(config: TokenClassificationConfig) -> dict:
                     count_parameters(trained_scratch.model),
                     trained_scratch,
                 ),
-                "test_per_type": evaluator.per_type,
+                "test_per_type": trained_scratch.test_outputs["per_type"],
             }
         )
 

@@ -138,6 +138,11 @@ def test_jsonl_trains_end_to_end_with_scratch_and_label_all_tokens(tmp_path, tin
     for model in results["models"]:
         assert set(model["test"]) == {"precision", "recall", "f1", "accuracy"}
         assert 0 <= model["test"]["f1"] <= 1 and model["steps"] > 0
+        # engine.train's test outputs, each model its own: scores by type over the same gold entities
+        per_type = model["test_per_type"]
+        assert per_type and set(per_type) <= {"PER", "ORG", "LOC", "MISC"}
+    gold = [{kind: n["number"] for kind, n in m["test_per_type"].items() if n["number"]} for m in results["models"]]
+    assert gold[0] == gold[1] and sum(gold[0].values()) > 0  # (a type only predicted counts 0 gold entities)
     out = Path(config.output_dir)
     assert (out / "config.json").is_file() and (out / "scratch" / "config.json").is_file()
     from transformers import pipeline

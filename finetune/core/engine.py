@@ -2,6 +2,8 @@
 
 It takes a model whose forward returns `.loss` given a batch, data loaders, an evaluator (finetune.core.evaluation)
 and a TrainingConfig, and it runs unchanged on a CPU, one GPU, or many processes under `accelerate launch`.
+What a recipe needs afterwards comes back in the TrainResult (test metrics and the evaluator's test outputs): nothing
+is read from the evaluator after train().
 
 The loop, top to bottom (each step is a function below; train() only strings them together):
     prepare            Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
@@ -13,7 +15,7 @@ The loop, top to bottom (each step is a function below; train() only strings the
                        weights; then the on_evaluation callbacks
     stop_decision      max steps, early stopping, stop_after_steps, or Ctrl-C / SIGTERM, agreed by every process
     checkpoint_or_pause  save_state into a temporary folder, then rename: a crash never leaves a half checkpoint
-    finish             load the best weights, evaluate on the test split
+    finish             load the best weights, evaluate on the test split, keep the evaluator's outputs() of it
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class TrainResult:
     accelerator: object
     history: list = field(default_factory=list)
     test_metrics: dict = field(default_factory=dict)
+    test_outputs: dict = field(default_factory=dict)  # the evaluator's outputs() of the test split ({}: no test split)
     best_metric: Optional[float] = None
     steps: int = 0
     train_seconds: float = 0.0
@@ -639,9 +642,10 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
     training_precision = PRECISION_NAMES[accelerator.mixed_precision]
     test_precision = drop_autocast(accelerator, model)
-    test_metrics = {}
+    test_metrics, test_outputs = {}, {}
     if setup.test_loader:
         test_metrics = evaluate(model, setup.test_loader, setup.evaluator, accelerator, desc=f"{setup.name} test")
+        test_outputs = setup.evaluator.outputs()  # now: the evaluator is reused (the scratch model, extra splits)
     if setup.config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
         from finetune.core import trackers
@@ -652,6 +656,7 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         accelerator=accelerator,
         history=state.history,
         test_metrics=test_metrics,
+        test_outputs=test_outputs,
         best_metric=state.best_metric,
         steps=state.step,
         train_seconds=state.train_seconds,
