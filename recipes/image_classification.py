@@ -308,7 +308,7 @@ def run(config: ImageClassificationConfig) -> dict:
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, processor, source, model_notes = build_pretrained(config, data.label_names)
-    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes, *model_notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes, *model_notes])
     splits = data.splits
     # Decoded and resized once into a cache (the main process writes it, the others then read it); augmented per
     # epoch in worker processes; the model normalises the uint8 batches itself, on its device.
@@ -331,7 +331,7 @@ def run(config: ImageClassificationConfig) -> dict:
 
     evaluator = ClassificationEvaluator(len(data.label_names))
     results = {
-        **kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
+        **kit.results_header(TASK, config, source, data.provenance, METRIC_FOR_BEST),
         "labels": data.label_names,
         "models": [],
     }

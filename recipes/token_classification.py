@@ -190,7 +190,7 @@ def run(config: TokenClassificationConfig) -> dict:
     tokenized, truncation_notes = tokenize_and_align(
         data.splits, tokenizer, config.max_length, data.label_names, config.label_all_tokens
     )
-    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes, *truncation_notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes, *truncation_notes])
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     state.print(
         f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test "
@@ -202,7 +202,7 @@ def run(config: TokenClassificationConfig) -> dict:
         data.label_names, config.max_length, mode="strict" if config.strict else "lenient", scheme=data.scheme
     )
     results = {
-        **kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
+        **kit.results_header(TASK, config, source, data.provenance, METRIC_FOR_BEST),
         "labels": data.label_names,
         "tag_scheme": data.scheme,
         "models": [],
