@@ -510,7 +510,7 @@ def run(config: BenchConfig) -> dict:
     tokenizer = load_tokenizer(source)
     tokenized, data = load_data(config, tokenizer)
     bf16_train = tokenized["train"].select(range(bf16_samples))
-    print(f"- {source.note}\n- {data.notes[0]}")
+    print(f"- {source.note}\n- {data.provenance.note}")
     model = fresh_model(config, source, tokenizer, data.label_names)
     flops_per_token = 6 * non_embedding_parameters(model)
     warm_up(config, model, tokenizer, tokenized)
@@ -569,7 +569,7 @@ def run(config: BenchConfig) -> dict:
     report = {
         "config": dataclasses.asdict(config),
         "model_source": source.note,
-        "data_source": data.notes[0],
+        "data_source": data.provenance.note,
         "engine_precision": precision,
         "engine_precision_reason": choice.reason,
         "bf16_trainer_samples": bf16_samples,

@@ -149,7 +149,7 @@ def run(config: PipelineBenchConfig) -> dict:
         augment=rc.augment,
         num_workers=workers,
     )
-    print(f"- {source.note}\n- {data.notes[0]}\n- {notes[0]}", flush=True)
+    print(f"- {source.note}\n- {data.provenance.note}\n- {notes[0]}", flush=True)
 
     pipeline = time_pipeline(loaders["train"], config.pipeline_batches)
     print(f"pipeline: {pipeline['samples_per_second']:.0f} samples/s ({workers} worker(s))", flush=True)

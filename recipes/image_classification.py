@@ -308,7 +308,7 @@ def run(config: ImageClassificationConfig) -> dict:
     data = build_data(config)
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, processor, source, model_notes = build_pretrained(config, data.label_names)
-    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes, *model_notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes, *model_notes])
     splits = data.splits
     # Decoded and resized once into a cache (the main process writes it, the others then read it); augmented per
     # epoch in worker processes; the model normalises the uint8 batches itself, on its device.
@@ -331,7 +331,7 @@ def run(config: ImageClassificationConfig) -> dict:
 
     evaluator = ClassificationEvaluator(len(data.label_names))
     results = {
-        **kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
+        **kit.results_header(TASK, config, source, data.provenance, METRIC_FOR_BEST),
         "labels": data.label_names,
         "models": [],
     }
@@ -345,9 +345,7 @@ def run(config: ImageClassificationConfig) -> dict:
     results["models"].append(
         report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
     )
-    matrices.append(
-        ("pretrained", f"{source.label} (fine-tuned)", *report.class_predictions(trained, loaders["test"], evaluator))
-    )
+    matrices.append(("pretrained", f"{source.label} (fine-tuned)", *confusion_pairs(trained)))
 
     # 2. The from-scratch ViT: same split and batch order, its own resolution, learning rate and epochs.
     if config.compare:
@@ -390,13 +388,7 @@ def run(config: ImageClassificationConfig) -> dict:
                 trained_scratch,
             )
         )
-        matrices.append(
-            (
-                "scratch",
-                "from-scratch ViT",
-                *report.class_predictions(trained_scratch, scratch_loaders["test"], evaluator),
-            )
-        )
+        matrices.append(("scratch", "from-scratch ViT", *confusion_pairs(trained_scratch)))
 
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if state.is_main_process:
@@ -412,6 +404,11 @@ def run(config: ImageClassificationConfig) -> dict:
         f"finetune predict {run_dir} image.png)  [{results['wall_seconds']:.0f} s]",
     )
     return results
+
+
+def confusion_pairs(trained) -> tuple[list[int], list[int]]:
+    """(true labels, predicted labels) of the test split, as engine.train returned them: the confusion matrix."""
+    return trained.test_outputs["references"], trained.test_outputs["predictions"]
 
 
 def main(argv=None) -> int:

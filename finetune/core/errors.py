@@ -16,6 +16,11 @@ class UserError(Exception):
     """A problem with the user's input or environment, with a message that names the fix."""
 
 
+class LossDiverged(UserError):
+    """The training loss became NaN or infinite (finetune.core.engine). Its own type because callers branch on it:
+    a hyperparameter search counts such a trial as failed and goes on, while any other UserError stops it."""
+
+
 # Strings shaped like credentials: Hugging Face, GitHub, OpenAI-style and AWS keys, Slack tokens, JWTs, and the
 # value of anything written token=..., password: ..., ... They are replaced before any message is printed, so a
 # value typed in the wrong place never reaches a terminal or a CI log.

@@ -3,6 +3,10 @@
 The engine stays task-free: it runs the model over a loader and hands each (batch, outputs) pair to an
 evaluator, together with `gather`, Accelerate's `gather_for_metrics`, which collects the values from every
 process and drops the duplicates that even sharding adds to the last batch.
+
+Every evaluator has the same four methods: reset(), add(batch, outputs, gather), compute() -> metrics, and
+outputs() -> the last evaluation example by example (after compute()), which the engine returns for the test
+split (TrainResult.test_outputs) so that no caller reads what an evaluator was left holding.
 """
 
 from __future__ import annotations
@@ -155,12 +159,16 @@ class LanguageModelEvaluator:
             predictions=torch.cat(self.nll).tolist(), references=torch.cat(self.tokens).tolist()
         )
 
+    def outputs(self) -> dict:
+        """The last evaluation, block by block: summed negative log-likelihood (nats) and tokens predicted."""
+        return {"nll": torch.cat(self.nll).tolist(), "tokens": torch.cat(self.tokens).tolist()}
+
 
 class TokenClassificationEvaluator:
     """Entity precision / recall / F1 (seqeval's semantics, micro over entities) and tag accuracy, per word.
 
     Only positions with a label (not -100) are scored: the first sub-token of each word in validation and test.
-    `per_type` holds the last compute()'s scores by entity type (the model card's table).
+    `per_type` holds the last compute()'s scores by entity type (the model card's table); outputs() carries it.
     """
 
     def __init__(self, label_names: list[str], max_length: int, mode: str = "lenient", scheme: str = "IOB2"):
@@ -194,3 +202,8 @@ class TokenClassificationEvaluator:
         )
         self.per_type = scores.pop("per_type")
         return scores
+
+    def outputs(self) -> dict:
+        """The last evaluation: tag names per sentence (scored words only) and, from compute(), the entity scores
+        by type."""
+        return {"references": self.references, "predictions": self.predictions, "per_type": self.per_type}

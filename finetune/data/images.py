@@ -141,8 +141,8 @@ def load_image_classification(
     """
     from datasets import Image
 
-    raw, source_note = _load_source(dataset)
-    notes = [source_note]
+    raw, provenance = _load_source(dataset)
+    notes = []
     image_column = _image_column(raw, image_column, notes)
     raw = pick_columns(
         raw, dataset, {"image": (image_column, "--image_column"), "label": (label_column, "--label_column")}
@@ -161,17 +161,19 @@ def load_image_classification(
         )
 
     splits, label_names, split_notes = labelled_splits(raw, key_column="key", expected=labels, seed=seed)
-    return ImageClassificationData(splits.remove_columns("key"), label_names, notes + split_notes)
+    return ImageClassificationData(splits.remove_columns("key"), label_names, provenance, notes + split_notes)
 
 
 def _load_source(name: str):
+    """(DatasetDict, Provenance) of a packaged alias, a local image folder or a Hub dataset."""
     import os
 
-    from finetune.data.provenance import use_packaged
+    from finetune.data.provenance import Provenance, use_packaged
     from finetune.data.sources import load_hub_dataset
 
     if use_packaged(name, PACKAGED_IMAGES):
-        return PACKAGED_IMAGES[name]()
+        dataset, note = PACKAGED_IMAGES[name]()
+        return dataset, Provenance("packaged", note)
     path = Path(os.path.expanduser(name))
     if path.is_dir():
         ignored = sorted(
@@ -182,7 +184,7 @@ def _load_source(name: str):
         skipped = (
             f" (not images, ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
         )
-        return load_image_folder(path), f"local image folder {path}{skipped}"
+        return load_image_folder(path), Provenance("local", f"local image folder {path}{skipped}")
     if path.is_file():
         raise UserError(
             f"{path} is a file: an image dataset is a folder with one subfolder per class "
@@ -190,7 +192,7 @@ def _load_source(name: str):
         )
     if name.startswith((".", "/", "~")):
         raise UserError(f"image folder {name} does not exist: check the path")
-    return load_hub_dataset(name), f"Hugging Face Hub dataset {name}"
+    return load_hub_dataset(name), Provenance("hub", f"Hugging Face Hub dataset {name}")
 
 
 METADATA_SUFFIXES = {".csv", ".jsonl", ".parquet"}  # imagefolder reads metadata.csv / .jsonl / .parquet

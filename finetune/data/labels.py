@@ -20,6 +20,7 @@ from numbers import Number
 from typing import Optional
 
 from finetune.core.errors import UserError
+from finetune.data.provenance import Provenance
 
 # Values that stand for "no label": SST-2 and GLUE hide their test labels as -1, other datasets leave them empty.
 MISSING = (None, -1)
@@ -29,7 +30,8 @@ MISSING = (None, -1)
 class ClassificationData:
     splits: object  # DatasetDict train / validation / test; column `label` holds ClassLabel ids 0..K-1
     label_names: list[str]
-    notes: list[str] = field(default_factory=list)  # notes[0] says where the data came from
+    provenance: Provenance  # where the data came from (packaged, local or hub, and a note)
+    notes: list[str] = field(default_factory=list)  # what loading found and did (warnings, carved splits)
 
 
 def pick_columns(raw, dataset: str, columns: dict[str, tuple[str, str]]):

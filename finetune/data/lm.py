@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from finetune.core.errors import UserError
+from finetune.data.provenance import Provenance
 from finetune.data.sources import check_text_column, load_any, make_splits
 from finetune.data.text import PACKAGED_TEXT
 
@@ -30,7 +31,8 @@ PACKINGS = ("group", "pad")
 @dataclass
 class CorpusData:
     splits: object  # DatasetDict train / validation / test with one column, text
-    notes: list[str] = field(default_factory=list)
+    provenance: Provenance  # where the data came from (packaged, local or hub, and a note)
+    notes: list[str] = field(default_factory=list)  # what loading found and did
     labels: list[str] = field(default_factory=list)  # the conditioning labels, when conditioned
 
 
@@ -52,7 +54,7 @@ def load_corpus(
             f"--text_column and --label_column both name the column {text_column!r}: the text and the label "
             f"it is conditioned on must be different columns; pass each flag its own column"
         )
-    raw, source_note = load_any(dataset, PACKAGED_TEXT)
+    raw, provenance = load_any(dataset, PACKAGED_TEXT)
     wanted = [text_column] + ([label_column] if condition_on_label else [])
     for split_name, split in raw.items():
         for column in wanted:
@@ -89,12 +91,12 @@ def load_corpus(
 
     before = {name: len(split) for name, split in raw.items()}
     raw = raw.filter(lambda batch: [isinstance(t, str) and bool(t.strip()) for t in batch["text"]], batched=True)
-    notes = [source_note]
+    notes = []
     dropped = sum(before[name] - len(split) for name, split in raw.items())
     if dropped:
         notes.append(f"dropped {dropped} empty texts")
     splits, split_notes = make_splits(raw, seed=seed, key_column="text")
-    return CorpusData(splits, notes + split_notes, labels)
+    return CorpusData(splits, provenance, notes + split_notes, labels)
 
 
 def limit(splits, max_train: Optional[int], max_validation: Optional[int], max_test: Optional[int], seed: int):

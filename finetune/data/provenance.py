@@ -1,27 +1,35 @@
-"""Where a dataset name was loaded from, in the loaders' own terms: a fact results.json records once.
+"""Where a dataset came from, as the loader that loaded it knows it: a fact results.json records once.
 
-The loaders (sources.load_any, images._load_source) resolve a name in this order: a packaged alias, an
-existing local file or folder, else a Hugging Face Hub dataset; `use_packaged` refuses a bare name that is both
-an alias and a local path. `is_hub_dataset` answers the same question
-without loading anything, right after the data loaded, so the model card never has to guess from prose.
+The loaders (sources.load_any, images._load_source, tokens.load_words_and_tags) resolve a name in this order: a
+packaged alias, an existing local file or folder, else a Hugging Face Hub dataset; `use_packaged` refuses a bare
+name that is both an alias and a local path. Each returns a `Provenance` beside the data, so results.json
+(`dataset_kind`, `dataset_source`) and the model card state what happened rather than guess it from the name.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from finetune.core.errors import UserError
 
+KINDS = ("packaged", "local", "hub")
 
-def packaged_names() -> set[str]:
-    """The aliases of every corpus a package carries (text, named entities and images)."""
-    from finetune.data.images import PACKAGED_IMAGES
-    from finetune.data.text import PACKAGED_TEXT
-    from finetune.data.tokens import PACKAGED_NER
 
-    return set(PACKAGED_TEXT) | set(PACKAGED_IMAGES) | set(PACKAGED_NER)
+@dataclass(frozen=True)
+class Provenance:
+    """Where a loader took the data from: `kind` is "packaged" (a corpus a package carries), "local" (a file or
+    folder) or "hub" (a Hugging Face Hub dataset); `note` says it in words, with the details (which package and
+    licence, which file and format, which Hub configuration)."""
+
+    kind: str
+    note: str
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"provenance kind must be one of {KINDS}, got {self.kind!r}")
 
 
 def use_packaged(name: str, packaged: dict, config: Optional[str] = None) -> bool:
@@ -40,10 +48,3 @@ def use_packaged(name: str, packaged: dict, config: Optional[str] = None) -> boo
     if config:
         raise UserError(f"the packaged corpus {name!r} has no configurations: drop --dataset_config {config}")
     return True
-
-
-def is_hub_dataset(name: str) -> bool:
-    """True when the loaders took `name` from the Hugging Face Hub: not a packaged alias, not a local path."""
-    if name in packaged_names():
-        return False
-    return not Path(os.path.expanduser(name)).exists()

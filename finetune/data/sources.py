@@ -339,21 +339,22 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
 
     Local folders: one written by save_to_disk, a folder of GLUE-style TSV files, or any folder `load_dataset`
     reads (csv/json/parquet files named by split). `config` picks a Hub dataset's configuration (nyu-mll/glue mrpc).
-    Returns (DatasetDict, a human-readable note of where the data came from).
+    Returns (DatasetDict, the Provenance: packaged, local or hub, and a note in words).
     """
-    from finetune.data.provenance import use_packaged
+    from finetune.data.provenance import Provenance, use_packaged
 
     if use_packaged(name, packaged, config):
         dataset, note = packaged[name]()
-        return dataset, note
+        return dataset, Provenance("packaged", note)
     path = Path(os.path.expanduser(name))
     if path.is_file():
-        return read_local_file(path)
+        dataset, note = read_local_file(path)
+        return dataset, Provenance("local", note)
     if path.is_dir():
         if is_saved_folder(path):
-            return load_saved_folder(path), f"local save_to_disk folder {path}"
+            return load_saved_folder(path), Provenance("local", f"local save_to_disk folder {path}")
         if any(path.glob("*.tsv")):
-            return load_tsv_folder(path), f"local TSV folder {path}"
+            return load_tsv_folder(path), Provenance("local", f"local TSV folder {path}")
         from datasets import load_dataset
 
         ignored = sorted(
@@ -367,12 +368,13 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
             else ""
         )
         try:
-            return load_dataset(str(path)), f"local folder {path}{skipped}"
+            return load_dataset(str(path)), Provenance("local", f"local folder {path}{skipped}")
         except Exception as err:
             raise UserError(f"could not load the folder {path} as a dataset: {first_line(err)}") from None
     if name.startswith((".", "/", "~")) or name.endswith(tuple(LOCAL_FORMATS)):
         raise UserError(f"dataset file {name} does not exist: check the path")
-    return load_hub_dataset(name, config), f"Hugging Face Hub dataset {name}" + (f" ({config})" if config else "")
+    note = f"Hugging Face Hub dataset {name}" + (f" ({config})" if config else "")
+    return load_hub_dataset(name, config), Provenance("hub", note)
 
 
 def make_splits(

@@ -77,7 +77,7 @@ def load_text_classification(
     `label_column` may name several 0/1 columns, comma-separated ("sports,politics,tech"): one multi-label
     example per row. `problem_type` "auto" decides from the labels and says so in the notes.
     """
-    raw, source_note = load_any(dataset, PACKAGED_TEXT, dataset_config)
+    raw, provenance = load_any(dataset, PACKAGED_TEXT, dataset_config)
     label_columns = [name.strip() for name in label_column.split(",") if name.strip()]
     columns = {"text": (text_column, "--text_column")}
     if text_pair_column:
@@ -93,7 +93,7 @@ def load_text_classification(
     key = ["text", "text_pair"] if text_pair_column else "text"
 
     problem, why = decide_problem_type(raw["train"], problem_type, label_columns, label_delimiter, labels)
-    notes = [source_note, f"problem type: {problem} ({why})"]
+    notes = [f"problem type: {problem} ({why})"]
     clashes, example = conflicting_labels(raw["train"], key, label_columns if len(label_columns) > 1 else ["label"])
     if clashes:
         notes.append(
@@ -110,7 +110,7 @@ def load_text_classification(
         splits, names, split_notes = labelled_splits(
             raw, key_column=key, expected=labels, seed=seed, extra=extra, aliases=aliases
         )
-    return TextClassificationData(splits, names, notes + split_notes, problem)
+    return TextClassificationData(splits, names, provenance, notes + split_notes, problem)
 
 
 # --- Tokenization and loaders --------------------------------------------------------------------------------

@@ -153,24 +153,26 @@ PACKAGED_NER = {"conll2003": packaged_conll2003}
 def load_words_and_tags(
     dataset: str, tokens_column: str, tags_column: str, tag_index: int, dataset_config: Optional[str] = None
 ):
-    """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, a note of where it came
-    from)."""
-    from finetune.data.provenance import use_packaged
+    """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, its Provenance)."""
+    from finetune.data.provenance import Provenance, use_packaged
     from finetune.data.sources import load_any, load_hub_dataset
 
     if use_packaged(dataset, PACKAGED_NER, dataset_config):
-        return PACKAGED_NER[dataset]()
+        raw, note = PACKAGED_NER[dataset]()
+        return raw, Provenance("packaged", note)
     path = Path(os.path.expanduser(dataset))
     if path.exists() and is_conll(path):
-        return load_conll(path, tag_index), f"CoNLL file{'s in' if path.is_dir() else ''} {path}{conll_detected(path)}"
+        note = f"CoNLL file{'s in' if path.is_dir() else ''} {path}{conll_detected(path)}"
+        return load_conll(path, tag_index), Provenance("local", note)
     if dataset_config:
-        raw, note = load_hub_dataset(dataset, dataset_config), f"Hugging Face Hub dataset {dataset} ({dataset_config})"
+        note = f"Hugging Face Hub dataset {dataset} ({dataset_config})"
+        raw, provenance = load_hub_dataset(dataset, dataset_config), Provenance("hub", note)
     else:
-        raw, note = load_any(dataset, {})
+        raw, provenance = load_any(dataset, {})
     raw = pick_columns(
         raw, dataset, {"tokens": (tokens_column, "--tokens_column"), "tags": (tags_column, "--tags_column")}
     )
-    return raw, note
+    return raw, provenance
 
 
 # ---- tags: strings, one scheme, ids -------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def load_token_classification(
 
     from finetune.data.sources import make_splits
 
-    raw, source_note = load_words_and_tags(dataset, tokens_column, tags_column, tag_index, dataset_config)
+    raw, provenance = load_words_and_tags(dataset, tokens_column, tags_column, tag_index, dataset_config)
     splits, notes = make_splits(raw, seed=seed, key_column="tokens")
     class_names = tag_class_names(splits["train"])
     words, tags = {}, {}
@@ -268,7 +270,7 @@ def load_token_classification(
             ids.append([index[tag] for tag in sentence])
         encoded[name] = Dataset.from_dict({"tokens": words[name], "tags": ids}, features=features)
     notes.append(f"tag scheme {scheme}; {len(names)} tags")
-    return TokenClassificationData(DatasetDict(encoded), names, [source_note, *notes], scheme=scheme)
+    return TokenClassificationData(DatasetDict(encoded), names, provenance, notes, scheme=scheme)
 
 
 # ---- words -> sub-tokens ------------------------------------------------------------------------------------

@@ -93,20 +93,6 @@ def plot_learning_curves(run_dir: Path, results: dict, metric: str, log_scale: b
     return save_figure(fig, Path(run_dir) / "learning_curves.png")
 
 
-def class_predictions(trained, loader, evaluator) -> tuple[list[int], list[int]]:
-    """(true labels, predicted labels) of `loader` from a trained model (engine.train's result), for a confusion
-    matrix: a pass of its own over the loader, on every process (`evaluator` gathers the shards), rather than
-    whatever an evaluator still holds from training."""
-    import torch
-
-    from finetune.core import engine
-
-    accelerator = trained.accelerator
-    model = accelerator.prepare_model(trained.model, evaluation_mode=True)
-    engine.evaluate(model, accelerator.prepare_data_loader(loader), evaluator, accelerator, desc="test predictions")
-    return torch.cat(evaluator.references).tolist(), torch.cat(evaluator.predictions).tolist()
-
-
 def confusion_matrix(references, predictions, num_labels: int) -> list[list[int]]:
     """counts[true][predicted] over paired label ids."""
     counts = [[0] * num_labels for _ in range(num_labels)]

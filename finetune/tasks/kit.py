@@ -135,23 +135,24 @@ def open_run_dir(config, state, notes: list[str]) -> Path:
     return run_dir
 
 
-def results_header(task: str, config, source, dataset_note: str, metric_for_best: str) -> dict:
+def results_header(task: str, config, source, provenance, metric_for_best: str) -> dict:
     """The start of results.json: what ran, on what, and the facts the model card states rather than guesses.
 
     pipeline_tag: the registered task's (finetune/tasks/registry.py).
 
-    dataset_is_hub: the data came from the Hub (finetune.data.provenance); base_model: the pretrained model's
+    dataset_kind / dataset_source: where the loader took the data from (its finetune.data.provenance.Provenance),
+    with dataset_is_hub for the card's dataset link; base_model: the pretrained model's
     Hub id, or None for an offline alias or a local folder, which base_model_origin names without any path.
     """
     from finetune.core.metrics import greater_is_better
-    from finetune.data.provenance import is_hub_dataset
 
     return {
         "task": task,
         "pipeline_tag": registry.get(task).pipeline_tag,
         "dataset": config.dataset,
-        "dataset_source": dataset_note,
-        "dataset_is_hub": is_hub_dataset(config.dataset),
+        "dataset_source": provenance.note,
+        "dataset_kind": provenance.kind,
+        "dataset_is_hub": provenance.kind == "hub",
         "base_model": source.hub_id,
         "base_model_origin": source.origin,
         "metric_for_best": metric_for_best,
