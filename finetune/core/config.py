@@ -22,6 +22,7 @@ from typing import Optional, TypeVar
 import yaml
 
 from finetune.core.errors import UserError
+from finetune.core.secrets import is_secret_name
 
 C = TypeVar("C")
 
@@ -251,6 +252,7 @@ def parse_config(config_cls: type[C], argv: list[str], values: Optional[dict] = 
         values.update(load_yaml(argv[i + 1]))
         del argv[i : i + 2]
 
+    refuse_secret_flags(argv, values)  # first: a secret is refused as one, even where it is no field
     known = check_keys(config_cls, values)
 
     # YAML values go through the same argparse typing as flags (YAML reads 3e-5 as a string, for one);
@@ -260,7 +262,6 @@ def parse_config(config_cls: type[C], argv: list[str], values: Optional[dict] = 
         parser.print_help()
         raise SystemExit(0)
     tokens = _tokens(values)
-    refuse_secret_flags(argv, values)
     namespace, unknown = parser.parse_known_args(args=tokens + argv)
     if unknown:
         raise UserError(describe_unknown(unknown, known))
@@ -335,19 +336,17 @@ def defaults_from(yaml_path: Path):
     return apply
 
 
-SECRET_FLAGS = ("token", "hub_token", "hf_token", "api_key", "password")
-
-
 def refuse_secret_flags(argv: list[str], values: dict) -> None:
-    """A token on the command line or in a config file would land in config.yaml, the shell history and `ps`:
-    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only."""
-    given = [key for key in values if key in SECRET_FLAGS]
-    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0] in SECRET_FLAGS]
+    """A secret on the command line or in a config file would land in config.yaml, the shell history and `ps`:
+    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only. What counts as a
+    secret is finetune/core/secrets.py's one vocabulary, the same the push checks config.yaml with."""
+    given = [key for key in values if is_secret_name(key)]
+    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and is_secret_name(arg[2:].split("=", 1)[0])]
     if given:
         raise UserError(
-            f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
-            f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
-            f"shown here) and export HF_TOKEN instead"
+            f"{given[0]} is not accepted by finetune train: a secret would be written into the run directory "
+            f"(config.yaml); remove it (its value is not shown here) and pass it through the environment "
+            f"(the Hub token: HF_TOKEN or `hf auth login`)"
         )
 
 

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from finetune.core.errors import UserError
+from finetune.core.secrets import is_secret_name
 
 DEFAULT_LICENSE = "apache-2.0"
 # config.yaml fields about where the run goes, not how it was trained: left out of the card's hyperparameter table.
@@ -34,21 +35,6 @@ NOT_HYPERPARAMETERS = {
     "resume",
     "resume_from_checkpoint",
 }
-SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey"}
-# Tokenizer settings named like secrets: pad_token, eos_token_id... are vocabulary, not credentials.
-SPECIAL_TOKENS = {"pad", "bos", "eos", "sep", "cls", "unk", "mask"}
-
-
-def is_secret_field(name: str) -> bool:
-    """A config field that holds a secret: hub_token, HF_TOKEN, hubToken, wandb.api_key, api-key, db_password...
-    but not tokens_column, max_new_tokens, tokenizer or pad_token (the name's words are compared whole)."""
-    words = [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)]
-    joined = words + [a + b for a, b in zip(words, words[1:])]  # "api" "key" -> "apikey"
-    if not SECRET_WORDS & set(joined):
-        return False
-    return not any(w == "token" and i and words[i - 1] in SPECIAL_TOKENS for i, w in enumerate(words))
-
-
 # An absolute or home path (/home/me/x.csv, ~/data): not after a word character, '.', ':' or '/', so URLs,
 # Hub ids (org/model), relative paths and "samples/s" are left alone.
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/(?=[^\s/`'\"|,;()\[\]])[^\s`'\"|,;()\[\]]*")
@@ -364,9 +350,7 @@ def _introduction(results: dict, config: dict, what: str, adapter_only: bool) ->
 def _training_procedure(results: dict, config: dict) -> list[str]:
     body = ["## Training procedure", ""]
     hyper = [
-        (name, value)
-        for name, value in flatten(config)
-        if name not in NOT_HYPERPARAMETERS and not is_secret_field(name)
+        (name, value) for name, value in flatten(config) if name not in NOT_HYPERPARAMETERS and not is_secret_name(name)
     ]
     if hyper:
         body += [
