@@ -22,6 +22,7 @@ from typing import Optional, TypeVar
 import yaml
 
 from finetune.core.errors import UserError
+from finetune.core.precision import check_requested as check_precision
 from finetune.core.secrets import is_secret_name
 
 C = TypeVar("C")
@@ -156,16 +157,7 @@ class TrainingConfig:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.num_workers is not None and self.num_workers < 0:
             raise UserError(f"--num_workers must be 0 or more (or left unset), got {self.num_workers}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
-        if self.mixed_precision == "fp16":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UserError(
-                    "--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
-                    "(or bf16, which works on a CPU)"
-                )
+        check_precision(self.mixed_precision)  # now, in one line, before anything loads (choose() applies it later)
         from finetune.core.trackers import names as tracker_names
 
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
