@@ -15,27 +15,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from finetune.core.config import not_hyperparameters
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.tasks import registry
 
-# Fields that say where or how a run was written, not how it trained: never "a hyperparameter that differs".
-BOOKKEEPING = {
-    "output_dir",
-    "overwrite",
-    "resume",
-    "stop_after_steps",
-    "keep_checkpoints",
-    "save_only_model",
-    "checkpoint_steps",
-    "log_steps",
-    "log_with",
-    "push_to_hub",
-    "hub_repo_id",
-    "hub_private",
-    "hub_endpoint",
-    "model",
-    "dataset",
-    "eval_batch_size",
-}
+# Shown in columns of their own (model, data): never among "the hyperparameters that differ".
+OWN_COLUMNS = {"model", "dataset"}
+
+
+def bookkeeping(tasks) -> set[str]:
+    """Fields that say where or how a run was written, not how it trained (flagged "bookkeeping" on the fields of
+    each task's config, finetune/core/config.py), and those with a column of their own."""
+    classes = [registry.get(task).config_cls for task in dict.fromkeys(tasks) if task in registry.TASKS]
+    return not_hyperparameters(*classes) | OWN_COLUMNS
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:
@@ -64,10 +56,10 @@ def load_run(run_dir: Path) -> tuple[dict, dict]:
     return results, config
 
 
-def differing(configs: list[dict]) -> list[str]:
-    """Config keys every run has whose values are not all equal (bookkeeping fields left out)."""
+def differing(configs: list[dict], ignore: set[str]) -> list[str]:
+    """Config keys every run has whose values are not all equal (the `ignore`d bookkeeping fields left out)."""
     shared = set.intersection(*(set(c) for c in configs)) if configs else set()
-    keys = [k for k in configs[0] if k in shared and k not in BOOKKEEPING]
+    keys = [k for k in configs[0] if k in shared and k not in ignore]
     return [k for k in keys if len({repr(c[k]) for c in configs}) > 1]
 
 
@@ -81,7 +73,8 @@ def model_config(config: dict, role: str) -> dict:
 def build_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
     runs = [(Path(d), *load_run(d)) for d in run_dirs]
     names = _short_names([d for d, _, _ in runs])
-    keys = differing([model_config(c, m["role"]) for _, r, c in runs for m in r["models"]])
+    ignore = bookkeeping(r.get("task") for _, r, _ in runs)
+    keys = differing([model_config(c, m["role"]) for _, r, c in runs for m in r["models"]], ignore)
     rows = []
     for (run_dir, results, config), run_name in zip(runs, names):
         metric = results.get("metric_for_best") or next(iter(results["models"][0]["test"]), None)

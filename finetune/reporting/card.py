@@ -20,21 +20,11 @@ import os
 import re
 from pathlib import Path
 
+from finetune.core.config import not_hyperparameters
 from finetune.core.errors import UserError
 from finetune.core.secrets import is_secret_name
 
 DEFAULT_LICENSE = "apache-2.0"
-# config.yaml fields about where the run goes, not how it was trained: left out of the card's hyperparameter table.
-NOT_HYPERPARAMETERS = {
-    "push_to_hub",
-    "hub_repo_id",
-    "hub_private",
-    "hub_endpoint",
-    "hub_token",
-    "output_dir",
-    "resume",
-    "resume_from_checkpoint",
-}
 # An absolute or home path (/home/me/x.csv, ~/data): not after a word character, '.', ':' or '/', so URLs,
 # Hub ids (org/model), relative paths and "samples/s" are left alone.
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/(?=[^\s/`'\"|,;()\[\]])[^\s`'\"|,;()\[\]]*")
@@ -349,9 +339,8 @@ def _introduction(results: dict, config: dict, what: str, adapter_only: bool) ->
 
 def _training_procedure(results: dict, config: dict) -> list[str]:
     body = ["## Training procedure", ""]
-    hyper = [
-        (name, value) for name, value in flatten(config) if name not in NOT_HYPERPARAMETERS and not is_secret_name(name)
-    ]
+    left_out = not_hyperparameters()  # where and how the run was written (the fields' "bookkeeping" flag)
+    hyper = [(name, value) for name, value in flatten(config) if name not in left_out and not is_secret_name(name)]
     if hyper:
         body += [
             "Hyperparameters (the resolved `config.yaml`, also in this repo):",
