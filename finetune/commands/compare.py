@@ -17,6 +17,7 @@ from pathlib import Path
 
 from finetune.core.config import not_hyperparameters
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.reporting.tables import fmt_value, markdown_table, text_table
 from finetune.tasks import registry
 
 # Shown in columns of their own (model, data): never among "the hyperparameters that differ".
@@ -124,28 +125,16 @@ def format_table(rows: list[dict], keys: list[str], markdown: bool = False) -> s
                 r["model"],
                 r["role"],
                 str(r["data"]),
-                *(_fmt(r["hyperparameters"][k]) for k in keys),
-                _fmt(r["train_seconds"], 1),
-                _fmt(r["samples_per_second"], 1),
-                *(_fmt(r["test"].get(m), 4) + ("*" if m == r["metric"] else "") for m in metrics),
+                *(fmt_value(r["hyperparameters"][k]) for k in keys),
+                fmt_value(r["train_seconds"], 1),
+                fmt_value(r["samples_per_second"], 1),
+                *(fmt_value(r["test"].get(m), 4) + ("*" if m == r["metric"] else "") for m in metrics),
             ]
         )
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-    widths = [max(len(c) for c in col) for col in zip(header, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
-    rule = "-" * len(line(header))
-    return "\n".join(
-        [
-            rule,
-            line(header),
-            rule,
-            *map(line, body),
-            rule,
-            "* the run's selection metric (metric_for_best): rows rank on it, best first",
-        ]
-    )
+        return "\n".join(markdown_table(header, body))
+    note = "* the run's selection metric (metric_for_best): rows rank on it, best first"
+    return text_table(header, body) + "\n" + note
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -200,16 +189,6 @@ def _short_names(run_dirs: list[Path]) -> list[str]:
         if len(set(names)) == len(names):
             return names
     return [str(d) for d in run_dirs]
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.{digits - 1}g}"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def main(argv=None) -> int:
