@@ -46,6 +46,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from finetune.core.errors import UserError, user_errors_exit  # noqa: E402
+from finetune.reporting.tables import text_table  # noqa: E402
 
 CONTENDERS = ("engine", "trainer", "trainer_grouped", "trainer_bf16_grouped")
 TRAINERS = CONTENDERS[1:]
@@ -376,21 +377,24 @@ def last_line(summary: dict) -> str:
 def format_table(
     config: BenchConfig, summary: dict, rounds: list[dict], threads: int, precision: str, bf16_samples: int
 ) -> str:
-    header = (
-        f"{'contender':<30} {'samples/s':>10} {'padding':>8} {'computed tok/s':>15} {'useful GFLOP/s':>15} "
-        f"{'of peak':>8} {'engine is':>10}"
-    )
-    lines = ["-" * len(header), header, "-" * len(header)]
+    header = ["contender", "samples/s", "padding", "computed tok/s", "useful GFLOP/s", "of peak", "engine is"]
+    rows = []
     peak = summary["peak_flops_per_second"]
     for name in CONTENDERS:
         s = summary[name]
         ratio = summary["engine"]["samples_per_second"] / s["samples_per_second"]
-        lines.append(
-            f"{LABELS[name]:<30} {s['samples_per_second']:>10.2f} {s['padding_fraction']:>8.1%} "
-            f"{s['computed_tokens_per_second']:>15.0f} {s['useful_flops_per_second'] / 1e9:>15.2f} "
-            f"{s['useful_flops_per_second'] / peak:>8.1%} {ratio:>9.2f}x"
+        rows.append(
+            [
+                LABELS[name],
+                f"{s['samples_per_second']:.2f}",
+                f"{s['padding_fraction']:.1%}",
+                f"{s['computed_tokens_per_second']:.0f}",
+                f"{s['useful_flops_per_second'] / 1e9:.2f}",
+                f"{s['useful_flops_per_second'] / peak:.1%}",
+                f"{ratio:.2f}x",
+            ]
         )
-    lines.append("-" * len(header))
+    lines = [text_table(header, rows, align="lr")]
     per_round = ", ".join(
         f"{r['engine']['samples_per_second'] / r['trainer']['samples_per_second']:.2f}" for r in rounds
     )

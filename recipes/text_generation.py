@@ -65,18 +65,22 @@ class TextGenerationConfig(kit.HubFields, TrainingConfig):
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N (shuffled) texts."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Validate on the first N texts."})
     max_test_samples: Optional[int] = field(
-        default=None, metadata={"help": "Measure held-out perplexity on the first N test texts."}
+        default=None,
+        metadata={"resume": "may_change", "help": "Measure held-out perplexity on the first N test texts."},
     )
     prompts: Optional[list[str]] = field(
         default=None,
         metadata={
+            "resume": "may_change",
             "help": "Prompts for the sample generations (default: one per "
-            "label when conditioned, else the starts of test texts)."
+            "label when conditioned, else the starts of test texts).",
         },
     )
-    max_new_tokens: int = field(default=30, metadata={"help": "Tokens generated per sample."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the sampled generations."})
-    top_k: int = field(default=50, metadata={"help": "Top-k of the sampled generations."})
+    max_new_tokens: int = field(default=30, metadata={"resume": "may_change", "help": "Tokens generated per sample."})
+    temperature: float = field(
+        default=0.8, metadata={"resume": "may_change", "help": "Sampling temperature of the sampled generations."}
+    )
+    top_k: int = field(default=50, metadata={"resume": "may_change", "help": "Top-k of the sampled generations."})
     scratch_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the from-scratch model."})
     scratch_layers: int = field(default=4, metadata={"help": "Decoder blocks of the from-scratch model."})
     scratch_d_model: int = field(default=256, metadata={"help": "Width of the from-scratch model."})

@@ -1,11 +1,15 @@
 """`finetune compare` across finished runs of three different recipes: the table, the ranking, the PNG."""
 
+import dataclasses
 import json
 
 import pytest
+import yaml
 from matplotlib.image import imread
 
 from finetune.cli import main as cli_main
+from finetune.core.config import TrainingConfig
+from finetune.tasks import registry
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +107,28 @@ def test_compare_refuses_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "results.json" in err
     assert not (tmp_path / "cmp").exists()
+
+
+@dataclasses.dataclass
+class ExtraConfig(TrainingConfig):
+    """A task's config with two fields of its own: one says it is bookkeeping, one is a hyperparameter."""
+
+    report_to_channel: str = dataclasses.field(default="none", metadata={"help": "x", "bookkeeping": True})
+    beam_size: int = dataclasses.field(default=1, metadata={"help": "x"})
+
+
+def _finished_run(folder, config: dict, accuracy: float):
+    folder.mkdir(parents=True)
+    model = {"name": "m", "role": "pretrained", "test": {"accuracy": accuracy}}
+    results = {"task": "extra", "metric_for_best": "accuracy", "greater_is_better": True, "models": [model]}
+    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_field_flagged_bookkeeping_is_not_a_differing_hyperparameter(tmp_path, monkeypatch):
+    """compare reads "not a hyperparameter" from the task's config fields (registry -> config class), no list."""
+    monkeypatch.setitem(registry.TASKS, "extra", registry.Task("extra", __name__, "ExtraConfig", "x", "accuracy"))
+    _finished_run(tmp_path / "a", {"output_dir": "a", "report_to_channel": "#a", "beam_size": 1, "seed": 1}, 0.5)
+    _finished_run(tmp_path / "b", {"output_dir": "b", "report_to_channel": "#b", "beam_size": 4, "seed": 1}, 0.7)
+    assert cli_main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "cmp")]) == 0
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["differing_hyperparameters"] == ["beam_size"]

@@ -87,6 +87,29 @@ def test_forced_choices_ignore_the_hardware(cpu):
         precision.choose("fp8", device="cpu")
 
 
+@pytest.mark.parametrize("requested", ["fp8", "FP16", "fp16"])
+def test_the_config_and_the_choice_refuse_in_the_same_words(requested, monkeypatch):
+    """One --mixed_precision rule: building the config and choosing at training time refuse alike (they used to
+    say "needs a CUDA GPU" and "needs a GPU (CPU autocast does bf16)")."""
+    monkeypatch.setattr(precision, "_device", lambda: "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as from_config:
+        TrainingConfig(mixed_precision=requested)
+    with pytest.raises(UserError) as from_choice:
+        precision.choose(requested)
+    assert str(from_config.value) == str(from_choice.value)
+    assert str(from_config.value).startswith("--mixed_precision")
+
+
+def test_a_forced_bf16_on_a_gpu_without_it_is_refused_when_the_config_is_built(monkeypatch):
+    monkeypatch.setattr(precision, "_device", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Pretend GPU")
+    with pytest.raises(UserError, match=r"bf16: this GPU \(Pretend GPU\) has no bf16"):
+        TrainingConfig(mixed_precision="bf16")
+    assert TrainingConfig(mixed_precision="fp16").mixed_precision == "fp16"
+
+
 @pytest.mark.parametrize("bf16_gpu, expected", [(True, "bf16"), (False, "no")])
 def test_auto_on_a_gpu(cpu, monkeypatch, bf16_gpu, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)

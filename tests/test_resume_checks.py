@@ -2,8 +2,9 @@
 
 An interrupted run (stopped after 2 of 4 steps) is resumed with one fingerprinted field changed at a time: each
 is refused in one line that names the field and the fix, and the run directory comes out byte for byte the
-same. The fields that may change (MAY_CHANGE_ON_RESUME) are changed together, and the resumed run still holds
-exactly the weights of a run that never stopped. `--stop_after_steps` followed by the printed advice finishes.
+same. The fields that may change (flagged "resume" in their metadata) are changed together, and the resumed run
+still holds exactly the weights of a run that never stopped. `--stop_after_steps` followed by the printed advice
+finishes.
 """
 
 import dataclasses
@@ -21,6 +22,9 @@ from conftest import write_tweets_csv  # noqa: E402
 from test_run_dir import run_main, snapshot  # noqa: E402
 
 from finetune.core.checkpoints import resume  # noqa: E402
+from finetune.core.config import TrainingConfig, may_change_on_resume  # noqa: E402
+from finetune.core.errors import UserError  # noqa: E402
+from recipes.sentiment import SentimentConfig  # noqa: E402
 
 
 def args(out, model, dataset, *extra):
@@ -179,7 +183,7 @@ def test_allowed_changes_still_resume_exactly(copy, capsys):
         ("--stop_after_steps", "9"),
         ("--gradient_checkpointing", "true"),
     ]:
-        assert flag.lstrip("-") in resume.MAY_CHANGE_ON_RESUME
+        assert flag.lstrip("-") in may_change_on_resume(SentimentConfig)
         argv = with_flag(argv, flag, value)
     code, err, _ = run_main(argv, capsys)
     assert code == 0, err
@@ -208,16 +212,15 @@ def test_a_finished_run_continues_when_max_steps_grows(copy, capsys):
 
 
 def test_every_field_either_may_change_or_is_fingerprinted():
-    """The one list is the whole story: a new config field is fingerprinted unless it is added there."""
+    """The fields' own flags are the whole story: a new config field is fingerprinted unless flagged "resume"."""
     from recipes.image_classification import ImageClassificationConfig
-    from recipes.sentiment import SentimentConfig
     from recipes.text_generation import TextGenerationConfig
 
     for cls in (SentimentConfig, TextGenerationConfig, ImageClassificationConfig):
         config = cls(output_dir="runs/x", dataset="no/such/local/file.csv")
         printed = resume.fingerprint(config)
         for field in [f.name for f in dataclasses.fields(config)]:  # (not ClassVars such as hub_example)
-            assert (field in resume.MAY_CHANGE_ON_RESUME) != (field in printed), (cls.__name__, field)
+            assert (field in may_change_on_resume(cls)) != (field in printed), (cls.__name__, field)
 
 
 def test_moved_data_and_model_still_resume(copy, capsys):
@@ -226,3 +229,18 @@ def test_moved_data_and_model_still_resume(copy, capsys):
     copy["root"].rename(moved)
     code, err, _ = run_main(args(moved / "run", moved / "model", moved / "data.csv", "--resume"), capsys)
     assert code == 0, err
+
+
+def test_a_new_field_flagged_may_change_is_left_out_of_the_fingerprint():
+    """A recipe's own field says it may change on resume in its metadata; no list elsewhere needs it."""
+
+    @dataclasses.dataclass
+    class WithExtras(TrainingConfig):
+        report_every: int = dataclasses.field(default=5, metadata={"help": "x", "resume": "may_change"})
+        beam_size: int = dataclasses.field(default=1, metadata={"help": "x"})
+
+    printed = resume.fingerprint(WithExtras(output_dir="runs/x"))
+    assert "report_every" not in printed and "beam_size" in printed
+    resume.check_resume(WithExtras(output_dir="runs/x", report_every=50), printed, "runs/x")
+    with pytest.raises(UserError, match="--beam_size is 4, the checkpoint was trained with 1"):
+        resume.check_resume(WithExtras(output_dir="runs/x", beam_size=4), printed, "runs/x")

@@ -100,9 +100,71 @@ def test_redact_covers_the_common_token_shapes():
 )
 def test_a_secret_field_is_told_from_a_field_about_tokens(name, secret):
     """A field named for a secret keeps a run from being pushed; a tagger's tokens_column must not."""
-    from finetune.reporting.card import is_secret_field
+    from finetune.core.secrets import is_secret_name
 
-    assert is_secret_field(name) is secret
+    assert is_secret_name(name) is secret
+
+
+AGREED = [
+    ("db_password", True),
+    ("hf_token", True),
+    ("hub_token", True),
+    ("token", True),
+    ("api_key", True),
+    ("wandb_api_key", True),
+    ("client_secret", True),
+    ("tokens_column", False),
+    ("max_new_tokens", False),
+    ("pad_token", False),
+]
+
+
+@pytest.mark.parametrize("name,secret", AGREED)
+def test_the_command_line_and_the_push_agree_on_what_is_a_secret(name, secret, tmp_path):
+    """One vocabulary: a name the push refuses to publish is refused on the command line and in a config file,
+    and a name the push lets through is not refused as a secret (before, --db_password reached the parser but
+    blocked the push)."""
+    from finetune.core.config import TrainingConfig, parse_config
+    from finetune.core.errors import UserError
+    from finetune.reporting.hub import select_files
+
+    def refused_as_secret(call) -> bool:
+        try:
+            call()
+        except UserError as err:
+            return "not accepted by finetune train" in str(err)
+        return False
+
+    flag = lambda: parse_config(TrainingConfig, [f"--{name}", "x"])  # noqa: E731
+    in_file = lambda: parse_config(TrainingConfig, [], values={name: "x"})  # noqa: E731
+    assert refused_as_secret(flag) is secret
+    assert refused_as_secret(in_file) is secret
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    (run_dir / "model.safetensors").write_bytes(b"weights")
+    (run_dir / "results.json").write_text('{"models": []}')
+    (run_dir / "config.yaml").write_text(f"output_dir: runs/x\n{name}: some-value\n")
+    try:
+        select_files(run_dir)
+        pushed = True
+    except UserError as err:
+        assert "holds a secret" in str(err) and name in str(err)
+        pushed = False
+    assert pushed is not secret
+
+
+def test_no_recipe_field_is_named_like_a_secret():
+    """Every field of every task's config can be given on the command line, so none may be refused as a secret."""
+    import dataclasses
+
+    from finetune.core.secrets import is_secret_name
+    from finetune.tasks import registry
+
+    for task in registry.TASKS.values():
+        names = [f.name for f in dataclasses.fields(task.config_cls)]
+        assert not [n for n in names if is_secret_name(n)], task.name
 
 
 def test_published_records_lose_local_paths_value_by_value():

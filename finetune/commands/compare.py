@@ -15,27 +15,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from finetune.core.config import not_hyperparameters
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.reporting.tables import fmt_value, markdown_table, text_table
+from finetune.tasks import registry
 
-# Fields that say where or how a run was written, not how it trained: never "a hyperparameter that differs".
-BOOKKEEPING = {
-    "output_dir",
-    "overwrite",
-    "resume",
-    "stop_after_steps",
-    "keep_checkpoints",
-    "save_only_model",
-    "checkpoint_steps",
-    "log_steps",
-    "log_with",
-    "push_to_hub",
-    "hub_repo_id",
-    "hub_private",
-    "hub_endpoint",
-    "model",
-    "dataset",
-    "eval_batch_size",
-}
+# Shown in columns of their own (model, data): never among "the hyperparameters that differ".
+OWN_COLUMNS = {"model", "dataset"}
+
+
+def bookkeeping(tasks) -> set[str]:
+    """Fields that say where or how a run was written, not how it trained (flagged "bookkeeping" on the fields of
+    each task's config, finetune/core/config.py), and those with a column of their own."""
+    classes = [registry.get(task).config_cls for task in dict.fromkeys(tasks) if task in registry.TASKS]
+    return not_hyperparameters(*classes) | OWN_COLUMNS
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:
@@ -64,10 +57,10 @@ def load_run(run_dir: Path) -> tuple[dict, dict]:
     return results, config
 
 
-def differing(configs: list[dict]) -> list[str]:
-    """Config keys every run has whose values are not all equal (bookkeeping fields left out)."""
+def differing(configs: list[dict], ignore: set[str]) -> list[str]:
+    """Config keys every run has whose values are not all equal (the `ignore`d bookkeeping fields left out)."""
     shared = set.intersection(*(set(c) for c in configs)) if configs else set()
-    keys = [k for k in configs[0] if k in shared and k not in BOOKKEEPING]
+    keys = [k for k in configs[0] if k in shared and k not in ignore]
     return [k for k in keys if len({repr(c[k]) for c in configs}) > 1]
 
 
@@ -81,7 +74,8 @@ def model_config(config: dict, role: str) -> dict:
 def build_rows(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
     runs = [(Path(d), *load_run(d)) for d in run_dirs]
     names = _short_names([d for d, _, _ in runs])
-    keys = differing([model_config(c, m["role"]) for _, r, c in runs for m in r["models"]])
+    ignore = bookkeeping(r.get("task") for _, r, _ in runs)
+    keys = differing([model_config(c, m["role"]) for _, r, c in runs for m in r["models"]], ignore)
     rows = []
     for (run_dir, results, config), run_name in zip(runs, names):
         metric = results.get("metric_for_best") or next(iter(results["models"][0]["test"]), None)
@@ -131,28 +125,16 @@ def format_table(rows: list[dict], keys: list[str], markdown: bool = False) -> s
                 r["model"],
                 r["role"],
                 str(r["data"]),
-                *(_fmt(r["hyperparameters"][k]) for k in keys),
-                _fmt(r["train_seconds"], 1),
-                _fmt(r["samples_per_second"], 1),
-                *(_fmt(r["test"].get(m), 4) + ("*" if m == r["metric"] else "") for m in metrics),
+                *(fmt_value(r["hyperparameters"][k]) for k in keys),
+                fmt_value(r["train_seconds"], 1),
+                fmt_value(r["samples_per_second"], 1),
+                *(fmt_value(r["test"].get(m), 4) + ("*" if m == r["metric"] else "") for m in metrics),
             ]
         )
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-    widths = [max(len(c) for c in col) for col in zip(header, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
-    rule = "-" * len(line(header))
-    return "\n".join(
-        [
-            rule,
-            line(header),
-            rule,
-            *map(line, body),
-            rule,
-            "* the run's selection metric (metric_for_best): rows rank on it, best first",
-        ]
-    )
+        return "\n".join(markdown_table(header, body))
+    note = "* the run's selection metric (metric_for_best): rows rank on it, best first"
+    return text_table(header, body) + "\n" + note
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -207,16 +189,6 @@ def _short_names(run_dirs: list[Path]) -> list[str]:
         if len(set(names)) == len(names):
             return names
     return [str(d) for d in run_dirs]
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.{digits - 1}g}"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.reporting.tables import fmt_value, text_table
 
 SPLITS = ("test", "validation", "train", "all")
 
@@ -118,20 +119,14 @@ def format_report(report: dict) -> str:
     if report.get("note"):
         lines.append(f"  note: {report['note']}")
     lines += [f"  {name:<10} {value:.4f}" for name, value in report["metrics"].items()]
-    if "per_type" in report:
-        lines.append(f"  {'entity':<10}  precision  recall      f1  entities")
-        for name, row in report["per_type"].items():
-            lines.append(
-                f"  {name:<10}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['number']:8d}"
-            )
-    if "per_class" in report:
-        width = max(8, *(len(name) for name in report["per_class"]))
-        lines.append(f"  {'label':<{width}}  precision  recall      f1  support")
-        for name, row in report["per_class"].items():
-            lines.append(
-                f"  {name:<{width}}  {row['precision']:9.4f}  "
-                f"{row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}"
-            )
+    for key, first, count in (("per_type", "entity", "number"), ("per_class", "label", "support")):
+        if key in report:
+            header = [first, "precision", "recall", "f1", "entities" if key == "per_type" else "support"]
+            rows = [
+                [name, *(fmt_value(row[k]) for k in ("precision", "recall", "f1", count))]
+                for name, row in report[key].items()
+            ]
+            lines.append(text_table(header, rows, align="lr", rules=False, indent="  "))
     return "\n".join(lines)
 
 

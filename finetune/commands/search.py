@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from finetune.core.errors import CommandParser, LossDiverged, UserError, user_errors_exit
+from finetune.reporting.tables import fmt_value, markdown_table, text_table
 from finetune.tasks import registry
 
 # Files a finished trial keeps when its model is dropped: enough for finetune compare and the trial table.
@@ -544,7 +545,7 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     rows = []
     for t in summary["trials"]:
         value = t[metric] if t[metric] is not None else t["last_evaluation"]
-        shown = "-" if value is None else f"{value:.4f}" + (" (at pruning)" if t["state"] == "PRUNED" else "")
+        shown = fmt_value(value) + (" (at pruning)" if value is not None and t["state"] == "PRUNED" else "")
         state = "interrupted" if t.get("interrupted") else t["state"].lower()
         rows.append(
             [
@@ -552,24 +553,17 @@ def format_table(summary: dict, markdown: bool = False) -> str:
                 state,
                 shown,
                 *(_fmt(t["params"].get(n)) for n in names),
-                "-" if t["seconds"] is None else f"{t['seconds']:.1f}",
+                fmt_value(t["seconds"], 1),
             ]
         )
     if markdown:
-        return "\n".join(
-            ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-        )
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
-    return "\n".join([line(header), *map(line, rows), "* the best trial"])
+        return "\n".join(markdown_table(header, rows))
+    return text_table(header, rows, rules=False) + "\n* the best trial"
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+    """A parameter's value: 3e-05, 0.1, 16 (tables.fmt_value, trailing zeros dropped)."""
+    return fmt_value(value, trim=True)
 
 
 def format_params(values: dict) -> str:

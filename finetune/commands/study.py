@@ -45,6 +45,7 @@ from typing import Optional
 from finetune.core.config import THROWAWAY_CHECKPOINTS
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
 from finetune.core.run_directory import atomic_write_json, atomic_write_text
+from finetune.reporting.tables import markdown_table, text_table
 from finetune.tasks import registry
 
 STUDY_FILE = "study.json"
@@ -227,13 +228,8 @@ def format_table(study: dict, markdown: bool = False) -> str:
         "± std over seeds; paired difference with a 95% t-interval"
     )
     if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(cells) + " |" for cells in lines]
-        return "\n".join(out) + f"\n\n*{note}.*"
-    widths = [max(len(c) for c in column) for column in zip(header, *lines)]
-    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
-    rule = "-" * len(fmt(header))
-    return "\n".join([note, rule, fmt(header), rule, *map(fmt, lines), rule])
+        return "\n".join(markdown_table(header, lines)) + f"\n\n*{note}.*"
+    return note + "\n" + text_table(header, lines, align="r")
 
 
 def plot_study(study: dict, path: Path) -> Path:

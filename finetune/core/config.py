@@ -17,11 +17,13 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import ClassVar, Optional, TypeVar
 
 import yaml
 
 from finetune.core.errors import UserError
+from finetune.core.precision import check_requested as check_precision
+from finetune.core.secrets import is_secret_name
 
 C = TypeVar("C")
 
@@ -31,16 +33,38 @@ class TrainingConfig:
     """What every recipe shares: where outputs go, how long and how to train, checkpoints, comparison."""
 
     output_dir: str = field(
-        default="runs/run", metadata={"help": "Run directory: final model, results.json, plots, checkpoints."}
+        default="runs/run",
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Run directory: final model, results.json, plots, checkpoints.",
+        },
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an earlier run in output_dir."})
-    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last checkpoint."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"resume": "may_change", "bookkeeping": True, "help": "Replace an earlier run in output_dir."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Continue the run in output_dir from its last checkpoint.",
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seeds the split, the model initialisation and the batch order."})
 
-    num_epochs: float = field(default=1.0, metadata={"help": "Passes over the training data (fractions allowed)."})
-    max_steps: Optional[int] = field(default=None, metadata={"help": "Optimizer steps in all; overrides num_epochs."})
+    num_epochs: float = field(
+        default=1.0, metadata={"resume": "may_grow", "help": "Passes over the training data (fractions allowed)."}
+    )
+    max_steps: Optional[int] = field(
+        default=None, metadata={"resume": "may_grow", "help": "Optimizer steps in all; overrides num_epochs."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Examples per device per micro-batch."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Examples per device per evaluation batch."})
+    eval_batch_size: int = field(
+        default=64,
+        metadata={"resume": "may_change", "bookkeeping": True, "help": "Examples per device per evaluation batch."},
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
     weight_decay: float = field(
@@ -58,7 +82,8 @@ class TrainingConfig:
         },
     )
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Trade compute for memory, where the model supports it."}
+        default=False,
+        metadata={"resume": "may_change", "help": "Trade compute for memory, where the model supports it."},
     )
     torch_compile: bool = field(
         default=False,
@@ -73,42 +98,64 @@ class TrainingConfig:
     )
 
     eval_steps: Optional[int] = field(
-        default=None, metadata={"help": "Also evaluate every N optimizer steps (always at each epoch end)."}
+        default=None,
+        metadata={"resume": "may_change", "help": "Also evaluate every N optimizer steps (always at each epoch end)."},
     )
     early_stopping_patience: Optional[int] = field(
-        default=None, metadata={"help": "Stop after N evaluations without improvement."}
+        default=None, metadata={"resume": "may_change", "help": "Stop after N evaluations without improvement."}
     )
     checkpoint_steps: Optional[int] = field(
-        default=None, metadata={"help": "Save a resumable checkpoint every N steps (always at each epoch end)."}
+        default=None,
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Save a resumable checkpoint every N steps (always at each epoch end).",
+        },
     )
     keep_checkpoints: str = field(
         default=2,
         metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
             "help": "Resumable checkpoints to keep: N (the newest N), last (= 1), all, or "
-            "none (the newest while training, deleted once the run has finished)."
+            "none (the newest while training, deleted once the run has finished).",
         },
     )
     save_only_model: bool = field(
         default=False,
         metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
             "help": "Checkpoints written during training hold the weights only, no "
             "optimizer/scheduler/RNG state (about a third of the size); "
             "the last one (end of training, Ctrl-C) is still full, but a "
-            "run that crashed cannot be resumed from a weights-only one."
+            "run that crashed cannot be resumed from a weights-only one.",
         },
     )
     stop_after_steps: Optional[int] = field(
-        default=None, metadata={"help": "Checkpoint and stop after N steps, as if interrupted; --resume continues."}
+        default=None,
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Checkpoint and stop after N steps, as if interrupted; --resume continues.",
+        },
     )
-    log_steps: int = field(default=10, metadata={"help": "Record the training loss every N steps."})
+    log_steps: int = field(
+        default=10,
+        metadata={"resume": "may_change", "bookkeeping": True, "help": "Record the training loss every N steps."},
+    )
     log_with: Optional[str] = field(
         default=None,
         metadata={
-            "help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/core/trackers.py)."
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Trackers, comma-separated: tensorboard, mlflow, trackio, wandb (finetune/core/trackers.py).",
         },
     )
 
-    compare: bool = field(default=True, metadata={"help": "Also train the from-scratch transformer and compare."})
+    compare: bool = field(
+        default=True, metadata={"resume": "may_change", "help": "Also train the from-scratch transformer and compare."}
+    )
 
     lora: bool = field(
         default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight; heads stay trainable."}
@@ -155,16 +202,7 @@ class TrainingConfig:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.num_workers is not None and self.num_workers < 0:
             raise UserError(f"--num_workers must be 0 or more (or left unset), got {self.num_workers}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
-        if self.mixed_precision == "fp16":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UserError(
-                    "--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
-                    "(or bf16, which works on a CPU)"
-                )
+        check_precision(self.mixed_precision)  # now, in one line, before anything loads (choose() applies it later)
         from finetune.core.trackers import names as tracker_names
 
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
@@ -176,6 +214,76 @@ class TrainingConfig:
             raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class HubFields:
+    """--push_to_hub and its three companions. Mixed into a recipe config: `class XConfig(HubFields,
+    TrainingConfig)`."""
+
+    hub_example: ClassVar[str] = "your-user/my-model"  # the repo id the error message suggests
+
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Push the fine-tuned model and its card at the end.",
+        },
+    )
+    hub_repo_id: Optional[str] = field(
+        default=None,
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Repository for --push_to_hub: NAME or NAMESPACE/NAME.",
+        },
+    )
+    hub_private: bool = field(
+        default=False,
+        metadata={"resume": "may_change", "bookkeeping": True, "help": "Create the Hub repository as private."},
+    )
+    hub_endpoint: Optional[str] = field(
+        default=None,
+        metadata={
+            "resume": "may_change",
+            "bookkeeping": True,
+            "help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co).",
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.push_to_hub and not self.hub_repo_id:
+            raise UserError(f"--push_to_hub needs --hub_repo_id NAME (e.g. {self.hub_example})")
+
+
+# What a field says about itself in its metadata, besides "help", so that no module lists recipe field names:
+#   "resume": "may_change"   a resumed run may give it another value: left out of the resume fingerprint
+#                            (every optimizer step stays as it was; finetune/core/checkpoints/resume.py)
+#   "resume": "may_grow"     ... only a larger one (max_steps, num_epochs: the schedule decays to the new end)
+#   "bookkeeping": True      where or how the run is written, not how it trains: not a hyperparameter (the card's
+#                            table, the columns `finetune compare` shows)
+FIELD_FLAGS = ("resume", "bookkeeping")
+SHARED_CONFIGS = (TrainingConfig, HubFields)  # the fields every task's config has
+
+
+def flagged(*config_classes, key: str, values: tuple = (True,)) -> set[str]:
+    """The names of the fields of `config_classes` (dataclasses or instances) whose metadata[key] is in `values`.
+
+    flagged(SentimentConfig, key="bookkeeping") -> {"output_dir", "overwrite", ...}
+    """
+    return {f.name for cls in config_classes for f in dataclasses.fields(cls) if f.metadata.get(key, None) in values}
+
+
+def may_change_on_resume(*config_classes) -> set[str]:
+    """The fields a resumed run may change (flagged "resume": "may_change" or "may_grow")."""
+    return flagged(*config_classes, key="resume", values=("may_change", "may_grow"))
+
+
+def not_hyperparameters(*config_classes) -> set[str]:
+    """The bookkeeping fields of `config_classes`, and always those every task's config shares."""
+    return flagged(*SHARED_CONFIGS, *config_classes, key="bookkeeping")
 
 
 KEEP_WORDS = ("all", "last", "none")
@@ -214,6 +322,13 @@ def _parser(config_cls):
         def error(self, message):  # argparse would print usage and exit; we want one line and exit 2
             raise UserError(f"{message} (see --help for the fields)")
 
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            # HfArgumentParser passes a field's metadata to add_argument: our own flags are not argparse's
+            field = copy.copy(field)
+            field.metadata = {k: v for k, v in field.metadata.items() if k not in FIELD_FLAGS}
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
     return Parser(config_cls, allow_abbrev=False)
 
 
@@ -251,6 +366,7 @@ def parse_config(config_cls: type[C], argv: list[str], values: Optional[dict] = 
         values.update(load_yaml(argv[i + 1]))
         del argv[i : i + 2]
 
+    refuse_secret_flags(argv, values)  # first: a secret is refused as one, even where it is no field
     known = check_keys(config_cls, values)
 
     # YAML values go through the same argparse typing as flags (YAML reads 3e-5 as a string, for one);
@@ -260,7 +376,6 @@ def parse_config(config_cls: type[C], argv: list[str], values: Optional[dict] = 
         parser.print_help()
         raise SystemExit(0)
     tokens = _tokens(values)
-    refuse_secret_flags(argv, values)
     namespace, unknown = parser.parse_known_args(args=tokens + argv)
     if unknown:
         raise UserError(describe_unknown(unknown, known))
@@ -335,19 +450,17 @@ def defaults_from(yaml_path: Path):
     return apply
 
 
-SECRET_FLAGS = ("token", "hub_token", "hf_token", "api_key", "password")
-
-
 def refuse_secret_flags(argv: list[str], values: dict) -> None:
-    """A token on the command line or in a config file would land in config.yaml, the shell history and `ps`:
-    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only."""
-    given = [key for key in values if key in SECRET_FLAGS]
-    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0] in SECRET_FLAGS]
+    """A secret on the command line or in a config file would land in config.yaml, the shell history and `ps`:
+    refuse it, without repeating it. The Hub token comes from HF_TOKEN or `hf auth login` only. What counts as a
+    secret is finetune/core/secrets.py's one vocabulary, the same the push checks config.yaml with."""
+    given = [key for key in values if is_secret_name(key)]
+    given += [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and is_secret_name(arg[2:].split("=", 1)[0])]
     if given:
         raise UserError(
-            f"{given[0]} is not accepted by finetune train: the Hub token is read only from HF_TOKEN or "
-            f"`hf auth login`, so it is never written into the run directory; remove it (its value is not "
-            f"shown here) and export HF_TOKEN instead"
+            f"{given[0]} is not accepted by finetune train: a secret would be written into the run directory "
+            f"(config.yaml); remove it (its value is not shown here) and pass it through the environment "
+            f"(the Hub token: HF_TOKEN or `hf auth login`)"
         )
 
 

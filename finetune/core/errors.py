@@ -9,6 +9,8 @@ import re
 import sys
 from contextlib import contextmanager
 
+from finetune.core.secrets import value_pattern
+
 EXIT_USER_ERROR = 2
 
 
@@ -29,9 +31,7 @@ SECRET_SHAPES = re.compile(
     r"|\bsk-[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}"
     r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
 )
-SECRET_VALUES = re.compile(
-    r"(?i)((?:token|password|passwd|secret|api_key|apikey)['\"]?\s*[=:]\s*['\"]?)(?!\[redacted)[^\s,;'\"\])]{4,}"
-)
+SECRET_VALUES = re.compile(rf"(?i)((?:{value_pattern()})['\"]?\s*[=:]\s*['\"]?)(?!\[redacted)[^\s,;'\"\])]{{4,}}")
 REDACTED = "[redacted]"
 
 

@@ -177,22 +177,38 @@ def probe_cpu_bf16(use_cache: bool = True) -> dict:
 # ---- the choice -----------------------------------------------------------------------------------------------
 
 
+CHOICES = ("auto", "no", "bf16", "fp16")
+
+
+def check_requested(requested: str, device: Optional[str] = None) -> None:
+    """The one rule for `--mixed_precision`: a known name, and a forced one the device can run (fp16 needs a GPU;
+    bf16 a GPU that has it, or any CPU). The config checks it when it is built, choose() when training starts."""
+    if requested not in CHOICES:
+        raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}; got {requested!r}")
+    if requested in ("auto", "no"):
+        return
+    import torch
+
+    device = device or _device()
+    if requested == "fp16" and device == "cpu":
+        raise UserError(
+            "--mixed_precision fp16 needs a GPU, and none is visible (CPU autocast does bf16): "
+            "use --mixed_precision bf16 or no"
+        )
+    if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"--mixed_precision bf16: this GPU ({torch.cuda.get_device_name()}) has no bf16: "
+            f"use --mixed_precision fp16 or no"
+        )
+
+
 def choose(requested: str = "auto", device: Optional[str] = None) -> Choice:
     """The precision for `--mixed_precision requested` on `device` ("cuda" | "mps" | "cpu"; default: what's here)."""
     import torch
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu"
-    if requested not in ("auto", "no", "bf16", "fp16"):
-        raise UserError(f"--mixed_precision must be one of auto, no, bf16, fp16; got {requested!r}")
-
+    device = device or _device()
+    check_requested(requested, device)
     if requested != "auto":
-        if requested == "fp16" and device == "cpu":
-            raise UserError("--mixed_precision fp16 needs a GPU (CPU autocast does bf16): use bf16 or no")
-        if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError(
-                f"--mixed_precision bf16: this GPU ({torch.cuda.get_device_name()}) has no bf16: use fp16 or no"
-            )
         reason = "forced by --mixed_precision"
         if requested == "bf16" and device == "cpu":
             native, why = native_cpu_bf16()
@@ -218,6 +234,12 @@ def choose(requested: str = "auto", device: Optional[str] = None) -> Choice:
     if probe["speedup"] >= PROBE_MIN_SPEEDUP:
         return Choice("bf16", f"auto: {why}; {measured}")
     return Choice("no", f"auto: {why}, but {measured} (under {PROBE_MIN_SPEEDUP}x)")
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu"
 
 
 def _mps() -> bool:

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from finetune.core.errors import UserError
+from finetune.core.secrets import is_secret_name
 
 # tracker -> (module that must import, pip package that provides it)
 PACKAGES = {
@@ -108,9 +109,12 @@ def _mlflow_tracker(experiment: str, model_name: str, run_dir: Path):
 
 
 def config_values(config) -> dict:
-    """What the trackers record as the run's parameters: every plain value of the config (lists as text)."""
+    """What the trackers record as the run's parameters: every plain value of the config (lists as text), except a
+    field named like a secret (finetune/core/secrets.py): a tracker may sync to a server."""
     values = {}
     for key, value in vars(config).items():
+        if is_secret_name(key):
+            continue
         if isinstance(value, (int, float, str, bool)):
             values[key] = value
         elif isinstance(value, (list, tuple)):

@@ -15,40 +15,16 @@ Importing this module is cheap: huggingface_hub and yaml are imported inside the
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
 
+from finetune.core.config import not_hyperparameters
 from finetune.core.errors import UserError
+from finetune.core.secrets import is_secret_name
+from finetune.reporting.tables import fmt_value, markdown_table
 
 DEFAULT_LICENSE = "apache-2.0"
-# config.yaml fields about where the run goes, not how it was trained: left out of the card's hyperparameter table.
-NOT_HYPERPARAMETERS = {
-    "push_to_hub",
-    "hub_repo_id",
-    "hub_private",
-    "hub_endpoint",
-    "hub_token",
-    "output_dir",
-    "resume",
-    "resume_from_checkpoint",
-}
-SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey"}
-# Tokenizer settings named like secrets: pad_token, eos_token_id... are vocabulary, not credentials.
-SPECIAL_TOKENS = {"pad", "bos", "eos", "sep", "cls", "unk", "mask"}
-
-
-def is_secret_field(name: str) -> bool:
-    """A config field that holds a secret: hub_token, HF_TOKEN, hubToken, wandb.api_key, api-key, db_password...
-    but not tokens_column, max_new_tokens, tokenizer or pad_token (the name's words are compared whole)."""
-    words = [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)]
-    joined = words + [a + b for a, b in zip(words, words[1:])]  # "api" "key" -> "apikey"
-    if not SECRET_WORDS & set(joined):
-        return False
-    return not any(w == "token" and i and words[i - 1] in SPECIAL_TOKENS for i, w in enumerate(words))
-
-
 # An absolute or home path (/home/me/x.csv, ~/data): not after a word character, '.', ':' or '/', so URLs,
 # Hub ids (org/model), relative paths and "samples/s" are left alone.
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])~?/(?=[^\s/`'\"|,;()\[\]])[^\s`'\"|,;()\[\]]*")
@@ -158,19 +134,8 @@ def public_record(name: str, text: str, model: str | None = None) -> str:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}".rstrip("0").rstrip(".")
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    if value is None:
-        return "-"
-    return public(str(value)).replace("|", "\\|").replace("\n", " ")
+    """A card's cell: tables.fmt_value with trailing zeros dropped, text without local paths or a bare "|"."""
+    return fmt_value(value, trim=True, text=lambda t: public(t).replace("|", "\\|").replace("\n", " "))
 
 
 def _metric_names(results: dict) -> list[str]:
@@ -190,7 +155,7 @@ def _comparison_table(results: dict) -> list[str]:
     header = ["model", "role", "parameters", "train samples", "train time (s)", "samples/s"] + [
         f"test {m}" for m in metrics
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for model in _models(results):
         test = model.get("test") or {}
         cells = [
@@ -201,8 +166,8 @@ def _comparison_table(results: dict) -> list[str]:
             model.get("train_seconds"),
             model.get("samples_per_second"),
         ] + [test.get(m) for m in metrics]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    return lines
+        rows.append([_fmt(c) for c in cells])
+    return markdown_table(header, rows)
 
 
 def _per_type_table(results: dict) -> list[str]:
@@ -210,13 +175,8 @@ def _per_type_table(results: dict) -> list[str]:
     models = [m for m in _models(results) if m.get("test_per_type")]
     if not models:
         return []
-    lines = [
-        "",
-        "Test scores by entity type (an entity counts only if its type and exact span match):",
-        "",
-        "| model | type | precision | recall | f1 | entities |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["model", "type", "precision", "recall", "f1", "entities"]
+    rows = []
     for model in models:
         for kind, scores in model["test_per_type"].items():
             cells = [
@@ -227,8 +187,9 @@ def _per_type_table(results: dict) -> list[str]:
                 scores.get("f1"),
                 scores.get("number"),
             ]
-            lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    return lines
+            rows.append([_fmt(c) for c in cells])
+    intro = "Test scores by entity type (an entity counts only if its type and exact span match):"
+    return ["", intro, ""] + markdown_table(header, rows)
 
 
 def _comparison_sentence(results: dict) -> str | None:
@@ -363,19 +324,11 @@ def _introduction(results: dict, config: dict, what: str, adapter_only: bool) ->
 
 def _training_procedure(results: dict, config: dict) -> list[str]:
     body = ["## Training procedure", ""]
-    hyper = [
-        (name, value)
-        for name, value in flatten(config)
-        if name not in NOT_HYPERPARAMETERS and not is_secret_field(name)
-    ]
+    left_out = not_hyperparameters()  # where and how the run was written (the fields' "bookkeeping" flag)
+    hyper = [(name, value) for name, value in flatten(config) if name not in left_out and not is_secret_name(name)]
     if hyper:
-        body += [
-            "Hyperparameters (the resolved `config.yaml`, also in this repo):",
-            "",
-            "| parameter | value |",
-            "|---|---|",
-        ]
-        body += [f"| {name} | {_fmt(value)} |" for name, value in hyper]
+        body += ["Hyperparameters (the resolved `config.yaml`, also in this repo):", ""]
+        body += markdown_table(["parameter", "value"], [[name, _fmt(value)] for name, value in hyper])
     else:
         body.append("No config.yaml was found in the run directory.")
     main = _main_model(results)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from finetune.core.errors import UserError
 from finetune.core.run_directory import refuse_unfinished
-from finetune.reporting.card import flatten, is_secret_field, load_run, public_record, write_model_card
+from finetune.core.secrets import is_secret_name
+from finetune.reporting.card import flatten, load_run, public_record, write_model_card
 
 PROBE_TIMEOUT_S = 10.0  # how long to wait for the endpoint to answer before calling it unreachable
 
@@ -129,7 +130,7 @@ def select_files(run_dir: str | os.PathLike, what: str = "auto", include_scratch
     files.update({p.name: p for p in _named(run_dir, RUN_FILES)})
     if "config.yaml" in files:
         _, config = load_run(run_dir) if (run_dir / "results.json").is_file() else ({}, {})
-        secrets = [name for name, value in flatten(config) if is_secret_field(name) and value]
+        secrets = [name for name, value in flatten(config) if is_secret_name(name) and value]
         if secrets:
             raise UserError(
                 f"{run_dir / 'config.yaml'} holds a secret ({', '.join(secrets)}): it would be "

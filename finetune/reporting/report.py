@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from finetune.core.run_directory import atomic_write_json, disk_errors
+from finetune.reporting.tables import fmt_value, text_table
 
 
 def model_entry(role: str, name: str, source: str, directory: str, parameters: int, result) -> dict:
@@ -53,18 +54,13 @@ def format_table(results: dict) -> str:
             [
                 m["name"],
                 m["role"],
-                *(f"{m['test'].get(k, float('nan')):.4f}" for k in metric_names),
+                *(fmt_value(m["test"].get(k)) for k in metric_names),
                 f"{m['parameters'] / 1e6:.1f}M",
                 f"{m['train_seconds']:.0f}",
                 f"{m['samples_per_second']:.1f}",
             ]
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(
-        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )
-    rule = "-" * len(line(header))
-    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
+    return text_table(header, rows, align="llr")
 
 
 def plot_learning_curves(run_dir: Path, results: dict, metric: str, log_scale: bool = False) -> Path:

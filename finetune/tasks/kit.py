@@ -1,6 +1,7 @@
 """What every recipe shares, so that a recipe file keeps only its own fields, `build_*` functions and `run()`.
 
     HubFields        the four --push_to_hub fields and their check, a mixin of each recipe's config dataclass
+                     (defined in finetune/core/config.py beside TrainingConfig, whose field flags it shares)
     holds_run_dir    the decorator of every recipe's run(): the run directory's lock, held for the whole run
     main             the command line / `python -m recipes.TASK` entry point: parse, run, exit 0 / 2 / 130
     start_run        before anything loads: one process state, quiet `datasets`, the output directory checked
@@ -21,36 +22,13 @@ from __future__ import annotations
 import functools
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
-from finetune.core.errors import UserError
+from finetune.core.config import HubFields as HubFields  # (recipes mix it in as kit.HubFields)
 from finetune.tasks import registry
 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a checkpoint is on disk, --resume continues
-
-
-@dataclass
-class HubFields:
-    """--push_to_hub and its three companions. Mixed into a recipe config: `class XConfig(HubFields,
-    TrainingConfig)`."""
-
-    hub_example: ClassVar[str] = "your-user/my-model"  # the repo id the error message suggests
-
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the fine-tuned model and its card at the end."})
-    hub_repo_id: Optional[str] = field(
-        default=None, metadata={"help": "Repository for --push_to_hub: NAME or NAMESPACE/NAME."}
-    )
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    hub_endpoint: Optional[str] = field(
-        default=None, metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.push_to_hub and not self.hub_repo_id:
-            raise UserError(f"--push_to_hub needs --hub_repo_id NAME (e.g. {self.hub_example})")
 
 
 def holds_run_dir(run):

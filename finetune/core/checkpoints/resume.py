@@ -5,7 +5,11 @@ step means, plus digests of what the flags point at (the dataset file or folder,
 the number of processes. `--resume` compares the new command's fingerprint with the checkpoint's before
 anything is loaded or written, and refuses in one line that names each field that differs.
 
-The fields that MAY change on resume are listed here, and only here (docs/scaling.md quotes this list).
+The fields that MAY change on resume say so themselves, in their metadata ("resume": "may_change", or "may_grow"
+for max_steps / num_epochs: finetune/core/config.py); docs/scaling.md lists them. Changing them leaves every
+optimizer step as it was (the resumed run gives the weights, bit for bit, of one that never stopped), except a
+longer max_steps / num_epochs: the learning-rate schedule then decays towards the new end from the step the
+checkpoint holds.
 """
 
 from __future__ import annotations
@@ -18,51 +22,16 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.config import may_change_on_resume
 from finetune.core.errors import UserError
 
 FINGERPRINT_FILE = "fingerprint.json"
 
-# Fields a resumed run may change. Changing them leaves every optimizer step as it was (the resumed run gives the
-# weights, bit for bit, of one that never stopped), except max_steps / num_epochs, which may only grow: the
-# learning-rate schedule then decays towards the new end from the step the checkpoint holds.
-MAY_CHANGE_ON_RESUME = {
-    # how this invocation runs, not what it trains
-    "resume": "",
-    "overwrite": "",
-    "output_dir": "",
-    # how long: only upwards
-    "max_steps": "may grow (not below the steps already trained)",
-    "num_epochs": "may grow (not below the steps already trained)",
-    # when to stop, checkpoint, log and evaluate
-    "stop_after_steps": "",
-    "checkpoint_steps": "",
-    "keep_checkpoints": "",
-    "save_only_model": "",
-    "log_steps": "",
-    "log_with": "",
-    "eval_steps": "",
-    "early_stopping_patience": "",
-    "eval_batch_size": "",
-    "max_test_samples": "",
-    # memory, not arithmetic
-    "gradient_checkpointing": "",
-    # after training: the comparison model, sample generations, the Hub
-    "compare": "",
-    "prompts": "",
-    "max_new_tokens": "",
-    "temperature": "",
-    "top_k": "",
-    "push_to_hub": "",
-    "hub_repo_id": "",
-    "hub_private": "",
-    "hub_endpoint": "",
-}
-GROW_ONLY = ("max_steps", "num_epochs")
-
 
 def fingerprint(config, processes: Optional[int] = None) -> dict:
     """{field: value} of every field that must not change on resume, plus what the paths point at."""
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in MAY_CHANGE_ON_RESUME}
+    may_change = may_change_on_resume(config)
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in may_change}
     for name in ("dataset", "model"):
         if isinstance(values.get(name), str):
             digest = _path_digest(values[name], model=name == "model")
