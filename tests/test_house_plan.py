@@ -104,3 +104,54 @@ def test_one_registry_entry_makes_a_task_known_to_the_cli_search_study_and_runs(
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "no_such_task"])
     assert exited.value.code == 2 and "tiny_task" in capsys.readouterr().err
+
+
+# ---- no import cycles, and the light verbs stay light ------------------------------------------------------------
+
+
+def test_no_module_imports_itself_through_others():
+    """0 cycles in the whole import graph (imports inside functions included): a module that imports something
+    which leads back to it would be hidden by a lazy import until the day the order changes."""
+    import grimp
+
+    graph = grimp.build_graph("finetune", "recipes")
+
+    def leads_back(module):
+        seen, todo = set(), list(graph.find_modules_directly_imported_by(module))
+        while todo:
+            current = todo.pop()
+            if current == module:
+                return True
+            if current not in seen:
+                seen.add(current)
+                todo.extend(graph.find_modules_directly_imported_by(current))
+        return False
+
+    assert [module for module in sorted(graph.modules) if leads_back(module)] == []
+
+
+LIGHT = """
+import sys
+from finetune import cli
+cli.main(["--help"])
+import finetune.commands.clean, finetune.commands.compare, finetune.commands.merge, finetune.commands.push
+import finetune.data.provenance
+print(sorted(m for m in ("torch", "transformers", "datasets", "finetune.data.text") if m in sys.modules))
+print(finetune.data.provenance.is_hub_dataset("tweets"), finetune.data.provenance.is_hub_dataset("no/such"))
+"""
+
+
+def test_help_and_the_verbs_that_read_run_directories_import_no_torch():
+    """`finetune --help` answers at once, and compare / clean / merge / push read a run directory without torch;
+    where a name came from is known without importing a loader (the packaged names are finetune/data/packaged.py's)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-2:] == ["[]", "False True"]
+
+
+def test_the_packaged_names_are_the_loaders_tables():
+    from finetune.data import images, packaged, text, tokens
+
+    assert set(text.PACKAGED_TEXT) | set(images.PACKAGED_IMAGES) | set(tokens.PACKAGED_NER) == packaged.NAMES

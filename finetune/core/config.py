@@ -21,7 +21,9 @@ from typing import Optional, TypeVar
 
 import yaml
 
+from finetune.core.atomic_io import atomic_write_text
 from finetune.core.errors import UserError
+from finetune.core.trackers import names as tracker_names
 
 C = TypeVar("C")
 
@@ -165,7 +167,6 @@ class TrainingConfig:
                     "--mixed_precision fp16 needs a CUDA GPU, and none is visible: use --mixed_precision no "
                     "(or bf16, which works on a CPU)"
                 )
-        from finetune.core.trackers import names as tracker_names
 
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
         if self.resume and self.overwrite:
@@ -383,6 +384,5 @@ def resume_advice(config: TrainingConfig) -> str:
 
 
 def save_config(config, path: Path) -> None:
-    from finetune.core.run_directory import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

@@ -32,6 +32,15 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from finetune.core import trackers
+from finetune.core.atomic_io import (
+    atomic_dir,
+    atomic_write_json,
+    commit_dir,
+    disk_errors,
+    new_temp_dir,
+    remove_stale_temp,
+)
 from finetune.core.checkpoints.lean import (
     WEIGHTS_ONLY_FILE,
     best_weights_file,
@@ -46,14 +55,6 @@ from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
 from finetune.core.errors import UserError
 from finetune.core.metrics import greater_is_better
 from finetune.core.precision import resolve as resolve_precision
-from finetune.core.run_directory import (
-    atomic_dir,
-    atomic_write_json,
-    commit_dir,
-    disk_errors,
-    new_temp_dir,
-    remove_stale_temp,
-)
 
 STATE_FILE = "train_state.json"
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}  # Accelerate's names -> ours
@@ -168,6 +169,16 @@ def evaluate(model, loader, evaluator, accelerator, desc="eval") -> dict:
             evaluator.add(batch, outputs, accelerator.gather_for_metrics)
     model.train()
     return evaluator.compute()
+
+
+def class_predictions(trained, loader, evaluator) -> tuple[list[int], list[int]]:
+    """(true labels, predicted labels) of `loader` from a trained model (train's result), for a confusion
+    matrix: a pass of its own over the loader, on every process (`evaluator` gathers the shards), rather than
+    whatever an evaluator still holds from training."""
+    accelerator = trained.accelerator
+    model = accelerator.prepare_model(trained.model, evaluation_mode=True)
+    evaluate(model, accelerator.prepare_data_loader(loader), evaluator, accelerator, desc="test predictions")
+    return torch.cat(evaluator.references).tolist(), torch.cat(evaluator.predictions).tolist()
 
 
 @dataclass
@@ -307,8 +318,6 @@ def train(
 def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best) -> Setup:
     """Accelerator (mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay."""
     from transformers import get_linear_schedule_with_warmup
-
-    from finetune.core import trackers
 
     accelerator = make_accelerator(config, Path(run_dir) / "logs", trackers.build(config.log_with, run_dir, name))
     if config.gradient_checkpointing:
@@ -644,7 +653,6 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         test_metrics = evaluate(model, setup.test_loader, setup.evaluator, accelerator, desc=f"{setup.name} test")
     if setup.config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
-        from finetune.core import trackers
 
         trackers.finish(accelerator)  # not end_training(): that also destroys the process group the next model needs
     return TrainResult(

@@ -13,15 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from finetune.core.errors import UserError
-
-
-def packaged_names() -> set[str]:
-    """The aliases of every corpus a package carries (text, named entities and images)."""
-    from finetune.data.images import PACKAGED_IMAGES
-    from finetune.data.text import PACKAGED_TEXT
-    from finetune.data.tokens import PACKAGED_NER
-
-    return set(PACKAGED_TEXT) | set(PACKAGED_IMAGES) | set(PACKAGED_NER)
+from finetune.data import packaged
 
 
 def use_packaged(name: str, packaged: dict, config: Optional[str] = None) -> bool:
@@ -44,6 +36,6 @@ def use_packaged(name: str, packaged: dict, config: Optional[str] = None) -> boo
 
 def is_hub_dataset(name: str) -> bool:
     """True when the loaders took `name` from the Hugging Face Hub: not a packaged alias, not a local path."""
-    if name in packaged_names():
+    if name in packaged.NAMES:
         return False
     return not Path(os.path.expanduser(name)).exists()

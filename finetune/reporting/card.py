@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+from finetune.core.atomic_io import atomic_write_text, disk_errors
 from finetune.core.errors import UserError
 
 DEFAULT_LICENSE = "apache-2.0"
@@ -437,7 +438,6 @@ def write_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, wha
     `repo_id` fills the how-to-use snippet (a placeholder when None). The card is deterministic: the same run
     and repo id give the same bytes, so rewriting it is harmless; a failure while writing leaves the old card.
     """
-    from finetune.core.run_directory import atomic_write_text, disk_errors
 
     card = build_model_card(run_dir, repo_id=repo_id, what=what)
     path = Path(run_dir) / "README.md"

@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from finetune.core.run_directory import atomic_write_json, disk_errors
+from finetune.core.atomic_io import atomic_write_json, disk_errors, user_umask
 
 
 def model_entry(role: str, name: str, source: str, directory: str, parameters: int, result) -> dict:
@@ -93,20 +93,6 @@ def plot_learning_curves(run_dir: Path, results: dict, metric: str, log_scale: b
     return save_figure(fig, Path(run_dir) / "learning_curves.png")
 
 
-def class_predictions(trained, loader, evaluator) -> tuple[list[int], list[int]]:
-    """(true labels, predicted labels) of `loader` from a trained model (engine.train's result), for a confusion
-    matrix: a pass of its own over the loader, on every process (`evaluator` gathers the shards), rather than
-    whatever an evaluator still holds from training."""
-    import torch
-
-    from finetune.core import engine
-
-    accelerator = trained.accelerator
-    model = accelerator.prepare_model(trained.model, evaluation_mode=True)
-    engine.evaluate(model, accelerator.prepare_data_loader(loader), evaluator, accelerator, desc="test predictions")
-    return torch.cat(evaluator.references).tolist(), torch.cat(evaluator.predictions).tolist()
-
-
 def confusion_matrix(references, predictions, num_labels: int) -> list[list[int]]:
     """counts[true][predicted] over paired label ids."""
     counts = [[0] * num_labels for _ in range(num_labels)]
@@ -181,7 +167,6 @@ def save_figure(fig, path: Path, **savefig_kwargs) -> Path:
     with disk_errors(path.name, path.parent):
         # A unique temporary name: several processes (concurrent finetune search) may draw the same figure.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
-        from finetune.core.run_directory import user_umask
 
         os.fchmod(fd, 0o666 & ~user_umask())  # mkstemp makes 0600: the figure gets the mode a plain open() gives
         os.close(fd)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.atomic_io import atomic_write_json
 from finetune.core.errors import UserError
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -74,7 +75,6 @@ def fingerprint(config, processes: Optional[int] = None) -> dict:
 
 
 def save_fingerprint(folder: Path, config, processes: Optional[int] = None) -> None:
-    from finetune.core.run_directory import atomic_write_json
 
     atomic_write_json(Path(folder) / FINGERPRINT_FILE, fingerprint(config, processes))
 
