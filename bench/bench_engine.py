@@ -489,8 +489,8 @@ def run(config: BenchConfig) -> dict:
     import transformers
     from accelerate.state import AcceleratorState
 
+    from finetune.core.atomic_io import atomic_write_json
     from finetune.core.precision import choose, machine_facts
-    from finetune.core.run_directory import atomic_write_json
     from finetune.models.loading import load_tokenizer, non_embedding_parameters, resolve
 
     if config.threads:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.core.run_directory import atomic_write_json  # noqa: E402  (light: no torch)
+from finetune.core.atomic_io import atomic_write_json
 
 RECIPES = {
     # recipe: (pretrained alias, Auto class for --random_init, overrides for a GPU)

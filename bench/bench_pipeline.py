@@ -129,8 +129,8 @@ def run(config: PipelineBenchConfig) -> dict:
     import torch
     from accelerate.utils import set_seed
 
+    from finetune.core.atomic_io import atomic_write_json
     from finetune.core.precision import choose, machine_facts
-    from finetune.core.run_directory import atomic_write_json
     from finetune.data.pipeline import default_num_workers, image_loaders, normalize_on_device
 
     datasets.disable_progress_bars()

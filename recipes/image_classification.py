@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from finetune.core import engine
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
+from finetune.core.evaluation import ClassificationEvaluator
+from finetune.data.images import load_image_classification, processor_at, scratch_processor
+from finetune.data.pipeline import image_loaders, normalize_on_device
+from finetune.models.loading import count_parameters, head_labels, load_pretrained, resolve, save_model
+from finetune.models.lora import apply_lora, describe, save_run_model
+from finetune.reporting import report
 from finetune.tasks import kit, registry
 
 TASK = "image_classification"
@@ -100,7 +107,6 @@ class ImageClassificationConfig(kit.HubFields, TrainingConfig):
 
 def build_data(config: ImageClassificationConfig):
     """train / validation / test with `image` and integer `label`, plus label names and provenance notes."""
-    from finetune.data.images import load_image_classification
 
     data = load_image_classification(
         config.dataset, config.image_column, config.label_column, config.labels, config.seed
@@ -117,9 +123,6 @@ def build_pretrained(config: ImageClassificationConfig, label_names: list[str]):
     notes)."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from finetune.data.images import processor_at
-    from finetune.models.loading import head_labels, load_pretrained, resolve
-
     source = resolve(config.model)
     processor = load_pretrained(AutoImageProcessor.from_pretrained, source, "image processor")
     model = load_pretrained(
@@ -134,8 +137,6 @@ def build_pretrained(config: ImageClassificationConfig, label_names: list[str]):
         processor = processor_at(processor, config.image_size)
         notes.append(fit_resolution(model, config.image_size, lora=config.lora))
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.models.lora import apply_lora, describe
-
         if config.freeze_layers:
             notes.append(
                 f"--freeze_layers {config.freeze_layers} not applied: with --lora every pretrained weight is frozen"
@@ -271,7 +272,7 @@ def freeze_bottom(model, n: int) -> str:
 
 def build_scratch(config: ImageClassificationConfig, label_names: list[str]):
     """The teaching ViT (finetune.models.scratch): patches + [CLS] over the teaching encoder, randomly initialised."""
-    from finetune.models.loading import head_labels
+    # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch import ScratchTransformerForImageClassification
 
     scratch_config = kit.scratch_config(
@@ -294,14 +295,6 @@ def run(config: ImageClassificationConfig) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
-
-    from finetune.core import engine
-    from finetune.core.evaluation import ClassificationEvaluator
-    from finetune.data.images import scratch_processor
-    from finetune.data.pipeline import image_loaders, normalize_on_device
-    from finetune.models.loading import count_parameters, save_model
-    from finetune.models.lora import save_run_model
-    from finetune.reporting import report
 
     started = time.perf_counter()
     state = kit.start_run(config)

@@ -22,8 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from finetune.core import engine
+from finetune.core.atomic_io import atomic_write_json
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
+from finetune.core.evaluation import ClassificationEvaluator, MultiLabelEvaluator, RegressionEvaluator
+from finetune.data import glue
+from finetune.data.glue import GLUE_DATASET, glue_columns, glue_task
+from finetune.data.labels import HF_PROBLEM_TYPES
+from finetune.data.text import load_text_classification, make_loaders, tokenize
+from finetune.models.loading import (
+    check_fits,
+    count_parameters,
+    head_labels,
+    load_sequence_classifier,
+    load_tokenizer,
+    resolve,
+    save_model,
+)
+from finetune.models.lora import apply_lora, save_run_model
+from finetune.models.losses import balanced_class_weights, positive_weights, use_weighted_loss
+from finetune.reporting import diagnostics, report
 from finetune.tasks import kit
 
 TASK = "text_classification"
@@ -116,7 +135,6 @@ class TextClassificationConfig(kit.HubFields, TrainingConfig):
 
     def _apply_glue_task(self):
         """--glue_task sets the dataset (unless --dataset names a local copy), its config, columns and metrics."""
-        from finetune.data.glue import GLUE_DATASET, glue_columns, glue_task
 
         task = glue_task(self.glue_task)
         if self.dataset is None:
@@ -146,7 +164,6 @@ def choose_metric(config: TextClassificationConfig, problem_type: str) -> str:
 
 
 def make_evaluator(problem_type: str, num_labels: int, metric: str, glue_task: Optional[str] = None):
-    from finetune.core.evaluation import ClassificationEvaluator, MultiLabelEvaluator, RegressionEvaluator
 
     if problem_type == "regression":
         return RegressionEvaluator()
@@ -154,9 +171,7 @@ def make_evaluator(problem_type: str, num_labels: int, metric: str, glue_task: O
         return MultiLabelEvaluator(num_labels)
     extra = set()
     if glue_task:
-        from finetune.data.glue import glue_task as lookup
-
-        extra.update(lookup(glue_task).extra_metrics)
+        extra.update(glue.glue_task(glue_task).extra_metrics)
     if metric not in ("accuracy", "f1"):
         extra.add(metric)
     return ClassificationEvaluator(num_labels, extra=tuple(sorted(extra)))
@@ -167,12 +182,9 @@ def make_evaluator(problem_type: str, num_labels: int, metric: str, glue_task: O
 
 def build_data(config: TextClassificationConfig):
     """train / validation / test with `text` (+ `text_pair`) and `label`, the label names, the problem type, notes."""
-    from finetune.data.text import load_text_classification
 
     aliases, extra = {}, ()
     if config.glue_task:
-        from finetune.data.glue import glue_task
-
         task = glue_task(config.glue_task)
         aliases, extra = dict(task.aliases), task.extra_splits
     data = load_text_classification(
@@ -201,15 +213,11 @@ def build_data(config: TextClassificationConfig):
 def build_pretrained(config: TextClassificationConfig, label_names: list[str], problem_type: str = "single_label"):
     """The pretrained checkpoint with a fresh head for the problem type (LoRA-wrapped with --lora), and its
     tokenizer."""
-    from finetune.data.labels import HF_PROBLEM_TYPES
-    from finetune.models.loading import load_sequence_classifier, load_tokenizer, resolve
 
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     model = load_sequence_classifier(source, tokenizer, label_names, problem_type=HF_PROBLEM_TYPES[problem_type])
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.models.lora import apply_lora
-
         model = apply_lora(model, config, "SEQ_CLS", base_path=source.path)
     return model, tokenizer, source
 
@@ -219,8 +227,7 @@ def build_scratch(
 ):
     """The teaching transformer (finetune.models.scratch), same tokenizer, randomly initialised, same head and loss
     kind."""
-    from finetune.data.labels import HF_PROBLEM_TYPES
-    from finetune.models.loading import head_labels
+    # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch import ScratchTransformerForSequenceClassification
 
     scratch_config = kit.scratch_config(
@@ -239,7 +246,6 @@ def build_scratch(
 def add_class_weights(model, config: TextClassificationConfig, data):
     """--class_weights balanced: the training labels' inverse frequencies, in the model's loss
     (finetune.models.losses)."""
-    from finetune.models.losses import balanced_class_weights, positive_weights, use_weighted_loss
 
     if config.class_weights == "none":
         return None
@@ -260,12 +266,6 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
-
-    from finetune.core import engine
-    from finetune.data.text import make_loaders, tokenize
-    from finetune.models.loading import check_fits, count_parameters, save_model
-    from finetune.models.lora import save_run_model
-    from finetune.reporting import report
 
     state = kit.start_run(config)
     data = build_data(config)
@@ -339,9 +339,6 @@ def describe_predictions(entry: dict, trained, evaluator, loaders, data, run_dir
     The test outputs are the ones engine.train returned (trained.test_outputs).
     Extra evaluation splits (MNLI's validation_mismatched) are evaluated here with the selected weights.
     """
-    from finetune.core import engine
-    from finetune.core.run_directory import atomic_write_json
-    from finetune.reporting import diagnostics, report
 
     role = entry["role"]
     outputs = trained.test_outputs

@@ -25,8 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from finetune.core import engine
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
+from finetune.core.evaluation import LanguageModelEvaluator
+from finetune.data.lm import PACKINGS, condition_prefix, count_tokens, limit, load_corpus, make_blocks, make_lm_loaders
+from finetune.models.generate import generate_texts
+from finetune.models.loading import count_parameters, load_pretrained, load_tokenizer, resolve
+from finetune.models.lora import apply_lora, describe, save_run_model
+from finetune.reporting import report
 from finetune.tasks import kit, registry
 
 TASK = "text_generation"
@@ -87,7 +94,6 @@ class TextGenerationConfig(kit.HubFields, TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        from finetune.data.lm import PACKINGS
 
         if self.packing not in PACKINGS:
             raise UserError(f"--packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
@@ -105,7 +111,6 @@ class TextGenerationConfig(kit.HubFields, TrainingConfig):
 
 def build_data(config: TextGenerationConfig):
     """train / validation / test texts (conditioned on the label if asked), limited as configured."""
-    from finetune.data.lm import limit, load_corpus
 
     data = load_corpus(config.dataset, config.text_column, config.label_column, config.condition_on_label, config.seed)
     data.splits = limit(
@@ -116,7 +121,6 @@ def build_data(config: TextGenerationConfig):
 
 def build_prompts(config: TextGenerationConfig, data) -> list[str]:
     """The user's prompts; else 'label:' per conditioning label; else the first three words of two test texts."""
-    from finetune.data.lm import condition_prefix
 
     if config.prompts:
         return list(config.prompts)
@@ -132,8 +136,6 @@ def build_pretrained(config: TextGenerationConfig):
     """The pretrained causal LM (LoRA-wrapped with --lora) and its tokenizer, padding = EOS where it has none."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from finetune.models.loading import load_pretrained, load_tokenizer, resolve
-
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     model_config = load_pretrained(AutoConfig.from_pretrained, source, "config")  # checked before the weights load
@@ -148,14 +150,13 @@ def build_pretrained(config: TextGenerationConfig):
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.lora:
-        from finetune.models.lora import apply_lora
-
         model = apply_lora(model, config, "CAUSAL_LM", base_path=source.path)
     return model, tokenizer, source
 
 
 def build_scratch(config: TextGenerationConfig, tokenizer):
     """The teaching transformer as a decoder-only LM (finetune.models.scratch), same tokenizer, random weights."""
+    # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch import ScratchTransformerForCausalLM
 
     scratch_config = kit.scratch_config(
@@ -178,13 +179,6 @@ def run(config: TextGenerationConfig) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
-
-    from finetune.core import engine
-    from finetune.core.evaluation import LanguageModelEvaluator
-    from finetune.data.lm import count_tokens, make_blocks, make_lm_loaders
-    from finetune.models.loading import count_parameters
-    from finetune.models.lora import describe, save_run_model
-    from finetune.reporting import report
 
     state = kit.start_run(config)
     data = build_data(config)
@@ -282,7 +276,6 @@ def run(config: TextGenerationConfig) -> dict:
 
 def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationConfig) -> dict:
     """Greedy and seeded sampled continuations of `prompts` (the model's train/eval mode is left as it was)."""
-    from finetune.models.generate import generate_texts
 
     was_training = model.training
     model.eval()
@@ -305,7 +298,6 @@ def sample_texts(model, tokenizer, prompts: list[str], config: TextGenerationCon
 
 def held_out(model, loaders, evaluator, config, run_dir: Path, name: str, splits=("validation", "test")) -> list[dict]:
     """Perplexity of an untrained model on validation (the curves' step-0 point) and test (the headline)."""
-    from finetune.core import engine
 
     accelerator = engine.make_accelerator(config, run_dir / "logs")
     prepared = accelerator.prepare(model)
@@ -323,7 +315,6 @@ def held_out(model, loaders, evaluator, config, run_dir: Path, name: str, splits
 
 def format_report(results: dict) -> str:
     """The comparison table (with the untrained pretrained model as a row) and the sample generations."""
-    from finetune.reporting import report
 
     pretrained = results["models"][0]
     before_row = {

@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from finetune.core import engine
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
+from finetune.core.evaluation import TokenClassificationEvaluator
+from finetune.data.tokens import load_token_classification, make_loaders, tokenize_and_align
+from finetune.models.loading import count_parameters, head_labels, load_pretrained, load_tokenizer, resolve, save_model
+from finetune.models.lora import apply_lora, save_run_model
+from finetune.reporting import report
 from finetune.tasks import kit, registry
 
 TASK = "token_classification"
@@ -102,7 +108,6 @@ class TokenClassificationConfig(kit.HubFields, TrainingConfig):
 
 def build_data(config: TokenClassificationConfig):
     """train / validation / test with `tokens` (words) and `tags` (ids), the tag names, the scheme, and notes."""
-    from finetune.data.tokens import load_token_classification
 
     if not config.dataset:  # checked here, after the output directory: the other recipes' errors keep their order
         raise UserError(
@@ -131,8 +136,6 @@ def build_pretrained(config: TokenClassificationConfig, label_names: list[str]):
     """The pretrained checkpoint with a fresh per-token head (LoRA-wrapped with --lora), and its tokenizer."""
     from transformers import AutoModelForTokenClassification
 
-    from finetune.models.loading import head_labels, load_pretrained, load_tokenizer, resolve
-
     source = resolve(config.model)
     tokenizer = load_tokenizer(source)
     model = load_pretrained(
@@ -143,8 +146,6 @@ def build_pretrained(config: TokenClassificationConfig, label_names: list[str]):
         ignore_mismatched_sizes=True,
     )
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
-        from finetune.models.lora import apply_lora
-
         model = apply_lora(model, config, "TOKEN_CLS", base_path=source.path)
     return model, tokenizer, source
 
@@ -152,7 +153,7 @@ def build_pretrained(config: TokenClassificationConfig, label_names: list[str]):
 def build_scratch(config: TokenClassificationConfig, tokenizer, label_names: list[str]):
     """The teaching transformer with a per-token head (finetune.models.scratch), same tokenizer, randomly
     initialised."""
-    from finetune.models.loading import head_labels
+    # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch import ScratchTransformerForTokenClassification
 
     scratch_config = kit.scratch_config(
@@ -175,13 +176,6 @@ def run(config: TokenClassificationConfig) -> dict:
     import dataclasses
 
     from accelerate.utils import set_seed
-
-    from finetune.core import engine
-    from finetune.core.evaluation import TokenClassificationEvaluator
-    from finetune.data.tokens import make_loaders, tokenize_and_align
-    from finetune.models.loading import count_parameters, save_model
-    from finetune.models.lora import save_run_model
-    from finetune.reporting import report
 
     state = kit.start_run(config)
     data = build_data(config)

@@ -134,3 +134,51 @@ def test_installing_by_hand_installs_what_the_makefile_installs():
     block = readme[readme.index("## Installing by hand") :]
     block = block[: block.index("```", block.index("```") + 3)]
     assert all(spec in block for spec in makefile), [spec for spec in makefile if spec not in block]
+
+
+# ---- no import cycles, and the light verbs stay light ------------------------------------------------------------
+
+
+def test_no_module_imports_itself_through_others():
+    """0 cycles in the whole import graph (imports inside functions included): a module that imports something
+    which leads back to it would be hidden by a lazy import until the day the order changes."""
+    import grimp
+
+    graph = grimp.build_graph("finetune", "recipes")
+
+    def leads_back(module):
+        seen, todo = set(), list(graph.find_modules_directly_imported_by(module))
+        while todo:
+            current = todo.pop()
+            if current == module:
+                return True
+            if current not in seen:
+                seen.add(current)
+                todo.extend(graph.find_modules_directly_imported_by(current))
+        return False
+
+    assert [module for module in sorted(graph.modules) if leads_back(module)] == []
+
+
+LIGHT = """
+import sys
+from finetune import cli
+cli.main(["--help"])
+import finetune.commands.clean, finetune.commands.compare, finetune.commands.merge, finetune.commands.push
+print(sorted(m for m in ("torch", "transformers", "datasets", "finetune.data.text") if m in sys.modules))
+"""
+
+
+def test_help_and_the_verbs_that_read_run_directories_import_no_torch():
+    """`finetune --help` answers at once, and compare / clean / merge / push read a run directory without torch."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+def test_the_packaged_names_are_the_loaders_tables():
+    from finetune.data import images, packaged, text, tokens
+
+    assert set(text.PACKAGED_TEXT) | set(images.PACKAGED_IMAGES) | set(tokens.PACKAGED_NER) == packaged.NAMES

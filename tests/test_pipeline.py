@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.data import pipeline
+from finetune.data import cache, pipeline
 
 
 def image_split(n=10, seed=0, modes=("RGB", "L", "RGBA", "P")):
@@ -151,14 +151,14 @@ def test_text_is_tokenized_once_then_read_from_the_cache(tiny_bert_dir, monkeypa
         }
     )
     hits = []
-    real = pipeline.cached_map
+    real = cache.cached_map
 
     def recording(*args, **kwargs):
         dataset, hit = real(*args, **kwargs)
         hits.append(hit)
         return dataset, hit
 
-    monkeypatch.setattr(pipeline, "cached_map", recording)
+    monkeypatch.setattr(cache, "cached_map", recording)
     first = tokenize(splits, AutoTokenizer.from_pretrained(tiny_bert_dir), 8)
     again = tokenize(splits, AutoTokenizer.from_pretrained(tiny_bert_dir), 8)  # a fresh tokenizer, as in a new run
     assert hits == [False, False, True, True]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.core import run_directory
+from finetune.core import atomic_io, run_directory
 from recipes.sentiment import main
 
 
@@ -276,13 +276,13 @@ def test_a_swap_killed_half_way_is_completed_or_undone(killed, tmp_path):
 @pytest.mark.parametrize("umask", [0o002, 0o077])
 def test_files_and_folders_get_the_users_umask(umask, tmp_path, tiny_bert_dir, tweets_small_csv, capsys):
     old = os.umask(umask)
-    run_directory._UMASK = None
+    atomic_io._UMASK = None
     try:
         out = tmp_path / "run"
         code, err, _ = run_main(args(out, tiny_bert_dir, tweets_small_csv, "--checkpoint_steps", "1"), capsys)
     finally:
         os.umask(old)
-        run_directory._UMASK = None
+        atomic_io._UMASK = None
     assert code == 0, err
     modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
     expected = lambda p: (0o777 if (out / p).is_dir() else 0o666) & ~umask

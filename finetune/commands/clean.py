@@ -17,9 +17,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.core.checkpoints.lean import checkpoint_entries, remove_checkpoints
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
-from finetune.core.run_directory import MANIFEST, folder_bytes, human_size, read_manifest, refuse_unfinished, run_size
+from finetune.core.run_directory import (
+    MANIFEST,
+    checkpoint_entries,
+    folder_bytes,
+    human_size,
+    read_manifest,
+    refuse_unfinished,
+    remove_checkpoints,
+    run_size,
+)
 
 
 def check_finished(run_dir: Path) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from finetune.core.atomic_io import atomic_write_json, atomic_write_text, disk_errors
 from finetune.core.config import not_hyperparameters
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.reporting.report import save_figure
 from finetune.reporting.tables import fmt_value, markdown_table, text_table
 from finetune.tasks import registry
 
@@ -144,8 +146,6 @@ def plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from finetune.reporting.report import save_figure
-
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     blocks = [[r for r in rows if r["metric"] == m] for m in metrics]
     fig, axes = plt.subplots(
@@ -168,7 +168,6 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def compare(run_dirs: list[Path], output: Path) -> dict:
-    from finetune.core.run_directory import atomic_write_json, atomic_write_text, disk_errors
 
     rows, keys = build_rows(run_dirs)
     output = Path(output)

@@ -21,6 +21,9 @@ import socket
 from pathlib import Path
 
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.data.images import to_rgb
+from finetune.models.generate import generate_texts
+from finetune.tasks.runs import open_run
 
 HOST = "127.0.0.1"
 
@@ -76,8 +79,6 @@ def attention_heatmap(attentions, tokens: list[str], layer: int, head: int):
 def classify_image(run, image):
     import torch
 
-    from finetune.data.images import to_rgb
-
     if image is None:
         return {}
     pixels = run.processor(images=[to_rgb(image)], return_tensors="pt")["pixel_values"]
@@ -108,8 +109,6 @@ def headline(run) -> str:
 def build_app(run_dir, layer: int = -1, head: int = 0):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline machine
     import gradio as gr
-
-    from finetune.tasks.runs import open_run
 
     run = open_run(run_dir, verb="finetune demo", attentions=True)
     runs = [run] + ([scratch] if (scratch := _scratch(run)) else [])
@@ -173,7 +172,6 @@ def _image_classifier(gr, runs, names):
 
 
 def _text_generator(gr, runs, names):
-    from finetune.models.generate import generate_texts
 
     prompt = gr.Textbox(
         label="prompt", lines=2, elem_id="input-text", value=(runs[0].results.get("prompts") or [""])[0]

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune.core.atomic_io import atomic_write_json, disk_errors
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.core.run_directory import writing_into
+from finetune.reporting.report import confusion_matrix, plot_confusion_matrix
 from finetune.reporting.tables import fmt_value, text_table
+from finetune.tasks.runs import open_run
 
 SPLITS = ("test", "validation", "train", "all")
 
@@ -95,7 +99,6 @@ def class_ids(evaluator, label_names) -> tuple[list[int], list[int]]:
 
 def per_class(references, predictions, label_names) -> dict:
     """{label: precision, recall, f1, support}, from the confusion matrix (rows true, columns predicted)."""
-    from finetune.reporting.report import confusion_matrix
 
     counts = confusion_matrix(references, predictions, len(label_names))
     table = {}
@@ -133,8 +136,6 @@ def format_report(report: dict) -> str:
 def write_report(report: dict, output: Path, label_names) -> list[Path]:
     """output (JSON: metrics, per-class table, confusion matrix) and, for classifiers, confusion_matrix_<stem>.png
     (+ .json) beside it."""
-    from finetune.core.run_directory import atomic_write_json, disk_errors
-    from finetune.reporting.report import confusion_matrix, plot_confusion_matrix
 
     output = Path(output)
     if output.is_dir():
@@ -184,8 +185,6 @@ def main(argv=None) -> int:
             raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
         import datasets
 
-        from finetune.tasks.runs import open_run
-
         datasets.disable_progress_bars()
         run = open_run(args.run_dir, verb="finetune evaluate")
         columns = {
@@ -196,8 +195,6 @@ def main(argv=None) -> int:
         report = evaluate_run(run, args.dataset, args.split, columns, args.batch_size)
         print(format_report(report))
         if args.output is not None:
-            from finetune.core.run_directory import writing_into
-
             with writing_into(args.output, "finetune evaluate --output"):  # in a run: its lock, its manifest
                 written = write_report(report, args.output, run.label_names)
             print(f"wrote {', '.join(str(p) for p in written)}")

@@ -26,7 +26,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune.core.atomic_io import atomic_dir, atomic_write_json, atomic_write_text, disk_errors
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.core.run_directory import writing_into
+from finetune.reporting.card import public_record
+from finetune.tasks.runs import open_run
 
 TOLERANCE = 1e-4
 OPSET = 18
@@ -176,8 +180,6 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
 
 def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     """Export, verify and (optionally) quantize; returns what export.json holds."""
-    from finetune.core.run_directory import atomic_dir, atomic_write_json, atomic_write_text, disk_errors, writing_into
-    from finetune.tasks.runs import open_run
 
     run = open_run(run_dir, verb="finetune export")
     output = Path(output) if output is not None else run.path / "onnx"
@@ -229,8 +231,6 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
 def shipped_config(config) -> str:
     """config.json as the export folder ships it: no Python model code, nothing of this machine's filesystem."""
     import json
-
-    from finetune.reporting.card import public_record
 
     data = config.to_dict()
     data.pop("auto_map", None)  # the graph needs no Python model code (a scratch model's save would copy it)

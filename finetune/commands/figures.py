@@ -20,8 +20,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from finetune.core.atomic_io import atomic_write_json
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
-from finetune.core.run_directory import atomic_write_json
+from finetune.models.assets import resolve_model
+from finetune.models.loading import _load, resolve
+from finetune.models.scratch import (
+    ScratchTransformerForSequenceClassification,
+    scratch_config_for,
+    sinusoidal_positional_encoding,
+)
 from finetune.reporting.report import save_figure
 
 SENTENCE = "The cat sat on the mat because it was tired"
@@ -40,8 +47,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def positional_encoding_figure(out_dir: Path, n_positions: int = 100, d_model: int = 128) -> Path:
     """Heatmap of the sinusoid table: one row per position, one column per dimension."""
     import matplotlib.pyplot as plt
-
-    from finetune.models.scratch import sinusoidal_positional_encoding
 
     table = sinusoidal_positional_encoding(n_positions, d_model)  # (P, C)
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -98,8 +103,6 @@ def load_pretrained(model_dir: Path):
 def load_scratch(model_dir: Path):
     from transformers import AutoTokenizer
 
-    from finetune.models.scratch import ScratchTransformerForSequenceClassification
-
     if not (model_dir / "config.json").exists():
         raise UserError(f"no from-scratch model in {model_dir}: train one with the sentiment recipe first")
     model = ScratchTransformerForSequenceClassification.from_pretrained(model_dir)
@@ -109,8 +112,6 @@ def load_scratch(model_dir: Path):
 def random_scratch(tokenizer):
     """An untrained scratch classifier with the default sizes, seeded so the figure is reproducible."""
     import torch
-
-    from finetune.models.scratch import ScratchTransformerForSequenceClassification, scratch_config_for
 
     torch.manual_seed(0)
     config = scratch_config_for(
@@ -154,8 +155,6 @@ def load_base_model(run_dir: Path):
     """The checkpoint the run started from (config.yaml's `model`), as it was before fine-tuning."""
     import yaml
     from transformers import AutoModel
-
-    from finetune.models.loading import _load, resolve
 
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
@@ -232,7 +231,6 @@ def attention_panels(run_dir: Path | None) -> list[dict]:
             attention_of(pretrained, tokenizer, "pretrained, fine-tuned", str(run_dir)),
             attention_of(scratch, scratch_tokenizer, "from scratch, trained on the same data", str(scratch_dir)),
         ]
-    from finetune.models.assets import resolve_model
 
     minilm_dir = resolve_model("minilm")
     pretrained, tokenizer = load_pretrained(minilm_dir)

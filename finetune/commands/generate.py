@@ -18,14 +18,15 @@ from pathlib import Path
 
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
 from finetune.models.generate import generate_texts
+from finetune.models.lora import is_adapter_dir, load_adapter_run, read_adapter_config
 
 
 def load_causal_lm(run_dir: Path):
     """(model in eval mode, tokenizer) from a run directory (full model, LoRA adapter or scratch model)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    # here, not at the top: transformers' modelling code (~2 s), only once a model is opened
     import finetune.models.scratch  # noqa: F401  registers the from-scratch models with the Auto classes
-    from finetune.models.lora import is_adapter_dir, load_adapter_run, read_adapter_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

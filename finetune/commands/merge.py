@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.atomic_io import atomic_dir
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.core.run_directory import writing_into
 from finetune.models.lora import is_adapter_dir, load_adapter_run
 
 
@@ -18,7 +20,6 @@ def merge(run_dir, output: Optional[Path] = None) -> Path:
 
     Written into a temporary folder and renamed into place: `output` is the old complete folder or the new one.
     """
-    from finetune.core.run_directory import atomic_dir, writing_into
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

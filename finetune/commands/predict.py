@@ -24,7 +24,12 @@ from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
+from finetune.core.atomic_io import disk_errors, new_temp_dir, write_problem
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
+from finetune.core.run_directory import writing_into
+from finetune.data.images import to_rgb
+from finetune.data.sources import DELIMITER_NAMES, detect_encoding, head_lines, other_delimiter
+from finetune.tasks.runs import open_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CLASSIFIERS = ("text-classification", "image-classification", "token-classification")
@@ -32,7 +37,6 @@ CLASSIFIERS = ("text-classification", "image-classification", "token-classificat
 
 def pipeline_for(run_dir: Path):
     """(pipeline, task) for a saved classifier: full model, LoRA adapter or scratch model."""
-    from finetune.tasks.runs import open_run
 
     run = open_run(run_dir, kinds=CLASSIFIERS, verb="finetune predict")
     return make_pipeline(run), run.kind.name
@@ -90,8 +94,6 @@ def read_rows(source: str, text_column: str = "text"):
         return
     path = Path(source)
     if path.is_dir():
-        from finetune.commands.predict import load_image
-
         for file in _image_files(path):  # the path inside the folder: cat/0.png and dog/0.png are two images
             yield file.relative_to(path).as_posix(), load_image(str(file))
         return
@@ -151,7 +153,6 @@ def headerless(path: Path, text_column: str, encoding: str = "utf-8", delimiter:
 def text_format(path: Path) -> tuple[str, str, list]:
     """(encoding, csv delimiter, notes on what was detected) of an input file, found as training finds them
     (finetune.data.sources): a latin-1 / cp1252 file, a .csv that is really tab-separated."""
-    from finetune.data.sources import DELIMITER_NAMES, detect_encoding, head_lines, other_delimiter
 
     try:
         encoding, notes = detect_encoding(path)
@@ -216,8 +217,6 @@ def entity_spans(text: str, entities: list[dict]) -> dict:
 
 def load_image(path: str):
     from PIL import Image, UnidentifiedImageError
-
-    from finetune.data.images import to_rgb
 
     p = Path(path)
     if p.is_dir():
@@ -310,7 +309,6 @@ def main(argv=None) -> int:
             raise UserError(f"--batch_size and --top_k must be at least 1, got {args.batch_size} and {args.top_k}")
         if args.output is not None:
             check_output(args.output)  # before the model loads: a wrong --output costs no wait
-        from finetune.tasks.runs import open_run
 
         run = open_run(args.run_dir, kinds=CLASSIFIERS, verb="finetune predict")
 
@@ -322,7 +320,6 @@ def main(argv=None) -> int:
         if args.output is None:
             predict_into(sys.stdout)
             return 0
-        from finetune.core.run_directory import disk_errors, new_temp_dir, writing_into
 
         # Streamed into a temporary file beside the output, renamed into place when complete; in a run directory
         # under the run's lock, and recorded in its manifest (finetune/core/run_directory.py: writing_into).
@@ -344,8 +341,6 @@ def check_output(path: Path) -> None:
     """--output names a file in a folder this process can write (or can create): probed with a temporary file in
     the nearest folder that exists, so a read-only place is one line, not a traceback from mkdtemp."""
     import tempfile
-
-    from finetune.core.run_directory import write_problem
 
     if path.is_dir():
         raise UserError(f"--output {path} is a folder: name a file, e.g. {path / 'predictions.jsonl'}")

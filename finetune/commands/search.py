@@ -35,7 +35,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from finetune.commands.study import given_fields
+from finetune.core.atomic_io import atomic_write_json, atomic_write_text, disk_errors, write_problem
+from finetune.core.config import THROWAWAY_CHECKPOINTS, load_yaml, parse_config
+from finetune.core.engine import TrainingInterrupted, on_evaluation
 from finetune.core.errors import CommandParser, LossDiverged, UserError, user_errors_exit
+from finetune.core.metrics import greater_is_better
+from finetune.reporting.report import save_figure
 from finetune.reporting.tables import fmt_value, markdown_table, text_table
 from finetune.tasks import registry
 
@@ -72,7 +78,6 @@ def load_space(path: Path, config) -> dict:
     num_epochs: {type: int, low: 1, high: 3}
     warmup_ratio: 0.1
     """
-    from finetune.core.config import load_yaml
 
     space = default_space(config)
     fields = {f.name for f in dataclasses.fields(config)}
@@ -191,8 +196,6 @@ def check_sqlite_writable(storage_url: str) -> None:
     anything starts; Optuna would fail at its first commit with "exceeding max length", which misleads."""
     import tempfile
 
-    from finetune.core.run_directory import write_problem
-
     if not storage_url.startswith("sqlite:///") or storage_url == "sqlite:///:memory:":
         return
     db = Path(storage_url[len("sqlite:///") :])
@@ -259,7 +262,6 @@ def objective_metric(recipe, config) -> tuple[str, bool]:
     A recipe whose metric depends on its configuration (text_classification: by problem type) reads it from
     --metric_for_best or its per-problem-type default; the direction is finetune.core.evaluation's one rule.
     """
-    from finetune.core.metrics import greater_is_better
 
     metric = getattr(config, "metric_for_best", None) or getattr(recipe, "METRIC_FOR_BEST", None)
     defaults = getattr(recipe, "DEFAULT_METRIC", {})
@@ -288,9 +290,6 @@ class SearchTarget:
 
 def make_objective(recipe, base_config, space: dict, out_dir: Path):
     import optuna
-
-    from finetune.core.engine import on_evaluation
-    from finetune.core.run_directory import atomic_write_json
 
     metric = recipe.METRIC_FOR_BEST
 
@@ -377,7 +376,6 @@ class SearchTerminated(KeyboardInterrupt):
 
 
 def is_interruption(err: BaseException) -> bool:
-    from finetune.core.engine import TrainingInterrupted
 
     return isinstance(err, (KeyboardInterrupt, TrainingInterrupted))
 
@@ -577,8 +575,6 @@ def plot_history(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from finetune.reporting.report import save_figure
-
     metric, maximize = summary["metric"], summary["direction"] == "maximize"
     fig, ax = plt.subplots(figsize=(7, 4))
     complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
@@ -614,8 +610,6 @@ def plot_slices(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from finetune.reporting.report import save_figure
-
     metric = summary["metric"]
     complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
     names = list(dict.fromkeys(k for t in summary["trials"] for k in t["params"])) or ["(none)"]
@@ -642,9 +636,6 @@ def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
     best.yaml`."""
     import yaml
 
-    from finetune.core.config import THROWAWAY_CHECKPOINTS
-    from finetune.core.run_directory import atomic_write_text
-
     best = best_trial(study)
     if best is None:
         return None
@@ -664,7 +655,6 @@ def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
 
 
 def write_reports(study, recipe, out_dir: Path, storage_url: str) -> dict:
-    from finetune.core.run_directory import atomic_write_json, atomic_write_text, disk_errors
 
     summary = summarise(study, recipe, out_dir, storage_url)
     with disk_errors("search.json", out_dir):
@@ -699,9 +689,6 @@ def main(argv=None) -> int:
     import importlib
     import importlib.util
     import os
-
-    from finetune.commands.study import given_fields
-    from finetune.core.config import THROWAWAY_CHECKPOINTS, parse_config
 
     argv = sys.argv[1:] if argv is None else list(argv)
     with user_errors_exit():
@@ -755,8 +742,6 @@ def search(
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
-
-    from finetune.core.engine import TrainingInterrupted
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed here instead
     study = open_study(storage_url, study_name, recipe.TASK, recipe.GREATER_IS_BETTER, sampler_seed)

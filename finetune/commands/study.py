@@ -42,9 +42,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from finetune.core.config import THROWAWAY_CHECKPOINTS
+from finetune.core.atomic_io import atomic_write_json, atomic_write_text
+from finetune.core.config import THROWAWAY_CHECKPOINTS, load_yaml, parse_config
+from finetune.core.engine import TrainingInterrupted
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
-from finetune.core.run_directory import atomic_write_json, atomic_write_text
+from finetune.core.precision import machine_facts
+from finetune.core.run_directory import run_lock
+from finetune.reporting.report import save_figure
 from finetune.reporting.tables import markdown_table, text_table
 from finetune.tasks import registry
 
@@ -137,8 +141,6 @@ def given_fields(recipe_argv: list[str]) -> frozenset:
     """The fields named by --field flags (a --config file's keys count as the user's too)."""
     names = {flag[2:].split("=")[0] for flag in recipe_argv if flag.startswith("--")}
     if "config" in names:
-        from finetune.core.config import load_yaml
-
         names |= set(load_yaml(recipe_argv[recipe_argv.index("--config") + 1]))
     return frozenset(names)
 
@@ -238,8 +240,6 @@ def plot_study(study: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from finetune.reporting.report import save_figure
 
     metric, summary = study["metric"], study["summary"]["sizes"]
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -381,7 +381,6 @@ def _output_into(log):
 
 
 def machine() -> dict:
-    from finetune.core.precision import machine_facts
 
     facts = machine_facts()
     return {
@@ -404,8 +403,6 @@ def data_efficiency(
 ) -> dict:
     """Run every (size, seed) cell not yet finished, then write study.json and the figure. Returns the study."""
     from tqdm.auto import tqdm
-
-    from finetune.core.config import parse_config
 
     module, config_cls = load_recipe(task)
     base = parse_config(config_cls, recipe_argv)  # first: a bad flag is the recipe's one-line error
@@ -536,8 +533,6 @@ def _data_efficiency_command(argv: list[str]) -> int:
     if len(set(args.sizes)) < len(args.sizes) or len(set(args.seeds)) < len(args.seeds):
         raise UserError("--sizes and --seeds must not repeat a value")
     study_dir = args.output_dir or Path("runs") / f"study_{args.task}"
-    from finetune.core.engine import TrainingInterrupted
-    from finetune.core.run_directory import run_lock
 
     started = time.perf_counter()
     try:  # one study per folder at a time: a second one would restart the cells the first is running

@@ -21,9 +21,11 @@ from typing import ClassVar, Optional, TypeVar
 
 import yaml
 
+from finetune.core.atomic_io import atomic_write_text
 from finetune.core.errors import UserError
 from finetune.core.precision import check_requested as check_precision
 from finetune.core.secrets import is_secret_name
+from finetune.core.trackers import names as tracker_names
 
 C = TypeVar("C")
 
@@ -203,7 +205,6 @@ class TrainingConfig:
         if self.num_workers is not None and self.num_workers < 0:
             raise UserError(f"--num_workers must be 0 or more (or left unset), got {self.num_workers}")
         check_precision(self.mixed_precision)  # now, in one line, before anything loads (choose() applies it later)
-        from finetune.core.trackers import names as tracker_names
 
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
         if self.resume and self.overwrite:
@@ -496,6 +497,5 @@ def resume_advice(config: TrainingConfig) -> str:
 
 
 def save_config(config, path: Path) -> None:
-    from finetune.core.run_directory import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

@@ -34,6 +34,15 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from finetune.core import trackers
+from finetune.core.atomic_io import (
+    atomic_dir,
+    atomic_write_json,
+    commit_dir,
+    disk_errors,
+    new_temp_dir,
+    remove_stale_temp,
+)
 from finetune.core.checkpoints.lean import (
     WEIGHTS_ONLY_FILE,
     best_weights_file,
@@ -48,14 +57,6 @@ from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
 from finetune.core.errors import LossDiverged, UserError
 from finetune.core.metrics import greater_is_better
 from finetune.core.precision import resolve as resolve_precision
-from finetune.core.run_directory import (
-    atomic_dir,
-    atomic_write_json,
-    commit_dir,
-    disk_errors,
-    new_temp_dir,
-    remove_stale_temp,
-)
 
 STATE_FILE = "train_state.json"
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}  # Accelerate's names -> ours
@@ -310,8 +311,6 @@ def train(
 def prepare(model, loaders, evaluator, config, run_dir, name, metric_for_best) -> Setup:
     """Accelerator (mixed precision, gradient accumulation, trackers); AdamW; warmup + linear decay."""
     from transformers import get_linear_schedule_with_warmup
-
-    from finetune.core import trackers
 
     accelerator = make_accelerator(config, Path(run_dir) / "logs", trackers.build(config.log_with, run_dir, name))
     if config.gradient_checkpointing:
@@ -648,7 +647,6 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
         test_outputs = setup.evaluator.outputs()  # now: the evaluator is reused (the scratch model, extra splits)
     if setup.config.log_with:
         accelerator.log({f"test/{k}": v for k, v in test_metrics.items()}, step=state.step)
-        from finetune.core import trackers
 
         trackers.finish(accelerator)  # not end_training(): that also destroys the process group the next model needs
     return TrainResult(

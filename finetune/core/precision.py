@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.atomic_io import atomic_write_json
+from finetune.core.environment import cache_dir
 from finetune.core.errors import UserError
 
 # x86: AVX-512 BF16 (Cooper Lake, Sapphire Rapids, Zen 4+) or AMX tiles (Sapphire Rapids+); ARM: the BF16 extension.
@@ -145,9 +147,6 @@ def probe_cpu_bf16(use_cache: bool = True) -> dict:
     Measured once per CPU model + flags + torch version, then read back from <cache>/precision_probe.json.
     """
     import json
-
-    from finetune.core.environment import cache_dir
-    from finetune.core.run_directory import atomic_write_json
 
     path, key = cache_dir() / PROBE_CACHE_FILE, probe_key()
     cached = {}

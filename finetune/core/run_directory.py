@@ -1,12 +1,12 @@
-"""Atomic writes: a file or folder is either the old complete version or the new complete version.
+"""The run directory: a folder of its own with a manifest, built beside an earlier run and swapped in once
+finished, held by a lock while a command works in it.
 
-Everything a run leaves behind (results, configs, final models, checkpoints) goes through here, so a crash,
-a full disk or Ctrl-C in the middle of a save never leaves a half-written file where a good one was.
+Its files are written atomically (finetune/core/atomic_io.py); checkpoints and the resume fingerprint are
+finetune/core/checkpoints/'s.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -15,206 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.atomic_io import WRITE_ERRNOS, atomic_write_json, fsync_path, remove_stale_temp
+from finetune.core.checkpoints.lean import CHECKPOINTS, release_best_copy
+from finetune.core.checkpoints.resume import check_resume, fingerprint
 from finetune.core.errors import UserError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~user_umask())  # mkstemp makes 0600: the file gets the mode a plain open() gives
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-@contextmanager
-def atomic_dir(target: Path):
-    """Yield a temporary folder beside `target`; on success it replaces `target` in one rename.
-
-    On any exception (KeyboardInterrupt included) the temporary folder is removed and `target` is untouched.
-    """
-    tmp = new_temp_dir(target)
-    try:
-        yield tmp
-        commit_dir(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def new_temp_dir(target: Path) -> Path:
-    """An empty folder `.NAME.tmp.XXXX` beside `target`, on the same filesystem (so a rename can publish it)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return make_temp_dir(prefix=f".{target.name}.tmp.", dir=target.parent)
-
-
-def make_temp_dir(prefix: str, dir: Path) -> Path:
-    """tempfile.mkdtemp with the mode a plain mkdir gives (mkdtemp's 0700 would outlive the rename into place)."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
-    tmp.chmod(0o777 & ~user_umask())
-    return tmp
-
-
-def user_umask() -> int:
-    """The process umask (read by setting it and setting it back: there is no getter before Python 3.12's os)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
-_UMASK = None
-
-
-def commit_dir(tmp: Path, target: Path) -> None:
-    """Flush `tmp` to disk, then make it `target` by rename (an existing `target` is swapped out, then removed).
-
-    The flush matters for power loss, not for a killed process: the page cache outlives the process, but after
-    a power cut a renamed folder could otherwise hold empty files.
-    """
-    tmp, target = Path(tmp), Path(target)
-    with_user_modes(tmp)
-    for path in sorted(tmp.rglob("*")):
-        if path.is_file():
-            _fsync(path)
-    _fsync(tmp)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temp(folder: Path) -> list[Path]:
-    """Remove the `.NAME.tmp.*` / `.NAME.old` folders a killed process left behind; return what went."""
-    folder = Path(folder)
-    stale = [p for p in folder.glob(".*.tmp.*") if p.is_dir()] + [p for p in folder.glob(".*.old") if p.is_dir()]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
-
-
-# ---- full disks and unwritable folders ---------------------------------------------------------------------
-
-_WRITE_ERRNOS = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exhausted",
-    errno.EFBIG: "the file is too large for this filesystem",
-    errno.EROFS: "the filesystem is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "the operation is not permitted",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-}
-# The same conditions as they surface from libraries that do not raise OSError (safetensors' Rust writer).
-_WRITE_MESSAGES = {
-    "No space left on device": errno.ENOSPC,
-    "os error 28": errno.ENOSPC,
-    "Disk quota exceeded": errno.EDQUOT,
-    "Read-only file system": errno.EROFS,
-    "Permission denied": errno.EACCES,
-    "Not a directory": errno.ENOTDIR,
-}
-
-
-def write_problem(err: BaseException, folder: Path):
-    """If `err`, raised while writing into `folder`, comes from a full disk or an unwritable place, say which.
-
-    OSError carries an errno; safetensors puts the OS message in its text; torch.save only says "unexpected pos"
-    or "file write failed", so then the folder itself is probed with a small write. None: some other failure.
-    """
-    code = getattr(err, "errno", None)
-    if code not in _WRITE_ERRNOS:
-        code = next((c for text, c in _WRITE_MESSAGES.items() if text in str(err)), None)
-    if code is None and isinstance(err, RuntimeError) and ("unexpected pos" in str(err) or "write failed" in str(err)):
-        code = _probe_write(Path(folder))
-    return _WRITE_ERRNOS.get(code) if code is not None else None
-
-
-def _probe_write(folder: Path):
-    """errno of writing 1 MiB into `folder` (or its nearest existing parent), None if that works."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        with tempfile.TemporaryFile(dir=folder) as f:
-            f.write(b"\0" * (1 << 20))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as probe:
-        return probe.errno
-    return None
-
-
-@contextmanager
-def disk_errors(what: str, folder: Path, kept: str = ""):
-    """Turn a full disk / unwritable folder while writing `what` into a one-line UserError that names the fix.
-
-    `kept` says what is still safe (e.g. the last good checkpoint); anything else is re-raised untouched.
-    """
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 (classified below; re-raised unless it is a disk problem)
-        reason = write_problem(err, folder)
-        if reason is None:
-            raise
-        fix = (
-            "free some disk space or choose another --output_dir"
-            if "disk" in reason or "large" in reason
-            else "choose a writable --output_dir"
-        )
-        raise UserError(f"could not write {what} in {folder}: {reason}; {fix}{'; ' + kept if kept else ''}") from None
-
-
-def with_user_modes(folder: Path) -> None:
-    """Give `folder` and everything in it the modes the user's umask gives a new file or folder.
-
-    Libraries that write atomically create private files (safetensors 0.8 writes 0600, tempfile 0600 / 0700):
-    left so, a run would be unreadable to the user's group on a shared machine whatever the umask says.
-    """
-    umask = user_umask()
-    for path in [Path(folder), *Path(folder).rglob("*")]:
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def publish_files(src_dir: Path, dest_dir: Path) -> None:
-    """Move every file of src_dir into dest_dir, each with an atomic rename (same filesystem)."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with_user_modes(src_dir)
-    for item in sorted(Path(src_dir).iterdir()):
-        target = dest_dir / item.name
-        if item.is_dir():
-            if target.exists():
-                shutil.rmtree(target)
-        os.replace(item, target)
-
 
 # ---- run directories ----------------------------------------------------------------------------------------
 #
@@ -309,7 +113,6 @@ def steps_done(folder: Path) -> Optional[int]:
 
 def _refuse_special(output_dir: str) -> Path:
     """The folders a run must never be: "", the current folder, home, a filesystem root (or an ancestor of those)."""
-    from finetune.core.errors import UserError
 
     if not str(output_dir).strip():
         raise UserError("--output_dir is empty: name a folder of its own for the run, e.g. --output_dir runs/mine")
@@ -344,7 +147,6 @@ def check_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -
     Under `accelerate launch` every process calls it, and none goes on until all have checked: otherwise the
     main process could create the folder before another one looked, which would then see "an earlier run".
     """
-    from finetune.core.errors import UserError
 
     run_dir = _refuse_special(output_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -373,8 +175,6 @@ def check_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None) -
                 f"nothing to resume in {run_dir}: it has no checkpoints (checkpoints/*/step_*); run without --resume"
             )
         if config is not None:
-            from finetune.core.checkpoints.resume import check_resume
-
             target = staging if has_checkpoints(staging) else run_dir
             check_resume(config, (read_manifest(target) or {}).get("fingerprint"), str(target), steps_done(target))
     elif manifest is not None and manifest["status"] == "finished" and not overwrite:
@@ -418,7 +218,6 @@ def _is_main_process() -> bool:
 
 def _check_writable(run_dir: Path) -> None:
     """Fail before any work if the run folder (or the folder it would be created in) can't take files."""
-    from finetune.core.errors import UserError
 
     existing = run_dir
     while not existing.exists() and existing != existing.parent:
@@ -432,7 +231,7 @@ def _check_writable(run_dir: Path) -> None:
             with tempfile.TemporaryFile(dir=folder):  # os.access would say yes to root on a read-only mount
                 pass
         except OSError as err:
-            reason = _WRITE_ERRNOS.get(err.errno, err.strerror)
+            reason = WRITE_ERRNOS.get(err.errno, err.strerror)
             raise UserError(
                 f"--output_dir {run_dir} is not writable ({folder}: {reason}): choose a writable --output_dir"
             ) from None
@@ -472,8 +271,6 @@ def prepare_run_dir(output_dir: str, overwrite: bool, resume: bool, config=None)
         if target == staging:
             fields["replaces"] = run_dir.name
         if config is not None and "fingerprint" not in fields:
-            from finetune.core.checkpoints.resume import fingerprint
-
             # what --resume must find again (finetune/core/checkpoints/resume.py)
             fields["fingerprint"] = fingerprint(config)
         _write_manifest(target, status="running", **fields)
@@ -503,7 +300,6 @@ def _release_best_copies(run_dir: Path) -> None:
         models = json.loads((run_dir / "results.json").read_text()).get("models", [])
     except (OSError, ValueError, AttributeError):
         return
-    from finetune.core.checkpoints.lean import release_best_copy
 
     for entry in models:
         role, folder = entry.get("role"), entry.get("dir")
@@ -544,7 +340,7 @@ def _swap_in(staging: Path, final: Path) -> None:
     if final.exists():
         os.replace(final, replaced)
     os.replace(staging, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
     shutil.rmtree(replaced, ignore_errors=True)
 
 
@@ -807,6 +603,38 @@ def writing_into(path: Path, command: str):
         yield root
         if root is not None:
             record_files(root, [root / rel for rel in set(_run_files(root)) - before if not _write_leftover(rel)])
+
+
+# ---- a finished run without its checkpoints (--keep_checkpoints none, finetune clean) ----------------------------
+
+
+def checkpoint_entries(run_dir: Path) -> list[tuple[str, int]]:
+    """(checkpoints/MODEL/ENTRY, bytes) of each step_N and best folder a run holds, in name order."""
+    root = Path(run_dir) / CHECKPOINTS
+    entries = sorted(p for p in root.glob("*/*")) if root.is_dir() else []
+    return [(str(p.relative_to(run_dir)), folder_bytes(p)) for p in entries]
+
+
+def remove_checkpoints(run_dir: Path) -> int:
+    """Delete the checkpoints/ folder of a finished run and drop its files from the run manifest; returns the bytes
+    freed. The saved model, results and card stay: after this the run cannot be resumed, everything else reads it.
+
+    One rename first (to .checkpoints.old, which an interrupted removal leaves and every check passes over), so a
+    kill midway never leaves a checkpoint folder with files missing that --resume could try to load.
+    """
+    run_dir = Path(run_dir)
+    if (read_manifest(run_dir) or {}).get("status") != "finished":
+        raise UserError(
+            f"{run_dir} holds no finished run: its checkpoints are what --resume continues from, so they stay"
+        )
+    folder, gone = run_dir / CHECKPOINTS, run_dir / f".{CHECKPOINTS}.old"
+    freed = folder_bytes(folder) + folder_bytes(gone)
+    if folder.exists():
+        shutil.rmtree(gone, ignore_errors=True)
+        os.replace(folder, gone)
+    forget_missing_files(run_dir)
+    shutil.rmtree(gone, ignore_errors=True)
+    return freed
 
 
 def run_size(folder: Path) -> str:

@@ -29,6 +29,8 @@ from typing import Optional
 from finetune.core.errors import UserError
 from finetune.data import packaged
 from finetune.data.labels import ClassificationData, labelled_splits, pick_columns
+from finetune.data.provenance import Provenance, use_packaged
+from finetune.data.sources import first_line, load_hub_dataset
 
 MODE_NAMES = {
     "L": "grayscale (L)",
@@ -66,7 +68,7 @@ def packaged_digits():
     return DatasetDict({"train": dataset}), note
 
 
-PACKAGED_IMAGES = {"digits": packaged_digits}
+PACKAGED_IMAGES = {packaged.DIGITS: packaged_digits}
 
 
 # --- Opening images ----------------------------------------------------------------------------------------------
@@ -168,9 +170,6 @@ def _load_source(name: str):
     """(DatasetDict, Provenance) of a packaged alias, a local image folder or a Hub dataset."""
     import os
 
-    from finetune.data.provenance import Provenance, use_packaged
-    from finetune.data.sources import load_hub_dataset
-
     if use_packaged(name, PACKAGED_IMAGES):
         dataset, note = PACKAGED_IMAGES[name]()
         return dataset, Provenance("packaged", note)
@@ -201,8 +200,6 @@ METADATA_SUFFIXES = {".csv", ".jsonl", ".parquet"}  # imagefolder reads metadata
 def load_image_folder(path: Path):
     """datasets' imagefolder, with the layouts it cannot learn from turned into one-line errors."""
     from datasets import load_dataset
-
-    from finetune.data.sources import first_line
 
     images = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not images:

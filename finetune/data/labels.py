@@ -21,6 +21,7 @@ from typing import Optional
 
 from finetune.core.errors import UserError
 from finetune.data.provenance import Provenance
+from finetune.data.sources import example_keys, make_splits
 
 # Values that stand for "no label": SST-2 and GLUE hide their test labels as -1, other datasets leave them empty.
 MISSING = (None, -1)
@@ -192,7 +193,6 @@ def labelled_splits(
     Unlabelled splits are dropped and missing ones carved from train (`sources.make_splits`, deduplicated on
     `key_column`); the label set comes from train (or --labels) and every split is encoded against it.
     """
-    from finetune.data.sources import make_splits
 
     feature = raw["train"].features["label"]
     if type(feature).__name__ not in ("Value", "ClassLabel") or getattr(feature, "dtype", "") in (
@@ -257,7 +257,6 @@ def decide_problem_type(
 
 def conflicting_labels(split, key_columns, label_columns=("label",)) -> tuple[int, Optional[object]]:
     """How many distinct examples appear with two or more different labels, and one of them (for the warning)."""
-    from finetune.data.sources import example_keys
 
     seen: dict = {}
     for key, label in zip(example_keys(split, key_columns), example_keys(split, label_columns)):
@@ -278,8 +277,6 @@ def _number(value):
 def regression_splits(raw, key_column, seed: int = 42, extra: tuple = (), aliases: Optional[dict] = None):
     """Columns already picked (`label` a score) -> (splits with float `label`, ["score" name], notes)."""
     from datasets import Value
-
-    from finetune.data.sources import make_splits
 
     for split_name, split in raw.items():
         for row, value in enumerate(split["label"], start=1):
@@ -380,8 +377,6 @@ def multi_label_splits(
     """Columns picked (the label column(s) plus the inputs) -> (splits with a 0/1 float vector `label`, names,
     notes)."""
     from datasets import Sequence, Value
-
-    from finetune.data.sources import make_splits
 
     raw = to_label_sets(raw, label_columns, delimiter)
     # every row counts as labelled: an empty set is an answer ("none of these"); all-empty is caught below

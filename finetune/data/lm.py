@@ -22,6 +22,7 @@ from typing import Optional
 
 from finetune.core.errors import UserError
 from finetune.data.provenance import Provenance
+from finetune.data.sampling import LengthGroupedBatchSampler
 from finetune.data.sources import check_text_column, load_any, make_splits
 from finetune.data.text import PACKAGED_TEXT
 
@@ -185,8 +186,6 @@ def make_lm_loaders(blocks, tokenizer, batch_size: int, eval_batch_size: int, se
     fixed order."""
     import torch
     from torch.utils.data import DataLoader
-
-    from finetune.data.sampling import LengthGroupedBatchSampler
 
     collate = CausalLMCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     loaders = {}

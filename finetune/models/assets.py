@@ -28,6 +28,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+from finetune.core.atomic_io import make_temp_dir
 from finetune.core.environment import cache_dir, package_dir
 
 
@@ -93,7 +94,6 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> None:
     tells a finished conversion from an older interrupted layout.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    from finetune.core.run_directory import make_temp_dir
 
     tmp = make_temp_dir(prefix=f".{target.name}.", dir=target.parent)  # (mkdtemp alone: 0700 whatever the umask)
     try:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.atomic_io import disk_errors, publish_files
+from finetune.core.environment import is_offline
 from finetune.core.errors import UserError
 from finetune.models import assets
 
@@ -63,8 +65,6 @@ def load_pretrained(loader, source: ModelSource, what: str, **kwargs):
     try:
         return loader(source.path, **kwargs)
     except (OSError, ValueError) as err:
-        from finetune.core.environment import is_offline
-
         if source.is_hub and is_offline():
             raise UserError(
                 f"model {source.name!r} is not a local folder and is not in the local Hugging Face cache, and "
@@ -146,8 +146,6 @@ def save_model(result, tokenizer_or_processor, target: Path) -> None:
     """
     import shutil
     import tempfile
-
-    from finetune.core.run_directory import disk_errors, publish_files
 
     accelerator = result.accelerator
     accelerator.wait_for_everyone()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 from finetune.core.errors import UserError
+from finetune.models.loading import ModelSource, _load, save_model
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FULL_MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
@@ -157,7 +158,6 @@ def is_peft_model(model) -> bool:
 def save_run_model(result, tokenizer_or_processor, run_dir: Path) -> None:
     """Save a trained model into run_dir: the adapter (LoRA) or the full model, then remove the other kind's
     files an earlier run (--overwrite) may have left, so the folder never holds both."""
-    from finetune.models.loading import save_model
 
     save_model(result, tokenizer_or_processor, run_dir)
     if not result.accelerator.is_main_process:
@@ -225,6 +225,7 @@ def _base_class(adapter_config: dict):
     mapping = adapter_config.get("auto_mapping") or {}
     library, name = mapping.get("parent_library", ""), mapping.get("base_model_class")
     if name and (library == "transformers" or library.startswith(("transformers.", "finetune."))):
+        # here, not at the top: transformers' modelling code (~2 s), only once a model is opened
         import finetune.models.scratch  # noqa: F401  registers the from-scratch models
 
         return getattr(importlib.import_module(library), name)
@@ -256,7 +257,6 @@ def load_adapter_run(run_dir, **base_kwargs):
         )
     cls = _base_class(adapter_config)
     kwargs = base_kwargs_from_run(run_dir) if not base_kwargs else base_kwargs
-    from finetune.models.loading import ModelSource, _load
 
     source = ModelSource(base_path, base_path, "adapter base", is_hub=not Path(os.path.expanduser(base_path)).is_dir())
     base = _load(cls.from_pretrained, source, "base model", **kwargs)

@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+from finetune.core.atomic_io import atomic_write_text, disk_errors
 from finetune.core.config import not_hyperparameters
 from finetune.core.errors import UserError
 from finetune.core.secrets import is_secret_name
@@ -390,7 +391,6 @@ def write_model_card(run_dir: str | os.PathLike, repo_id: str | None = None, wha
     `repo_id` fills the how-to-use snippet (a placeholder when None). The card is deterministic: the same run
     and repo id give the same bytes, so rewriting it is harmless; a failure while writing leaves the old card.
     """
-    from finetune.core.run_directory import atomic_write_text, disk_errors
 
     card = build_model_card(run_dir, repo_id=repo_id, what=what)
     path = Path(run_dir) / "README.md"

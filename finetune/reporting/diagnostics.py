@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.core.run_directory import atomic_write_json, disk_errors
+from finetune.core.atomic_io import atomic_write_json, disk_errors
+from finetune.reporting.report import save_figure
 
 ECE_BINS = 15
 
@@ -96,8 +97,6 @@ def plot_reliability(run_dir: Path, name: str, confidences, correct, title: str)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from finetune.reporting.report import save_figure
 
     rows = calibration_bins(confidences, correct)
     ece = expected_calibration_error(confidences, correct)

@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from finetune.core.run_directory import atomic_write_json, disk_errors
+from finetune.core.atomic_io import atomic_write_json, disk_errors, user_umask
 from finetune.reporting.tables import fmt_value, text_table
 
 
@@ -163,7 +163,6 @@ def save_figure(fig, path: Path, **savefig_kwargs) -> Path:
     with disk_errors(path.name, path.parent):
         # A unique temporary name: several processes (concurrent finetune search) may draw the same figure.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
-        from finetune.core.run_directory import user_umask
 
         os.fchmod(fd, 0o666 & ~user_umask())  # mkstemp makes 0600: the figure gets the mode a plain open() gives
         os.close(fd)

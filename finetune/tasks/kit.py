@@ -25,7 +25,25 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
+from finetune.core import engine
 from finetune.core.config import HubFields as HubFields  # (recipes mix it in as kit.HubFields)
+from finetune.core.config import parse_config, resume_advice, save_config
+from finetune.core.engine import TrainingInterrupted, is_rank_zero
+from finetune.core.errors import user_errors_exit
+from finetune.core.metrics import greater_is_better
+from finetune.core.run_directory import (
+    check_run_dir,
+    finish_run_dir,
+    holds_run_lock,
+    human_size,
+    prepare_run_dir,
+    remove_checkpoints,
+    run_attempt,
+    run_lock,
+    run_size,
+)
+from finetune.reporting import card, report
+from finetune.reporting.hub import push_run
 from finetune.tasks import registry
 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a checkpoint is on disk, --resume continues
@@ -39,7 +57,6 @@ def holds_run_dir(run):
 
     @functools.wraps(run)
     def locked(config, *args, **kwargs):
-        from finetune.core.run_directory import run_lock
 
         with run_lock(config.output_dir, _command(run, kwargs.get("task"))):
             return run(config, *args, **kwargs)
@@ -58,10 +75,6 @@ def main(config_cls, run, argv: Optional[list[str]] = None) -> int:
     Exit codes: 0 done; 2 a UserError (one line, printed by user_errors_exit); 130 interrupted with a
     checkpoint saved, and the hint to resume printed once (by rank zero) however many processes ran.
     """
-    from finetune.core.config import parse_config, resume_advice
-    from finetune.core.engine import TrainingInterrupted, is_rank_zero
-    from finetune.core.errors import user_errors_exit
-    from finetune.core.run_directory import run_attempt, run_lock
 
     with user_errors_exit():
         config = parse_config(config_cls, sys.argv[1:] if argv is None else argv)
@@ -84,9 +97,6 @@ def start_run(config):
     (fail fast, touch nothing). Returns Accelerate's PartialState."""
     import datasets
 
-    from finetune.core import engine
-    from finetune.core.run_directory import check_run_dir, holds_run_lock, run_lock
-
     if not holds_run_lock(config.output_dir):  # a run() of the user's own, without @holds_run_dir
         _kept[config.output_dir] = stack = ExitStack()
         stack.enter_context(run_lock(config.output_dir, f"finetune run() of {type(config).__name__}"))
@@ -102,8 +112,6 @@ def open_run_dir(config, state, notes: list[str]) -> Path:
     With --overwrite of a finished run, the folder returned is its sibling NAME.unfinished: the new run is built
     there and finish_run swaps it in, so a failure never costs the earlier run anything
     (finetune/core/run_directory.py)."""
-    from finetune.core.config import save_config
-    from finetune.core.run_directory import prepare_run_dir
 
     run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume, config)
     if state.is_main_process:
@@ -122,7 +130,6 @@ def results_header(task: str, config, source, provenance, metric_for_best: str) 
     with dataset_is_hub for the card's dataset link; base_model: the pretrained model's
     Hub id, or None for an offline alias or a local folder, which base_model_origin names without any path.
     """
-    from finetune.core.metrics import greater_is_better
 
     return {
         "task": task,
@@ -145,6 +152,7 @@ def scratch_config(task: str, d_model: int, n_layers: int, **fields):
     One rule for every recipe: attention heads keep the preset's head width (64 for text, 32 for images), the
     feed-forward layer is 4 x d_model as in the paper, dropout 0.1.
     """
+    # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch.models import scratch_config_for
 
     preset = scratch_config_for(task)
@@ -175,9 +183,6 @@ def finish_run(
 
     Nothing here is optional or silent: a card that cannot be written is an error like any other.
     """
-    from finetune.core import engine
-    from finetune.core.run_directory import finish_run_dir, human_size, run_size
-    from finetune.reporting import card, report
 
     if not engine.process_state().is_main_process:
         return
@@ -189,13 +194,9 @@ def finish_run(
     run_dir = final
     print(table if table is not None else report.format_table(results))
     if getattr(config, "keep_checkpoints", None) == "none":  # only now: until the run finished, they were its resume
-        from finetune.core.checkpoints.lean import remove_checkpoints
-
         print(f"removed the checkpoints (--keep_checkpoints none): {human_size(remove_checkpoints(run_dir))} freed")
     print(f"run directory: {run_dir} ({run_size(run_dir)})  {where}")
     if config.push_to_hub:
-        from finetune.reporting.hub import push_run
-
         url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
         print(f"pushed to {url}")
     _kept.pop(config.output_dir, ExitStack()).close()

@@ -17,8 +17,19 @@ from pathlib import Path
 from typing import Optional
 
 from finetune.core.checkpoints.safeload import check_weights
+from finetune.core.config import load_yaml
 from finetune.core.errors import UserError
+from finetune.core.evaluation import ClassificationEvaluator, LanguageModelEvaluator, TokenClassificationEvaluator
 from finetune.core.run_directory import refuse_unfinished
+from finetune.data import text, tokens
+from finetune.data.images import PACKAGED_IMAGES, load_image_classification
+from finetune.data.labels import class_names_of, label_key, pick_columns
+from finetune.data.lm import condition_prefix, limit, load_corpus, make_blocks, make_lm_loaders
+from finetune.data.pipeline import PixelNormalizer, image_loaders
+from finetune.data.sources import load_any
+from finetune.data.text import PACKAGED_TEXT, load_text_classification, tokenize
+from finetune.data.tokens import load_token_classification, tokenize_and_align
+from finetune.models.lora import is_adapter_dir, load_adapter_run, read_adapter_config
 from finetune.tasks import registry
 
 # ---- model kinds ----------------------------------------------------------------------------------------------
@@ -53,7 +64,6 @@ class TextClassification(Kind):
     columns = {"text_column": "text", "label_column": "label"}
 
     def examples(self, run, dataset, split, columns):
-        from finetune.data.text import PACKAGED_TEXT, load_text_classification
 
         if split == "all":
             return all_rows(dataset, PACKAGED_TEXT, _pairs(columns), run.label_names)
@@ -65,15 +75,12 @@ class TextClassification(Kind):
     def loader(self, run, examples, batch_size):
         from datasets import DatasetDict
 
-        from finetune.data.text import make_loaders, tokenize
-
         tokenized = tokenize(
             DatasetDict({"eval": examples.select_columns(["text", "label"])}), run.processor, run.max_length
         )
-        return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
+        return text.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
-        from finetune.core.evaluation import ClassificationEvaluator
 
         return ClassificationEvaluator(len(run.label_names))
 
@@ -91,7 +98,6 @@ class ImageClassification(Kind):
     columns = {"image_column": "image", "label_column": "label"}
 
     def examples(self, run, dataset, split, columns):
-        from finetune.data.images import PACKAGED_IMAGES, load_image_classification
 
         if split == "all":
             rows = all_rows(dataset, PACKAGED_IMAGES, _pairs(columns), run.label_names)
@@ -104,7 +110,6 @@ class ImageClassification(Kind):
         return data.splits[split]
 
     def loader(self, run, examples, batch_size):
-        from finetune.data.pipeline import image_loaders
 
         loaders, _ = image_loaders(
             {"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False, num_workers=0
@@ -112,7 +117,6 @@ class ImageClassification(Kind):
         return NormalizedBatches(loaders["eval"], run.processor)
 
     def evaluator(self, run):
-        from finetune.core.evaluation import ClassificationEvaluator
 
         return ClassificationEvaluator(len(run.label_names))
 
@@ -125,7 +129,6 @@ class NormalizedBatches:
     (finetune.data.pipeline.normalize_on_device), so a saved model, and its ONNX graph, get float pixels."""
 
     def __init__(self, loader, processor):
-        from finetune.data.pipeline import PixelNormalizer
 
         self.loader, self.normalize = loader, PixelNormalizer(processor)
 
@@ -143,14 +146,11 @@ class TextGeneration(Kind):
     columns = {"text_column": "text", "label_column": "label"}
 
     def examples(self, run, dataset, split, columns):
-        from finetune.data.lm import limit, load_corpus
-        from finetune.data.text import PACKAGED_TEXT
 
         condition = bool(run.config.get("condition_on_label"))
         if split == "all":
             if condition:  # the model learnt "label: text"; score the texts the same way
                 rows = all_rows(dataset, PACKAGED_TEXT, _pairs(columns))
-                from finetune.data.lm import condition_prefix
 
                 return rows.map(
                     lambda b: {"text": [f"{condition_prefix(l)} {t}" for t, l in zip(b["text"], b["label"])]},
@@ -169,8 +169,6 @@ class TextGeneration(Kind):
     def loader(self, run, examples, batch_size):
         from datasets import DatasetDict
 
-        from finetune.data.lm import make_blocks, make_lm_loaders
-
         blocks = make_blocks(
             DatasetDict({"eval": examples.select_columns(["text"])}),
             run.processor,
@@ -180,7 +178,6 @@ class TextGeneration(Kind):
         return make_lm_loaders(blocks, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
-        from finetune.core.evaluation import LanguageModelEvaluator
 
         return LanguageModelEvaluator()
 
@@ -195,8 +192,6 @@ class TokenClassification(Kind):
 
     def examples(self, run, dataset, split, columns):
         from datasets import concatenate_datasets
-
-        from finetune.data.tokens import load_token_classification
 
         # The tag handling of training: the source's scheme, then the same conversion or repair (results.json's
         # tag_scheme is the scheme after conversion, so it cannot stand in for the source's).
@@ -219,15 +214,12 @@ class TokenClassification(Kind):
     def loader(self, run, examples, batch_size):
         from datasets import DatasetDict
 
-        from finetune.data.tokens import make_loaders, tokenize_and_align
-
         tokenized, _ = tokenize_and_align(
             DatasetDict({"eval": examples}), run.processor, run.max_length, run.label_names
         )
-        return make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
+        return tokens.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
-        from finetune.core.evaluation import TokenClassificationEvaluator
 
         mode = "strict" if run.config.get("strict") else "lenient"
         return TokenClassificationEvaluator(
@@ -310,8 +302,8 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
     kinds: the kind names the calling verb accepts; another kind is a one-line error naming the right verb.
     attentions: load with eager attention, so that output_attentions=True returns the weights (the demo).
     """
+    # here, not at the top: transformers' modelling code (~2 s), only once a model is opened
     import finetune.models.scratch  # noqa: F401  registers the from-scratch models with the Auto classes
-    from finetune.models.lora import is_adapter_dir, load_adapter_run
 
     path = Path(path)
     if not path.is_dir():
@@ -321,8 +313,6 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
     check_weights(path, "copy the run directory again from where it came from, or train it again")
     config, results = _read_yaml(root / "config.yaml"), _read_json(root / "results.json")
     if is_adapter_dir(path) and not (path / "config.json").is_file():
-        from finetune.models.lora import read_adapter_config
-
         # The adapter's task type says the kind before the (large) base model loads: a wrong verb fails at once.
         adapter_kind = ADAPTER_KINDS.get(read_adapter_config(path).get("task_type"))
         if adapter_kind is not None:
@@ -414,7 +404,6 @@ def _read_json(path: Path) -> dict:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         return {}
-    from finetune.core.config import load_yaml
 
     return load_yaml(path)
 
@@ -426,9 +415,6 @@ def all_rows(dataset: str, packaged: dict, columns: dict, label_names: Optional[
     """Every row of every split of a source, as the recipe's columns (columns: {recipe name: (source column,
     flag)}), labels matched by name against the model's label_names (an unknown one is an error naming it)."""
     from datasets import Value, concatenate_datasets
-
-    from finetune.data.labels import class_names_of, label_key, pick_columns
-    from finetune.data.sources import load_any
 
     raw, _ = load_any(dataset, packaged)
     raw = pick_columns(raw, dataset, columns)

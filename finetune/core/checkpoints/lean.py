@@ -11,21 +11,18 @@ weights-only checkpoints     --save_only_model: the checkpoints written during t
                              last (a pause, the end of training) stays full, so only a crash leaves a
                              weights-only newest one, and a resume from it is refused in one line.
 no checkpoints at all        --keep_checkpoints none, or `finetune clean RUN_DIR` afterwards: a finished
-                             run's checkpoints/ goes, and its manifest with it.
+                             run's checkpoints/ goes, and its manifest with it (finetune/core/run_directory.py:
+                             remove_checkpoints, above this module: it edits the run's manifest).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
-import torch
-
+from finetune.core.atomic_io import atomic_write_json
 from finetune.core.errors import UserError
-from finetune.core.run_directory import atomic_write_json, folder_bytes, forget_missing_files, read_manifest
 
 LEAN_FILE = "trainable_only.json"
 WEIGHTS_ONLY_FILE = "weights_only.json"  # the mark of a --save_only_model checkpoint
@@ -108,7 +105,8 @@ def release_best_copy(best_dir: Path, model_dir: Path, run_dir: Path) -> bool:
     point to the model instead (a full fine-tune kept the same weights twice). Checked tensor by tensor first:
     a weight the saved model leaves out must be tied to one it holds (GPT-2's output layer is its embedding).
     Returns whether the copy went."""
-    from safetensors import safe_open
+    import torch  # here, not at the top: the run directory imports this module, and `finetune push` / `compare`
+    from safetensors import safe_open  # read run directories without torch
 
     best_dir, model_dir = Path(best_dir), Path(model_dir)
     best, final = best_dir / "model.safetensors", model_dir / "model.safetensors"
@@ -160,35 +158,3 @@ def refuse_weights_only(accelerator) -> None:
             )
 
     accelerator.register_load_state_pre_hook(check)
-
-
-# ---- a finished run without its checkpoints (--keep_checkpoints none, finetune clean) ----------------------------
-
-
-def checkpoint_entries(run_dir: Path) -> list[tuple[str, int]]:
-    """(checkpoints/MODEL/ENTRY, bytes) of each step_N and best folder a run holds, in name order."""
-    root = Path(run_dir) / CHECKPOINTS
-    entries = sorted(p for p in root.glob("*/*")) if root.is_dir() else []
-    return [(str(p.relative_to(run_dir)), folder_bytes(p)) for p in entries]
-
-
-def remove_checkpoints(run_dir: Path) -> int:
-    """Delete the checkpoints/ folder of a finished run and drop its files from the run manifest; returns the bytes
-    freed. The saved model, results and card stay: after this the run cannot be resumed, everything else reads it.
-
-    One rename first (to .checkpoints.old, which an interrupted removal leaves and every check passes over), so a
-    kill midway never leaves a checkpoint folder with files missing that --resume could try to load.
-    """
-    run_dir = Path(run_dir)
-    if (read_manifest(run_dir) or {}).get("status") != "finished":
-        raise UserError(
-            f"{run_dir} holds no finished run: its checkpoints are what --resume continues from, so they stay"
-        )
-    folder, gone = run_dir / CHECKPOINTS, run_dir / f".{CHECKPOINTS}.old"
-    freed = folder_bytes(folder) + folder_bytes(gone)
-    if folder.exists():
-        shutil.rmtree(gone, ignore_errors=True)
-        os.replace(folder, gone)
-    forget_missing_files(run_dir)
-    shutil.rmtree(gone, ignore_errors=True)
-    return freed

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from finetune.core.atomic_io import atomic_write_json
 from finetune.core.config import may_change_on_resume
 from finetune.core.errors import UserError
 
@@ -43,7 +44,6 @@ def fingerprint(config, processes: Optional[int] = None) -> dict:
 
 
 def save_fingerprint(folder: Path, config, processes: Optional[int] = None) -> None:
-    from finetune.core.run_directory import atomic_write_json
 
     atomic_write_json(Path(folder) / FINGERPRINT_FILE, fingerprint(config, processes))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune.core.environment import is_offline
 from finetune.core.errors import UserError
 
 SHIPPED = {p.name for p in Path(__file__).parent.iterdir() if (p / f"{p.name}.py").is_file()}
@@ -48,7 +49,6 @@ def load_metric(name: str):
 
     if name in SHIPPED:
         return evaluate.load(str(Path(__file__).parent / name))
-    from finetune.core.environment import is_offline
 
     if is_offline():
         raise UserError(
