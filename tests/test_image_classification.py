@@ -70,6 +70,8 @@ def tiny_config(tmp_path, model, dataset, **overrides):
         scratch_layers=1,
         scratch_learning_rate=3e-3,
         compare=False,
+        freeze_layers=0,  # (the recipe's default freezes 4 blocks of the real DINOv2; a tiny ViT has 2)
+        scratch_num_epochs=None,
     )
     base.update(overrides)
     return ImageClassificationConfig(**base)

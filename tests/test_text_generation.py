@@ -65,6 +65,7 @@ def _config(tmp_path, model, dataset, **overrides):
         scratch_layers=1,
         scratch_d_model=32,
         warmup_ratio=0.1,
+        lora=False,  # (the recipe trains LoRA adapters of the 135M SmolLM2 by default; here all of a tiny GPT-2)
     )
     base.update(overrides)
     return TextGenerationConfig(**base)
