@@ -75,7 +75,7 @@ elif point == "best":
 
     safetensors.torch.save_file = save_file
 elif point == "final":
-    import finetune.core.run_directory as io
+    import finetune.core.atomic_io as io  # (publish_files, which moves the final files into place)
 
     original_replace = os.replace
 
@@ -84,7 +84,7 @@ elif point == "final":
         if "/.save." in str(src) and reached("final"):
             die()
 
-    io.os = type(sys)("os_with_a_trap")  # only finetune.core.run_directory sees the trapped os.replace
+    io.os = type(sys)("os_with_a_trap")  # only finetune.core.atomic_io sees the trapped os.replace
     io.os.__dict__.update(os.__dict__)
     io.os.replace = replace
 elif point == "hold":
@@ -103,7 +103,7 @@ elif point == "replaced":
     import shutil
     from pathlib import Path
 
-    import finetune.core.run_directory as io
+    import finetune.core.run_directory as io  # (the --overwrite swap)
 
     original_rmtree = shutil.rmtree
 

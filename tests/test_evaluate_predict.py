@@ -255,9 +255,8 @@ def test_a_run_still_being_written_is_refused_by_every_reader(sentiment_run, tmp
     finished model: predict, evaluate, export and push each say so in one line and write nothing."""
     import shutil
 
-    from finetune.commands import export
+    from finetune.commands import export, push
     from finetune.core.run_directory import MANIFEST
-    from finetune.reporting import hub
 
     run = tmp_path / "busy"
     shutil.copytree(sentiment_run, run)
@@ -267,7 +266,7 @@ def test_a_run_still_being_written_is_refused_by_every_reader(sentiment_run, tmp
         ("predict", lambda: predict.main([str(run), "great flight"])),
         ("evaluate", lambda: evaluate.main([str(run)])),
         ("export", lambda: export.main([str(run)])),
-        ("push", lambda: hub.main([str(run), "--repo_id", "someone/busy"])),
+        ("push", lambda: push.main([str(run), "--repo_id", "someone/busy"])),
     ):
         with pytest.raises(SystemExit) as exit_info:
             call()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from tiny_models import tiny_gpt2
 
+from finetune.commands import merge as merge_command
 from finetune.core.errors import UserError
 from finetune.models import lora
 
@@ -151,7 +152,7 @@ def test_adapter_reloads_offline_with_its_head_and_merges(gpt2_cls_dir, tmp_path
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, expected, rtol=0, atol=1e-6)
 
-    assert lora.main([str(run_dir)]) == 0
+    assert merge_command.main([str(run_dir)]) == 0
     merged = AutoModelForSequenceClassification.from_pretrained(run_dir / "merged")  # plain transformers
     merged.eval()
     assert merged.config.id2label == dict(enumerate(labels))
@@ -178,7 +179,7 @@ def test_causal_lm_adapter_merge_and_custom_output(gpt2_lm_dir, tmp_path):
     ids = torch.tensor([[464, 3290, 318, 257]])
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    out = lora.merge(run_dir, tmp_path / "elsewhere")
+    out = merge_command.merge(run_dir, tmp_path / "elsewhere")
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
@@ -198,7 +199,7 @@ def test_merge_bad_inputs(tmp_path, gpt2_lm_dir, capsys):
     cases.append(([str(moved)], "does not exist (moved or cache cleared?)"))
     for argv, needle in cases:
         with pytest.raises(SystemExit) as info:
-            lora.main(argv)
+            merge_command.main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not (moved / "merged").exists()

@@ -271,7 +271,8 @@ def test_two_processes_match_one_with_the_same_global_batch(recipe, request, tmp
     if recipe == "sentiment":
         assert [h["samples"] for h in b["history"]] == [h["samples"] for h in a["history"]]
     for metric, tolerance in tolerances.items():
-        assert abs(a["test"][metric] - b["test"][metric]) <= tolerance, (metric, a["test"], b["test"])
+        # (+1e-9: 0.89 - 0.84 is 0.05000000000000004 in floating point, 5 of 100 examples, which the tolerance allows)
+        assert abs(a["test"][metric] - b["test"][metric]) <= tolerance + 1e-9, (metric, a["test"], b["test"])
     tail = lambda m: [h["train_loss"] for h in m["history"] if "train_loss" in h][-3:]
     # A sanity check on training, looser than the metrics: each logged loss averages 5 steps, and the two runs
     # draw different batches and dropout masks (seen: tail means 0.21 and 0.31 with equal test metrics).

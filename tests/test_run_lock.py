@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from finetune.commands import evaluate, export, predict, study
+from finetune.commands import merge as merge_command
 from finetune.core import run_directory
-from finetune.models import lora
 from recipes.sentiment import SentimentConfig, main, run
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +35,7 @@ CHILD_ENV = {
 
 # A process that takes a folder's lock, says so, and keeps it until its standard input closes.
 HOLDER = (
-    "import sys\nfrom finetune import io\nwith run_directory.run_lock(sys.argv[1], "
+    "import sys\nfrom finetune.core import run_directory\nwith run_directory.run_lock(sys.argv[1], "
     "'the test holder'):\n    print('held', flush=True)\n    sys.stdin.read()\n"
 )
 
@@ -283,7 +283,7 @@ def test_exports_predictions_evaluations_and_merges_are_recorded_so_overwrite_ac
 
     adapter_run = tmp_path / "lora"
     shutil.copytree(sentiment_lora_run, adapter_run)
-    lora.merge(adapter_run)
+    merge_command.merge(adapter_run)
     assert (
         "merged/model.safetensors" in run_directory.read_manifest(adapter_run)["files"]
         and run_directory.foreign_files(adapter_run) == []

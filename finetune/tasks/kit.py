@@ -50,10 +50,10 @@ EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a checkpoint is on disk, 
 
 
 def holds_run_dir(run):
-    """Decorate a recipe's `run(config)`: it holds the lock of config.output_dir from start to end
-    (finetune/core/run_directory.py),
-    so a second command on the same folder stops with one line instead of replacing this run's live folder.
-    Whatever ends the run (an error included) releases it: one process may run many recipes."""
+    """Decorate a recipe's `run(config)`: it holds the lock of config.output_dir from start to end (see
+    finetune/core/run_directory.py), so a second command on the same folder stops with one line instead of
+    replacing this run's live folder. Whatever ends the run (an error included) releases it: one process may run
+    many recipes."""
 
     @functools.wraps(run)
     def locked(config, *args, **kwargs):
