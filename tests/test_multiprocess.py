@@ -37,7 +37,12 @@ ENV = {
 
 
 def sentiment_flags(fixtures, batch_size):
+    # fp32 on every CPU: this compares sharding, not precision. Under bf16 autocast (auto on a native-bf16 CPU) 60
+    # steps of a randomly initialised tiny BERT drift apart by more than the tolerance (0.93 vs 0.87 seen), as
+    # rounding differs between one batch of 32 and two half-batches averaged.
     return [
+        "--mixed_precision",
+        "no",
         "--model",
         str(fixtures["tiny_bert_dir"]),
         "--dataset",
