@@ -164,7 +164,6 @@ def choose_metric(config: TextClassificationConfig, problem_type: str) -> str:
 
 
 def make_evaluator(problem_type: str, num_labels: int, metric: str, glue_task: Optional[str] = None):
-
     if problem_type == "regression":
         return RegressionEvaluator()
     if problem_type == "multi_label":

@@ -168,7 +168,6 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def compare(run_dirs: list[Path], output: Path) -> dict:
-
     rows, keys = build_rows(run_dirs)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -172,7 +172,6 @@ def _image_classifier(gr, runs, names):
 
 
 def _text_generator(gr, runs, names):
-
     prompt = gr.Textbox(
         label="prompt", lines=2, elem_id="input-text", value=(runs[0].results.get("prompts") or [""])[0]
     )

@@ -376,7 +376,6 @@ class SearchTerminated(KeyboardInterrupt):
 
 
 def is_interruption(err: BaseException) -> bool:
-
     return isinstance(err, (KeyboardInterrupt, TrainingInterrupted))
 
 
@@ -655,7 +654,6 @@ def write_best_yaml(study, recipe, out_dir: Path) -> Path | None:
 
 
 def write_reports(study, recipe, out_dir: Path, storage_url: str) -> dict:
-
     summary = summarise(study, recipe, out_dir, storage_url)
     with disk_errors("search.json", out_dir):
         atomic_write_json(out_dir / "search.json", summary)

@@ -381,7 +381,6 @@ def _output_into(log):
 
 
 def machine() -> dict:
-
     facts = machine_facts()
     return {
         "cpu": facts["processor"],

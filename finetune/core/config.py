@@ -497,5 +497,4 @@ def resume_advice(config: TrainingConfig) -> str:
 
 
 def save_config(config, path: Path) -> None:
-
     atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

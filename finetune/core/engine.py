@@ -56,10 +56,10 @@ from finetune.core.checkpoints.safeload import check_checkpoint, check_safetenso
 from finetune.core.config import TrainingConfig, checkpoints_kept_while_training
 from finetune.core.errors import LossDiverged, UserError
 from finetune.core.metrics import greater_is_better
+from finetune.core.precision import SHORT_NAMES
 from finetune.core.precision import resolve as resolve_precision
 
 STATE_FILE = "train_state.json"
-PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}  # Accelerate's names -> ours
 
 
 class TrainingInterrupted(Exception):
@@ -639,7 +639,7 @@ def finish(setup: Setup, state: TrainState) -> TrainResult:
             best_weights, "train again with --overwrite (the checkpoints hold no other copy of the best weights)"
         )
         accelerator.unwrap_model(model).load_state_dict(load_file(str(best_weights)), strict=False)
-    training_precision = PRECISION_NAMES[accelerator.mixed_precision]
+    training_precision = SHORT_NAMES[accelerator.mixed_precision]
     test_precision = drop_autocast(accelerator, model)
     test_metrics, test_outputs = {}, {}
     if setup.test_loader:
@@ -678,7 +678,7 @@ def drop_autocast(accelerator, model) -> str:
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return PRECISION_NAMES[accelerator.mixed_precision]
+        return SHORT_NAMES[accelerator.mixed_precision]
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the plain forward (in place)
     return "fp32"
 

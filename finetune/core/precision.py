@@ -35,6 +35,8 @@ ARM_BF16_FLAGS = ("bf16",)
 PROBE_MIN_SPEEDUP = 1.3
 PROBE_CACHE_FILE = "precision_probe.json"
 NAMES = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
+# Accelerate's names -> what results.json records (training_precision, test_precision)
+SHORT_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}
 
 
 @dataclass(frozen=True)

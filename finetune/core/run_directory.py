@@ -413,11 +413,6 @@ def lock_file(run_dir: Path) -> Path:
     return run_dir.with_name(f".{run_dir.name}.lock")
 
 
-def holds_run_lock(output_dir) -> bool:
-    """Whether this process may write into `output_dir` now: it holds its lock (or is not rank zero)."""
-    return not _is_rank_zero() or _lock_key(Path(os.path.expanduser(str(output_dir)))) in _held
-
-
 @contextmanager
 def run_lock(output_dir, command: str):
     """Hold the lock of run directory `output_dir` for the block, or raise a one-line UserError naming the

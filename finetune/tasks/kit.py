@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -34,7 +33,6 @@ from finetune.core.metrics import greater_is_better
 from finetune.core.run_directory import (
     check_run_dir,
     finish_run_dir,
-    holds_run_lock,
     human_size,
     prepare_run_dir,
     remove_checkpoints,
@@ -57,7 +55,6 @@ def holds_run_dir(run):
 
     @functools.wraps(run)
     def locked(config, *args, **kwargs):
-
         with run_lock(config.output_dir, _command(run, kwargs.get("task"))):
             return run(config, *args, **kwargs)
 
@@ -89,17 +86,11 @@ def main(config_cls, run, argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-_kept: dict = {}  # output_dir -> the lock start_run took for a run() without @holds_run_dir (until finish_run)
-
-
 def start_run(config):
     """Before anything loads: the process state, quiet `datasets` maps, and the output directory checked
     (fail fast, touch nothing). Returns Accelerate's PartialState."""
     import datasets
 
-    if not holds_run_lock(config.output_dir):  # a run() of the user's own, without @holds_run_dir
-        _kept[config.output_dir] = stack = ExitStack()
-        stack.enter_context(run_lock(config.output_dir, f"finetune run() of {type(config).__name__}"))
     state = engine.process_state()  # not PartialState(): several CPU processes need cpu=True (see engine)
     datasets.disable_progress_bars()  # map/cast over a few thousand rows takes well under a second
     check_run_dir(config.output_dir, config.overwrite, config.resume, config)  # (and a --resume's fingerprint)
@@ -199,4 +190,3 @@ def finish_run(
     if config.push_to_hub:
         url = push_run(run_dir, config.hub_repo_id, private=config.hub_private, endpoint=config.hub_endpoint)
         print(f"pushed to {url}")
-    _kept.pop(config.output_dir, ExitStack()).close()

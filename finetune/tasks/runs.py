@@ -64,7 +64,6 @@ class TextClassification(Kind):
     columns = {"text_column": "text", "label_column": "label"}
 
     def examples(self, run, dataset, split, columns):
-
         if split == "all":
             return all_rows(dataset, PACKAGED_TEXT, _pairs(columns), run.label_names)
         data = load_text_classification(
@@ -81,7 +80,6 @@ class TextClassification(Kind):
         return text.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
-
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
@@ -98,7 +96,6 @@ class ImageClassification(Kind):
     columns = {"image_column": "image", "label_column": "label"}
 
     def examples(self, run, dataset, split, columns):
-
         if split == "all":
             rows = all_rows(dataset, PACKAGED_IMAGES, _pairs(columns), run.label_names)
             from datasets import Image
@@ -110,14 +107,12 @@ class ImageClassification(Kind):
         return data.splits[split]
 
     def loader(self, run, examples, batch_size):
-
         loaders, _ = image_loaders(
             {"eval": examples}, run.processor, batch_size, batch_size, run.seed, augment=False, num_workers=0
         )
         return NormalizedBatches(loaders["eval"], run.processor)
 
     def evaluator(self, run):
-
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
@@ -129,7 +124,6 @@ class NormalizedBatches:
     (finetune.data.pipeline.normalize_on_device), so a saved model, and its ONNX graph, get float pixels."""
 
     def __init__(self, loader, processor):
-
         self.loader, self.normalize = loader, PixelNormalizer(processor)
 
     def __len__(self):
@@ -146,7 +140,6 @@ class TextGeneration(Kind):
     columns = {"text_column": "text", "label_column": "label"}
 
     def examples(self, run, dataset, split, columns):
-
         condition = bool(run.config.get("condition_on_label"))
         if split == "all":
             if condition:  # the model learnt "label: text"; score the texts the same way
@@ -178,7 +171,6 @@ class TextGeneration(Kind):
         return make_lm_loaders(blocks, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
-
         return LanguageModelEvaluator()
 
     def input_names(self, run):
@@ -220,7 +212,6 @@ class TokenClassification(Kind):
         return tokens.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
     def evaluator(self, run):
-
         mode = "strict" if run.config.get("strict") else "lenient"
         return TokenClassificationEvaluator(
             run.label_names, run.max_length, mode=mode, scheme=run.results.get("tag_scheme", "IOB2")

@@ -44,7 +44,6 @@ def fingerprint(config, processes: Optional[int] = None) -> dict:
 
 
 def save_fingerprint(folder: Path, config, processes: Optional[int] = None) -> None:
-
     atomic_write_json(Path(folder) / FINGERPRINT_FILE, fingerprint(config, processes))
 
 
