@@ -133,3 +133,33 @@ def tiny_tagger_dir(tmp_path_factory, minilm_dir):
     from ner_fixtures import tiny_tagger
 
     return tiny_tagger(tmp_path_factory.mktemp("tiny-tagger"), minilm_dir)
+
+
+def tiny_run_flags(out, model, dataset, *extra):
+    """Command-line flags of a 3-step sentiment run in fp32 on 48 tweets, without the scratch model; `extra` flags
+    come last, so they override (argparse keeps the last value)."""
+    return [
+        "--output_dir",
+        str(out),
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--max_length",
+        "32",
+        "--batch_size",
+        "8",
+        "--eval_batch_size",
+        "64",
+        "--max_train_samples",
+        "48",
+        "--max_steps",
+        "3",
+        "--compare",
+        "false",
+        "--mixed_precision",
+        "no",
+        "--max_eval_samples",
+        "32",
+        *extra,
+    ]

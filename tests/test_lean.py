@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import tiny_run_flags
 from test_run_dir import run_main  # noqa: E402
 
 from finetune.core import engine  # noqa: E402
@@ -19,29 +20,12 @@ from finetune.core.checkpoints import lean
 
 
 def args(out, model, dataset, *extra):
-    return [
-        "--output_dir",
-        str(out),
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--max_length",
-        "32",
-        "--batch_size",
-        "8",
-        "--eval_batch_size",
-        "64",
-        "--max_train_samples",
-        "48",
+    return tiny_run_flags(
+        out,
+        model,
+        dataset,
         "--max_steps",
         "4",
-        "--compare",
-        "false",
-        "--mixed_precision",
-        "no",
-        "--max_eval_samples",
-        "32",
         "--checkpoint_steps",
         "1",
         "--learning_rate",
@@ -49,7 +33,7 @@ def args(out, model, dataset, *extra):
         "--eval_steps",
         "2",
         *extra,
-    ]
+    )
 
 
 def keys(path):

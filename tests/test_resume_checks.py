@@ -18,7 +18,10 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import write_tweets_csv  # noqa: E402
+from conftest import (
+    tiny_run_flags,
+    write_tweets_csv,  # noqa: E402
+)
 from test_run_dir import run_main, snapshot  # noqa: E402
 
 from finetune.core.checkpoints import resume  # noqa: E402
@@ -28,35 +31,9 @@ from recipes.sentiment import SentimentConfig  # noqa: E402
 
 
 def args(out, model, dataset, *extra):
-    return [
-        "--output_dir",
-        str(out),
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--max_length",
-        "32",
-        "--batch_size",
-        "8",
-        "--eval_batch_size",
-        "64",
-        "--max_train_samples",
-        "48",
-        "--max_steps",
-        "4",
-        "--compare",
-        "false",
-        "--mixed_precision",
-        "no",
-        "--max_eval_samples",
-        "32",
-        "--checkpoint_steps",
-        "1",
-        "--learning_rate",
-        "1e-3",
-        *extra,
-    ]
+    return tiny_run_flags(
+        out, model, dataset, "--max_steps", "4", "--checkpoint_steps", "1", "--learning_rate", "1e-3", *extra
+    )
 
 
 def with_flag(argv, flag, *values):

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import tiny_run_flags
 
 from finetune.core import atomic_io, run_directory
 from recipes.sentiment import main
@@ -48,31 +49,7 @@ def run_main(argv, capsys):
 
 
 def args(out, model, dataset, *extra):
-    return [
-        "--output_dir",
-        str(out),
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--max_length",
-        "32",
-        "--batch_size",
-        "8",
-        "--eval_batch_size",
-        "64",
-        "--max_train_samples",
-        "48",
-        "--max_steps",
-        "3",
-        "--compare",
-        "false",
-        "--mixed_precision",
-        "no",
-        "--max_eval_samples",
-        "32",
-        *extra,
-    ]
+    return tiny_run_flags(out, model, dataset, *extra)
 
 
 @pytest.fixture(scope="module")
