@@ -3,7 +3,7 @@
 #   make test            the whole suite, offline
 #   make bench           engine vs transformers.Trainer, samples/s and FLOP/s
 #   make notebooks       the teaching notebooks in JupyterLab (installed on first use; JUPYTER=notebook for classic)
-#   make study           the data-efficiency study of the sentiment recipe (about 15 min on 2 CPU cores)
+#   make study           the data-efficiency study of the sentiment recipe, three arms (at most 30 min on 2 CPU cores)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -53,6 +53,8 @@ figures: $(STAMP)
 	$(BIN)/finetune study report docs/studies/sentiment --out docs/figures
 
 # Retrain the study (resumable: run again after an interruption), then keep its numbers for `make figures`.
+# Arms pretrained, scratch and scratch_pretrained (it pretrains our transformer first, into the study's folder),
+# sizes 100, 1,000 and the recipe's own 12,000 tweets (README, "Teaching", for the time it takes).
 study: $(STAMP)
 	$(BIN)/finetune study data_efficiency sentiment --output_dir runs/study_sentiment $(ARGS)
 	mkdir -p docs/studies/sentiment

@@ -32,7 +32,15 @@ from finetune.core.errors import UserError
 from finetune.core.evaluation import ClassificationEvaluator
 from finetune.data.images import load_image_classification, processor_at, scratch_processor
 from finetune.data.pipeline import image_loaders, normalize_on_device
-from finetune.models.loading import count_parameters, head_labels, load_pretrained, resolve, save_model
+from finetune.models.loading import (
+    count_parameters,
+    freeze_base,
+    head_labels,
+    load_pretrained,
+    probe_note,
+    resolve,
+    save_model,
+)
 from finetune.models.lora import apply_lora, describe, save_run_model
 from finetune.reporting import report
 from finetune.tasks import kit, registry
@@ -145,6 +153,9 @@ def build_pretrained(config: ImageClassificationConfig, label_names: list[str]):
         notes.append(describe(model))
     elif config.freeze_layers:
         notes.append(freeze_bottom(model, config.freeze_layers))
+    if config.freeze_base:  # a linear probe: what the pretrained features alone are worth
+        freeze_base(model)
+        notes.append(probe_note(model))
     return model, processor, source, notes
 
 
@@ -330,15 +341,16 @@ def run(config: ImageClassificationConfig) -> dict:
     }
     matrices = []  # (name, title, test references, test predictions) per model
 
-    # 1. The pretrained model, fine-tuned.
-    trained = engine.train(
-        model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
-    )
-    save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    results["models"].append(
-        report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
-    )
-    matrices.append(("pretrained", f"{source.label} (fine-tuned)", *confusion_pairs(trained)))
+    # 1. The pretrained model, fine-tuned (--skip_pretrained: only the scratch model below, a study's scratch arm).
+    if not config.skip_pretrained:
+        trained = engine.train(
+            model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
+        )
+        save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
+        results["models"].append(
+            report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
+        )
+        matrices.append(("pretrained", f"{source.label} (fine-tuned)", *confusion_pairs(trained)))
 
     # 2. The from-scratch ViT: same split and batch order, its own resolution, learning rate and epochs.
     if config.compare:

@@ -34,9 +34,11 @@ from finetune.data.text import load_text_classification, make_loaders, tokenize
 from finetune.models.loading import (
     check_fits,
     count_parameters,
+    freeze_base,
     head_labels,
     load_sequence_classifier,
     load_tokenizer,
+    probe_note,
     resolve,
     save_model,
 )
@@ -218,6 +220,8 @@ def build_pretrained(config: TextClassificationConfig, label_names: list[str], p
     model = load_sequence_classifier(source, tokenizer, label_names, problem_type=HF_PROBLEM_TYPES[problem_type])
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
         model = apply_lora(model, config, "SEQ_CLS", base_path=source.path)
+    if config.freeze_base:  # a linear probe: what the pretrained features alone are worth
+        freeze_base(model)
     return model, tokenizer, source
 
 
@@ -273,7 +277,8 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     model, tokenizer, source = build_pretrained(config, data.label_names, data.problem_type)
     check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     weights = add_class_weights(model, config, data)
-    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes])
+    notes = [source.note, data.provenance.note, *data.notes] + ([probe_note(model)] if config.freeze_base else [])
+    run_dir = kit.open_run_dir(config, state, notes)
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     sizes = " / ".join(f"{name} {len(split)}" for name, split in tokenized.items())
@@ -297,11 +302,14 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
             results[key] = value
     train_args = dict(metric_for_best=metric)
 
-    # 1. The pretrained model, fine-tuned.
-    trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", **train_args)
-    save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    entry = report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
-    results["models"].append(describe_predictions(entry, trained, evaluator, loaders, data, run_dir, state))
+    # 1. The pretrained model, fine-tuned (--skip_pretrained: only the scratch model below, a study's scratch arm).
+    if not config.skip_pretrained:
+        trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", **train_args)
+        save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
+        entry = report.model_entry(
+            "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
+        )
+        results["models"].append(describe_predictions(entry, trained, evaluator, loaders, data, run_dir, state))
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
     if config.compare:

@@ -31,7 +31,7 @@ from finetune.core.errors import UserError
 from finetune.core.evaluation import LanguageModelEvaluator
 from finetune.data.lm import PACKINGS, condition_prefix, count_tokens, limit, load_corpus, make_blocks, make_lm_loaders
 from finetune.models.generate import generate_texts
-from finetune.models.loading import count_parameters, load_pretrained, load_tokenizer, resolve
+from finetune.models.loading import count_parameters, freeze_base, load_pretrained, load_tokenizer, resolve
 from finetune.models.lora import apply_lora, describe, save_run_model
 from finetune.reporting import report
 from finetune.tasks import kit, registry
@@ -94,6 +94,11 @@ class TextGenerationConfig(kit.HubFields, TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.skip_pretrained:  # the scratch model is reported against the pretrained one's before/after perplexity
+            raise UserError(
+                "--skip_pretrained is not supported by text_generation: its report frames the scratch LM by the "
+                "pretrained model's perplexity before and after; train both (drop --skip_pretrained)"
+            )
 
         if self.packing not in PACKINGS:
             raise UserError(f"--packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
@@ -151,6 +156,8 @@ def build_pretrained(config: TextGenerationConfig):
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.lora:
         model = apply_lora(model, config, "CAUSAL_LM", base_path=source.path)
+    if config.freeze_base:  # (refused: a causal LM's head is its tied input embedding, part of the body)
+        freeze_base(model)
     return model, tokenizer, source
 
 

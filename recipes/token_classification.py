@@ -28,7 +28,16 @@ from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
 from finetune.core.evaluation import TokenClassificationEvaluator
 from finetune.data.tokens import load_token_classification, make_loaders, tokenize_and_align
-from finetune.models.loading import count_parameters, head_labels, load_pretrained, load_tokenizer, resolve, save_model
+from finetune.models.loading import (
+    count_parameters,
+    freeze_base,
+    head_labels,
+    load_pretrained,
+    load_tokenizer,
+    probe_note,
+    resolve,
+    save_model,
+)
 from finetune.models.lora import apply_lora, save_run_model
 from finetune.reporting import report
 from finetune.tasks import kit, registry
@@ -147,6 +156,8 @@ def build_pretrained(config: TokenClassificationConfig, label_names: list[str]):
     )
     if config.lora:  # adapters on the attention's query/value; the new head stays fully trainable and is saved
         model = apply_lora(model, config, "TOKEN_CLS", base_path=source.path)
+    if config.freeze_base:  # a linear probe: what the pretrained features alone are worth
+        freeze_base(model)
     return model, tokenizer, source
 
 
@@ -184,7 +195,8 @@ def run(config: TokenClassificationConfig) -> dict:
     tokenized, truncation_notes = tokenize_and_align(
         data.splits, tokenizer, config.max_length, data.label_names, config.label_all_tokens
     )
-    run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes, *truncation_notes])
+    notes = [source.note, data.provenance.note, *data.notes, *truncation_notes]
+    run_dir = kit.open_run_dir(config, state, notes + ([probe_note(model)] if config.freeze_base else []))
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     state.print(
         f"- train {len(tokenized['train'])} / validation {len(tokenized['validation'])} / test "
@@ -202,19 +214,20 @@ def run(config: TokenClassificationConfig) -> dict:
         "models": [],
     }
 
-    # 1. The pretrained model, fine-tuned.
-    trained = engine.train(
-        model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
-    )
-    save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    results["models"].append(
-        {
-            **report.model_entry(
-                "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
-            ),
-            "test_per_type": trained.test_outputs["per_type"],
-        }
-    )
+    # 1. The pretrained model, fine-tuned (--skip_pretrained: only the scratch model below, a study's scratch arm).
+    if not config.skip_pretrained:
+        trained = engine.train(
+            model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
+        )
+        save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
+        results["models"].append(
+            {
+                **report.model_entry(
+                    "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
+                ),
+                "test_per_type": trained.test_outputs["per_type"],
+            }
+        )
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
     if config.compare:

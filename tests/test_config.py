@@ -24,6 +24,8 @@ def test_yaml_then_flags_precedence(tmp_path):
         (["--learning_rate", "-1"], "learning_rate"),
         (["--mixed_precision", "fp8"], "mixed_precision"),
         (["--resume", "--overwrite"], "resume"),
+        (["--skip_pretrained", "true", "--compare", "false"], "nothing to train"),
+        (["--freeze_base", "true", "--lora", "true"], "pick one"),
     ],
 )
 def test_bad_flags_are_user_errors(argv, needle):
@@ -43,3 +45,20 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="mapping"):
         parse_config(SentimentConfig, ["--config", str(bad)])
+
+
+def test_text_generation_refuses_the_study_arms_it_cannot_run_in_one_line(tmp_path):
+    """--skip_pretrained (its report frames the scratch LM by the pretrained one) and --freeze_base (a causal LM's
+    head is its tied input embedding: nothing would train) are one-line errors, not a silent full run."""
+    from finetune.models.loading import freeze_base
+    from recipes.text_generation import TextGenerationConfig
+    from tiny_models import tiny_gpt2
+
+    with pytest.raises(UserError, match="--skip_pretrained is not supported by text_generation"):
+        TextGenerationConfig(skip_pretrained=True)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2(tmp_path / "gpt2"))
+    with pytest.raises(UserError, match="leaves nothing to train") as error:
+        freeze_base(model)
+    assert "\n" not in str(error.value)

@@ -43,14 +43,61 @@ def test_one_seed_has_no_spread_and_no_interval():
     }
 
 
-def test_summary_pairs_models_by_seed():
+def test_summary_pairs_arms_by_seed_against_the_baseline_and_measures_the_gap_closed():
     cells = [
-        {"size": 10, "seed": s, "model": m, "value": v}
-        for s, m, v in [(0, "pretrained", 0.9), (1, "pretrained", 0.8), (1, "scratch", 0.5), (0, "scratch", 0.7)]
+        {"size": 10, "seed": s, "arm": m, "value": v}
+        for s, m, v in [
+            (0, "pretrained", 0.9),
+            (1, "pretrained", 0.8),
+            (1, "scratch", 0.5),
+            (0, "scratch", 0.7),
+            (0, "scratch_pretrained", 0.8),
+            (1, "scratch_pretrained", 0.6),
+        ]
     ]
-    (row,) = study.summarize(cells)["sizes"]
-    assert row["models"]["pretrained"]["mean"] == pytest.approx(0.85)
-    assert row["difference"]["mean"] == pytest.approx(((0.9 - 0.7) + (0.8 - 0.5)) / 2)  # seed 0 with seed 0, 1 with 1
+    (row,) = study.summarize(cells, baseline="scratch")["sizes"]
+    assert row["arms"]["pretrained"]["mean"] == pytest.approx(0.85)
+    differences = row["differences"]
+    assert set(differences) == {"pretrained", "scratch_pretrained"}  # every arm but the baseline
+    assert differences["pretrained"]["mean"] == pytest.approx(((0.9 - 0.7) + (0.8 - 0.5)) / 2)  # seed with seed
+    assert differences["scratch_pretrained"]["mean"] == pytest.approx(((0.8 - 0.7) + (0.6 - 0.5)) / 2)
+    assert row["gap_closed"] == pytest.approx((0.7 - 0.6) / (0.85 - 0.6))  # (sp - s) / (p - s), from the means
+    (row,) = study.summarize(cells, baseline="pretrained")["sizes"]
+    assert differences["pretrained"]["mean"] == pytest.approx(-row["differences"]["scratch"]["mean"])
+
+
+def test_a_curve_that_falls_with_more_data_is_named_with_the_cells_to_lengthen():
+    def row(size, mean, std):
+        return {"size": size, "arms": {"pretrained": {"n": 3, "mean": mean, "std": std}}, "differences": {}}
+
+    falling = {"sizes": [row(100, 0.80, 0.01), row(1000, 0.78, 0.01), row(12000, 0.90, None)]}
+    (warning,) = study.falling_curves(falling, greater_is_better=True)
+    assert "pretrained falls from 0.8 at 100 examples to 0.78 at 1,000" in warning and "--min_examples" in warning
+    within_noise = {"sizes": [row(100, 0.80, 0.03), row(1000, 0.78, 0.03)]}
+    assert study.falling_curves(within_noise, greater_is_better=True) == []
+    # perplexity: lower is better, so a rise is the fall
+    assert len(study.falling_curves({"sizes": [row(100, 50.0, 1.0), row(1000, 60.0, 1.0)]}, False)) == 1
+    assert study.falling_curves({"sizes": [row(100, 60.0, 1.0), row(1000, 50.0, 1.0)]}, False) == []
+
+
+def test_the_arms_share_runs_where_they_can_and_set_only_what_they_need():
+    assert study.runs_of(["pretrained", "scratch", "scratch_pretrained", "probe"]) == {
+        "base": ["pretrained", "scratch"],
+        "scratch_pretrained": ["scratch_pretrained"],
+        "probe": ["probe"],
+    }
+    assert study.run_changes("base", ["scratch"], None, frozenset()) == {"compare": True, "skip_pretrained": True}
+    assert study.run_changes("base", ["pretrained"], None, frozenset()) == {"compare": False, "skip_pretrained": False}
+    assert study.run_changes("scratch_pretrained", ["scratch_pretrained"], "P", frozenset())["scratch_init"] == "P"
+    assert study.run_changes("probe", ["probe"], None, frozenset()) == {
+        "compare": False,
+        "freeze_base": True,
+        "learning_rate": 1e-3,
+    }
+    assert "learning_rate" not in study.run_changes("lora", ["lora"], None, frozenset({"learning_rate"}))
+    # the largest size runs only the first seeds asked for
+    assert study.plan([100, 1000], [0, 1, 2], largest_seeds=1) == [(100, 0), (1000, 0), (100, 1), (100, 2)]
+    assert len(study.plan([100, 1000], [0, 1, 2], largest_seeds=None)) == 6
 
 
 def test_epochs_scale_with_size():
@@ -100,6 +147,7 @@ def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_di
     cell = lambda name, **given: dataclasses.replace(
         study.cell_config(base, tmp_path / name, 40, 0, min_examples=80, max_epochs=2, given=frozenset(given)), **given
     )
+    run = lambda name: study.cell_dir(tmp_path / name, 40, 0) / "base"
     now, before, asked = (
         cell("now"),
         cell("before", keep_checkpoints=1, save_only_model=False),
@@ -109,15 +157,15 @@ def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_di
     assert (asked.keep_checkpoints, asked.save_only_model) == ("all", True)  # a flag the user gave stays theirs
     sizes = {}
     for name, config in (("before", before), ("now", now), ("asked", asked)):
-        directory = study.cell_dir(tmp_path / name, 40, 0)
-        study.run_cell(module, config, directory)
-        sizes[name] = folder_bytes(directory)
+        assert config.output_dir == str(run(name))
+        study.run_logged(module, config, run(name))
+        sizes[name] = folder_bytes(run(name))
     print(f"one tiny cell: {human_size(sizes['before'])} before, {human_size(sizes['now'])} now")
-    assert not (study.cell_dir(tmp_path / "now", 40, 0) / "checkpoints").exists()
+    assert (run("now") / "results.json").is_file() and not (run("now") / "checkpoints").exists()
     assert sizes["now"] < sizes["before"] / 2
-    assert (study.cell_dir(tmp_path / "before", 40, 0) / "checkpoints").exists()
+    assert (run("before") / "checkpoints").exists()
     # --keep_checkpoints all given: kept; the first epoch's holds no optimizer state, the end of training's is full
-    first, last = sorted(study.cell_dir(tmp_path / "asked", 40, 0).glob("checkpoints/pretrained/step_*"))
+    first, last = sorted(run("asked").glob("checkpoints/pretrained/step_*"))
     assert not (first / "optimizer.bin").exists() and (last / "optimizer.bin").is_file()
 
 
@@ -161,10 +209,14 @@ def _study_command(out, model, dataset):
         "study",
         "data_efficiency",
         "sentiment",
+        "--arms",
+        "pretrained,scratch,probe",
         "--sizes",
         "80,40",
         "--seeds",
         "0,1",
+        "--largest_seeds",
+        "1",
         "--output_dir",
         str(out),
         "--min_examples",
@@ -195,48 +247,61 @@ def _study_command(out, model, dataset):
 
 
 @pytest.mark.slow
-def test_tiny_study_killed_between_cells_resumes_and_reports(tmp_path, tiny_bert_dir, tweets_small_csv):
+def test_tiny_study_killed_between_runs_resumes_and_reports(tmp_path, tiny_bert_dir, tweets_small_csv):
+    """Three arms (pretrained and scratch share the recipe's own run, the linear probe runs alone), 2 sizes x 2
+    seeds, the largest size with the first seed only: 6 runs. Killed after the first, the same command trains only
+    the rest."""
     out = tmp_path / "study"
     command = _study_command(out, tiny_bert_dir, tweets_small_csv)
-    first = study.cell_dir(out, 40, 0)
+    first = study.cell_dir(out, 40, 0) / "base"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not study.done_file(first).exists():
         assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "the first cell did not finish in time"
+        assert time.monotonic() < deadline, "the first run did not finish in time"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)  # a real kill: no handler runs
     process.wait(timeout=30)
-    done_before = sorted(p.with_suffix("") for p in out.glob("size_*/seed_*.json"))
-    assert first in done_before and len(done_before) < 4
+    done_before = sorted(p.with_suffix("") for p in out.glob("size_*/seed_*/*.json"))
+    assert first in done_before and len(done_before) < 6
     stamp = (first / "results.json").stat().st_mtime_ns
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"{len(done_before)} of 4 cells already done" in resumed.stdout
-    assert (first / "results.json").stat().st_mtime_ns == stamp  # finished cells are not trained again
+    assert f"{len(done_before)} of 6 runs already done" in resumed.stdout
+    assert (first / "results.json").stat().st_mtime_ns == stamp  # finished runs are not trained again
 
     report = json.loads((out / study.STUDY_FILE).read_text())
     assert report["metric"] == "accuracy" and report["greater_is_better"] is True  # read from results.json
     cells = report["cells"]
-    assert sorted((c["size"], c["seed"], c["model"]) for c in cells) == sorted(
-        (size, seed, model) for size in (40, 80) for seed in (0, 1) for model in ("pretrained", "scratch")
+    assert sorted((c["size"], c["seed"], c["arm"]) for c in cells) == sorted(
+        (size, seed, arm) for size, seed in ((40, 0), (40, 1), (80, 0)) for arm in ("pretrained", "scratch", "probe")
     )
     for cell in cells:
         results = json.loads((out / cell["dir"] / "results.json").read_text())
-        (entry,) = [m for m in results["models"] if m["role"] == cell["model"]]
+        role = "scratch" if cell["arm"] == "scratch" else "pretrained"
+        (entry,) = [m for m in results["models"] if m["role"] == role]
         assert cell["value"] == entry["test"]["accuracy"] and 0 <= cell["value"] <= 1
         assert cell["steps"] == entry["steps"] and cell["seconds"] > 0
         # epochs scale with size: 40 examples get 80/40 = 2 passes of 5 batches, 80 get one pass of 10 (or
         # fewer: early stop)
         assert 1 <= cell["steps"] <= 10
+    probe = json.loads((study.cell_dir(out, 40, 0) / "probe" / "results.json").read_text())
+    assert [m["role"] for m in probe["models"]] == ["pretrained"]  # the probe run trains one model
+    assert "linear probe (--freeze_base)" in (study.cell_dir(out, 40, 0) / "probe.log").read_text()
+    from safetensors.torch import load_file
+
+    before = load_file(tiny_bert_dir / "model.safetensors")
+    after = load_file(study.cell_dir(out, 40, 0) / "probe" / "model.safetensors")
+    body = [name for name in after if name.startswith("bert.")]
+    assert body and all(after[name].equal(before[name]) for name in body)  # the probe trained the head only
+    assert not after["classifier.weight"].equal(before["classifier.weight"])
     for row in report["summary"]["sizes"]:
-        for model, stats in row["models"].items():
-            values = [c["value"] for c in cells if c["size"] == row["size"] and c["model"] == model]
-            assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(
-                np.std(values, ddof=1)
-            )
-    assert "pretrained - scratch [95% CI]" in resumed.stdout
+        for arm, stats in row["arms"].items():
+            values = [c["value"] for c in cells if c["size"] == row["size"] and c["arm"] == arm]
+            assert stats["mean"] == pytest.approx(np.mean(values)) and stats["n"] == len(values)
+            assert stats["std"] == (pytest.approx(np.std(values, ddof=1)) if len(values) > 1 else None)
+    assert "pretrained - scratch [95% CI]" in resumed.stdout and "probe - scratch [95% CI]" in resumed.stdout
 
     import matplotlib.image
 
@@ -261,6 +326,10 @@ def test_tiny_study_killed_between_cells_resumes_and_reports(tmp_path, tiny_bert
         (["data_efficiency", "sentiment", "--sizes", "10,x"], "comma-separated"),
         (["data_efficiency", "nosuchtask"], "unknown task"),
         (["bootstrap", "sentiment"], "unknown study"),
+        (["data_efficiency", "sentiment", "--arms", "pretrained,bert"], "unknown arm bert"),
+        (["data_efficiency", "sentiment", "--arms", "pretrained,probe", "--baseline", "scratch"], "--baseline"),
+        (["data_efficiency", "sentiment", "--freeze_base", "true"], "--arms probe"),
+        (["data_efficiency", "sentiment", "--arms", "pretrained", "--scratch_init", "x"], "scratch_pretrained"),
     ],
 )
 def test_bad_study_arguments_are_one_line(argv, needle, tmp_path, capsys):
@@ -329,13 +398,20 @@ def test_text_generation_study_reads_perplexity_lower_is_better_from_the_runs(tm
         "3e-3",
     ]
     report = study.data_efficiency(
-        "text_generation", [24], [0], tmp_path / "study", recipe_argv, min_examples=24, max_epochs=1
+        "text_generation",
+        [24],
+        [0],
+        tmp_path / "study",
+        recipe_argv,
+        min_examples=24,
+        max_epochs=1,
+        arms=["pretrained", "scratch"],
     )
     assert report["metric"] == "perplexity" and report["greater_is_better"] is False
     for cell in report["cells"]:
         results = json.loads((tmp_path / "study" / cell["dir"] / "results.json").read_text())
         assert results["greater_is_better"] is False
-        (entry,) = [m for m in results["models"] if m["role"] == cell["model"]]
+        (entry,) = [m for m in results["models"] if m["role"] == cell["arm"]]
         assert cell["value"] == entry["test"]["perplexity"] > 1
     table = study.format_table(report)
     assert "lower is better" in table and "perplexity" in table
@@ -358,3 +434,17 @@ def test_a_size_larger_than_the_training_split_is_refused_before_any_cell(tmp_pa
     assert f"--sizes 5000: the training split holds only {available} examples" in message
     assert f"the largest possible size is {available}" in message and "\n" not in message
     assert not list(out.glob("size_*"))  # refused before any cell trained
+
+
+def test_the_committed_table_and_readme_come_from_the_committed_study():
+    """docs/figures/data_efficiency.md and README's table are what `finetune study report` draws from the committed
+    docs/studies/sentiment/study.json (make figures), not numbers typed by hand."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    committed = json.loads((root / "docs" / "studies" / "sentiment" / "study.json").read_text())
+    assert committed["settings"]["arms"] == study.DEFAULT_ARMS  # the default study, every default arm
+    assert (root / "docs" / "figures" / "data_efficiency.md").read_text() == study.report_text(committed)
+    assert study.format_table(committed, markdown=True) in (root / "README.md").read_text()
+    sizes = [row["size"] for row in committed["summary"]["sizes"]]
+    assert sizes[-1] == committed["sizes"][-1] >= 10_000  # the curve spans the data, to the recipe's own set

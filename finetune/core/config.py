@@ -158,6 +158,18 @@ class TrainingConfig:
     compare: bool = field(
         default=True, metadata={"resume": "may_change", "help": "Also train the from-scratch transformer and compare."}
     )
+    # The arms of `finetune study` (finetune/commands/study.py), each a plain run of the recipe:
+    skip_pretrained: bool = field(
+        default=False,
+        metadata={
+            "help": "Train only the from-scratch transformer (with --compare); the pretrained checkpoint still "
+            "gives the tokenizer."
+        },
+    )
+    freeze_base: bool = field(
+        default=False,
+        metadata={"help": "A linear probe: train only the new head on the frozen pretrained model."},
+    )
 
     lora: bool = field(
         default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of every weight; heads stay trainable."}
@@ -215,6 +227,10 @@ class TrainingConfig:
             raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.skip_pretrained and not self.compare:
+            raise UserError("--skip_pretrained with --compare false leaves nothing to train: drop one of them")
+        if self.freeze_base and self.lora:
+            raise UserError("--freeze_base and --lora both decide what trains: pick one")
 
 
 @dataclass

@@ -180,3 +180,20 @@ def check_fits(model, length: int, flag: str) -> None:
         raise UserError(
             f"{flag} {length} is more than the {limit} positions the model has: pass {flag} {limit} or less"
         )
+
+
+def freeze_base(model) -> None:
+    """A linear probe (--freeze_base): every weight of the pretrained body (`model.base_model`) frozen, so only the
+    new head trains: what the pretrained features alone are worth."""
+    for param in model.base_model.parameters():
+        param.requires_grad_(False)
+    if count_parameters(model, trainable_only=True) == 0:  # a causal LM's head is its tied input embedding
+        raise UserError(
+            f"--freeze_base leaves nothing to train in {type(model).__name__} (its head is part of the body): "
+            "drop --freeze_base, or use --lora"
+        )
+
+
+def probe_note(model) -> str:
+    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
+    return f"linear probe (--freeze_base): the pretrained body is frozen; {trainable:,} of {total:,} weights train"
