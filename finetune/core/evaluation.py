@@ -182,14 +182,20 @@ class MaskedLMEvaluator:
         self.nll, self.tokens, self.correct = [], [], []
 
     def add(self, batch, outputs, gather):
-        logits = outputs.logits.float()  # (B, T, V)
         labels = batch["labels"]  # (B, T): the original id where a token was selected, else -100
-        token_nll = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
-        )  # (B, T), 0 where not scored
-        correct = (logits.argmax(dim=-1) == labels) & (labels != -100)  # (B, T)
+        scored = labels != -100  # (B, T)
+        logits = outputs.logits.float()  # (B, T, V), or (N, V) at the N scored positions only
+        if logits.dim() == 3:
+            logits = logits[scored]  # (N, V)
+        targets = labels[scored]  # (N,)
+        token_nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (N,)
+        sequence = scored.nonzero()[:, 0]  # (N,): which sequence each scored token is in
+        per_sequence = lambda values: torch.zeros(labels.size(0), dtype=values.dtype, device=values.device).index_add_(
+            0, sequence, values
+        )  # (N,) -> (B,)
+        correct = (logits.argmax(dim=-1) == targets).long()  # (N,)
         # per-sequence sums: every process pads its batches to its own width, so only these gather evenly
-        nll, tokens, right = gather((token_nll.sum(dim=1), (labels != -100).sum(dim=1), correct.sum(dim=1)))
+        nll, tokens, right = gather((per_sequence(token_nll), scored.sum(dim=1), per_sequence(correct)))
         self.nll.append(nll.double().cpu())
         self.tokens.append(tokens.cpu())
         self.correct.append(right.cpu())

@@ -303,15 +303,26 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
         **kwargs,  # token_type_ids and other tokenizer outputs this model has no use for
     ) -> MaskedLMOutput | tuple:
         """input_ids, attention_mask: (B, T); labels: (B, T), the original id where a token was selected, else
-        -100. logits: (B, T, vocab_size), at every position the scores of what token stood there."""
+        -100.
+
+        Without labels (fill-mask): logits (B, T, vocab_size), at every position the scores of what token stood
+        there. With labels (training, evaluation): logits (N, vocab_size) at the N selected positions only, in
+        row-major order, `labels[labels != -100]` being their targets. The vocabulary projection is most of the
+        model's arithmetic (V = 30,522 against C = 256), and only about 15% of positions are ever scored, so
+        this is about 2.5x faster per step (ModernBERT's "sparse prediction" does the same).
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embeddings(input_ids)  # (B, T, C)
         x, attentions = self.encoder(x, mask=padding_mask(attention_mask))  # (B, T, C)
-        logits = self.mlm_head(x)  # (B, T, V)
         loss = None
-        if labels is not None:  # only the selected positions count (-100 elsewhere), as in BertForMaskedLM
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+        if labels is None:
+            logits = self.mlm_head(x)  # (B, T, V)
+        else:  # only the selected positions count (-100 elsewhere), as in BertForMaskedLM
+            selected = labels != -100  # (B, T)
+            logits = self.mlm_head(x[selected])  # (N, V)
+            # (a batch with nothing selected contributes a zero loss, not the NaN of an empty mean)
+            loss = F.cross_entropy(logits, labels[selected]) if logits.size(0) else logits.sum() * 0.0
         output = MaskedLMOutput(loss=loss, logits=logits, attentions=attentions if output_attentions else None)
         return output if return_dict else output.to_tuple()
 
