@@ -120,6 +120,8 @@ class PretrainConfig(kit.HubFields, TrainingConfig):
             raise UserError(f"the objective must be mlm or clm, got {self.objective!r}: finetune pretrain mlm")
         if self.scratch_init:
             raise UserError("--scratch_init starts a recipe's scratch model from a pretraining run: drop it here")
+        if self.lora:
+            raise UserError("--lora adapts a pretrained model; pretraining trains every weight: drop --lora")
         if self.max_length < 8:
             raise UserError(f"--max_length must be at least 8, got {self.max_length}")
         for name in ("mlm_probability", "mask_replace_prob", "random_replace_prob"):
