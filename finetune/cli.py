@@ -13,6 +13,7 @@
     finetune search TASK [--n_trials N] [--storage URL]       hyperparameter search with Optuna (a study database)
     finetune compare RUN_DIR [RUN_DIR ...] [--output DIR]    one table and one chart across finished runs
     finetune clean RUN_DIR [RUN_DIR ...] [--dry_run]         remove a finished run's checkpoints, print what it freed
+    finetune pretrain mlm|clm [--corpus tweets,conll,kjv]    pretrain the from-scratch transformer (--scratch_init)
 
 Only argparse is imported here, so `finetune --help` answers at once; each verb imports what it needs.
 """
@@ -38,6 +39,7 @@ VERBS = {
     "compare": "finetune.commands.compare",
     "study": "finetune.commands.study",
     "clean": "finetune.commands.clean",
+    "pretrain": "finetune.commands.pretrain",
 }
 
 

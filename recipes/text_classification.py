@@ -44,6 +44,7 @@ from finetune.models.loading import (
 )
 from finetune.models.lora import apply_lora, save_run_model
 from finetune.models.losses import balanced_class_weights, positive_weights, use_weighted_loss
+from finetune.models.scratch_init import check_pretraining_run, start_from
 from finetune.reporting import diagnostics, report
 from finetune.tasks import kit
 
@@ -229,7 +230,8 @@ def build_scratch(
     config: TextClassificationConfig, tokenizer, label_names: list[str], problem_type: str = "single_label"
 ):
     """The teaching transformer (finetune.models.scratch), same tokenizer, randomly initialised, same head and loss
-    kind."""
+    kind. With --scratch_init, run() then copies a pretraining run's weights into it
+    (finetune.models.scratch_init)."""
     # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch import ScratchTransformerForSequenceClassification
 
@@ -277,6 +279,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     model, tokenizer, source = build_pretrained(config, data.label_names, data.problem_type)
     check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     weights = add_class_weights(model, config, data)
+    pretraining = check_pretraining_run(config, tokenizer, "encoder")  # --scratch_init, checked before any write
     notes = [source.note, data.provenance.note, *data.notes] + ([probe_note(model)] if config.freeze_base else [])
     run_dir = kit.open_run_dir(config, state, notes)
     tokenized = tokenize(data.splits, tokenizer, config.max_length)
@@ -315,6 +318,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names, data.problem_type)
+        init = start_from(scratch, pretraining, state.print)  # --scratch_init: embeddings and encoder pretrained
         add_class_weights(scratch, config, data)
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(
@@ -329,6 +333,8 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
             count_parameters(trained_scratch.model),
             trained_scratch,
         )
+        if init:
+            entry["initialised_from"] = init
         results["models"].append(describe_predictions(entry, trained_scratch, evaluator, loaders, data, run_dir, state))
 
     kit.finish_run(

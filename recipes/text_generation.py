@@ -33,6 +33,7 @@ from finetune.data.lm import PACKINGS, condition_prefix, count_tokens, limit, lo
 from finetune.models.generate import generate_texts
 from finetune.models.loading import count_parameters, freeze_base, load_pretrained, load_tokenizer, resolve
 from finetune.models.lora import apply_lora, describe, save_run_model
+from finetune.models.scratch_init import check_pretraining_run, start_from
 from finetune.reporting import report
 from finetune.tasks import kit, registry
 
@@ -193,6 +194,7 @@ def run(config: TextGenerationConfig) -> dict:
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
+    pretraining = check_pretraining_run(config, tokenizer, "decoder")  # --scratch_init, checked before any write
     run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes])
     if config.model == "smollm2":
         state.print(
@@ -247,6 +249,7 @@ def run(config: TextGenerationConfig) -> dict:
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer)
+        init = start_from(scratch, pretraining, state.print)  # --scratch_init: a `finetune pretrain clm` run
         (scratch_val,) = held_out(scratch, loaders, evaluator, config, run_dir, "scratch", splits=("validation",))
         scratch_config = dataclasses.replace(
             config, learning_rate=config.scratch_learning_rate, lora=False, max_steps=config.max_steps or trained.steps
@@ -265,6 +268,8 @@ def run(config: TextGenerationConfig) -> dict:
         )
         scratch_entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": scratch_val})
         scratch_entry["samples"] = {"after": generations(trained_scratch.model)}
+        if init:
+            scratch_entry["initialised_from"] = init
         results["models"].append(scratch_entry)
         perplexity["scratch"] = scratch_entry["test"]["perplexity"]
     results["perplexity"] = perplexity

@@ -39,6 +39,7 @@ from finetune.models.loading import (
     save_model,
 )
 from finetune.models.lora import apply_lora, save_run_model
+from finetune.models.scratch_init import check_pretraining_run, start_from
 from finetune.reporting import report
 from finetune.tasks import kit, registry
 
@@ -195,6 +196,7 @@ def run(config: TokenClassificationConfig) -> dict:
     tokenized, truncation_notes = tokenize_and_align(
         data.splits, tokenizer, config.max_length, data.label_names, config.label_all_tokens
     )
+    pretraining = check_pretraining_run(config, tokenizer, "encoder")  # --scratch_init, checked before any write
     notes = [source.note, data.provenance.note, *data.notes, *truncation_notes]
     run_dir = kit.open_run_dir(config, state, notes + ([probe_note(model)] if config.freeze_base else []))
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
@@ -233,6 +235,7 @@ def run(config: TokenClassificationConfig) -> dict:
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer, data.label_names)
+        init = start_from(scratch, pretraining, state.print)  # --scratch_init: embeddings and encoder pretrained
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(
             scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST
@@ -249,6 +252,7 @@ def run(config: TokenClassificationConfig) -> dict:
                     trained_scratch,
                 ),
                 "test_per_type": trained_scratch.test_outputs["per_type"],
+                **({"initialised_from": init} if init else {}),
             }
         )
 

@@ -437,6 +437,28 @@ COMMANDS = [
         ["compare", "{classifier}", "--output", "{runs_root}/cmp"],
         "results.json",
     ),
+    ("verbs", "pretrain", "an unknown objective", ["pretrain", "bert"], "mlm or clm"),
+    (
+        "verbs",
+        "pretrain",
+        "a corpus file that does not exist",
+        ["pretrain", "mlm", "--corpus", "{inputs}/nosuch.txt", "--output_dir", "{inputs}/never"],
+        "does not exist",
+    ),
+    (
+        "verbs",
+        "pretrain",
+        "a corpus of one line",
+        ["pretrain", "mlm", "--corpus", "{inputs}/text.txt", "--output_dir", "{inputs}/never"],
+        "too few to pretrain on",
+    ),
+    (
+        "verbs",
+        "pretrain",
+        "--whole_word_mask with clm",
+        ["pretrain", "clm", "--whole_word_mask", "true", "--output_dir", "{inputs}/never"],
+        "applies to mlm",
+    ),
     ("verbs", "clean", "a folder that is not a run", ["clean", "{inputs}/a_folder"], "not a run directory"),
     ("verbs", "clean", "a path that does not exist", ["clean", "{inputs}/nosuch"], "not a folder"),
     (

@@ -448,3 +448,57 @@ def test_the_committed_table_and_readme_come_from_the_committed_study():
     assert study.format_table(committed, markdown=True) in (root / "README.md").read_text()
     sizes = [row["size"] for row in committed["summary"]["sizes"]]
     assert sizes[-1] == committed["sizes"][-1] >= 10_000  # the curve spans the data, to the recipe's own set
+
+
+@pytest.mark.slow
+def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from_it(
+    tmp_path, tiny_bert_dir, tweets_small_csv
+):
+    """Without --scratch_init the study pretrains our transformer itself (with --pretrain's flags, the task's sizes
+    and tokenizer), once; the scratch_pretrained run starts from it; a second call trains nothing again."""
+    import yaml
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"the flight number {i} was late again today" for i in range(200)) + "\n")
+    command = _study_command(tmp_path, tiny_bert_dir, tweets_small_csv)
+    recipe_argv = command[command.index("--model") :]
+    pretrain_argv = ["--corpus", str(corpus), "--max_steps", "3", "--max_length", "32", "--max_eval_samples", "16"]
+    pretrain_argv += ["--batch_size", "16", "--eval_steps", "3", "--mixed_precision", "no"]
+    out = tmp_path / "study"
+    report = study.data_efficiency(
+        "sentiment",
+        [40],
+        [0],
+        out,
+        recipe_argv,
+        min_examples=40,
+        max_epochs=1,
+        arms=["scratch", "scratch_pretrained"],
+        pretrain_argv=pretrain_argv,
+    )
+    pretraining = json.loads((out / "pretrain" / "results.json").read_text())
+    assert (pretraining["objective"], pretraining["steps"]) == ("mlm", 3)
+    assert report["pretraining"]["run"] == "pretrain" and "3 steps" in report["pretraining"]["description"]
+    assert str(tmp_path) not in json.dumps(report["pretraining"])  # what the study says of it names no local path
+    config = yaml.safe_load((study.cell_dir(out, 40, 0) / "scratch_pretrained" / "config.yaml").read_text())
+    assert (config["scratch_init"], config["skip_pretrained"]) == (str(out / "pretrain"), True)
+    base = yaml.safe_load((study.cell_dir(out, 40, 0) / "base" / "config.yaml").read_text())
+    assert base["skip_pretrained"] is True and base["scratch_init"] is None  # scratch alone, from random weights
+    results = json.loads((study.cell_dir(out, 40, 0) / "scratch_pretrained" / "results.json").read_text())
+    assert [m["role"] for m in results["models"]] == ["scratch"]
+    assert {c["arm"] for c in report["cells"]} == {"scratch", "scratch_pretrained"}
+    (row,) = report["summary"]["sizes"]
+    assert set(row["differences"]) == {"scratch_pretrained"}  # against the baseline, scratch
+    stamp = (out / "pretrain" / "results.json").stat().st_mtime_ns
+    study.data_efficiency(
+        "sentiment",
+        [40],
+        [0],
+        out,
+        recipe_argv,
+        min_examples=40,
+        max_epochs=1,
+        arms=["scratch", "scratch_pretrained"],
+        pretrain_argv=pretrain_argv,
+    )
+    assert (out / "pretrain" / "results.json").stat().st_mtime_ns == stamp  # pretrained once

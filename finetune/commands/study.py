@@ -48,6 +48,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -60,6 +61,7 @@ from finetune.core.engine import TrainingInterrupted
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
 from finetune.core.precision import machine_facts
 from finetune.core.run_directory import run_lock
+from finetune.reporting.card import public
 from finetune.reporting.report import save_figure
 from finetune.reporting.tables import markdown_table, text_table
 from finetune.tasks import registry
@@ -261,11 +263,16 @@ def check_sizes(sizes: list[int], available: int) -> None:
 # ---- pretraining our transformer for the scratch_pretrained arm --------------------------------------------------
 
 
-def pretraining_for(task: str, base, study_dir: Path, scratch_init: Optional[str]) -> tuple[str, dict]:
+def pretraining_for(
+    task: str, base, study_dir: Path, seeds: list[int], scratch_init: Optional[str], pretrain_argv: list[str]
+):
     """(the folder the scratch_pretrained arm starts from, what study.json says about it).
 
-    Given --scratch_init, that run; else the pretraining recipe's defaults, sized like the task's scratch model and
-    with its tokenizer, run once into DIR/pretrain (a killed study pretrains again from nothing)."""
+    Given --scratch_init, that run; else the pretraining recipe's defaults (recipes/configs/pretraining.yaml: its
+    corpus and step budget) and the flags in --pretrain, with the task's objective, tokenizer and scratch-model size,
+    run once into DIR/pretrain (a killed
+    study pretrains again from nothing). Its tweets corpus leaves out the validation and test tweets of every seed
+    of the study, so no cell is tested on text the model was pretrained on."""
     from recipes import pretraining
 
     if scratch_init:
@@ -273,9 +280,36 @@ def pretraining_for(task: str, base, study_dir: Path, scratch_init: Optional[str
     else:
         directory = Path(study_dir) / PRETRAIN_DIR
         if not done_file(directory).exists():
-            config = pretraining.config_for_scratch_of(task, base, output_dir=str(directory))
+            config = dataclasses.replace(
+                parse_config(pretraining.PretrainConfig, pretrain_argv),
+                objective="clm" if registry.get(task).pipeline_tag == "text-generation" else "mlm",
+                output_dir=str(directory),
+                tokenizer=base.model,
+                scratch_d_model=base.scratch_d_model,
+                scratch_layers=base.scratch_layers,
+                sentiment_split_seeds=sorted(set(pretraining.PretrainConfig().sentiment_split_seeds) | set(seeds)),
+                overwrite=True,
+                mixed_precision=base.mixed_precision,
+                **{name: value for name, value in THROWAWAY_CHECKPOINTS.items()},
+            )
             run_logged(pretraining, config, directory)
-    return str(directory), pretraining.summary(directory)
+    results = json.loads((directory / "results.json").read_text())
+    after = results["held_out"]["after"]
+    facts = {
+        "objective": results["objective"],
+        "corpus": public(results["corpus"]),  # (a file or folder by its name: no local path)
+        "steps": results["steps"],
+        "wall_seconds": results["wall_seconds"],
+        "held_out_after": after,
+        "run": directory.name,  # (a folder name: no local path in a study.json that is published)
+    }
+    accuracy = after.get("masked_accuracy", after.get("accuracy"))
+    facts["description"] = (
+        f"`finetune pretrain {results['objective']}` on {facts['corpus']}, {results['steps']} steps in "
+        f"{results['wall_seconds']:.0f} s"
+        + (f", held-out masked-token accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else "")
+    )
+    return str(directory), facts
 
 
 # ---- one run ------------------------------------------------------------------------------------------------
@@ -574,10 +608,12 @@ def data_efficiency(
     baseline: Optional[str] = None,
     largest_seeds: Optional[int] = None,
     scratch_init: Optional[str] = None,
+    pretrain_argv: tuple = (),
 ) -> dict:
     """Run every (size, seed) cell's runs not yet finished, then write study.json and the figure. Returns the study.
 
-    `sizes` may hold "full" (the recipe's own training set)."""
+    `sizes` may hold "full" (the recipe's own training set); `pretrain_argv`: flags of the study's own pretraining
+    (when scratch_pretrained is an arm and no `scratch_init` run is given)."""
     from tqdm.auto import tqdm
 
     arms = arms or list(DEFAULT_ARMS)
@@ -600,6 +636,7 @@ def data_efficiency(
         "min_examples": min_examples,
         "max_epochs": max_epochs,
         "scratch_init": Path(scratch_init).name if scratch_init else None,  # (a folder name: no local path)
+        "pretrain_args": list(pretrain_argv),
     }
     study_dir = Path(study_dir)
     study_file = study_dir / STUDY_FILE
@@ -638,7 +675,9 @@ def data_efficiency(
         print(f"continuing the study in {study_dir}: {len(jobs) - len(todo)} of {len(jobs)} runs already done")
     if "scratch_pretrained" in arms:
         print(f"pretraining our transformer for the scratch_pretrained arm (log: {study_dir / PRETRAIN_DIR}.log)")
-        scratch_init, study["pretraining"] = pretraining_for(task, base, study_dir, scratch_init)
+        scratch_init, study["pretraining"] = pretraining_for(
+            task, base, study_dir, seeds, scratch_init, list(pretrain_argv)
+        )
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="study runs", unit="run", file=sys.stderr) as bar:
         for size, seed, run in todo:
             bar.set_postfix(size=size, seed=seed, run=run)
@@ -726,6 +765,9 @@ def _data_efficiency_command(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
     parser.add_argument("--largest_seeds", type=int, default=1, help="seeds of the largest size (0: all)")
     parser.add_argument("--scratch_init", help="a `finetune pretrain` run for the scratch_pretrained arm")
+    parser.add_argument(
+        "--pretrain", default="", help='flags of the study\'s own pretraining, e.g. --pretrain "--max_steps 200"'
+    )
     parser.add_argument("--output_dir", type=Path)
     parser.add_argument("--min_examples", type=int, default=3000, help="examples each run sees at least")
     parser.add_argument("--max_epochs", type=float, default=20, help="at most this many passes over a small set")
@@ -739,8 +781,10 @@ def _data_efficiency_command(argv: list[str]) -> int:
         raise UserError("--sizes, --min_examples and --max_epochs must be at least 1, --largest_seeds at least 0")
     if len(set(args.sizes)) < len(args.sizes) or len(set(args.seeds)) < len(args.seeds):
         raise UserError("--sizes and --seeds must not repeat a value")
-    if args.scratch_init and "scratch_pretrained" not in args.arms:
-        raise UserError("--scratch_init is for the scratch_pretrained arm: add it to --arms, or drop --scratch_init")
+    if (args.scratch_init or args.pretrain) and "scratch_pretrained" not in args.arms:
+        raise UserError("--scratch_init and --pretrain are for the scratch_pretrained arm: add it to --arms")
+    if args.scratch_init and args.pretrain:
+        raise UserError("--pretrain sets up the study's own pretraining, --scratch_init names one: pick one")
     study_dir = args.output_dir or Path("runs") / f"study_{args.task}"
 
     started = time.perf_counter()
@@ -759,6 +803,7 @@ def _data_efficiency_command(argv: list[str]) -> int:
                 baseline=args.baseline,
                 largest_seeds=args.largest_seeds or None,
                 scratch_init=args.scratch_init,
+                pretrain_argv=shlex.split(args.pretrain),
             )
     except TrainingInterrupted:
         print("study interrupted: finished runs are kept; run the same command to continue", file=sys.stderr)

@@ -158,6 +158,13 @@ class TrainingConfig:
     compare: bool = field(
         default=True, metadata={"resume": "may_change", "help": "Also train the from-scratch transformer and compare."}
     )
+    scratch_init: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "A `finetune pretrain` run folder: the from-scratch model starts from its weights (embeddings "
+            "and blocks; the task head new). See finetune/models/scratch_init.py."
+        },
+    )
     # The arms of `finetune study` (finetune/commands/study.py), each a plain run of the recipe:
     skip_pretrained: bool = field(
         default=False,
@@ -219,6 +226,10 @@ class TrainingConfig:
         check_precision(self.mixed_precision)  # now, in one line, before anything loads (choose() applies it later)
 
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
+        if self.scratch_init is not None and not self.scratch_init.strip():
+            raise UserError("--scratch_init is empty: give a `finetune pretrain` run folder, or leave it out")
+        if self.scratch_init and not self.compare:
+            raise UserError("--scratch_init starts the from-scratch model, which --compare false skips: drop one")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pick one")
         if self.lora_r < 1:

@@ -164,6 +164,59 @@ class LanguageModelEvaluator:
         return {"nll": torch.cat(self.nll).tolist(), "tokens": torch.cat(self.tokens).tolist()}
 
 
+class MaskedLMEvaluator:
+    """BERT's pretraining objective on held-out text: the masked-token loss and the masked-token accuracy.
+
+    Only the positions the masking selected are scored (labels != -100): the mean cross-entropy of the original
+    token there ("loss", through the perplexity module, which also gives exp(loss)), and how often the most likely
+    token is the original one ("accuracy": masked tokens right / masked tokens). The selection must be the same
+    at every evaluation for the numbers to be comparable step to step: the recipe masks its held-out text once,
+    with a fixed seed (recipes/pretraining.py), and this evaluator only reads the labels.
+    """
+
+    def __init__(self):
+        self._metric = None
+        self.reset()
+
+    def reset(self):
+        self.nll, self.tokens, self.correct = [], [], []
+
+    def add(self, batch, outputs, gather):
+        labels = batch["labels"]  # (B, T): the original id where a token was selected, else -100
+        scored = labels != -100  # (B, T)
+        logits = outputs.logits.float()  # (B, T, V), or (N, V) at the N scored positions only
+        if logits.dim() == 3:
+            logits = logits[scored]  # (N, V)
+        targets = labels[scored]  # (N,)
+        token_nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (N,)
+        sequence = scored.nonzero()[:, 0]  # (N,): which sequence each scored token is in
+        per_sequence = lambda values: torch.zeros(labels.size(0), dtype=values.dtype, device=values.device).index_add_(
+            0, sequence, values
+        )  # (N,) -> (B,)
+        correct = (logits.argmax(dim=-1) == targets).long()  # (N,)
+        # per-sequence sums: every process pads its batches to its own width, so only these gather evenly
+        nll, tokens, right = gather((per_sequence(token_nll), scored.sum(dim=1), per_sequence(correct)))
+        self.nll.append(nll.double().cpu())
+        self.tokens.append(tokens.cpu())
+        self.correct.append(right.cpu())
+
+    def compute(self) -> dict:
+        if self._metric is None:
+            self._metric = load_metric("perplexity")
+        nll, tokens = torch.cat(self.nll).tolist(), torch.cat(self.tokens).tolist()
+        scores = self._metric.compute(predictions=nll, references=tokens)  # loss: mean NLL per masked token
+        scores["accuracy"] = int(torch.cat(self.correct).sum()) / max(sum(tokens), 1)
+        return scores
+
+    def outputs(self) -> dict:
+        """The last evaluation, sequence by sequence: summed NLL (nats), masked tokens, and how many were right."""
+        return {
+            "nll": torch.cat(self.nll).tolist(),
+            "tokens": torch.cat(self.tokens).tolist(),
+            "correct": torch.cat(self.correct).tolist(),
+        }
+
+
 class TokenClassificationEvaluator:
     """Entity precision / recall / F1 (seqeval's semantics, micro over entities) and tag accuracy, per word.
 

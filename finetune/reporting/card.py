@@ -206,9 +206,11 @@ def _comparison_sentence(results: dict) -> str | None:
     greater_is_better = results.get("greater_is_better", True) is not False
     better = (a > b) if greater_is_better else (a < b)
     verdict = "better" if better else ("the same" if a == b else "worse")
+    init = scratch.get("initialised_from")
+    start = f", started from our own {init['objective']} pretraining run {init['run']}," if init else ""
     return (
         f"On the test set the fine-tuned pretrained model scores {metric} {_fmt(a)} against {_fmt(b)} for the "
-        f"model trained from scratch on the same data ({verdict}; "
+        f"model trained from scratch{start} on the same data ({verdict}; "
         f"{'higher' if greater_is_better else 'lower'} is better)."
     )
 

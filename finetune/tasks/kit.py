@@ -62,8 +62,12 @@ def holds_run_dir(run):
 
 
 def _command(run, task: Optional[str] = None) -> str:
-    """What the lock file says this run is: `finetune train TASK`."""
-    return f"finetune train {task or getattr(sys.modules.get(run.__module__), 'TASK', run.__module__)}"
+    """What the lock file says this run is: `finetune train TASK`, or the recipe module's own COMMAND (a recipe
+    that a verb of its own runs, e.g. `finetune pretrain`)."""
+    module = sys.modules.get(run.__module__)
+    if task is None and getattr(module, "COMMAND", None):
+        return module.COMMAND
+    return f"finetune train {task or getattr(module, 'TASK', run.__module__)}"
 
 
 def main(config_cls, run, argv: Optional[list[str]] = None) -> int:

@@ -7,17 +7,17 @@
 docs/transformer.md walks from the ideas to these names.
 
 Importing this package registers the models with the Auto classes, so that after `import finetune.models.scratch`,
-`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, causal-LM, image and
-seq2seq
-equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three source files next to the
-weights (`auto_map` in config.json), so a process that never imported finetune can load the folder with
-`trust_remote_code=True`.
+`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, masked-LM,
+causal-LM, image and seq2seq equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three
+source files next to the weights (`auto_map` in config.json), so a process that never imported finetune can load
+the folder with `trust_remote_code=True`.
 """
 
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForImageClassification,
+    AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -39,6 +39,7 @@ from .models import (
     ScratchTransformerConfig,
     ScratchTransformerForCausalLM,
     ScratchTransformerForImageClassification,
+    ScratchTransformerForMaskedLM,
     ScratchTransformerForSeq2Seq,
     ScratchTransformerForSequenceClassification,
     ScratchTransformerForTokenClassification,
@@ -50,6 +51,7 @@ _AUTO_CLASSES = {
     AutoModelForSequenceClassification: ScratchTransformerForSequenceClassification,
     AutoModelForTokenClassification: ScratchTransformerForTokenClassification,
     AutoModelForCausalLM: ScratchTransformerForCausalLM,
+    AutoModelForMaskedLM: ScratchTransformerForMaskedLM,
     AutoModelForImageClassification: ScratchTransformerForImageClassification,
     AutoModelForSeq2SeqLM: ScratchTransformerForSeq2Seq,
 }
@@ -79,6 +81,7 @@ __all__ = [
     "ScratchTransformerForSequenceClassification",
     "ScratchTransformerForTokenClassification",
     "ScratchTransformerForCausalLM",
+    "ScratchTransformerForMaskedLM",
     "ScratchTransformerForImageClassification",
     "ScratchTransformerForSeq2Seq",
     "scratch_config_for",
