@@ -50,9 +50,10 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
 def test_text_generation_refuses_the_study_arms_it_cannot_run_in_one_line(tmp_path):
     """--skip_pretrained (its report frames the scratch LM by the pretrained one) and --freeze_base (a causal LM's
     head is its tied input embedding: nothing would train) are one-line errors, not a silent full run."""
+    from tiny_models import tiny_gpt2
+
     from finetune.models.loading import freeze_base
     from recipes.text_generation import TextGenerationConfig
-    from tiny_models import tiny_gpt2
 
     with pytest.raises(UserError, match="--skip_pretrained is not supported by text_generation"):
         TextGenerationConfig(skip_pretrained=True)
