@@ -256,6 +256,17 @@ def test_scratch_init_loads_the_encoder_exactly_and_the_head_is_new(mlm_run, tin
     assert record["run"] == "mlm" and "/" not in json.dumps(record)  # the folder's name, no path
     assert "pretrained embeddings, encoder" in notes[0] and "new: classifier" in notes[0]
 
+    # the tagger's encoder too (token_classification calls the same two functions)
+    from recipes.token_classification import TokenClassificationConfig
+    from recipes.token_classification import build_scratch as build_tagger
+
+    tagger_config = TokenClassificationConfig(scratch_init=str(out), scratch_d_model=32, scratch_layers=1)
+    tagger = build_tagger(tagger_config, tokenizer, ["O", "B-PER", "I-PER"])
+    record = start_from(tagger, check_pretraining_run(tagger_config, tokenizer, "encoder"), notes.append)
+    assert record["new"] == ["classifier"] and torch.equal(
+        tagger.state_dict()["encoder.final_norm.weight"], saved["encoder.final_norm.weight"]
+    )
+
 
 @pytest.mark.slow
 def test_sentiment_trains_from_the_pretraining_run(mlm_run, tiny_bert_dir, tweets_small_csv, tmp_path, capsys):
