@@ -84,11 +84,6 @@ class ImageClassificationConfig(kit.HubFields, TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.scratch_init:
-            raise UserError(
-                "--scratch_init: no pretraining exists for the image transformer yet (finetune pretrain does text "
-                "only): drop --scratch_init"
-            )
         for name in ("max_train_samples", "max_eval_samples", "image_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")

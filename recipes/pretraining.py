@@ -118,8 +118,6 @@ class PretrainConfig(kit.HubFields, TrainingConfig):
         super().__post_init__()
         if self.objective not in OBJECTIVES:
             raise UserError(f"the objective must be mlm or clm, got {self.objective!r}: finetune pretrain mlm")
-        if self.scratch_init:
-            raise UserError("--scratch_init starts a recipe's scratch model from a pretraining run: drop it here")
         if self.lora:
             raise UserError("--lora adapts a pretrained model; pretraining trains every weight: drop --lora")
         if self.max_length < 8:

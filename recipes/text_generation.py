@@ -47,6 +47,7 @@ METRIC_FOR_BEST = registry.get(TASK).metric
 @dataclass
 class TextGenerationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/smollm2-tweets"
+    scratch_init_kind: ClassVar[str] = "decoder"  # --scratch_init takes a `finetune pretrain clm` run
 
     model: str = field(
         default="smollm2",
@@ -187,7 +188,7 @@ def run(config: TextGenerationConfig) -> dict:
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
-    pretraining = check_pretraining_run(config, tokenizer, "decoder")  # --scratch_init, checked before any write
+    pretraining = check_pretraining_run(config, tokenizer)  # --scratch_init, checked before any write
     run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes])
     if config.model == "smollm2":
         state.print(

@@ -43,6 +43,7 @@ SCHEMES = ("IOB1", "IOB2", "IOBES")
 @dataclass
 class TokenClassificationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-conll2003"
+    scratch_init_kind: ClassVar[str] = "encoder"  # --scratch_init takes a `finetune pretrain mlm` run
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
     dataset: Optional[str] = field(
@@ -185,7 +186,7 @@ def run(config: TokenClassificationConfig) -> dict:
     tokenized, truncation_notes = tokenize_and_align(
         data.splits, tokenizer, config.max_length, data.label_names, config.label_all_tokens
     )
-    pretraining = check_pretraining_run(config, tokenizer, "encoder")  # --scratch_init, checked before any write
+    pretraining = check_pretraining_run(config, tokenizer)  # --scratch_init, checked before any write
     run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes, *truncation_notes])
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)
     state.print(

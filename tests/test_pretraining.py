@@ -244,7 +244,7 @@ def test_scratch_init_loads_the_encoder_exactly_and_the_head_is_new(mlm_run, tin
     out, _ = mlm_run
     config = sentiment_config(tmp_path, tiny_bert_dir, tweets_small_csv, out)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    run = check_pretraining_run(config, tokenizer, "encoder")
+    run = check_pretraining_run(config, tokenizer)
     scratch = build_scratch(config, tokenizer, ["negative", "positive"])
     notes = []
     record = start_from(scratch, run, notes.append)
@@ -262,7 +262,7 @@ def test_scratch_init_loads_the_encoder_exactly_and_the_head_is_new(mlm_run, tin
 
     tagger_config = TokenClassificationConfig(scratch_init=str(out), scratch_d_model=32, scratch_layers=1)
     tagger = build_tagger(tagger_config, tokenizer, ["O", "B-PER", "I-PER"])
-    record = start_from(tagger, check_pretraining_run(tagger_config, tokenizer, "encoder"), notes.append)
+    record = start_from(tagger, check_pretraining_run(tagger_config, tokenizer), notes.append)
     assert record["new"] == ["classifier"] and torch.equal(
         tagger.state_dict()["encoder.final_norm.weight"], saved["encoder.final_norm.weight"]
     )
@@ -315,7 +315,7 @@ def test_scratch_init_mismatches_are_one_line(mlm_run, tiny_bert_dir, tweets_sma
         assert code == 2 and len(err) == 1 and needle in err[0], (name, err)
     assert not (tmp_path / "never").exists()
     code, err = run_cli(["train", "image_classification", "--scratch_init", str(out)], capsys)
-    assert code == 2 and "no pretraining exists for the image transformer" in err[0]
+    assert code == 2 and "ImageClassificationConfig's scratch model cannot start from a pretraining run" in err[0]
     code, err = run_cli(["pretrain", "bert"], capsys)
     assert code == 2 and "mlm or clm" in err[0]
 
@@ -393,11 +393,9 @@ def test_clm_pretraining_starts_the_text_generation_scratch_model(text_file, tmp
     tokenizer.pad_token = tokenizer.eos_token
     config = TextGenerationConfig(scratch_init=str(tmp_path / "clm"), scratch_d_model=32, scratch_layers=1)
     scratch = build_scratch(config, tokenizer)
-    record = start_from(scratch, check_pretraining_run(config, tokenizer, "decoder"), lambda note: None)
+    record = start_from(scratch, check_pretraining_run(config, tokenizer), lambda note: None)
     assert record["new"] == [] and record["pretrained"] == ["embeddings", "transformer"]  # the LM head is tied
     with pytest.raises(UserError, match="finetune pretrain clm"):  # an mlm run cannot start a causal LM
         check_pretraining_run(
-            TextGenerationConfig(scratch_init=str(mlm_run[0]), scratch_d_model=32, scratch_layers=1),
-            tokenizer,
-            "decoder",
+            TextGenerationConfig(scratch_init=str(mlm_run[0]), scratch_d_model=32, scratch_layers=1), tokenizer
         )

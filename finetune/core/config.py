@@ -34,6 +34,11 @@ C = TypeVar("C")
 class TrainingConfig:
     """What every recipe shares: where outputs go, how long and how to train, checkpoints, comparison."""
 
+    # What --scratch_init can start in this recipe: "encoder" (a `finetune pretrain mlm` run) or "decoder" (a clm
+    # run), set by a recipe's config class that calls finetune/models/scratch_init.py; None refuses the flag in one
+    # line, so a recipe that does not load the weights never ignores it silently.
+    scratch_init_kind: ClassVar[Optional[str]] = None
+
     output_dir: str = field(
         default="runs/run",
         metadata={
@@ -216,6 +221,11 @@ class TrainingConfig:
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
         if self.scratch_init is not None and not self.scratch_init.strip():
             raise UserError("--scratch_init is empty: give a `finetune pretrain` run folder, or leave it out")
+        if self.scratch_init and self.scratch_init_kind is None:
+            raise UserError(
+                f"--scratch_init: {type(self).__name__}'s scratch model cannot start from a pretraining run "
+                f"(finetune pretrain makes text encoders and decoder-only LMs): drop --scratch_init"
+            )
         if self.scratch_init and not self.compare:
             raise UserError("--scratch_init starts the from-scratch model, which --compare false skips: drop one")
         if self.resume and self.overwrite:
