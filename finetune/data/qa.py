@@ -412,7 +412,7 @@ def load_qa(
             f"(moved to the nearest occurrence of the answer text), {counts.dropped} dropped (the text appears "
             f"nowhere in its context)"
             + (
-                f"; {counts.examples_dropped} questions left without an answer were dropped"
+                f"; {counts.examples_dropped} question(s) left without an answer dropped too"
                 if counts.examples_dropped
                 else ""
             )
