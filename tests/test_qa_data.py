@@ -6,7 +6,7 @@ import json
 import pytest
 
 from finetune.core.errors import UserError
-from finetune.data.qa import load_qa
+from finetune.data.qa import features, load_qa
 
 NAMES = ["Ada", "Bruno", "Chen", "Dara", "Emil", "Fatima", "Goran", "Hana", "Ines", "Jonas", "Kofi", "Lena"]
 CITIES = ["Lyon", "Porto", "Kyoto", "Quito", "Oslo", "Accra", "Perth", "Graz", "Cork", "Turin", "Split", "Bern"]
@@ -111,6 +111,7 @@ def test_nested_squad_v1_file_is_read_and_split_by_whole_contexts(tmp_path):
     assert not contexts["train"] & contexts["validation"] and not contexts["train"] & contexts["test"]
     assert any("validation split carved from train" in note for note in data.notes)
     assert any("SQuAD 1.1 style" in note for note in data.notes)
+    assert data.splits["train"].features == features()
     check_every_answer_at_its_offset(data.splits)
     everything = [row for split in data.splits.values() for row in split]
     what = next(row for row in everything if row["id"] == "p0-what")
@@ -120,7 +121,8 @@ def test_nested_squad_v1_file_is_read_and_split_by_whole_contexts(tmp_path):
 def test_nested_squad_v2_is_detected_and_plausible_answers_are_not_answers(tmp_path):
     data = load_qa(str(write_json(tmp_path / "dev-v2.0.json", nested(version_2=True))), seed=0)
     assert data.version_2 is True
-    assert any("SQuAD 2.0 style" in note for note in data.notes)
+    note = next(note for note in data.notes if "SQuAD 2.0 style" in note)
+    assert f"train {len(data.splits['train']) // 3} of {len(data.splits['train'])}" in note  # 1 in 3 per context
     rows = [row for split in data.splits.values() for row in split]
     impossible = [row for row in rows if row["id"].endswith("-impossible")]
     assert len(impossible) == 12 and all(row["answers"] == {"text": [], "answer_start": []} for row in impossible)
@@ -167,6 +169,16 @@ def test_parquet_with_splits_and_flat_answer_columns(tmp_path):
     assert [len(data.splits[s]) for s in ("train", "validation", "test")] == [24, 4, 4]
     assert any("answer_text + answer_start" in note for note in data.notes)
     assert data.splits["test"][0]["answers"]["text"] == ["Kyoto"]
+
+
+def test_jsonl_with_answers_as_the_nested_files_write_them(tmp_path):
+    """A list of {text, answer_start} (the nested files' way), or one answer with plain values."""
+    rows = flat_rows()
+    for row in rows[::2]:
+        row["answers"] = [{"text": t, "answer_start": s} for t, s in zip(*row["answers"].values())]
+    data = load_qa(str(write_jsonl(tmp_path / "qa.jsonl", rows)), seed=0)
+    assert sum(len(s) for s in data.splits.values()) == 24
+    check_every_answer_at_its_offset(data.splits)
 
 
 def test_no_answer_rows_in_jsonl_make_it_version_2(tmp_path):
@@ -241,6 +253,11 @@ def test_nested_json_that_is_not_squad_shaped(tmp_path):
     bad_paragraph = {"data": [{"paragraphs": [{"context": "c", "questions": []}]}]}
     one_line_error(write_json(tmp_path / "b.json", bad_paragraph), "paragraphs\\[0\\] has no `qas`")
     one_line_error(write_json(tmp_path / "c.json", {"data": {"rows": []}}), "without a `data` list")
+    one_line_error(write_json(tmp_path / "d.json", {"version": "1.1", "articles": []}), "not SQuAD-shaped")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_json(folder / "squad.json", nested())
+    one_line_error(folder, "names no split: name it train")
 
 
 def test_duplicate_ids_are_refused(tmp_path):
