@@ -6,7 +6,7 @@ import json
 import pytest
 
 from finetune.core.errors import UserError
-from finetune.data.qa import features, load_qa
+from finetune.data.qa import PASSAGE_WORDS, features, load_qa
 
 NAMES = ["Ada", "Bruno", "Chen", "Dara", "Emil", "Fatima", "Goran", "Hana", "Ines", "Jonas", "Kofi", "Lena"]
 CITIES = ["Lyon", "Porto", "Kyoto", "Quito", "Oslo", "Accra", "Perth", "Graz", "Cork", "Turin", "Split", "Bern"]
@@ -276,14 +276,14 @@ def aclsum_qa():
 
 def test_aclsum_qa_counts_offsets_and_paper_splits(aclsum_qa):
     splits = aclsum_qa.splits
-    assert {name: len(split) for name, split in splits.items()} == {"train": 820, "validation": 401, "test": 793}
+    assert {name: len(split) for name, split in splits.items()} == {"train": 795, "validation": 394, "test": 766}
     papers = {name: {i.split("/")[0] for i in split["id"]} for name, split in splits.items()}
     assert [len(papers[name]) for name in ("train", "validation", "test")] == [100, 50, 100]
     assert not papers["test"] & papers["train"] and not papers["validation"] & papers["train"]
     assert aclsum_qa.version_2 is False
     assert aclsum_qa.provenance.kind == "packaged"
     assert "MIT" in aclsum_qa.provenance.note and "Not SQuAD" in aclsum_qa.provenance.note
-    assert "all 2434 answers are where they say" in " ".join(aclsum_qa.notes)
+    assert "all 2437 answers are where they say" in " ".join(aclsum_qa.notes)
     check_every_answer_at_its_offset(splits)
     assert len(set(splits["train"]["question"])) == 3  # templated: one question per aspect
-    assert max(len(c.split()) for c in splits["train"]["context"]) <= 300
+    assert max(len(c.split()) for c in splits["train"]["context"]) <= PASSAGE_WORDS

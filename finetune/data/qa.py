@@ -460,8 +460,9 @@ ACLSUM_QUESTIONS = {
 ACLSUM_SECTIONS = ("abstract", "introduction", "conclusion")
 ACLSUM_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 # A passage is consecutive sentences of one section, cut at sentence boundaries: introductions run to 2,300 words,
-# and 300 words (about 400 word pieces of this tokenized text) make some contexts span two 384-token windows.
-PASSAGE_WORDS = 300
+# and passages of at most 400 words (up to about 570 MiniLM word pieces) put a third of the questions over one
+# 384-token window, so the windows and the answers that straddle them are exercised on real text.
+PASSAGE_WORDS = 400
 
 
 def passages(sentences: list[str], limit: int = PASSAGE_WORDS) -> list[tuple[int, int]]:
