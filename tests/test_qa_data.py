@@ -135,6 +135,10 @@ def test_folder_of_squad_files_keeps_dev_whole_as_test(tmp_path):
     assert sorted(data.splits["test"]["id"]) == sorted(row["id"] for row in flat_rows(4, offset=20))
     assert len(data.splits["train"]) + len(data.splits["validation"]) == 24
     assert any("is the test split" in note for note in data.notes)
+    (tmp_path / "dev-v1.1.json").rename(tmp_path / "val.json")  # other names of a validation split
+    write_json(tmp_path / "test.json", nested(count=2, offset=30))
+    data = load_qa(str(tmp_path), seed=0)
+    assert [len(data.splits[s]) for s in ("train", "validation", "test")] == [24, 8, 4]
 
 
 def test_flat_jsonl_with_other_column_names_and_no_ids(tmp_path):

@@ -35,6 +35,7 @@ SPLIT_ALIASES = {
     "train": "train",
     "validation": "validation",
     "valid": "validation",
+    "val": "validation",
     "dev": "validation",
     "test": "test",
 }
