@@ -378,8 +378,8 @@ def three_splits(rows: dict, seed: int) -> tuple[dict, list]:
         # the published dev-set numbers, and the validation split that picks the best weights comes from train.
         splits["test"] = splits.pop("validation")
         notes.append(
-            f"no test split: the validation split ({len(splits['test'])} questions; SQuAD's dev set) is the test "
-            f"split, kept whole so that test numbers compare with published dev-set results"
+            f"no test split: the validation split ({len(splits['test'])} questions) is the test split, kept whole "
+            f"(SQuAD's dev set is its only public evaluation set: test numbers then compare with published ones)"
         )
     for name in ("validation", "test"):
         if name not in splits:
