@@ -320,6 +320,31 @@ def test_scratch_init_mismatches_are_one_line(mlm_run, tiny_bert_dir, tweets_sma
     assert code == 2 and "mlm or clm" in err[0]
 
 
+def test_checking_a_run_asks_no_question_in_a_fresh_process(mlm_run, minilm_dir):
+    """A recipe checks --scratch_init before it has imported the scratch models: reading the run's tokenizer must
+    not make transformers ask whether to run the folder's code (its config.json has an auto_map)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = mlm_run
+    code = (
+        "from transformers import AutoTokenizer\n"
+        "from finetune.models.scratch_init import check_pretraining_run\n"
+        "class C:\n"
+        f"    scratch_init, scratch_init_kind, scratch_d_model, scratch_layers = {str(out)!r}, 'encoder', 32, 1\n"
+        "    dataset, seed = 'x', 0\n"
+        f"print(check_pretraining_run(C, AutoTokenizer.from_pretrained({str(minilm_dir)!r})).objective)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("mlm") and "custom code" not in done.stdout + done.stderr
+
+
 def test_a_tweets_pretraining_must_have_left_out_this_seeds_test_split(mlm_run, tmp_path):
     from finetune.core.errors import UserError
     from finetune.models.scratch_init import check_held_out_unseen

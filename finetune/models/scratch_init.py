@@ -118,6 +118,10 @@ def check_vocabulary(path: Path, model_config: dict, tokenizer, flag: str) -> No
     """Same token ids for the same strings: the pretraining run's saved tokenizer against this recipe's."""
     from transformers import AutoTokenizer
 
+    # Registers scratch_transformer with AutoConfig: without it, AutoTokenizer finds the folder's config.json
+    # naming an unknown model type with an auto_map and asks whether to run its code (a prompt mid-run).
+    import finetune.models.scratch  # noqa: F401
+
     if model_config.get("vocab_size") != len(tokenizer):
         raise UserError(
             f"{flag} has a vocabulary of {model_config.get('vocab_size')} tokens, this recipe's tokenizer "
