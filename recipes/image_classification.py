@@ -54,6 +54,8 @@ METRIC_FOR_BEST = registry.get(TASK).metric
 @defaults_from(Path(__file__).parent / "configs" / "image_classification.yaml")
 @dataclass
 class ImageClassificationConfig(kit.HubFields, TrainingConfig):
+    supports_skip_pretrained: ClassVar[bool] = True  # (finetune study's scratch arms)
+    supports_freeze_base: ClassVar[bool] = True  # (the study's linear probe)
     hub_example: ClassVar[str] = "your-user/dinov2-digits"
 
     model: str = field(
@@ -92,11 +94,6 @@ class ImageClassificationConfig(kit.HubFields, TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.scratch_init:
-            raise UserError(
-                "--scratch_init: no pretraining exists for the image transformer yet (finetune pretrain does text "
-                "only): drop --scratch_init"
-            )
         for name in ("max_train_samples", "max_eval_samples", "image_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")

@@ -56,6 +56,8 @@ OBJECTIVES = ("mlm", "clm")
 # and token_classification; GPT-2's for a decoder-only LM (text_generation with --model gpt2, or a local GPT-2).
 DEFAULT_TOKENIZER = {"mlm": "minilm", "clm": "gpt2-tokenizer"}
 PIPELINE_TAG = {"mlm": "fill-mask", "clm": "text-generation"}
+# What the run's last line suggests next (a clm run needs a --model whose tokenizer it was pretrained with)
+FINE_TUNE = {"mlm": "finetune train sentiment", "clm": "finetune train text_generation --model gpt2"}
 METRIC_FOR_BEST = "loss"  # held-out masked-token (mlm) or next-token (clm) cross-entropy: lower is better
 
 
@@ -118,8 +120,6 @@ class PretrainConfig(kit.HubFields, TrainingConfig):
         super().__post_init__()
         if self.objective not in OBJECTIVES:
             raise UserError(f"the objective must be mlm or clm, got {self.objective!r}: finetune pretrain mlm")
-        if self.scratch_init:
-            raise UserError("--scratch_init starts a recipe's scratch model from a pretraining run: drop it here")
         if self.lora:
             raise UserError("--lora adapts a pretrained model; pretraining trains every weight: drop --lora")
         if self.max_length < 8:
@@ -342,7 +342,7 @@ def run(config: PretrainConfig) -> dict:
         run_dir,
         config,
         results,
-        where=f"(results.json, pretraining_curves.png; fine-tune from it: finetune train sentiment --scratch_init "
+        where=f"(results.json, pretraining_curves.png; fine-tune from it: {FINE_TUNE[config.objective]} --scratch_init "
         f"{run_dir})",
         table=format_report(results),
     )

@@ -62,7 +62,10 @@ DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "f1_micro", "regres
 @defaults_from(Path(__file__).parent / "configs" / "text_classification.yaml")
 @dataclass
 class TextClassificationConfig(kit.HubFields, TrainingConfig):
+    supports_skip_pretrained: ClassVar[bool] = True  # (finetune study's scratch arms)
+    supports_freeze_base: ClassVar[bool] = True  # (the study's linear probe)
     hub_example: ClassVar[str] = "your-user/minilm-tweets"
+    scratch_init_kind: ClassVar[str] = "encoder"  # --scratch_init takes a `finetune pretrain mlm` run
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
     dataset: Optional[str] = field(
@@ -279,7 +282,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     model, tokenizer, source = build_pretrained(config, data.label_names, data.problem_type)
     check_fits(model, config.max_length, "--max_length")  # past the model's positions: an index error mid-training
     weights = add_class_weights(model, config, data)
-    pretraining = check_pretraining_run(config, tokenizer, "encoder")  # --scratch_init, checked before any write
+    pretraining = check_pretraining_run(config, tokenizer)  # --scratch_init, checked before any write
     notes = [source.note, data.provenance.note, *data.notes] + ([probe_note(model)] if config.freeze_base else [])
     run_dir = kit.open_run_dir(config, state, notes)
     tokenized = tokenize(data.splits, tokenizer, config.max_length)

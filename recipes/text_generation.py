@@ -31,7 +31,7 @@ from finetune.core.errors import UserError
 from finetune.core.evaluation import LanguageModelEvaluator
 from finetune.data.lm import PACKINGS, condition_prefix, count_tokens, limit, load_corpus, make_blocks, make_lm_loaders
 from finetune.models.generate import generate_texts
-from finetune.models.loading import count_parameters, freeze_base, load_pretrained, load_tokenizer, resolve
+from finetune.models.loading import count_parameters, load_pretrained, load_tokenizer, resolve
 from finetune.models.lora import apply_lora, describe, save_run_model
 from finetune.models.scratch_init import check_pretraining_run, start_from
 from finetune.reporting import report
@@ -47,6 +47,7 @@ METRIC_FOR_BEST = registry.get(TASK).metric
 @dataclass
 class TextGenerationConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/smollm2-tweets"
+    scratch_init_kind: ClassVar[str] = "decoder"  # --scratch_init takes a `finetune pretrain clm` run
 
     model: str = field(
         default="smollm2",
@@ -95,11 +96,6 @@ class TextGenerationConfig(kit.HubFields, TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.skip_pretrained:  # the scratch model is reported against the pretrained one's before/after perplexity
-            raise UserError(
-                "--skip_pretrained is not supported by text_generation: its report frames the scratch LM by the "
-                "pretrained model's perplexity before and after; train both (drop --skip_pretrained)"
-            )
 
         if self.packing not in PACKINGS:
             raise UserError(f"--packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
@@ -157,8 +153,6 @@ def build_pretrained(config: TextGenerationConfig):
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.lora:
         model = apply_lora(model, config, "CAUSAL_LM", base_path=source.path)
-    if config.freeze_base:  # (refused: a causal LM's head is its tied input embedding, part of the body)
-        freeze_base(model)
     return model, tokenizer, source
 
 
@@ -194,7 +188,7 @@ def run(config: TextGenerationConfig) -> dict:
     model, tokenizer, source = build_pretrained(config)
     blocks = make_blocks(data.splits, tokenizer, config.block_size, config.packing)
     prompts = build_prompts(config, data)
-    pretraining = check_pretraining_run(config, tokenizer, "decoder")  # --scratch_init, checked before any write
+    pretraining = check_pretraining_run(config, tokenizer)  # --scratch_init, checked before any write
     run_dir = kit.open_run_dir(config, state, [source.note, data.provenance.note, *data.notes])
     if config.model == "smollm2":
         state.print(

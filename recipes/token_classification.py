@@ -51,7 +51,10 @@ SCHEMES = ("IOB1", "IOB2", "IOBES")
 @defaults_from(Path(__file__).parent / "configs" / "token_classification.yaml")
 @dataclass
 class TokenClassificationConfig(kit.HubFields, TrainingConfig):
+    supports_skip_pretrained: ClassVar[bool] = True  # (finetune study's scratch arms)
+    supports_freeze_base: ClassVar[bool] = True  # (the study's linear probe)
     hub_example: ClassVar[str] = "your-user/minilm-conll2003"
+    scratch_init_kind: ClassVar[str] = "encoder"  # --scratch_init takes a `finetune pretrain mlm` run
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
     dataset: Optional[str] = field(
@@ -196,7 +199,7 @@ def run(config: TokenClassificationConfig) -> dict:
     tokenized, truncation_notes = tokenize_and_align(
         data.splits, tokenizer, config.max_length, data.label_names, config.label_all_tokens
     )
-    pretraining = check_pretraining_run(config, tokenizer, "encoder")  # --scratch_init, checked before any write
+    pretraining = check_pretraining_run(config, tokenizer)  # --scratch_init, checked before any write
     notes = [source.note, data.provenance.note, *data.notes, *truncation_notes]
     run_dir = kit.open_run_dir(config, state, notes + ([probe_note(model)] if config.freeze_base else []))
     loaders = make_loaders(tokenized, tokenizer, config.batch_size, config.eval_batch_size, config.seed)

@@ -24,13 +24,23 @@ def test_yaml_then_flags_precedence(tmp_path):
         (["--learning_rate", "-1"], "learning_rate"),
         (["--mixed_precision", "fp8"], "mixed_precision"),
         (["--resume", "--overwrite"], "resume"),
-        (["--skip_pretrained", "true", "--compare", "false"], "nothing to train"),
-        (["--freeze_base", "true", "--lora", "true"], "pick one"),
     ],
 )
 def test_bad_flags_are_user_errors(argv, needle):
     with pytest.raises(UserError, match=needle):
         parse_config(TrainingConfig, argv)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--skip_pretrained", "true", "--compare", "false"], "nothing to train"),
+        (["--freeze_base", "true", "--lora", "true"], "pick one"),
+    ],
+)
+def test_contradicting_study_arm_flags_are_user_errors(argv, needle):
+    with pytest.raises(UserError, match=needle):
+        parse_config(SentimentConfig, argv)
 
 
 def test_unknown_yaml_key_names_it(tmp_path):
@@ -48,15 +58,17 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
 
 
 def test_text_generation_refuses_the_study_arms_it_cannot_run_in_one_line(tmp_path):
-    """--skip_pretrained (its report frames the scratch LM by the pretrained one) and --freeze_base (a causal LM's
-    head is its tied input embedding: nothing would train) are one-line errors, not a silent full run."""
+    """--skip_pretrained (its report frames the scratch LM by the pretrained one's perplexity before and after) and
+    --freeze_base (a causal LM's head is its tied input embedding: nothing would train) are one-line errors, not a
+    silent full run; so are they for any recipe that does not say it honours them."""
     from tiny_models import tiny_gpt2
 
     from finetune.models.loading import freeze_base
     from recipes.text_generation import TextGenerationConfig
 
-    with pytest.raises(UserError, match="--skip_pretrained is not supported by text_generation"):
-        TextGenerationConfig(skip_pretrained=True)
+    for flag in ("skip_pretrained", "freeze_base"):
+        with pytest.raises(UserError, match=f"--{flag} is not supported by this recipe .TextGenerationConfig."):
+            TextGenerationConfig(**{flag: True})
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2(tmp_path / "gpt2"))

@@ -244,7 +244,7 @@ def test_scratch_init_loads_the_encoder_exactly_and_the_head_is_new(mlm_run, tin
     out, _ = mlm_run
     config = sentiment_config(tmp_path, tiny_bert_dir, tweets_small_csv, out)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    run = check_pretraining_run(config, tokenizer, "encoder")
+    run = check_pretraining_run(config, tokenizer)
     scratch = build_scratch(config, tokenizer, ["negative", "positive"])
     notes = []
     record = start_from(scratch, run, notes.append)
@@ -255,6 +255,17 @@ def test_scratch_init_loads_the_encoder_exactly_and_the_head_is_new(mlm_run, tin
     assert record["pretrained"] == ["embeddings", "encoder"] and record["new"] == ["classifier"]
     assert record["run"] == "mlm" and "/" not in json.dumps(record)  # the folder's name, no path
     assert "pretrained embeddings, encoder" in notes[0] and "new: classifier" in notes[0]
+
+    # the tagger's encoder too (token_classification calls the same two functions)
+    from recipes.token_classification import TokenClassificationConfig
+    from recipes.token_classification import build_scratch as build_tagger
+
+    tagger_config = TokenClassificationConfig(scratch_init=str(out), scratch_d_model=32, scratch_layers=1)
+    tagger = build_tagger(tagger_config, tokenizer, ["O", "B-PER", "I-PER"])
+    record = start_from(tagger, check_pretraining_run(tagger_config, tokenizer), notes.append)
+    assert record["new"] == ["classifier"] and torch.equal(
+        tagger.state_dict()["encoder.final_norm.weight"], saved["encoder.final_norm.weight"]
+    )
 
 
 @pytest.mark.slow
@@ -304,9 +315,34 @@ def test_scratch_init_mismatches_are_one_line(mlm_run, tiny_bert_dir, tweets_sma
         assert code == 2 and len(err) == 1 and needle in err[0], (name, err)
     assert not (tmp_path / "never").exists()
     code, err = run_cli(["train", "image_classification", "--scratch_init", str(out)], capsys)
-    assert code == 2 and "no pretraining exists for the image transformer" in err[0]
+    assert code == 2 and "ImageClassificationConfig's scratch model cannot start from a pretraining run" in err[0]
     code, err = run_cli(["pretrain", "bert"], capsys)
     assert code == 2 and "mlm or clm" in err[0]
+
+
+def test_checking_a_run_asks_no_question_in_a_fresh_process(mlm_run, minilm_dir):
+    """A recipe checks --scratch_init before it has imported the scratch models: reading the run's tokenizer must
+    not make transformers ask whether to run the folder's code (its config.json has an auto_map)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = mlm_run
+    code = (
+        "from transformers import AutoTokenizer\n"
+        "from finetune.models.scratch_init import check_pretraining_run\n"
+        "class C:\n"
+        f"    scratch_init, scratch_init_kind, scratch_d_model, scratch_layers = {str(out)!r}, 'encoder', 32, 1\n"
+        "    dataset, seed = 'x', 0\n"
+        f"print(check_pretraining_run(C, AutoTokenizer.from_pretrained({str(minilm_dir)!r})).objective)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("mlm") and "custom code" not in done.stdout + done.stderr
 
 
 def test_a_tweets_pretraining_must_have_left_out_this_seeds_test_split(mlm_run, tmp_path):
@@ -382,11 +418,9 @@ def test_clm_pretraining_starts_the_text_generation_scratch_model(text_file, tmp
     tokenizer.pad_token = tokenizer.eos_token
     config = TextGenerationConfig(scratch_init=str(tmp_path / "clm"), scratch_d_model=32, scratch_layers=1)
     scratch = build_scratch(config, tokenizer)
-    record = start_from(scratch, check_pretraining_run(config, tokenizer, "decoder"), lambda note: None)
+    record = start_from(scratch, check_pretraining_run(config, tokenizer), lambda note: None)
     assert record["new"] == [] and record["pretrained"] == ["embeddings", "transformer"]  # the LM head is tied
     with pytest.raises(UserError, match="finetune pretrain clm"):  # an mlm run cannot start a causal LM
         check_pretraining_run(
-            TextGenerationConfig(scratch_init=str(mlm_run[0]), scratch_d_model=32, scratch_layers=1),
-            tokenizer,
-            "decoder",
+            TextGenerationConfig(scratch_init=str(mlm_run[0]), scratch_d_model=32, scratch_layers=1), tokenizer
         )

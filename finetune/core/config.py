@@ -34,6 +34,15 @@ C = TypeVar("C")
 class TrainingConfig:
     """What every recipe shares: where outputs go, how long and how to train, checkpoints, comparison."""
 
+    # What --scratch_init can start in this recipe: "encoder" (a `finetune pretrain mlm` run) or "decoder" (a clm
+    # run), set by a recipe's config class that calls finetune/models/scratch_init.py; None refuses the flag in one
+    # line, so a recipe that does not load the weights never ignores it silently.
+    scratch_init_kind: ClassVar[Optional[str]] = None
+    # The study's arms a recipe's run() honours (finetune study: --skip_pretrained for the scratch arms, --freeze_base
+    # for the linear probe); a recipe that does not set these refuses the flags in one line, never ignores them.
+    supports_skip_pretrained: ClassVar[bool] = False
+    supports_freeze_base: ClassVar[bool] = False
+
     output_dir: str = field(
         default="runs/run",
         metadata={
@@ -228,6 +237,11 @@ class TrainingConfig:
         tracker_names(self.log_with)  # an unknown tracker or a missing package: one line now, before anything loads
         if self.scratch_init is not None and not self.scratch_init.strip():
             raise UserError("--scratch_init is empty: give a `finetune pretrain` run folder, or leave it out")
+        if self.scratch_init and self.scratch_init_kind is None:
+            raise UserError(
+                f"--scratch_init: {type(self).__name__}'s scratch model cannot start from a pretraining run "
+                f"(finetune pretrain makes text encoders and decoder-only LMs): drop --scratch_init"
+            )
         if self.scratch_init and not self.compare:
             raise UserError("--scratch_init starts the from-scratch model, which --compare false skips: drop one")
         if self.resume and self.overwrite:
@@ -238,6 +252,15 @@ class TrainingConfig:
             raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        for flag, supported in (
+            ("skip_pretrained", self.supports_skip_pretrained),
+            ("freeze_base", self.supports_freeze_base),
+        ):
+            if getattr(self, flag) and not supported:
+                raise UserError(
+                    f"--{flag} is not supported by this recipe ({type(self).__name__}): drop it "
+                    "(finetune study's arms need it: use --arms pretrained,scratch for this task)"
+                )
         if self.skip_pretrained and not self.compare:
             raise UserError("--skip_pretrained with --compare false leaves nothing to train: drop one of them")
         if self.freeze_base and self.lora:

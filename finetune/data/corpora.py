@@ -70,7 +70,12 @@ def load_pretraining_corpus(spec: str, text_column: str = "text", split_seeds=(4
 
 def _load_part(name: str, text_column: str, split_seeds) -> tuple[list[str], str, str]:
     """(texts, note, kind) of one --corpus name."""
-    if name in PACKAGED and not Path(name).exists():
+    if name in PACKAGED:
+        if Path(name).exists():  # the user meant one of the two: refused rather than guessed (as for --dataset)
+            raise UserError(
+                f"--corpus {name} names both a packaged corpus and the local path ./{name}: write ./{name} for the "
+                f"local one, or run from another folder for the packaged corpus"
+            )
         texts, note = PACKAGED[name](split_seeds)
         return texts, note, "packaged"
     path = Path(name).expanduser()

@@ -3,7 +3,7 @@
 Every recipe's config has the field (finetune/core/config.py, TrainingConfig.scratch_init); each recipe calls the
 two functions below, so the rules live here once:
 
-    check_pretraining_run(config, tokenizer, kind)   before anything is written: the folder is a pretraining run of
+    check_pretraining_run(config, tokenizer)         before anything is written: the folder is a pretraining run of
                                                      the right objective (mlm for an encoder, clm for a decoder-only
                                                      LM), its vocabulary is the recipe's tokenizer's, its sizes are
                                                      the recipe's --scratch_d_model x --scratch_layers, and (on the
@@ -49,15 +49,16 @@ class PretrainingRun:
         return self.path.resolve().name
 
 
-def check_pretraining_run(config, tokenizer, kind: str) -> Optional[PretrainingRun]:
+def check_pretraining_run(config, tokenizer) -> Optional[PretrainingRun]:
     """The run `config.scratch_init` names, checked against this recipe's scratch model; None when not asked.
 
-    kind: "encoder" (a classifier's or tagger's encoder: needs `finetune pretrain mlm`) or "decoder" (the causal
-    LM: needs `finetune pretrain clm`). Sizes: config.scratch_d_model and config.scratch_layers (the rest of a
-    scratch model's shape follows from them, finetune.tasks.kit.scratch_config).
+    config.scratch_init_kind: "encoder" (a classifier's or tagger's encoder: needs `finetune pretrain mlm`) or
+    "decoder" (the causal LM: needs `finetune pretrain clm`). Sizes: config.scratch_d_model and
+    config.scratch_layers (the rest of a scratch model's shape follows from them, finetune.tasks.kit.scratch_config).
     """
     if not getattr(config, "scratch_init", None):
         return None
+    kind = config.scratch_init_kind
     flag = f"--scratch_init {config.scratch_init}"
     path = Path(config.scratch_init).expanduser()
     config_file, weights = path / "config.json", path / "model.safetensors"
@@ -116,6 +117,10 @@ def check_held_out_unseen(results: dict, config, flag: str) -> None:
 def check_vocabulary(path: Path, model_config: dict, tokenizer, flag: str) -> None:
     """Same token ids for the same strings: the pretraining run's saved tokenizer against this recipe's."""
     from transformers import AutoTokenizer
+
+    # Registers scratch_transformer with AutoConfig: without it, AutoTokenizer finds the folder's config.json
+    # naming an unknown model type with an auto_map and asks whether to run its code (a prompt mid-run).
+    import finetune.models.scratch  # noqa: F401
 
     if model_config.get("vocab_size") != len(tokenizer):
         raise UserError(
