@@ -7,17 +7,17 @@
 docs/transformer.md walks from the ideas to these names.
 
 Importing this package registers the models with the Auto classes, so that after `import finetune.models.scratch`,
-`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, causal-LM, image and
-seq2seq
-equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three source files next to the
-weights (`auto_map` in config.json), so a process that never imported finetune can load the folder with
-`trust_remote_code=True`.
+`AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, question-answering,
+causal-LM, image and seq2seq equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three
+source files next to the weights (`auto_map` in config.json), so a process that never imported finetune can load
+the folder with `trust_remote_code=True`.
 """
 
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForImageClassification,
+    AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -39,6 +39,7 @@ from .models import (
     ScratchTransformerConfig,
     ScratchTransformerForCausalLM,
     ScratchTransformerForImageClassification,
+    ScratchTransformerForQuestionAnswering,
     ScratchTransformerForSeq2Seq,
     ScratchTransformerForSequenceClassification,
     ScratchTransformerForTokenClassification,
@@ -52,6 +53,7 @@ _AUTO_CLASSES = {
     AutoModelForCausalLM: ScratchTransformerForCausalLM,
     AutoModelForImageClassification: ScratchTransformerForImageClassification,
     AutoModelForSeq2SeqLM: ScratchTransformerForSeq2Seq,
+    AutoModelForQuestionAnswering: ScratchTransformerForQuestionAnswering,
 }
 
 AutoConfig.register(ScratchTransformerConfig.model_type, ScratchTransformerConfig)
@@ -78,6 +80,7 @@ __all__ = [
     "ScratchTransformerPreTrainedModel",
     "ScratchTransformerForSequenceClassification",
     "ScratchTransformerForTokenClassification",
+    "ScratchTransformerForQuestionAnswering",
     "ScratchTransformerForCausalLM",
     "ScratchTransformerForImageClassification",
     "ScratchTransformerForSeq2Seq",
