@@ -29,12 +29,13 @@ from finetune.core.errors import UserError
 from finetune.data import packaged
 from finetune.data.labels import pick_columns
 from finetune.data.provenance import Provenance, use_packaged
-from finetune.data.sources import load_any, load_hub_dataset, read_local_file
+from finetune.data.sources import load_any, load_hub_dataset
 
 SPLIT_ALIASES = {
     "train": "train",
     "validation": "validation",
     "valid": "validation",
+    "val": "validation",
     "dev": "validation",
     "test": "test",
 }
@@ -69,43 +70,46 @@ def features():
     )
 
 
+def as_dataset(rows: list[dict]):
+    """Checked rows -> a Dataset of `features()`, through one Arrow table (SQuAD's 88k questions in about a second;
+    Dataset.from_list encodes row by row)."""
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    schema = features()
+    return Dataset(InMemoryTable.from_pylist([{k: row[k] for k in schema} for row in rows], schema=schema.arrow_schema))
+
+
 # ---- the original nested SQuAD JSON ---------------------------------------------------------------------------
 
 
-def is_nested_squad(path: Path) -> bool:
-    """A .json file holding one JSON object with a `data` list: the shape SQuAD distributes (not JSON Lines)."""
+def nested_document(path: Path) -> Optional[dict]:
+    """The parsed file when `path` is a .json file holding one JSON object that is not itself one example: the
+    shape SQuAD distributes (checked by `squad_columns`); None for JSON Lines, a JSON array, or anything else."""
     if not path.is_file() or path.suffix.lower() != ".json":
-        return False
+        return None
     with open(path, "rb") as f:
         head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head.startswith(b"{"):
-        return False
-    try:
-        document = _read_json(path)
-    except UserError:
-        return False  # JSON Lines (one object per line) or broken: the ordinary readers say which
-    return isinstance(document, dict) and "data" in document
-
-
-def _read_json(path: Path):
+        return None
     try:
         with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON ({err}): fix the file") from None
+            document = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # JSON Lines (one object per line) or broken: the ordinary readers say which
+    return document if isinstance(document, dict) and "question" not in document else None
 
 
-def read_squad_json(path: Path) -> dict:
-    """A nested SQuAD file -> columns {id, question, context, answers} (one row per question).
+def squad_columns(path: Path, document: dict) -> dict:
+    """A nested SQuAD document -> columns {id, question, context, answers} (one row per question).
 
     v2's unanswerable questions (`is_impossible: true`) get empty answers; their `plausible_answers` are
     distractors written for the adversarial task and are never used as answers.
     """
-    document = _read_json(path)
-    data = document.get("data") if isinstance(document, dict) else None
+    data = document.get("data")
     if not isinstance(data, list):
         raise UserError(
-            f"{path} is a JSON object without a `data` list: a nested SQuAD file is "
+            f"{path} is one JSON object without a `data` list, so it is not SQuAD-shaped: a nested SQuAD file is "
             f'{{"data": [{{"paragraphs": [{{"context": ..., "qas": [...]}}]}}]}}; give that, or JSON Lines'
         )
     columns = {"id": [], "question": [], "context": [], "answers": []}
@@ -147,26 +151,30 @@ def read_squad_json(path: Path) -> dict:
 
 
 def load_squad_files(files: dict):
-    """{split: nested SQuAD file} -> DatasetDict of the same splits."""
+    """{split: (path, its nested SQuAD document)} -> DatasetDict of the same splits."""
     from datasets import Dataset, DatasetDict
 
-    return DatasetDict({split: Dataset.from_dict(read_squad_json(path)) for split, path in files.items()})
+    return DatasetDict({split: Dataset.from_dict(squad_columns(*found)) for split, found in files.items()})
 
 
 def squad_files_in(folder: Path) -> dict:
-    """The nested SQuAD files of a folder, by split: train*.json, dev* / val*.json, test*.json."""
+    """The nested SQuAD files of a folder by split, {split: (path, document)}: train*.json, dev* / val*.json,
+    test*.json (as SQuAD names them: train-v1.1.json, dev-v2.0.json)."""
     found = {}
     for path in sorted(folder.glob("*.json")):
+        document = nested_document(path)
+        if document is None:
+            continue
         stem = path.stem.lower()
-        split = next(
-            (SPLIT_ALIASES[k] for k in ("train", "dev", "valid", "validation", "test") if stem.startswith(k)), None
-        )
-        if split and is_nested_squad(path):
-            if split in found:
-                raise UserError(
-                    f"the folder {folder} has two {split} files ({found[split].name}, {path.name}): keep one"
-                )
-            found[split] = path
+        split = next((SPLIT_ALIASES[k] for k in ("train", "dev", "val", "test") if stem.startswith(k)), None)
+        if split is None:
+            raise UserError(
+                f"{path} is a nested JSON file whose name names no split: name it train*.json, dev*.json or "
+                f"test*.json (as SQuAD's train-v1.1.json, dev-v1.1.json), or pass the file itself as --dataset"
+            )
+        if split in found:
+            raise UserError(f"{folder} has two {split} files ({found[split][0].name}, {path.name}): keep one")
+        found[split] = (path, document)
     return found
 
 
@@ -179,21 +187,14 @@ def load_raw(dataset: str, dataset_config: Optional[str] = None):
         raw, note = PACKAGED_QA[dataset]()
         return raw, Provenance("packaged", note)
     path = Path(os.path.expanduser(dataset))
-    if is_nested_squad(path):
-        return load_squad_files({"train": path}), Provenance("local", f"nested SQuAD JSON file {path}")
+    document = nested_document(path)
+    if document is not None:
+        return load_squad_files({"train": (path, document)}), Provenance("local", f"nested SQuAD JSON file {path}")
     if path.is_dir():
         files = squad_files_in(path)
         if files:
-            names = ", ".join(f"{split} {file.name}" for split, file in files.items())
+            names = ", ".join(f"{split} {found[0].name}" for split, found in files.items())
             return load_squad_files(files), Provenance("local", f"nested SQuAD JSON files in {path} ({names})")
-    if path.is_file() and path.suffix.lower() == ".json":
-        raw, note = read_local_file(path)
-        if "data" in raw["train"].column_names and "question" not in raw["train"].column_names:
-            raise UserError(
-                f"{path} has a `data` field but is not SQuAD-shaped (data -> paragraphs -> qas): fix the nesting, "
-                f"or give one example per line (JSON Lines) with question, context and answers"
-            )
-        return raw, Provenance("local", note)
     if dataset_config:
         note = f"Hugging Face Hub dataset {dataset} ({dataset_config})"
         return load_hub_dataset(dataset, dataset_config), Provenance("hub", note)
@@ -208,7 +209,8 @@ def standard_columns(raw, dataset: str, question_column, context_column, answers
     """
     notes = []
     first = next(iter(raw.values()))
-    if answers_column not in first.column_names and {"answer_text", "answer_start"} <= set(first.column_names):
+    flat = {"answer_text", "answer_start"} <= set(first.column_names)
+    if answers_column == "answers" and "answers" not in first.column_names and flat:
 
         def nest(row):
             text, start = row["answer_text"], row["answer_start"]
@@ -253,6 +255,20 @@ def nearest_occurrence(context: str, text: str, start: int) -> int:
     return best
 
 
+def as_lists(answers) -> Optional[tuple[list, list]]:
+    """(texts, starts) from SQuAD's {text: [...], answer_start: [...]}, from one {text, answer_start} with plain
+    values, or from a list of {text, answer_start} (the nested files' way, kept by JSON Lines written from them);
+    None for anything else."""
+    if isinstance(answers, list) and all(isinstance(a, dict) and {"text", "answer_start"} <= set(a) for a in answers):
+        return [a["text"] for a in answers], [a["answer_start"] for a in answers]
+    if not isinstance(answers, dict) or not {"text", "answer_start"} <= set(answers):
+        return None
+    texts, starts = answers["text"], answers["answer_start"]
+    if isinstance(texts, str) or not isinstance(texts, list):
+        return ([] if texts is None else [texts]), ([] if starts is None else [starts])
+    return list(texts), list(starts or [])
+
+
 def check_example(row: dict, where: str, counts: AnswerCounts):
     """The example with each answer at an offset where the context holds its text; None if all were lost."""
     for column in ("question", "context"):
@@ -262,13 +278,13 @@ def check_example(row: dict, where: str, counts: AnswerCounts):
                 f"{where} (id {row['id']!r}) has no {column}: every example needs a question and a context; "
                 f"fill it in or remove the record"
             )
-    context, answers = row["context"], row["answers"]
-    if not isinstance(answers, dict) or not {"text", "answer_start"} <= set(answers):
+    context, answers = row["context"], as_lists(row["answers"])
+    if answers is None:
         raise UserError(
-            f"{where} (id {row['id']!r}) has answers {str(answers)[:60]!r}, not {{text: [...], answer_start: "
+            f"{where} (id {row['id']!r}) has answers {str(row['answers'])[:60]!r}, not {{text: [...], answer_start: "
             f"[...]}}: write them in SQuAD's shape (or as answer_text / answer_start columns)"
         )
-    texts, starts = list(answers["text"] or []), list(answers["answer_start"] or [])
+    texts, starts = answers
     if len(texts) != len(starts):
         raise UserError(
             f"{where} (id {row['id']!r}) has {len(texts)} answer texts but {len(starts)} answer_start values: "
@@ -309,7 +325,7 @@ def check_answers(raw) -> tuple[dict, AnswerCounts, bool]:
     counts, splits, version_2 = AnswerCounts(), {}, False
     for name, split in raw.items():
         rows, seen = [], set()
-        for i, row in enumerate(split):
+        for i, row in enumerate(split.to_list()):  # one conversion, not a dict per row through __getitem__
             where = f"{name} row {i + 1}"
             if row["id"] in seen:
                 raise UserError(
@@ -362,8 +378,8 @@ def three_splits(rows: dict, seed: int) -> tuple[dict, list]:
         # the published dev-set numbers, and the validation split that picks the best weights comes from train.
         splits["test"] = splits.pop("validation")
         notes.append(
-            f"no test split: the validation split ({len(splits['test'])} questions; SQuAD's dev set) is the test "
-            f"split, kept whole so that test numbers compare with published dev-set results"
+            f"no test split: the validation split ({len(splits['test'])} questions) is the test split, kept whole "
+            f"(SQuAD's dev set is its only public evaluation set: test numbers then compare with published ones)"
         )
     for name in ("validation", "test"):
         if name not in splits:
@@ -399,7 +415,7 @@ def load_qa(
 ) -> QAData:
     """Any source -> train / validation / test of checked question / context / answers, with notes saying what
     was detected, carved, repaired and dropped."""
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
     raw, provenance = load_raw(dataset, dataset_config)
     raw, notes = standard_columns(raw, dataset, question_column, context_column, answers_column, id_column)
@@ -412,25 +428,22 @@ def load_qa(
             f"(moved to the nearest occurrence of the answer text), {counts.dropped} dropped (the text appears "
             f"nowhere in its context)"
             + (
-                f"; {counts.examples_dropped} questions left without an answer were dropped"
+                f"; {counts.examples_dropped} question(s) left without an answer dropped too"
                 if counts.examples_dropped
                 else ""
             )
         )
     else:
         notes.append(f"answer_start checked against the context: all {counts.answers} answers are where they say")
+    unanswerable = {name: sum(not row["answers"]["text"] for row in split) for name, split in splits.items()}
     notes.append(
-        "SQuAD 2.0 style: some questions have no answer in their context (empty answers), detected from the data"
+        "SQuAD 2.0 style, detected from the data: some questions have no answer in their context (empty answers; "
+        + ", ".join(f"{name} {n} of {len(splits[name])}" for name, n in unanswerable.items())
+        + "): scored with squad_v2, and a null answer may win"
         if version_2
-        else "SQuAD 1.1 style: every question has an answer in its context (detected from the data)"
+        else "SQuAD 1.1 style, detected from the data: every question has an answer in its context"
     )
-    schema = features()
-    splits = DatasetDict(
-        {
-            name: Dataset.from_list([{k: row[k] for k in schema} for row in split_rows], features=schema)
-            for name, split_rows in splits.items()
-        }
-    )
+    splits = DatasetDict({name: as_dataset(split_rows) for name, split_rows in splits.items()})
     return QAData(splits=splits, version_2=version_2, provenance=provenance, notes=notes)
 
 
@@ -448,8 +461,9 @@ ACLSUM_QUESTIONS = {
 ACLSUM_SECTIONS = ("abstract", "introduction", "conclusion")
 ACLSUM_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 # A passage is consecutive sentences of one section, cut at sentence boundaries: introductions run to 2,300 words,
-# and 300 words (about 400 word pieces of this tokenized text) make some contexts span two 384-token windows.
-PASSAGE_WORDS = 300
+# and passages of at most 400 words (up to about 570 MiniLM word pieces) put a third of the questions over one
+# 384-token window, so the windows and the answers that straddle them are exercised on real text.
+PASSAGE_WORDS = 400
 
 
 def passages(sentences: list[str], limit: int = PASSAGE_WORDS) -> list[tuple[int, int]]:
@@ -513,7 +527,7 @@ def packaged_aclsum_qa():
     the package's tokenized sentences (spaces around punctuation), not detokenized: nothing is rewritten. The
     S2ORC full texts in paper_jsons/ are not used: the highlights index the tokenized sentences, not them.
     """
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
     folder = packaged.aclsum_folder()
     splits, papers = {}, {}
@@ -521,7 +535,7 @@ def packaged_aclsum_qa():
         with open(folder / f"{file}.jsonl", encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()]
         papers[name] = len(rows)
-        splits[name] = Dataset.from_list([q for paper in rows for q in aclsum_questions(paper)], features=features())
+        splits[name] = as_dataset([q for paper in rows for q in aclsum_questions(paper)])
     counts = " / ".join(f"{len(splits[name])}" for name in ACLSUM_SPLITS.values())
     paper_counts = " / ".join(f"{papers[name]}" for name in ACLSUM_SPLITS.values())
     note = (
