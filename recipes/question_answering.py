@@ -88,8 +88,10 @@ class QuestionAnsweringConfig(kit.HubFields, TrainingConfig):
     max_train_samples: Optional[int] = field(
         default=None, metadata={"help": "Train on the first N (shuffled) questions."}
     )
-    max_eval_samples: Optional[int] = field(
-        default=None, metadata={"help": "Validate on N questions (the test split is always whole)."}
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Validate on the first N questions."})
+    max_test_samples: Optional[int] = field(
+        default=None,
+        metadata={"resume": "may_change", "help": "Test on the first N questions (default: the whole test split)."},
     )
     scratch_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the from-scratch model."})
     scratch_layers: int = field(default=4, metadata={"help": "Encoder blocks of the from-scratch model."})
@@ -104,7 +106,7 @@ class QuestionAnsweringConfig(kit.HubFields, TrainingConfig):
         for name in ("n_best_size", "max_answer_length"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (or left unset), got {getattr(self, name)}")
 
@@ -128,7 +130,11 @@ def build_data(config: QuestionAnsweringConfig):
         answers_column=config.answers_column,
         id_column=config.id_column,
     )
-    return kit.limit_samples(data, config)
+    data = kit.limit_samples(data, config)
+    if config.max_test_samples:  # the first N, as finetune evaluate repeats it (finetune/tasks/runs.py)
+        test = data.splits["test"]
+        data.splits["test"] = test.select(range(min(config.max_test_samples, len(test))))
+    return data
 
 
 # ---- models -------------------------------------------------------------------------------------------------

@@ -4,18 +4,24 @@
 One session run (`qa_run`) is read by several tests: the "pretrained" model is a one-block slice of the packaged
 MiniLM (its real embeddings and first transformer block: pretrained weights, six times cheaper than the whole
 model), the scratch model a 2-block, 64-wide teaching transformer, same windows, same steps. The truths: the squad
-metric module applied to predictions.json, transformers' own question-answering pipeline, ONNX Runtime.
+metric module applied to predictions.json, transformers' own span decoding, ONNX Runtime. Then the shared engine
+features with a tiny BERT: an exact resume, two processes, a push through the loopback Hub.
 """
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hub_server import USER, WRITE_TOKEN, FakeHub  # noqa: E402
 from qa_fixtures import write_jsonl_folder, write_nested_folder  # noqa: E402
+from test_multiprocess import ENV, LAUNCH, free_port  # noqa: E402
 
 from finetune.core.metrics import load_metric  # noqa: E402
 from recipes.question_answering import main  # noqa: E402
@@ -285,3 +291,76 @@ def test_the_scratch_span_head_loads_through_the_auto_class(tmp_path):
     model.eval()
     assert torch.allclose(model(input_ids=ids, token_type_ids=types).start_logits, again(input_ids=ids,
                           token_type_ids=types).start_logits)  # fmt: skip
+
+
+# ---- the shared engine features, as for the other recipes: exact resume, two processes, a push -------------
+
+
+@pytest.fixture(scope="module")
+def small_qa_folder(tmp_path_factory):
+    return write_jsonl_folder(tmp_path_factory.mktemp("qa-small"), train=24, test=6)
+
+
+def flags(out, model, dataset, *extra):
+    return ["--output_dir", out, "--model", model, "--dataset", dataset, *WINDOWS, "--batch_size", "8",
+            "--eval_batch_size", "16", "--learning_rate", "1e-3", "--mixed_precision", "no", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_exactly_as_one_that_never_stopped(tmp_path, tiny_qa_bert, small_qa_folder):
+    common = ["--max_steps", "4", "--checkpoint_steps", "1", "--eval_steps", "2", "--scratch_layers", "1",
+              "--scratch_d_model", "32"]  # fmt: skip
+    whole, paused = tmp_path / "whole", tmp_path / "paused"
+    assert run_main(flags(whole, tiny_qa_bert, small_qa_folder, *common)) == 0
+    assert run_main(flags(paused, tiny_qa_bert, small_qa_folder, *common, "--stop_after_steps", "2")) == 130
+    assert run_main(flags(paused, tiny_qa_bert, small_qa_folder, *common, "--resume")) == 0
+    for folder in (".", "scratch"):
+        a, b = load_file(whole / folder / "model.safetensors"), load_file(paused / folder / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+    first, second = (json.loads((p / "results.json").read_text())["models"] for p in (whole, paused))
+    for x, y in zip(first, second):
+        assert x["test"] == y["test"] and x["steps"] == y["steps"] == 4
+        assert [h.get("eval") for h in x["history"]] == [h.get("eval") for h in y["history"]]
+    assert (whole / "predictions.json").read_text() == (paused / "predictions.json").read_text()
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_qa_bert, small_qa_folder):
+    """Windows are sharded over two CPU processes and the logits gathered back by window id: every test question
+    is answered once, and the numbers agree with one process within the tolerance of different batches."""
+
+    def argv(out, batch_size):
+        return [str(a) for a in flags(out, tiny_qa_bert, small_qa_folder, "--num_epochs", "2", "--compare", "false",
+                                      "--batch_size", str(batch_size), "--eval_batch_size", "5")]  # fmt: skip
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "recipes.question_answering", *argv(one, 16)], env=ENV, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [*LAUNCH, "--main_process_port", str(free_port()), "-m", "recipes.question_answering", *argv(two, 8)]
+    proc = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run directory:") == 1, proc.stdout  # only the main process wrote and printed
+    a, b = (json.loads((p / "results.json").read_text())["models"][0] for p in (one, two))
+    assert a["steps"] == b["steps"]
+    predictions = [json.loads((p / "predictions.json").read_text()) for p in (one, two)]
+    assert predictions[0].keys() == predictions[1].keys()  # every question once: no window lost or repeated
+    assert abs(a["test"]["f1"] - b["test"]["f1"]) <= 20.0, (a["test"], b["test"])  # percent, on 18 questions
+
+
+@pytest.mark.slow
+def test_train_with_push_to_hub(tmp_path, tiny_qa_bert, monkeypatch):
+    folder = write_nested_folder(tmp_path / "squad2", version="v2.0", train=12, test=4, unanswerable=0.3)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    repo_id = f"{USER}/tiny-qa"
+    out = tmp_path / "run"
+    with FakeHub(lifetime=600) as hub:
+        code = run_main(flags(out, tiny_qa_bert, folder, "--max_steps", "2", "--compare", "false", "--push_to_hub",
+                              "--hub_repo_id", repo_id, "--hub_endpoint", hub.url))  # fmt: skip
+        assert code == 0
+        stored = hub.files(repo_id)
+    assert stored["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    assert {"results.json", "config.yaml", "README.md", "tokenizer.json"} <= set(stored)
+    card = stored["README.md"].decode()
+    assert "pipeline_tag: question-answering" in card and str(tmp_path) not in card

@@ -252,6 +252,9 @@ class QuestionAnswering(Kind):
         )
         if split == "all":
             return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        limit = run.config.get("max_test_samples")
+        if split == "test" and dataset == run.dataset and limit:  # the run's own test questions, as it scored them
+            return data.splits["test"].select(range(min(int(limit), len(data.splits["test"]))))
         return data.splits[split]
 
     def settings(self, run) -> dict:
