@@ -211,6 +211,24 @@ def test_evaluate_and_predict_read_the_run(qa_run, qa_v1_folder, tmp_path, capsy
 
 
 @pytest.mark.slow
+def test_the_demo_highlights_the_answer_and_draws_the_question_to_context_attention(qa_run, qa_v1_folder):
+    from finetune.commands.demo import answer_question
+    from finetune.tasks.runs import open_run
+
+    out, _ = qa_run
+    predictions = json.loads((out / "predictions.json").read_text())
+    row = references(qa_v1_folder)[1]
+    for folder in (out, out / "scratch"):
+        run = open_run(folder, attentions=True)
+        pieces, summary, figure = answer_question(run, row["question"], row["context"])
+        assert "".join(text for text, _ in pieces) == row["context"]  # the whole context, the answer marked in it
+        marked = [text for text, label in pieces if label == "answer"]
+        if folder == out:
+            assert marked == [predictions[row["id"]]] and repr(marked[0]) in summary
+        assert figure is not None and figure.ndim == 3 and figure.shape[2] == 3
+
+
+@pytest.mark.slow
 def test_onnx_export_gives_start_and_end_logits_within_1e_4(qa_run, tmp_path):
     from finetune.commands.export import export
 
