@@ -195,3 +195,35 @@ def test_v2_null_score_is_the_lowest_over_windows_and_spans_compete_across_windo
     answer = predict_answer("abc def", [a, b], 5, 5, version_2=True)
     assert answer["text"] == "def" and answer["score"] == 8.0
     assert answer["no_answer_probability"] == pytest.approx(1 / (1 + np.exp(8.0)))  # null = min(10, 0)
+
+
+def test_the_engine_gives_the_evaluator_its_bookkeeping_keys_but_not_the_model():
+    """QA windows carry a window_id for the evaluator (batch_only); the model's forward must never see it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from finetune.core import engine
+
+    class Model(torch.nn.Module):
+        def forward(self, input_ids):  # takes no window_id: passing one would raise a TypeError
+            return SimpleNamespace(start_logits=input_ids.float())
+
+    class Evaluator:
+        batch_only = ("window_id",)
+
+        def reset(self):
+            self.seen = []
+
+        def add(self, batch, outputs, gather):
+            self.seen += gather(batch["window_id"]).tolist()
+
+        def compute(self):
+            return {"windows": len(self.seen)}
+
+    batches = [{"input_ids": torch.ones(2, 3), "window_id": torch.tensor([0, 1])},
+               {"input_ids": torch.ones(1, 3), "window_id": torch.tensor([2])}]  # fmt: skip
+    evaluator = Evaluator()
+    accelerator = SimpleNamespace(is_main_process=True, gather_for_metrics=lambda tensors: tensors)
+    assert engine.evaluate(Model(), batches, evaluator, accelerator) == {"windows": 3}
+    assert evaluator.seen == [0, 1, 2]
