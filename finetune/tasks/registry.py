@@ -4,6 +4,7 @@
     sentiment                recipes.sentiment                 text-classification     accuracy
     text_classification      recipes.text_classification       text-classification     by problem type (DEFAULT_METRIC)
     token_classification     recipes.token_classification      token-classification    f1 (entity level)
+    question_answering       recipes.question_answering        question-answering      f1 (SQuAD's, token overlap)
     text_generation          recipes.text_generation           text-generation         perplexity (lower is better)
     image_classification     recipes.image_classification      image-classification    accuracy
 
@@ -78,6 +79,9 @@ register(
         "token-classification",
         "f1",
     )
+)
+register(
+    Task("question_answering", "recipes.question_answering", "QuestionAnsweringConfig", "question-answering", "f1")
 )
 register(Task("text_generation", "recipes.text_generation", "TextGenerationConfig", "text-generation", "perplexity"))
 register(

@@ -19,13 +19,22 @@ from typing import Optional
 from finetune.core.checkpoints.safeload import check_weights
 from finetune.core.config import load_yaml
 from finetune.core.errors import UserError
-from finetune.core.evaluation import ClassificationEvaluator, LanguageModelEvaluator, TokenClassificationEvaluator
+from finetune.core.evaluation import (
+    ClassificationEvaluator,
+    LanguageModelEvaluator,
+    QuestionAnsweringEvaluator,
+    TokenClassificationEvaluator,
+)
+from finetune.core.qa_spans import predict_answer
 from finetune.core.run_directory import refuse_unfinished
 from finetune.data import text, tokens
 from finetune.data.images import PACKAGED_IMAGES, load_image_classification
 from finetune.data.labels import class_names_of, label_key, pick_columns
 from finetune.data.lm import condition_prefix, limit, load_corpus, make_blocks, make_lm_loaders
 from finetune.data.pipeline import PixelNormalizer, image_loaders
+from finetune.data.qa import load_qa
+from finetune.data.qa_windows import EvalWindows, eval_windows
+from finetune.data.qa_windows import make_loaders as qa_loaders
 from finetune.data.sources import load_any
 from finetune.data.text import PACKAGED_TEXT, load_text_classification, tokenize
 from finetune.data.tokens import load_token_classification, tokenize_and_align
@@ -50,7 +59,8 @@ class Kind:
         """Batches of model inputs (+ labels) in a fixed order, as the training run's evaluation saw them."""
         raise NotImplementedError
 
-    def evaluator(self, run: Run):
+    def evaluator(self, run: Run, loader=None):
+        """The training run's evaluator for these batches (`loader`: what loader() returned)."""
         raise NotImplementedError
 
     def input_names(self, run: Run) -> list[str]:
@@ -79,7 +89,7 @@ class TextClassification(Kind):
         )
         return text.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
@@ -112,7 +122,7 @@ class ImageClassification(Kind):
         )
         return NormalizedBatches(loaders["eval"], run.processor)
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
@@ -170,7 +180,7 @@ class TextGeneration(Kind):
         )
         return make_lm_loaders(blocks, run.processor, batch_size, batch_size, run.seed)["eval"]
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         return LanguageModelEvaluator()
 
     def input_names(self, run):
@@ -211,7 +221,7 @@ class TokenClassification(Kind):
         )
         return tokens.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         mode = "strict" if run.config.get("strict") else "lenient"
         return TokenClassificationEvaluator(
             run.label_names, run.max_length, mode=mode, scheme=run.results.get("tag_scheme", "IOB2")
@@ -221,13 +231,140 @@ class TokenClassification(Kind):
         return TextClassification.input_names(self, run)
 
 
+class QuestionAnswering(Kind):
+    name, auto_class, modality = "question-answering", "AutoModelForQuestionAnswering", "text"
+    suffixes = ("ForQuestionAnswering",)
+    columns = {
+        "question_column": "question",
+        "context_column": "context",
+        "answers_column": "answers",
+        "id_column": "id",
+    }
+
+    def examples(self, run, dataset, split, columns):
+        from datasets import concatenate_datasets
+
+        data = load_qa(
+            dataset,
+            seed=run.seed,
+            dataset_config=run.config.get("dataset_config") if dataset == run.dataset else None,
+            **columns,
+        )
+        if split == "all":
+            return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        limit = run.config.get("max_test_samples")
+        if split == "test" and dataset == run.dataset and limit:  # the run's own test questions, as it scored them
+            return data.splits["test"].select(range(min(int(limit), len(data.splits["test"]))))
+        return data.splits[split]
+
+    def settings(self, run) -> dict:
+        """The run's window and answer settings (config.yaml), as its evaluation used them."""
+        config = run.config
+        return {
+            "max_length": run.max_length,
+            "doc_stride": int(config.get("doc_stride", 128)),
+            "n_best_size": int(config.get("n_best_size", 20)),
+            "max_answer_length": int(config.get("max_answer_length", 30)),
+            "null_score_diff_threshold": float(config.get("null_score_diff_threshold", 0.0)),
+        }
+
+    def loader(self, run, examples, batch_size):
+        from datasets import DatasetDict
+
+        s, table = self.settings(run), EvalWindows()
+        windows = eval_windows(examples, "eval", run.processor, s["max_length"], s["doc_stride"], table)
+        loader = qa_loaders(DatasetDict({"eval": windows}), run.processor, batch_size, batch_size, run.seed)["eval"]
+        return QABatches(loader, table, examples)
+
+    def version_2(self, run, examples) -> bool:
+        """SQuAD 2.0 style when the run's data was, or these examples hold unanswerable questions."""
+        return bool(run.results.get("version_2")) or any(not a["text"] for a in examples["answers"])
+
+    def evaluator(self, run, loader=None):
+        s = self.settings(run)
+        return QuestionAnsweringEvaluator(
+            {"eval": loader.examples},
+            loader.windows,
+            self.version_2(run, loader.examples),
+            s["max_length"],
+            s["n_best_size"],
+            s["max_answer_length"],
+            s["null_score_diff_threshold"],
+        )
+
+    def input_names(self, run):
+        return TextClassification.input_names(self, run)
+
+    def answer(self, run, questions: list, contexts: list, batch_size: int = 32) -> list[dict]:
+        """The run's answer to each (question, context): the evaluation's windows and n-best search, in fp32.
+        Each: {text, start, end, score (its n-best probability), no_answer_probability, nbest}."""
+        import torch
+        from datasets import Dataset
+
+        for i, (q, c) in enumerate(zip(questions, contexts)):
+            if not str(q).strip() or not str(c).strip():
+                raise UserError(
+                    f"input {i + 1} has an empty {'question' if not str(q).strip() else 'context'}: give both"
+                )
+        examples = Dataset.from_dict(
+            {"id": [str(i) for i in range(len(questions))], "question": list(questions), "context": list(contexts),
+             "answers": [{"text": [], "answer_start": []}] * len(questions)}
+        )  # fmt: skip
+        batches = self.loader(run, examples, batch_size)
+        logits = {}
+        with torch.no_grad():
+            for batch in batches:
+                ids = batch.pop("window_id")
+                out = run.model(**batch)
+                for i, s, e in zip(ids.tolist(), out.start_logits.float().numpy(), out.end_logits.float().numpy()):
+                    logits[i] = (s, e)
+        by_example = {}
+        for i in sorted(logits):
+            by_example.setdefault(batches.windows.example[i], []).append((*logits[i], batches.windows.offsets[i]))
+        s, v2 = self.settings(run), bool(run.results.get("version_2"))
+        answers = []
+        for index in range(len(questions)):
+            a = predict_answer(
+                contexts[index], by_example[index], s["n_best_size"], s["max_answer_length"], v2,
+                s["null_score_diff_threshold"],
+            )  # fmt: skip
+            chosen = next((c for c in a["nbest"] if c["start"] == a["start"] and c["text"] == a["text"]), None)
+            answers.append({**a, "probability": chosen["probability"] if chosen else 0.0})
+        return answers
+
+
+class QABatches:
+    """A QA loader with what its evaluation needs: the windows' table and the examples they came from."""
+
+    def __init__(self, loader, windows, examples):
+        self.loader, self.windows, self.examples = loader, windows, examples
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
 KINDS = {
-    kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())
+    kind.name: kind
+    for kind in (
+        TextClassification(),
+        ImageClassification(),
+        TextGeneration(),
+        TokenClassification(),
+        QuestionAnswering(),
+    )
 }
 
 
 # PEFT's task types -> our kinds (an image classifier's adapter has no task type of its own).
-ADAPTER_KINDS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification", "TOKEN_CLS": "token-classification"}
+ADAPTER_KINDS = {
+    "CAUSAL_LM": "text-generation",
+    "SEQ_CLS": "text-classification",
+    "TOKEN_CLS": "token-classification",
+    "QUESTION_ANS": "question-answering",
+}
 
 
 def kind_of(architecture: str) -> Optional[Kind]:
@@ -251,7 +388,8 @@ class Run:
     @property
     def label_names(self) -> list[str]:
         id2label = getattr(self.model.config, "id2label", None) or {}
-        return [id2label[i] for i in sorted(id2label)] if self.kind.name != "text-generation" else []
+        unlabelled = ("text-generation", "question-answering")  # no classes (a QA head's two outputs are start/end)
+        return [id2label[i] for i in sorted(id2label)] if self.kind.name not in unlabelled else []
 
     @property
     def role(self) -> str:

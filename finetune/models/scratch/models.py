@@ -3,6 +3,7 @@
     ScratchTransformerForSequenceClassification  text  -> encoder -> mean over tokens -> label    (BERT's job)
     ScratchTransformerForTokenClassification     text  -> encoder -> one label per token          (BERT's NER job)
     ScratchTransformerForMaskedLM                text  -> encoder -> the hidden token, per [MASK] (BERT's pretraining)
+    ScratchTransformerForQuestionAnswering       question + context -> encoder -> answer span  (BERT's SQuAD job)
     ScratchTransformerForCausalLM                text  -> causal blocks -> next token            (GPT's job)
     ScratchTransformerForImageClassification     image -> patches + [CLS] -> encoder -> label    (ViT's job)
     ScratchTransformerForSeq2Seq                 text  -> encoder -> decoder -> output text      (the 2017 paper)
@@ -28,6 +29,7 @@ from transformers.modeling_outputs import (
     CausalLMOutput,
     ImageClassifierOutput,
     MaskedLMOutput,
+    QuestionAnsweringModelOutput,
     Seq2SeqLMOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -91,6 +93,7 @@ class ScratchTransformerConfig(PretrainedConfig):
 _TASK_DEFAULTS = {
     "text-classification": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
     "token-classification": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
+    "question-answering": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
     "text-generation": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=256),
     "image-classification": dict(d_model=128, n_heads=4, n_layers=4, d_ff=512, image_size=28, patch_size=7),
     "text2text-generation": dict(d_model=128, n_heads=4, n_layers=3, n_decoder_layers=3, d_ff=512),
@@ -324,6 +327,66 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
             # (a batch with nothing selected contributes a zero loss, not the NaN of an empty mean)
             loss = F.cross_entropy(logits, labels[selected]) if logits.size(0) else logits.sum() * 0.0
         output = MaskedLMOutput(loss=loss, logits=logits, attentions=attentions if output_attentions else None)
+        return output if return_dict else output.to_tuple()
+
+
+class ScratchTransformerForQuestionAnswering(ScratchTransformerPreTrainedModel):
+    """Extractive question answering, BERT's SQuAD head (Devlin et al., 2019, section 4.2) on the scratch encoder.
+
+    The input is one window `[CLS] question [SEP] context [SEP]`. Segment embeddings (0 for the question part, 1 for
+    the context, the tokenizer's token_type_ids) are added to the token vectors, as in BERT, so that every position
+    knows which side of the pair it is on. Then two vectors, a start vector S and an end vector E (the two rows of
+    one Linear(d_model, 2)), score every token h_i of the final layer:
+
+        start_logit_i = S . h_i        end_logit_j = E . h_j        a span (i, j) scores start_logit_i + end_logit_j
+
+    Training: a softmax over the window's positions for the start, another for the end, and the mean of the two
+    cross-entropies against the answer's first and last token (or the [CLS] position 0 when the window does not
+    hold the answer). Finding the best valid span (j >= i, inside the context, not too long) happens after the
+    model, in the postprocessing (finetune.core.qa_spans).
+    """
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.embeddings = build_text_embedding(config)
+        self.segment_embedding = nn.Embedding(2, config.d_model)  # question (0) or context (1)
+        self.encoder = build_encoder(config)
+        self.qa_outputs = nn.Linear(config.d_model, 2)  # S and E: a start and an end score per token
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        """input_ids, attention_mask, token_type_ids: (B, T); start_positions, end_positions: (B,) token indices.
+        start_logits, end_logits: (B, T)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids) + self.segment_embedding(token_type_ids)  # (B, T, C)
+        x, attentions = self.encoder(x, mask=padding_mask(attention_mask))  # (B, T, C)
+        start_logits, end_logits = self.qa_outputs(x).unbind(dim=-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # A position outside the window (>= T) is ignored, as in BertForQuestionAnswering.
+            T = start_logits.size(1)
+            start_loss = F.cross_entropy(start_logits, start_positions.clamp(0, T), ignore_index=T)
+            end_loss = F.cross_entropy(end_logits, end_positions.clamp(0, T), ignore_index=T)
+            loss = (start_loss + end_loss) / 2
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            attentions=attentions if output_attentions else None,
+        )
         return output if return_dict else output.to_tuple()
 
 
