@@ -6,6 +6,8 @@
     token_classification     recipes.token_classification      token-classification    f1 (entity level)
     text_generation          recipes.text_generation           text-generation         perplexity (lower is better)
     image_classification     recipes.image_classification      image-classification    accuracy
+    translation              recipes.translation               translation             bleu (sacreBLEU, generated)
+    summarization            recipes.summarization             summarization           rougeL (generated)
 
 Adding a task is one recipe module plus one `register(Task(...))` line below. Modules are imported only when a
 task is used, so `finetune --help` stays fast.
@@ -89,3 +91,5 @@ register(
         "accuracy",
     )
 )
+register(Task("translation", "recipes.translation", "TranslationConfig", "translation", "bleu"))
+register(Task("summarization", "recipes.summarization", "SummarizationConfig", "summarization", "rougeL"))

@@ -8,7 +8,7 @@
 
 Being `PreTrainedModel`s, they plug into everything built for the pretrained models: `model(**batch)` with
 a tokenizer's batch, `save_pretrained` / `from_pretrained`, the Auto classes (after `import finetune.models.scratch`),
-gradient checkpointing, and `generate()` for the causal LM. Their forward methods return the same output
+gradient checkpointing, and `generate()` (greedy, beam search) for the causal LM and the seq2seq model. Their forward methods return the same output
 classes as BERT/GPT-2/ViT/T5 do.
 
 They start from random weights: the point of comparing them with a fine-tuned checkpoint is to see what
@@ -23,6 +23,7 @@ from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import (
+    BaseModelOutput,
     CausalLMOutput,
     ImageClassifierOutput,
     Seq2SeqLMOutput,
@@ -356,7 +357,7 @@ class ScratchTransformerForImageClassification(ScratchTransformerPreTrainedModel
         return output if return_dict else output.to_tuple()
 
 
-class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
+class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel, GenerationMixin):
     """The full encoder-decoder of "Attention Is All You Need" (Fig. 1), e.g. for translation.
 
     The encoder reads the whole source at once (no causal mask). The decoder produces the target one token
@@ -366,11 +367,17 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
 
     Training uses "teacher forcing": the decoder input is the correct target shifted right by one, starting
     with decoder_start_token_id, so every position learns to predict its own label in one parallel pass.
+
+    It is a Hugging Face seq2seq model like T5 or BART: `model(input_ids, attention_mask, labels=...)` returns the
+    loss (labels -100 are ignored), `generate()` does greedy or beam search (encoding once, through get_encoder),
+    and `output_attentions=True` returns the cross-attention maps (B, nh, T, S), one per decoder block: which
+    source token each output token read.
     """
 
     _tied_weights_keys = {"lm_head.weight": "embeddings.token_embedding.weight"}
 
     def __init__(self, config: ScratchTransformerConfig):
+        config.is_encoder_decoder = True  # generate() encodes the source once, then decodes (as for T5 / BART)
         super().__init__(config)
         self.embeddings = build_text_embedding(config)
         self.encoder = build_encoder(config)
@@ -379,6 +386,12 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
         )
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+        # No key/value cache: generate() feeds the whole output so far at every step, as greedy_decode does.
+        self.generation_config.use_cache = False
+
+    def get_encoder(self, modality=None):
+        """What generate() calls once per batch to read the source: embeddings + encoder, as one callable."""
+        return SourceEncoder(self)
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -410,21 +423,27 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
         output_attentions: bool = False,
         return_dict: bool = True,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """input_ids, attention_mask: (B, S) source; labels: (B, T) target (-100 = ignore);
-        decoder_input_ids: (B, T), by default labels shifted right. logits: (B, T, vocab_size)."""
+        decoder_input_ids: (B, T), by default labels shifted right; encoder_outputs: the source already encoded
+        (generate() passes it at every step). logits: (B, T, vocab_size)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass labels or decoder_input_ids")
             decoder_input_ids = self.shift_right(labels)
-        memory, source_mask, encoder_attentions = self.encode(input_ids, attention_mask)
+        if encoder_outputs is None:
+            memory, source_mask, encoder_attentions = self.encode(input_ids, attention_mask)
+        else:  # (B, S, C), encoded once by generate(); the source mask is rebuilt from the attention mask
+            memory, encoder_attentions = encoder_outputs[0], None
+            source_mask = padding_mask(attention_mask) if attention_mask is not None else None
         logits, self_attentions, cross_attentions = self.decode(decoder_input_ids, memory, source_mask)
         loss = None
         if labels is not None:  # no shift here: decoder_input_ids are already one step behind the labels
@@ -461,3 +480,25 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
             if finished.all():
                 break
         return output
+
+
+class SourceEncoder:
+    """The encoder half of a ScratchTransformerForSeq2Seq as Hugging Face's generate() wants it: input_ids and
+    attention_mask (B, S) -> BaseModelOutput(last_hidden_state=memory (B, S, C)). A view of the model's own
+    modules, not a module itself: it adds no weights and no state-dict keys."""
+
+    def __init__(self, model: ScratchTransformerForSeq2Seq):
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> BaseModelOutput:
+        memory, _, attentions = self.model.encode(input_ids, attention_mask)  # (B, S, C)
+        return BaseModelOutput(last_hidden_state=memory, attentions=attentions if output_attentions else None)
+
+    __call__ = forward
