@@ -343,7 +343,8 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
         config,
         results,
         table=format_report(results) if state.is_main_process else None,
-        where=f'(results.json, predictions_*.jsonl, attention.png; try: finetune predict {run_dir} "{sources[0][:60]}")',
+        where=f"(results.json, predictions_*.jsonl, attention.png; try: finetune predict {run_dir} "
+        f'"{sources[0][:60]}")',
     )
     return results
 

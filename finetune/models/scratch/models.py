@@ -8,8 +8,8 @@
 
 Being `PreTrainedModel`s, they plug into everything built for the pretrained models: `model(**batch)` with
 a tokenizer's batch, `save_pretrained` / `from_pretrained`, the Auto classes (after `import finetune.models.scratch`),
-gradient checkpointing, and `generate()` (greedy, beam search) for the causal LM and the seq2seq model. Their forward methods return the same output
-classes as BERT/GPT-2/ViT/T5 do.
+gradient checkpointing, and `generate()` (greedy, beam search) for the causal LM and the seq2seq model. Their
+forward methods return the same output classes as BERT/GPT-2/ViT/T5 do.
 
 They start from random weights: the point of comparing them with a fine-tuned checkpoint is to see what
 pretraining buys.
