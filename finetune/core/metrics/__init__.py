@@ -31,6 +31,12 @@ GREATER_IS_BETTER = {
     "mae": False,
     "loss": False,
     "perplexity": False,
+    "bleu": True,  # translation (the sacrebleu module, 0..100)
+    "chrf": True,
+    "rouge1": True,  # summarization (the rouge module, 0..1)
+    "rouge2": True,
+    "rougeL": True,
+    "rougeLsum": True,
 }
 
 
