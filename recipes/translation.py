@@ -40,7 +40,7 @@ from finetune.core import engine
 from finetune.core.atomic_io import atomic_write_text
 from finetune.core.config import TrainingConfig, defaults_from
 from finetune.core.errors import UserError
-from finetune.core.evaluation import Seq2SeqEvaluator, seq2seq_scores
+from finetune.core.evaluation import Seq2SeqEvaluator, seq2seq_scores, seq2seq_signature
 from finetune.data.pairs import load_pairs
 from finetune.data.seq2seq import make_loaders, tokenize_pairs
 from finetune.models.loading import count_parameters, save_model
@@ -236,7 +236,7 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
     # Uncased tokenizers (MiniLM) write lower case: then every row, the copy baseline too, is scored in lower case.
     lowercase = is_uncased(tokenizer)
     score = lambda predictions, references: seq2seq_scores(task, predictions, references, lowercase=lowercase)
-    metric_for_best = METRIC_FOR_BEST if config.generate_eval_samples else "loss"
+    metric_for_best = registry.get(task).metric if config.generate_eval_samples else "loss"
     gen_kwargs = generation_kwargs(
         config.max_target_length, config.num_beams, config.length_penalty, config.no_repeat_ngram_size
     )
@@ -246,6 +246,7 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
         "source_name": data.source_name,
         "target_name": data.target_name,
         "generation": {**gen_kwargs, "source_prefix": config.source_prefix, "lowercase_scoring": lowercase},
+        "signature": seq2seq_signature(task, lowercase),
         "copy_baseline": {"name": "copy (the source as the output)", "test": rounded(score(sources, references))},
         "models": [],
     }
@@ -373,13 +374,17 @@ def format_report(results: dict) -> str:
         "samples_per_second": 0.0,
     }
     lines = [report.format_table({**results, "models": [baseline_row, *results["models"]]})]
-    signature = copy["test"].get("bleu_signature") or copy["test"].get("signature")
-    if signature:
-        lines.append(f"sacreBLEU signature: {signature}")
+    lines += [f"{name} signature: {signature}" for name, signature in results["signature"].items()]
+    rows = []
     for example in results.get("examples", []):
-        rows = [[key, str(value)] for key, value in example.items()]
-        lines.append(text_table(["", "text"], rows, align="ll"))
+        rows += [[key, shorten(str(value), 110)] for key, value in example.items()] + [["", ""]]
+    if rows:
+        lines.append(text_table(["test example", ""], rows[:-1], align="ll"))
     return "\n".join(lines)
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def main(argv=None) -> int:

@@ -261,16 +261,27 @@ class Seq2SeqEvaluator:
 
 
 # What each seq2seq task is scored by (local evaluate modules, finetune/core/metrics/), on the generated text.
-SEQ2SEQ_METRICS = {"translation": ("bleu", "chrf"), "summarization": ("rouge",)}
+SEQ2SEQ_METRICS = {"translation": "sacrebleu", "summarization": "rouge"}
+SEQ2SEQ_KEYS = {"translation": ("bleu", "chrf"), "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum")}
 
 
 def seq2seq_scores(task: str, predictions: list[str], references: list[str], lowercase: bool = False) -> dict:
-    """BLEU and chrF (sacreBLEU, corpus level, with their signatures) for translation; ROUGE-1/2/L/Lsum (stemmed)
-    for summarization; and gen_words, the mean output length in words. lowercase: score case-insensitively (for
-    the outputs of an uncased tokenizer, and then for every row of the comparison alike)."""
-    scores = {}
-    for name in SEQ2SEQ_METRICS[task]:
-        options = {"lowercase": lowercase} if name in ("bleu", "chrf") else {}
-        scores.update(load_metric(name).compute(predictions=predictions, references=references, **options))
+    """BLEU and chrF (sacreBLEU, corpus level, 0..100) for translation, ROUGE-1/2/L/Lsum (stemmed, 0..1) for
+    summarization, and gen_words: the mean output length in words. lowercase: score case-insensitively (the
+    outputs of an uncased tokenizer, and then every row of a comparison alike); the sacreBLEU signature says so.
+
+    Returns the numbers only; seq2seq_signature() gives the signature to print beside them.
+    """
+    options = {"lowercase": lowercase} if task == "translation" else {}
+    computed = load_metric(SEQ2SEQ_METRICS[task]).compute(predictions=predictions, references=references, **options)
+    scores = {key: computed[key] for key in SEQ2SEQ_KEYS[task]}
     scores["gen_words"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
     return scores
+
+
+def seq2seq_signature(task: str, lowercase: bool = False) -> dict:
+    """How the scores were computed: sacreBLEU's BLEU and chrF signatures; ROUGE's settings."""
+    if task == "translation":
+        computed = load_metric("sacrebleu").compute(predictions=["a"], references=["a"], lowercase=lowercase)
+        return {"bleu": computed["bleu_signature"], "chrf": computed["chrf_signature"]}
+    return {"rouge": "rouge_score, F-measure, Porter stemmer, Lsum on rule-split sentences"}

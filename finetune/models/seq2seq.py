@@ -99,7 +99,7 @@ def warm_start(encoder_source: ModelSource, decoder_source: ModelSource):
 
 
 def _warm_start(encoder_source, decoder_source, AutoModel, AutoModelForCausalLM, EncoderDecoderModel):
-    encoder = load_pretrained(AutoModel.from_pretrained, encoder_source, "encoder", add_pooling_layer=False)
+    encoder = load_pretrained(AutoModel.from_pretrained, encoder_source, "encoder")
     decoder, info = load_pretrained(
         AutoModelForCausalLM.from_pretrained,
         decoder_source,
