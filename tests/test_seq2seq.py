@@ -201,6 +201,42 @@ def test_transformers_5_has_no_translation_pipeline_any_more():
             check_task(task)
 
 
+# ---- the verbs that read the run: predict, evaluate ---------------------------------------------------------------
+
+
+def test_predict_writes_what_the_run_wrote_for_each_input(translation_run, tmp_path, capsys):
+    rows = read_jsonl(translation_run / "predictions_pretrained.jsonl")[:3]
+    code, out, err = run_cli(["predict", str(translation_run), *[r["source"] for r in rows]], capsys)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines == [{"input": r["source"], "output": r["output"]} for r in rows]
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"source": r["source"]}) + "\n" for r in rows))
+    code, out, err = run_cli(
+        ["predict", str(translation_run / "scratch"), "--file", str(inputs), "--text_column", "source"], capsys
+    )
+    assert code == 0, err
+    scratch = read_jsonl(translation_run / "predictions_scratch.jsonl")[:3]
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"id": i, "output": r["output"]} for i, r in enumerate(scratch)
+    ]
+
+
+def test_evaluate_repeats_the_test_numbers_and_scores_new_pairs(translation_run, tmp_path, capsys):
+    results = json.loads((translation_run / "results.json").read_text())
+    code, out, err = run_cli(["evaluate", str(translation_run), "--output", str(tmp_path / "own.json")], capsys)
+    assert code == 0, err
+    own = json.loads((tmp_path / "own.json").read_text())
+    assert own["examples"] == 12
+    for name in ("bleu", "chrf"):
+        assert own["metrics"][name] == pytest.approx(results["models"][0]["test"][name], abs=1e-4)
+    new = tmp_path / "new.jsonl"
+    new.write_text("".join(json.dumps(row) + "\n" for row in twisted_pairs(30, 9)))
+    code, out, err = run_cli(["evaluate", str(translation_run), "--dataset", str(new)], capsys)
+    assert code == 0, err
+    assert "30 examples" in out and "bleu" in out and "chrf" in out
+
+
 # ---- other models, summarization, bad input ---------------------------------------------------------------------
 
 
