@@ -237,6 +237,37 @@ def test_evaluate_repeats_the_test_numbers_and_scores_new_pairs(translation_run,
     assert "30 examples" in out and "bleu" in out and "chrf" in out
 
 
+@pytest.mark.slow
+def test_onnx_greedy_decoding_writes_what_pytorch_wrote(translation_run, tmp_path, capsys):
+    """encoder.onnx + decoder.onnx, decoded greedily through ONNX Runtime by the test itself, reproduce the run's own
+    PyTorch outputs (predictions_pretrained.jsonl)."""
+    from transformers import AutoTokenizer
+
+    from finetune.commands.export import onnx_greedy, session
+
+    out = tmp_path / "onnx"
+    code, stdout, err = run_cli(["export", str(translation_run), "--format", "onnx", "--output", str(out)], capsys)
+    assert code == 0, err
+    info = json.loads((out / "export.json").read_text())
+    assert set(info["graphs"]) == {"encoder.onnx", "decoder.onnx"} and info["verification"]["greedy_tokens_equal"] == 8
+    rows = read_jsonl(translation_run / "predictions_pretrained.jsonl")[:6]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    batch = tokenizer([r["source"] for r in rows], padding=True, return_tensors="np")
+    decoding = info["decoding"]
+    ids = onnx_greedy(
+        session(out / "encoder.onnx"),
+        session(out / "decoder.onnx"),
+        batch["input_ids"],
+        batch["attention_mask"],
+        decoding["decoder_start_token_id"],
+        decoding["eos_token_id"],
+        decoding["pad_token_id"],
+        decoding["max_new_tokens"],
+    )
+    written = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    assert written == [r["output"] for r in rows]
+
+
 # ---- other models, summarization, bad input ---------------------------------------------------------------------
 
 

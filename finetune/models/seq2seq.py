@@ -109,6 +109,10 @@ def _warm_start(encoder_source, decoder_source, AutoModel, AutoModelForCausalLM,
         output_loading_info=True,
     )
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    if getattr(encoder, "pooler", None) is not None:
+        # BERT's pooler ([CLS] -> tanh) feeds nothing in an encoder-decoder: frozen, so the optimizer and several
+        # processes (DDP refuses parameters without a gradient) skip it; kept, so the saved run reloads cleanly.
+        encoder.pooler.requires_grad_(False)
     new = sorted(info["missing_keys"])
     new_count = sum(p.numel() for n, p in decoder.named_parameters() if n in set(new))
     cross = sum(1 for n in new if "crossattention" in n)

@@ -245,6 +245,7 @@ class Seq2Seq(Kind):
 
     name, auto_class, modality = "text2text-generation", "AutoModelForSeq2SeqLM", "text"
     tags = ("translation", "summarization")
+    encoder_decoder = True  # exported as two graphs, verified by decoding (finetune/commands/export.py)
     suffixes = ("EncoderDecoderModel", "ForConditionalGeneration", "MTModel", "ForSeq2Seq", "ForSeq2SeqLM")
     columns = {"source_column": None, "target_column": None, "source_lang": None, "target_lang": None}
 
