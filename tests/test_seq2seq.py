@@ -237,6 +237,19 @@ def test_evaluate_repeats_the_test_numbers_and_scores_new_pairs(translation_run,
     assert "30 examples" in out and "bleu" in out and "chrf" in out
 
 
+def test_the_demo_writes_what_predict_writes_and_draws_the_cross_attention(translation_run):
+    from finetune.commands.demo import build_app, write_text
+    from finetune.tasks.runs import open_run
+
+    rows = read_jsonl(translation_run / "predictions_pretrained.jsonl")
+    run = open_run(translation_run, attentions=True)
+    output, heatmap = write_text(run, rows[0]["source"])
+    assert output == rows[0]["output"]
+    assert heatmap.ndim == 3 and heatmap.shape[2] == 3
+    assert write_text(run, "  ") == ("", None)
+    assert build_app(translation_run) is not None  # the gradio page builds (source box, outputs, heatmaps)
+
+
 @pytest.mark.slow
 def test_onnx_greedy_decoding_writes_what_pytorch_wrote(translation_run, tmp_path, capsys):
     """encoder.onnx + decoder.onnx, decoded greedily through ONNX Runtime by the test itself, reproduce the run's own

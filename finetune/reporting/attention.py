@@ -65,3 +65,30 @@ def plot_alignment(examples: list[dict], path: Path) -> Path:
 
 def read_alignment(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / NUMBERS).read_text())
+
+
+def alignment_array(attention: dict, title: str = ""):
+    """One cross-attention map (cross_attention()'s dict) drawn as an RGB image array (the demo shows it)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    width = min(2 + 0.32 * len(attention["source_tokens"]), 12)
+    height = min(2 + 0.32 * len(attention["target_tokens"]), 12)
+    fig, ax = plt.subplots(figsize=(width + 1, height))
+    image = ax.imshow(attention["weights"], cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(attention["source_tokens"])), attention["source_tokens"], rotation=90, fontsize=8)
+    ax.set_yticks(range(len(attention["target_tokens"])), attention["target_tokens"], fontsize=8)
+    ax.set(xlabel="source token", ylabel="output token", title=title or "cross-attention (last block, mean of heads)")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        fig.canvas.draw()
+    array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return array
