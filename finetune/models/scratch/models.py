@@ -402,12 +402,21 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel, Generation
         return memory, source_mask, attentions
 
     def decode(
-        self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, source_mask: torch.Tensor | None = None
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        source_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """Target so far (B, T) and memory (B, S, C) -> logits (B, T, V), self- and cross-attention maps."""
+        """Target so far (B, T) and memory (B, S, C) -> logits (B, T, V), self- and cross-attention maps.
+
+        logits_to_keep k > 0: scores for the last k positions only (B, k, V). Generating needs only the last
+        position's, and the output layer (C x V, V ~ 30,000) is the largest matrix product of a step."""
         target_mask = causal_mask(decoder_input_ids.size(1), decoder_input_ids.device)  # (T, T)
         x = self.embeddings(decoder_input_ids)  # (B, T, C)
         x, self_attentions, cross_attentions = self.decoder(x, memory, target_mask, source_mask)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]  # (B, k, C)
         return self.lm_head(x), self_attentions, cross_attentions
 
     def start_tokens(self, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -430,11 +439,12 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel, Generation
         encoder_outputs: BaseModelOutput | tuple | None = None,
         output_attentions: bool = False,
         return_dict: bool = True,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """input_ids, attention_mask: (B, S) source; labels: (B, T) target (-100 = ignore);
         decoder_input_ids: (B, T), by default labels shifted right; encoder_outputs: the source already encoded
-        (generate() passes it at every step). logits: (B, T, vocab_size)."""
+        (generate() passes it at every step, with logits_to_keep 1). logits: (B, T, vocab_size)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass labels or decoder_input_ids")
@@ -444,7 +454,9 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel, Generation
         else:  # (B, S, C), encoded once by generate(); the source mask is rebuilt from the attention mask
             memory, encoder_attentions = encoder_outputs[0], None
             source_mask = padding_mask(attention_mask) if attention_mask is not None else None
-        logits, self_attentions, cross_attentions = self.decode(decoder_input_ids, memory, source_mask)
+        logits, self_attentions, cross_attentions = self.decode(
+            decoder_input_ids, memory, source_mask, 0 if labels is not None else logits_to_keep
+        )
         loss = None
         if labels is not None:  # no shift here: decoder_input_ids are already one step behind the labels
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
