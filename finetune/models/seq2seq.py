@@ -247,16 +247,24 @@ def cross_attention(model, tokenizer, source: str, output_ids: list[int], max_so
 
 
 class eager_attention:
-    """Attention weights exist only in the eager implementation (SDPA never forms them): switch while inside."""
+    """Attention weights exist only in the eager implementation (SDPA never forms them): switch while inside.
+
+    Every Hugging Face model inside is switched (a warm-started encoder-decoder holds its encoder and decoder with
+    configs of their own), and put back as it was on the way out."""
 
     def __init__(self, model):
-        self.model = model
-        self.before = getattr(model.config, "_attn_implementation", None)
+        from transformers import PreTrainedModel
+
+        self.switched = [
+            (m, m.config._attn_implementation)
+            for m in model.modules()
+            if isinstance(m, PreTrainedModel) and getattr(m.config, "_attn_implementation", "eager") != "eager"
+        ]
 
     def __enter__(self):
-        if self.before not in (None, "eager") and hasattr(self.model, "set_attn_implementation"):
-            self.model.set_attn_implementation("eager")
+        for module, _ in self.switched:
+            module.set_attn_implementation("eager")
 
     def __exit__(self, *exc):
-        if self.before not in (None, "eager") and hasattr(self.model, "set_attn_implementation"):
-            self.model.set_attn_implementation(self.before)
+        for module, before in reversed(self.switched):
+            module.set_attn_implementation(before)
