@@ -11,6 +11,8 @@ split (TrainResult.test_outputs) so that no caller reads what an evaluator was l
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from finetune.core.metrics import load_metric
@@ -265,6 +267,13 @@ SEQ2SEQ_METRICS = {"translation": "sacrebleu", "summarization": "rouge"}
 SEQ2SEQ_KEYS = {"translation": ("bleu", "chrf"), "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum")}
 
 
+@functools.cache
+def _metric(name: str):
+    """A loaded metric module, kept: it holds no state between compute() calls, and loading one costs ~0.5 s (a
+    seq2seq run scores at every validation and for every model)."""
+    return load_metric(name)
+
+
 def seq2seq_scores(task: str, predictions: list[str], references: list[str], lowercase: bool = False) -> dict:
     """BLEU and chrF (sacreBLEU, corpus level, 0..100) for translation, ROUGE-1/2/L/Lsum (stemmed, 0..1) for
     summarization, and gen_words: the mean output length in words. lowercase: score case-insensitively (the
@@ -273,7 +282,7 @@ def seq2seq_scores(task: str, predictions: list[str], references: list[str], low
     Returns the numbers only; seq2seq_signature() gives the signature to print beside them.
     """
     options = {"lowercase": lowercase} if task == "translation" else {}
-    computed = load_metric(SEQ2SEQ_METRICS[task]).compute(predictions=predictions, references=references, **options)
+    computed = _metric(SEQ2SEQ_METRICS[task]).compute(predictions=predictions, references=references, **options)
     scores = {key: computed[key] for key in SEQ2SEQ_KEYS[task]}
     scores["gen_words"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
     return scores
@@ -282,6 +291,6 @@ def seq2seq_scores(task: str, predictions: list[str], references: list[str], low
 def seq2seq_signature(task: str, lowercase: bool = False) -> dict:
     """How the scores were computed: sacreBLEU's BLEU and chrF signatures; ROUGE's settings."""
     if task == "translation":
-        computed = load_metric("sacrebleu").compute(predictions=["a"], references=["a"], lowercase=lowercase)
+        computed = _metric("sacrebleu").compute(predictions=["a"], references=["a"], lowercase=lowercase)
         return {"bleu": computed["bleu_signature"], "chrf": computed["chrf_signature"]}
     return {"rouge": "rouge_score, F-measure, Porter stemmer, Lsum on rule-split sentences"}

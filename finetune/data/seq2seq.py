@@ -10,6 +10,9 @@ The pairs themselves come from finetune.data.pairs (Hub, local files, the packag
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from finetune.data.sampling import LengthGroupedBatchSampler
 
 
@@ -39,7 +42,19 @@ def tokenize_pairs(
         encoded["target_cut"] = [len(ids) > max_target_length for ids in full_labels]
         return encoded
 
-    tokenized = splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
+    from datasets import DatasetDict
+
+    # The fingerprint from what the result depends on: datasets would otherwise pickle `encode`, tokenizer and all,
+    # to hash it (seconds per split).
+    settings = [tokenizer.name_or_path, len(tokenizer), max_source_length, max_target_length, prefix]
+    settings.append(decoder_start_token_id)
+    fingerprint = lambda split: hashlib.sha1(json.dumps([split._fingerprint, *settings]).encode()).hexdigest()
+    tokenized = DatasetDict(
+        {
+            name: split.map(encode, batched=True, remove_columns=split.column_names, new_fingerprint=fingerprint(split))
+            for name, split in splits.items()
+        }
+    )
     for name, split in tokenized.items():
         sources, targets = sum(split["source_cut"]), sum(split["target_cut"])
         if sources or targets:
