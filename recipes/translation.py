@@ -177,6 +177,11 @@ def build_pretrained(config: TranslationConfig):
             f"WARNING: {loaded.source.label} is a T5 model, trained with a task prefix, and --source_prefix is "
             f"empty: pass e.g. --source_prefix 'translate English to Romanian: ' or 'summarize: '"
         )
+    if config.lora and loaded.warm_started:
+        raise UserError(
+            f"--lora adapts a pretrained encoder-decoder (T5, BART, Marian), but {loaded.source.label} is "
+            f"warm-started: its cross-attention is new and must be trained in full; drop --lora"
+        )
     if config.lora:
         loaded.model = apply_lora(loaded.model, config, "SEQ_2_SEQ_LM", base_path=loaded.source.path)
         loaded.notes.append(describe(loaded.model))

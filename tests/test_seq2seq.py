@@ -292,6 +292,7 @@ def test_a_t5_summarization_run_warns_once_without_a_prefix_and_scores_rouge(
     out = tmp_path / "run"
     code, stdout, err = run_cli(
         ["train", "summarization", *flags(out, tiny_t5_dir, pairs_jsonl, "--compare", "false", "--max_steps", "2")]
+        + ["--lora", "--lora_target_modules", "q", "v"]
         + ["--source_column", "source", "--target_column", "target", "--max_source_length", "6"],
         capsys,
     )
@@ -306,6 +307,11 @@ def test_a_t5_summarization_run_warns_once_without_a_prefix_and_scores_rouge(
     for name in ("rouge1", "rougeL"):
         expected = sum(s[name].fmeasure for s in scores) / len(scores)
         assert results["models"][0]["test"][name] == pytest.approx(expected, abs=1e-4)
+    # A LoRA adapter (SEQ_2_SEQ_LM) reloads onto its base for the verbs, and writes what the run wrote.
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    code, stdout, err = run_cli(["predict", str(out), rows[0]["source"]], capsys)
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["output"] == rows[0]["output"]
 
 
 @pytest.mark.parametrize(
@@ -314,6 +320,7 @@ def test_a_t5_summarization_run_warns_once_without_a_prefix_and_scores_rouge(
         (["--num_beams", "0"], "--num_beams must be at least 1"),
         (["--max_source_length", "1"], "--max_source_length must be at least 2"),
         (["--model", "{gpt2}"], "neither an encoder-decoder"),
+        (["--lora"], "its cross-attention is new and must be trained in full"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(extra, needle, tmp_path, tiny_bert_dir, pairs_jsonl, capsys):
