@@ -139,6 +139,8 @@ def test_a_translation_run_reports_the_copy_baseline_both_models_and_their_predi
         assert len(rows) == 12 and set(rows[0]) == {"source", "reference", "output"}
     evals = [h["eval"] for h in results["models"][0]["history"] if "eval" in h]
     assert evals and all({"loss", "bleu", "chrf"} <= set(e) for e in evals)
+    card = (translation_run / "README.md").read_text()  # the model-index holds the test BLEU and chrF
+    assert "pipeline_tag: translation" in card and "- type: bleu" in card and "- type: chrf" in card
 
 
 def test_the_scores_are_sacrebleus_on_the_written_predictions(translation_run):
