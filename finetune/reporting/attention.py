@@ -45,7 +45,10 @@ def plot_alignment(examples: list[dict], path: Path) -> Path:
             if attention is None:
                 ax.axis("off")
                 continue
-            ax.imshow(attention["weights"], cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+            # Each panel on its own scale (0 to its largest weight): an untrained model's nearly uniform rows would
+            # be invisible on a 0..1 scale; the colour bar says the scale.
+            image = ax.imshow(attention["weights"], cmap="Blues", vmin=0.0, aspect="auto")
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
             ax.set_xticks(range(len(attention["source_tokens"])))
             ax.set_xticklabels(attention["source_tokens"], rotation=90, fontsize=7)
             ax.set_yticks(range(len(attention["target_tokens"])))
@@ -57,7 +60,7 @@ def plot_alignment(examples: list[dict], path: Path) -> Path:
     fig.suptitle("decoder cross-attention (last block, heads averaged): which source token each output token read")
     with warnings.catch_warnings():  # a token of a script the font lacks (a random model's output) shows as a box
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.98))  # (room for the figure's title above the first row's)
         fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
@@ -80,7 +83,7 @@ def alignment_array(attention: dict, title: str = ""):
     width = min(2 + 0.32 * len(attention["source_tokens"]), 12)
     height = min(2 + 0.32 * len(attention["target_tokens"]), 12)
     fig, ax = plt.subplots(figsize=(width + 1, height))
-    image = ax.imshow(attention["weights"], cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    image = ax.imshow(attention["weights"], cmap="Blues", vmin=0.0, aspect="auto")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks(range(len(attention["source_tokens"])), attention["source_tokens"], rotation=90, fontsize=8)
     ax.set_yticks(range(len(attention["target_tokens"])), attention["target_tokens"], fontsize=8)
