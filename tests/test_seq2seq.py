@@ -336,6 +336,18 @@ def test_bad_input_is_one_line_and_writes_nothing(extra, needle, tmp_path, tiny_
     assert not out.exists()
 
 
+def test_a_decoder_from_another_checkpoint_is_said_and_the_new_weights_counted(tiny_bert_dir, tiny_tagger_dir):
+    from finetune.models.seq2seq import load_seq2seq
+
+    loaded = load_seq2seq(str(tiny_bert_dir), decoder_model=str(tiny_tagger_dir))
+    assert loaded.warm_started and type(loaded.model).__name__ == "EncoderDecoderModel"
+    note = loaded.notes[0]
+    assert f"encoder = {tiny_bert_dir.name}" in note and f"decoder = {tiny_tagger_dir.name}" in note
+    crossattention = [n for n, _ in loaded.model.decoder.named_parameters() if "crossattention" in n]
+    assert f"new, randomly initialised: {len(crossattention)} cross-attention tensors" in note
+    assert loaded.model.generation_config.decoder_start_token_id == loaded.tokenizer.cls_token_id
+
+
 def test_a_forced_bos_token_must_be_a_token(tiny_bert_dir):
     from finetune.models.seq2seq import load_seq2seq
 
