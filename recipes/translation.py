@@ -271,8 +271,8 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
             model, loaders, evaluator, train_config, run_dir, name=name, metric_for_best=metric_for_best
         )
 
-    def test_generation(trained, name: str) -> dict:
-        """Generate the whole test split, score it, write predictions_<name>.jsonl; the entry's test metrics."""
+    def test_generation(trained, name: str):
+        """Generate the whole test split, score it, write predictions_<name>.jsonl: (ids, texts, test metrics)."""
         ids = generate_ids(
             trained.model,
             tokenizer,
@@ -339,9 +339,9 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
             for i in examples
         ]
         write_alignment_figure(run_dir, figure)
-        results["examples"] = [
+        results["examples"] = [  # the table's footer: the figure's sentences, every model's output
             {"source": sources[i], "reference": references[i], **{name: outputs[name][i] for name in outputs}}
-            for i in figure_examples(sources, 3)
+            for i in examples
         ]
 
     kit.finish_run(
