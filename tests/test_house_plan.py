@@ -179,9 +179,8 @@ def test_help_and_the_verbs_that_read_run_directories_import_no_torch():
 
 
 def test_the_packaged_names_are_the_loaders_tables():
-    from finetune.data import images, packaged, pairs, text, tokens
+    from finetune.data import images, packaged, pairs, qa, text, tokens
 
-    tables = (
-        set(text.PACKAGED_TEXT) | set(images.PACKAGED_IMAGES) | set(tokens.PACKAGED_NER) | set(pairs.PACKAGED_PAIRS)
-    )
+    tables = set(text.PACKAGED_TEXT) | set(images.PACKAGED_IMAGES) | set(tokens.PACKAGED_NER) | set(qa.PACKAGED_QA)
+    tables |= set(pairs.PACKAGED_PAIRS)
     assert tables == packaged.NAMES

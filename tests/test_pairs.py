@@ -117,6 +117,9 @@ def test_known_hub_datasets_get_their_settings(monkeypatch):
     wmt = load_pairs("wmt/wmt16", task="translation", seed=0)
     assert asked["wmt/wmt16"] == "ro-en" and (wmt.source_name, wmt.target_name) == ("en", "ro")
     assert ("Hello 1", "Salut 1") in all_rows(wmt) and "configuration ro-en, en -> ro" in wmt.notes[0]
+    with pytest.raises(UserError) as excinfo:  # another language pair of wmt16: the direction must be named
+        load_pairs("wmt16", task="translation", seed=0, dataset_config="de-en")
+    one_line_error(excinfo, "--source_lang", "en, ro")
     cnn = load_pairs("cnn_dailymail", task="summarization", seed=0)
     assert asked["cnn_dailymail"] == "3.0.0" and ("Long 2", "Short 2") in all_rows(cnn)
     assert "columns article -> highlights" in cnn.notes[0]

@@ -24,7 +24,7 @@ from finetune.core.environment import cache_dir
 from finetune.core.errors import UserError
 
 KJV_MODULE, WEB_MODULE = "engKJV2006eb", "engWEB2015eb"
-CACHE_VERSION = "2"  # bump when what the aligned cache holds changes (the parser, the book list)
+CACHE_VERSION = "3"  # bump when what the aligned cache holds changes (the parser, the book list)
 
 # The 66 books of the Protestant canon as diatheke names them (its English locale), in order.
 BOOKS = (
@@ -53,7 +53,8 @@ def split_of(book: str) -> str:
 # Elements whose content is not verse text: headings (and the Psalms' titles, which the two translations place
 # differently), footnotes, cross-references, the speaker names of the Song of Solomon.
 _DROPPED = re.compile(r"<(title|note|speaker|reference)\b[^>]*?(?<!/)>.*?</\1>", re.S)
-_TAGS = re.compile(r"([\w,;:.?!”’)]?)((?:<[^>]*>)+)(?=(\w?))")
+_TAGS = re.compile(r"([\w,;:.?!”’)]?)((?:<[^>]*>)+)(?=(\w*))")
+_SUFFIXES = {"s", "t", "d", "m", "ll", "re", "ve"}  # day’<w>s</w>: a possessive or a contraction, not a new word
 _BOOK_END = re.compile(r'<div\b(?=[^>]*\beID=)(?=[^>]*\btype="book")[^>]*>')
 _OPENING = re.compile(r"<[A-Za-z][^>]*?(?<!/)>")
 
@@ -64,14 +65,15 @@ def strip_markup(text: str) -> str:
     A run of tags before a letter is a word boundary when it opens an element and follows a letter or closing
     punctuation (WEB's `born</q><q><w>Son`, `God</w><w>created`, `Yahweh,<w>Yahweh`, `sacrifice,’<w>for`): a new
     element starts a new word. A run that only closes one is not (KJV's `<w>give</w>n`, a word tagged in part), nor
-    one after an opening quote or bracket or WEB's unspaced dash (`“<w>Let`, `ground—<w>man`). Pilcrows
-    (paragraph marks) go; spaces are collapsed.
+    one after an opening quote or bracket or WEB's unspaced dash (`“<w>Let`, `ground—<w>man`), nor an
+    apostrophe's `s` (KJV's `<w>day</w>’<w>s</w>`). Pilcrows (paragraph marks) go; spaces are collapsed.
     """
     text = _DROPPED.sub(" ", text)
 
     def boundary(match):
         before, tags, after = match.group(1), match.group(2), match.group(3)
-        return before + (" " if before and after and _OPENING.search(tags) else "")
+        suffix = before == "’" and after in _SUFFIXES
+        return before + (" " if before and after and not suffix and _OPENING.search(tags) else "")
 
     text = _TAGS.sub(boundary, text)
     text = text.replace("¶", " ")
@@ -173,6 +175,9 @@ def aligned_verses() -> tuple[list[dict], dict]:
     counts = {"kjv": len(kjv), "web": sum(1 for key in kjv if key in web), "aligned": len(verses)}
     try:
         atomic_write_json(path, {"verses": verses, "counts": counts})
+        for stale in path.parent.glob("kjv-web-v*.json"):  # earlier parsers' or packages' alignments (11 MB each)
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError:  # an unwritable cache only costs aligning again next time
         pass
     return verses, counts

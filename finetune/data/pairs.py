@@ -77,21 +77,15 @@ def load_pairs(
     """Any supported source -> PairData (train / validation / test of `source` -> `target` strings)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    notes = []
-    known = KNOWN_HUB.get(dataset.rstrip("/").rsplit("/", 1)[-1]) if dataset not in PACKAGED_PAIRS else None
-    if known and not _is_path(dataset):
-        filled = []
-        if dataset_config is None and "config" in known:
-            dataset_config = known["config"]
-            filled.append(f"configuration {dataset_config}")
-        if source_lang is None and target_lang is None and source_column is None and "source_lang" in known:
-            source_lang, target_lang = known["source_lang"], known["target_lang"]
-            filled.append(f"{source_lang} -> {target_lang}")
-        if source_column is None and target_column is None and source_lang is None and "source_column" in known:
-            source_column, target_column = known["source_column"], known["target_column"]
-            filled.append(f"columns {source_column} -> {target_column}")
-        if filled:
-            notes.append(f"{dataset}: {', '.join(filled)} (the usual setting for this dataset; pass flags to change)")
+    settings = dict(
+        dataset_config=dataset_config,
+        source_column=source_column,
+        target_column=target_column,
+        source_lang=source_lang,
+        target_lang=target_lang,
+    )
+    notes = fill_known_hub(dataset, settings)
+    dataset_config, source_column, target_column, source_lang, target_lang = settings.values()
 
     if (
         dataset in PACKAGED_PAIRS
@@ -124,6 +118,29 @@ def load_pairs(
     notes += dropped
     splits, split_notes = make_splits(raw, seed=seed, key_column="source")
     return PairData(splits, provenance, notes + split_notes, source_name, target_name)
+
+
+def fill_known_hub(dataset: str, settings: dict) -> list[str]:
+    """For a dataset of KNOWN_HUB, the configuration, direction and columns left unset are filled in (in
+    `settings`, in place), and a note says which. A language pair other than the known one is not given the
+    known direction (wmt16 de-en is not read as en -> ro): its records' languages must then be named."""
+    known = KNOWN_HUB.get(dataset.rstrip("/").rsplit("/", 1)[-1])
+    if not known or dataset in PACKAGED_PAIRS or _is_path(dataset):
+        return []
+    filled = []
+    if settings["dataset_config"] is None and "config" in known:
+        settings["dataset_config"] = known["config"]
+        filled.append(f"configuration {known['config']}")
+    unset = not any(settings[k] for k in ("source_column", "target_column", "source_lang", "target_lang"))
+    if unset and "source_lang" in known and settings["dataset_config"] == known["config"]:
+        settings.update(source_lang=known["source_lang"], target_lang=known["target_lang"])
+        filled.append(f"{known['source_lang']} -> {known['target_lang']}")
+    if unset and "source_column" in known:
+        settings.update(source_column=known["source_column"], target_column=known["target_column"])
+        filled.append(f"columns {known['source_column']} -> {known['target_column']}")
+    return (
+        [f"{dataset}: {', '.join(filled)} (the usual setting for this dataset; pass flags to change)"] if filled else []
+    )
 
 
 def _is_path(name: str) -> bool:

@@ -31,6 +31,15 @@ GREATER_IS_BETTER = {
     "mae": False,
     "loss": False,
     "perplexity": False,
+    # extractive question answering (squad, squad_v2): percentages of questions, the best-threshold figures included
+    "exact_match": True,
+    "exact": True,
+    "HasAns_exact": True,
+    "HasAns_f1": True,
+    "NoAns_exact": True,
+    "NoAns_f1": True,
+    "best_exact": True,
+    "best_f1": True,
     "bleu": True,  # translation (the sacrebleu module, 0..100)
     "chrf": True,
     "rouge1": True,  # summarization (the rouge module, 0..1)
