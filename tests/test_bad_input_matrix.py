@@ -115,6 +115,13 @@ def inputs(tmp_path_factory, tweets_small_csv):
         "".join(json.dumps({"tokens": ["Peter", f"B{i}"], "ner_tags": ["B-PER", "I-PER"]}) + "\n" for i in range(30))
     )
     (root / "junk_data").write_bytes(b"PK\x03\x04\x00\x00" * 50)
+    pairs = [{"source": f"thou shalt not kill {i}", "target": f"you shall not murder {i}"} for i in range(40)]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in pairs))
+    records = [{"translation": {"en": f"sentence {i}", "fr": f"phrase {i}"}} for i in range(40)]
+    del records[2]["translation"]["fr"]
+    (root / "translation_one_language.jsonl").write_text("".join(json.dumps(row) + "\n" for row in records))
+    empty = [{"text": f"an article {i}", "summary": ""} for i in range(40)]
+    (root / "empty_summaries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in empty))
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -182,6 +189,8 @@ MODELS = {
     "image_classification": "vit",
     "token_classification": "classifier",
     "question_answering": "classifier",
+    "translation": "classifier",  # a BERT: warm-starts an encoder-decoder
+    "summarization": "classifier",
 }
 GOOD_DATA = {
     "sentiment": "{tweets}",
@@ -190,6 +199,8 @@ GOOD_DATA = {
     "image_classification": "{inputs}/bomb_folder/../empty_image_folder",
     "token_classification": "{inputs}/ner.conll",
     "question_answering": "{inputs}/qa.jsonl",
+    "translation": "{inputs}/pairs.jsonl",
+    "summarization": "{inputs}/pairs.jsonl",
 }
 
 # (family, task or verb, name, arguments, text the one error line must hold)
@@ -211,6 +222,20 @@ TRAIN = [
         "--doc_stride 12 is not smaller than the",
     ),
     # data files
+    (
+        "data",
+        "translation",
+        "a translation record without the target language",
+        ["--dataset", "{inputs}/translation_one_language.jsonl", "--source_lang", "en", "--target_lang", "fr"],
+        "row 3",
+    ),
+    (
+        "data",
+        "summarization",
+        "every summary empty",
+        ["--dataset", "{inputs}/empty_summaries.jsonl", "--text_column", "text", "--summary_column", "summary"],
+        "are empty",
+    ),
     ("data", "sentiment", "numbers in the text column", ["--dataset", "{inputs}/numeric_text.csv"], "text column"),
     (
         "data",

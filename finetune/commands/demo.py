@@ -4,12 +4,15 @@
     finetune demo runs/image_classification    # upload an image
     finetune demo runs/text_generation         # a prompt box with generation settings
     finetune demo runs/question_answering      # a question and a context: the answer highlighted in the context
+    finetune demo runs/translation             # a source box: the output and its cross-attention heatmap
 
 Text classifiers show the label probabilities as bars and the attention of the last layer (or the layer and
 head you choose; head 0 = the mean of all heads) as a token-by-token heatmap. Causal LMs get a prompt box with
 max new tokens, sampling, temperature and seed. Question answering shows the context with the answer
 highlighted (the run's own windows and n-best search), and the attention from the question's tokens to the
-context's tokens in the window that holds the answer. The headline test metrics come from results.json. Where the run
+context's tokens in the window that holds the answer. Translation and summarization runs write their output
+(decoded as the run's test was) and show the decoder's cross-attention: which source token each output token read.
+The headline test metrics come from results.json. Where the run
 has a from-scratch model (RUN_DIR/scratch), it answers the same input side by side.
 
 The app listens on 127.0.0.1 only (this machine); --share true asks Gradio for a public link (needs internet).
@@ -27,6 +30,8 @@ from finetune.core.errors import CommandParser, UserError, user_errors_exit
 from finetune.data.images import to_rgb
 from finetune.data.qa_windows import context_first, encode_pairs
 from finetune.models.generate import generate_texts
+from finetune.models.seq2seq import cross_attention, decode, generate_ids
+from finetune.reporting.attention import alignment_array
 from finetune.tasks.runs import open_run
 
 HOST = "127.0.0.1"
@@ -147,6 +152,17 @@ def question_attention(attentions, tokens, rows, columns, layer: int, head: int)
     return array
 
 
+def write_text(run, text: str):
+    """(the output text, its cross-attention heatmap as an RGB array) for one source, decoded as the run's test."""
+    if not text or not text.strip():
+        return "", None
+    settings = run.kind.generation(run)
+    prefix, max_source_length = settings.pop("prefix"), settings.pop("max_source_length")
+    ids = generate_ids(run.model, run.processor, [text], max_source_length, 1, prefix, **settings)[0]
+    attention = cross_attention(run.model, run.processor, text, ids, max_source_length, prefix)
+    return decode(run.processor, [ids])[0], alignment_array(attention)
+
+
 def classify_image(run, image):
     import torch
 
@@ -194,6 +210,8 @@ def build_app(run_dir, layer: int = -1, head: int = 0):
             _text_generator(gr, runs, names)
         elif run.kind.name == "question-answering":
             _question_answerer(gr, runs, names, layer, head)
+        elif run.kind.name == "text2text-generation":
+            _text_writer(gr, runs, names)
         else:  # a kind finetune.tasks.runs knows but the demo does not draw yet
             raise UserError(f"finetune demo has no page for {run.kind.name} models yet")
     return app
@@ -304,6 +322,23 @@ def _text_generator(gr, runs, names):
         ]
 
     button.click(generate, [prompt, max_new_tokens, do_sample, temperature, seed], outputs, api_name="generate")
+
+
+def _text_writer(gr, runs, names):
+    text = gr.Textbox(label="source", lines=3, placeholder="Thou shalt not kill.", elem_id="input-text")
+    button = gr.Button("Write", variant="primary", elem_id="write-button")
+    outputs = []
+    with gr.Row():
+        for name in names:
+            with gr.Column():
+                outputs.append(gr.Textbox(label=f"{name}: output", lines=3, elem_id=f"text-{name}"))
+                outputs.append(gr.Image(label=f"{name}: cross-attention", elem_id=f"attention-{name}", type="numpy"))
+
+    def write(value):
+        return [piece for r in runs for piece in write_text(r, value)]
+
+    button.click(write, [text], outputs, api_name="write")
+    text.submit(write, [text], outputs)
 
 
 def check_port(port: int) -> None:

@@ -21,6 +21,13 @@ models are unknown to it anyway. A LoRA run is merged into its base first.
 
 Verification: a batch of real inputs from the run's own test split goes through PyTorch and ONNX Runtime; the
 largest absolute difference of the logits is printed and must be below 1e-4 (fp32), or nothing is written.
+
+An encoder-decoder (translation, summarization) exports two graphs, as generation uses them:
+    encoder.onnx          input_ids, attention_mask -> encoder_hidden_states (the source, read once)
+    decoder.onnx          decoder_input_ids, encoder_hidden_states, attention_mask -> logits of every output position
+                          (no key/value cache: each step feeds the whole output so far)
+and is verified by decoding: greedy decoding through ONNX Runtime (onnx_greedy) must write exactly the tokens
+PyTorch's generate() writes for the first test sources, or nothing is written.
 """
 
 from __future__ import annotations
@@ -190,6 +197,225 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 
+# ---- encoder-decoders: two graphs, verified by decoding ------------------------------------------------------------
+
+
+def _encoder_module(model):
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            encoder = self.model.get_encoder()
+            return encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+
+    return Encoder().eval()
+
+
+def _decoder_module(model):
+    import torch
+    from transformers.modeling_outputs import BaseModelOutput
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, decoder_input_ids, encoder_hidden_states, attention_mask):
+            outputs = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden_states),
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                use_cache=False,
+            )
+            return outputs.logits
+
+    return Decoder().eval()
+
+
+def _export_graph(module, example: dict, dynamic: dict, path: Path, output: str) -> None:
+    import torch
+
+    try:
+        program = torch.onnx.export(
+            module,
+            args=(),
+            kwargs=example,
+            dynamic_shapes=dynamic,
+            input_names=list(example),
+            output_names=[output],
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    except Exception as err:  # torch.export reports unsupported code in many exception types
+        raise UserError(
+            f"torch.onnx.export could not export {type(module.model).__name__}'s {path.stem}: "
+            f"{str(err).strip().splitlines()[0]}"
+        ) from None
+    program.save(str(path))
+
+
+def export_encoder_decoder(run, folder: Path, progress=print) -> dict:
+    """encoder.onnx and decoder.onnx for a seq2seq run (see the module's docstring)."""
+    import logging
+    import warnings
+
+    import torch
+
+    model = run.model.float().cpu().eval()
+    settings = run.kind.generation(run)
+    sources = verification_sources(run, 4)
+    batch = run.processor(
+        [settings["prefix"] + s for s in sources],
+        max_length=settings["max_source_length"],
+        truncation=True,
+        padding=True,
+        return_tensors="pt",
+    )
+    source = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        hidden = _encoder_module(model)(**source)
+    start = model.generation_config.decoder_start_token_id
+    decoder_input = torch.full((len(sources), 3), start, dtype=torch.long)
+    b, s, t = torch.export.Dim("batch"), torch.export.Dim("source"), torch.export.Dim("target")
+    progress(f"- exporting with {EXPORTER}: encoder.onnx and decoder.onnx")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), eager(model):
+        warnings.simplefilter("ignore")
+        _export_graph(
+            _encoder_module(model),
+            source,
+            {"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}},
+            folder / "encoder.onnx",
+            "encoder_hidden_states",
+        )
+        _export_graph(
+            _decoder_module(model),
+            {
+                "decoder_input_ids": decoder_input,
+                "encoder_hidden_states": hidden,
+                **{"attention_mask": source["attention_mask"]},
+            },
+            {"decoder_input_ids": {0: b, 1: t}, "encoder_hidden_states": {0: b, 1: s}, "attention_mask": {0: b, 1: s}},
+            folder / "decoder.onnx",
+            "logits",
+        )
+    return {
+        "graphs": {
+            "encoder.onnx": {"inputs": ["input_ids", "attention_mask"], "outputs": ["encoder_hidden_states"]},
+            "decoder.onnx": {
+                "inputs": ["decoder_input_ids", "encoder_hidden_states", "attention_mask"],
+                "outputs": ["logits"],
+            },
+        },
+        "decoding": {
+            "decoder_start_token_id": start,
+            "eos_token_id": model.generation_config.eos_token_id,
+            "pad_token_id": model.generation_config.pad_token_id,
+            **settings,
+        },
+    }
+
+
+class eager:
+    """Export with the eager attention (plain matmul + softmax): what every ONNX opset has."""
+
+    def __init__(self, model):
+        self.model, self.before = model, getattr(model.config, "_attn_implementation", None)
+
+    def __enter__(self):
+        if self.before not in (None, "eager") and hasattr(self.model, "set_attn_implementation"):
+            self.model.set_attn_implementation("eager")
+
+    def __exit__(self, *exc):
+        if self.before not in (None, "eager") and hasattr(self.model, "set_attn_implementation"):
+            self.model.set_attn_implementation(self.before)
+
+
+def verification_sources(run, count: int) -> list[str]:
+    if not run.dataset:
+        raise UserError(
+            f"{run.root} has no config.yaml naming its dataset: the export is verified on the run's own "
+            "test data; export a run directory written by finetune train"
+        )
+    columns = {name: run.config.get(name) or default for name, default in run.kind.columns.items()}
+    examples = run.kind.examples(run, run.dataset, "test", columns)
+    if len(examples) < 2:
+        raise UserError("the run's test split has fewer than 2 examples: the export needs 2 to trace a batch axis")
+    return list(examples.select(range(min(count, len(examples))))["source"])
+
+
+def onnx_greedy(encoder, decoder, input_ids, attention_mask, start: int, eos: int, pad: int, max_new_tokens: int):
+    """Greedy decoding with two ONNX Runtime sessions: encode once, then feed the output so far and append the most
+    likely token, until every sequence has written `eos` (then padded) or max_new_tokens. numpy in, list of ids out
+    (the start token first), as generate() returns them."""
+    import numpy as np
+
+    hidden = encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+    output = np.full((input_ids.shape[0], 1), start, dtype=np.int64)
+    finished = np.zeros(input_ids.shape[0], dtype=bool)
+    for _ in range(max_new_tokens):
+        feed = {"decoder_input_ids": output, "encoder_hidden_states": hidden, "attention_mask": attention_mask}
+        logits = decoder.run(None, feed)[0]  # (B, t, V)
+        next_token = np.where(finished, pad, logits[:, -1].argmax(axis=-1))
+        finished |= next_token == eos
+        output = np.concatenate([output, next_token[:, None].astype(np.int64)], axis=1)
+        if finished.all():
+            break
+    return output.tolist()
+
+
+def verify_decoding(run, folder: Path, info: dict, progress=print) -> dict:
+    """ONNX Runtime's greedy tokens == PyTorch generate()'s greedy tokens on the first test sources."""
+    import torch
+
+    settings = dict(info["decoding"])
+    sources = verification_sources(run, 8)
+    batch = run.processor(
+        [settings["prefix"] + s for s in sources],
+        max_length=settings["max_source_length"],
+        truncation=True,
+        padding=True,
+        return_tensors="pt",
+    )
+    max_new_tokens = int(settings.get("max_new_tokens") or 64)
+    with torch.no_grad():
+        expected = run.model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+            no_repeat_ngram_size=0,
+        ).tolist()
+    got = onnx_greedy(
+        session(folder / "encoder.onnx"),
+        session(folder / "decoder.onnx"),
+        batch["input_ids"].numpy(),
+        batch["attention_mask"].numpy(),
+        settings["decoder_start_token_id"],
+        settings["eos_token_id"],
+        settings["pad_token_id"],
+        max_new_tokens,
+    )
+    pad = settings["pad_token_id"]
+    strip = lambda ids: [i for i in ids[1:] if i != pad]
+    same = sum(strip(a) == strip(b) for a, b in zip(expected, got))
+    progress(
+        f"- greedy decoding through ONNX Runtime vs PyTorch generate() on {len(sources)} test sources: {same} equal"
+    )
+    if same != len(sources):
+        raise UserError(
+            f"greedy decoding through ONNX Runtime wrote other tokens than PyTorch for {len(sources) - same} of "
+            f"{len(sources)} test sources: nothing was written; report this model ({type(run.model).__name__})"
+        )
+    return {"examples": len(sources), "split": "test", "greedy_tokens_equal": same, "max_new_tokens": max_new_tokens}
+
+
 def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     """Export, verify and (optionally) quantize; returns what export.json holds."""
 
@@ -197,6 +423,8 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
     output = Path(output) if output is not None else run.path / "onnx"
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file: name a folder")
+    if getattr(run.kind, "encoder_decoder", False):
+        return export_seq2seq(run, output, quantize, progress)
     info = {
         "model": run.path.name if run.path != run.root else run.root.name,
         "kind": run.kind.name,
@@ -237,6 +465,30 @@ def export(run_dir, output=None, quantize=None, progress=print) -> dict:
         run.processor.save_pretrained(tmp)
         atomic_write_json(tmp / "export.json", info)
     progress(f"exported to {output}  (model.onnx{', model.int8.onnx' if quantize else ''}; see export.json)")
+    return info
+
+
+def export_seq2seq(run, output: Path, quantize, progress=print) -> dict:
+    if quantize:
+        raise UserError("--quantize is not supported for encoder-decoder runs yet: export without it")
+    info = {
+        "model": run.path.name if run.path != run.root else run.root.name,
+        "kind": run.kind.name,
+        "architecture": type(run.model).__name__,
+        "lora_merged": run.lora,
+        "exporter": EXPORTER,
+    }
+    with (
+        writing_into(output, "finetune export"),
+        disk_errors("the ONNX export", output.parent),
+        atomic_dir(output) as tmp,
+    ):
+        info.update(export_encoder_decoder(run, tmp, progress))
+        info["verification"] = verify_decoding(run, tmp, info, progress)
+        atomic_write_text(tmp / "config.json", shipped_config(run.model.config))
+        run.processor.save_pretrained(tmp)
+        atomic_write_json(tmp / "export.json", info)
+    progress(f"exported to {output}  (encoder.onnx, decoder.onnx; see export.json)")
     return info
 
 

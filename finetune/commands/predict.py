@@ -36,6 +36,7 @@ from finetune.tasks.runs import open_run
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CLASSIFIERS = ("text-classification", "image-classification", "token-classification", "question-answering")
 QA_COLUMNS = ("question_column", "context_column")
+WRITERS = ("text2text-generation",)  # translation and summarization models: each input gets the text they write
 
 
 def pipeline_for(run_dir: Path):
@@ -48,6 +49,8 @@ def pipeline_for(run_dir: Path):
 def make_pipeline(run):
     from transformers import pipeline
 
+    if run.kind.name in WRITERS:  # transformers 5 has no translation / summarization pipeline any more
+        return lambda inputs, batch_size: written(run, inputs, batch_size)
     if run.kind.name == "token-classification":
         return token_pipeline(run.model, run.processor)
     if run.kind.modality == "image":
@@ -58,8 +61,8 @@ def make_pipeline(run):
 def predictions(run, classify, inputs, batch_size: int = 32, top_k: int = 1):
     """Yield one (top label, score, [top-k (label, score)]) per input, in order, from any iterable of inputs.
 
-    A token classifier yields its entities (word-level aggregation) instead."""
-    if run.kind.name == "token-classification":
+    A token classifier yields its entities (word-level aggregation) instead; a seq2seq model the text it writes."""
+    if run.kind.name in ("token-classification", *WRITERS):
         yield from classify(inputs, batch_size=batch_size)
         return
     kwargs = {"top_k": max(1, top_k)}
@@ -68,6 +71,19 @@ def predictions(run, classify, inputs, batch_size: int = 32, top_k: int = 1):
     for output in classify(inputs, batch_size=batch_size, **kwargs):
         ranked = output if isinstance(output, list) else [output]
         yield ranked
+
+
+def written(run, inputs, batch_size: int):
+    """The text a seq2seq model writes for each input, a batch at a time as the inputs come (constant memory),
+    decoded as the run's test was (finetune.tasks.runs.Seq2Seq.write)."""
+    batch = []
+    for text in inputs:
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield from run.kind.write(run, batch, batch_size)
+            batch = []
+    if batch:
+        yield from run.kind.write(run, batch, batch_size)
 
 
 def _position_limit(model) -> int:
@@ -283,6 +299,8 @@ def predict_file(
 
 
 def _line(row_id, ranked, top_k: int, text: str | None = None) -> dict:
+    if isinstance(ranked, str):  # a seq2seq model's output text
+        return {"id": row_id, "output": ranked}
     if not ranked or "entity_group" in ranked[0]:  # a token classifier: its entities as spans of the text
         return {"id": row_id, **{k: v for k, v in entity_spans(text or "", ranked).items() if k != "input"}}
     line = {"id": row_id, "label": ranked[0]["label"], "score": round(float(ranked[0]["score"]), 6)}
@@ -382,7 +400,7 @@ def main(argv=None) -> int:
         if args.output is not None:
             check_output(args.output)  # before the model loads: a wrong --output costs no wait
 
-        run = open_run(args.run_dir, kinds=CLASSIFIERS, verb="finetune predict")
+        run = open_run(args.run_dir, kinds=CLASSIFIERS + WRITERS, verb="finetune predict")
         qa = run.kind.name == "question-answering"
         if qa and args.inputs:
             raise UserError(

@@ -13,6 +13,8 @@ passes the batch to add() whole and to the model without them.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from finetune.core.metrics import load_metric
@@ -364,3 +366,88 @@ def squad_scores(answers: dict, ids: list, references: list, version_2: bool, me
         predictions.append(prediction)
     refs = [{"id": i, "answers": a} for i, a in zip(ids, references)]
     return metric.compute(predictions=predictions, references=refs)
+
+
+class Seq2SeqEvaluator:
+    """An encoder-decoder's validation: the loss per target token (teacher forcing, every example), and on the first
+    `generate_samples` examples what the model writes on its own, scored against the reference by `score`.
+
+    generate(batch) -> output token ids per example (the recipe's closure over the model being trained, greedy or
+    beam search as configured); score(predictions, references) -> metrics (BLEU/chrF or ROUGE, from
+    finetune.core.metrics). References are the batch's labels decoded: the tokenized target, cut to the maximum
+    target length. generate_samples 0: loss only (then the loss selects the best weights).
+    """
+
+    def __init__(self, tokenizer, generate=None, score=None, generate_samples: int = 0):
+        self.tokenizer, self.generate, self.score = tokenizer, generate, score
+        self.generate_samples = generate_samples if generate is not None else 0
+        self.reset()
+
+    def reset(self):
+        self.nll, self.tokens, self.predictions, self.references = [], [], [], []
+
+    def add(self, batch, outputs, gather):
+        labels = batch["labels"]  # (B, T), -100 where no token is scored
+        logits = outputs.logits.float()  # (B, T, V): position t predicts labels[t] (the decoder input is shifted)
+        token_nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        )  # (B, T)
+        nll, tokens = gather((token_nll.sum(dim=1), (labels != -100).sum(dim=1)))  # (B,) each
+        self.nll.append(nll.double().cpu())
+        self.tokens.append(tokens.cpu())
+        if len(self.predictions) < self.generate_samples:  # the same decision on every process: counts are gathered
+            pad = self.tokenizer.pad_token_id
+            predictions = self.decode(self.generate(batch))
+            references = self.decode(labels.masked_fill(labels == -100, pad).tolist())
+            predictions, references = gather(predictions), gather(references)
+            self.predictions += list(predictions)
+            self.references += list(references)
+
+    def decode(self, ids) -> list[str]:
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def compute(self) -> dict:
+        nll, tokens = torch.cat(self.nll).sum().item(), torch.cat(self.tokens).sum().item()
+        scores = {"loss": nll / max(tokens, 1)}
+        if self.predictions:
+            n = self.generate_samples  # (whole batches were generated: score exactly the first n)
+            scores.update(self.score(self.predictions[:n], self.references[:n]))
+        return scores
+
+    def outputs(self) -> dict:
+        """The last evaluation: the generated sample's predictions and references (decoded text)."""
+        return {"predictions": self.predictions, "references": self.references}
+
+
+# What each seq2seq task is scored by (local evaluate modules, finetune/core/metrics/), on the generated text.
+SEQ2SEQ_METRICS = {"translation": "sacrebleu", "summarization": "rouge"}
+SEQ2SEQ_KEYS = {"translation": ("bleu", "chrf"), "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+
+
+@functools.cache
+def _metric(name: str):
+    """A loaded metric module, kept: it holds no state between compute() calls, and loading one costs ~0.5 s (a
+    seq2seq run scores at every validation and for every model)."""
+    return load_metric(name)
+
+
+def seq2seq_scores(task: str, predictions: list[str], references: list[str], lowercase: bool = False) -> dict:
+    """BLEU and chrF (sacreBLEU, corpus level, 0..100) for translation, ROUGE-1/2/L/Lsum (stemmed, 0..1) for
+    summarization, and gen_words: the mean output length in words. lowercase: score case-insensitively (the
+    outputs of an uncased tokenizer, and then every row of a comparison alike); the sacreBLEU signature says so.
+
+    Returns the numbers only; seq2seq_signature() gives the signature to print beside them.
+    """
+    options = {"lowercase": lowercase} if task == "translation" else {}
+    computed = _metric(SEQ2SEQ_METRICS[task]).compute(predictions=predictions, references=references, **options)
+    scores = {key: computed[key] for key in SEQ2SEQ_KEYS[task]}
+    scores["gen_words"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
+    return scores
+
+
+def seq2seq_signature(task: str, lowercase: bool = False) -> dict:
+    """How the scores were computed: sacreBLEU's BLEU and chrF signatures; ROUGE's settings."""
+    if task == "translation":
+        computed = _metric("sacrebleu").compute(predictions=["a"], references=["a"], lowercase=lowercase)
+        return {"bleu": computed["bleu_signature"], "chrf": computed["chrf_signature"]}
+    return {"rouge": "rouge_score, F-measure, Porter stemmer, Lsum on rule-split sentences"}

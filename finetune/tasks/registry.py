@@ -7,6 +7,8 @@
     question_answering       recipes.question_answering        question-answering      f1 (SQuAD's, token overlap)
     text_generation          recipes.text_generation           text-generation         perplexity (lower is better)
     image_classification     recipes.image_classification      image-classification    accuracy
+    translation              recipes.translation               translation             bleu (sacreBLEU, generated)
+    summarization            recipes.summarization             summarization           rougeL (generated)
 
 Adding a task is one recipe module plus one `register(Task(...))` line below. Modules are imported only when a
 task is used, so `finetune --help` stays fast.
@@ -93,3 +95,5 @@ register(
         "accuracy",
     )
 )
+register(Task("translation", "recipes.translation", "TranslationConfig", "translation", "bleu"))
+register(Task("summarization", "recipes.summarization", "SummarizationConfig", "summarization", "rougeL"))

@@ -23,7 +23,9 @@ from finetune.core.evaluation import (
     ClassificationEvaluator,
     LanguageModelEvaluator,
     QuestionAnsweringEvaluator,
+    Seq2SeqEvaluator,
     TokenClassificationEvaluator,
+    seq2seq_scores,
 )
 from finetune.core.qa_spans import predict_answer
 from finetune.core.run_directory import refuse_unfinished
@@ -31,6 +33,7 @@ from finetune.data import text, tokens
 from finetune.data.images import PACKAGED_IMAGES, load_image_classification
 from finetune.data.labels import class_names_of, label_key, pick_columns
 from finetune.data.lm import condition_prefix, limit, load_corpus, make_blocks, make_lm_loaders
+from finetune.data.pairs import load_pairs
 from finetune.data.pipeline import PixelNormalizer, image_loaders
 from finetune.data.qa import load_qa
 from finetune.data.qa_windows import EvalWindows, eval_windows
@@ -39,6 +42,7 @@ from finetune.data.sources import load_any
 from finetune.data.text import PACKAGED_TEXT, load_text_classification, tokenize
 from finetune.data.tokens import load_token_classification, tokenize_and_align
 from finetune.models.lora import is_adapter_dir, load_adapter_run, read_adapter_config
+from finetune.models.seq2seq import decode, generate_ids, generation_kwargs
 from finetune.tasks import registry
 
 # ---- model kinds ----------------------------------------------------------------------------------------------
@@ -66,6 +70,16 @@ class Kind:
     def input_names(self, run: Run) -> list[str]:
         """The model inputs an exported graph takes, in order."""
         raise NotImplementedError
+
+    def score(self, run: Run, examples, batch_size: int, progress: bool = True) -> Optional[dict]:
+        """Metrics computed without the loader/evaluator loop (a model that must write text to be scored), or None:
+        the verbs then run the model over loader() into evaluator()."""
+        return None
+
+    tags: tuple = ()  # pipeline tags of the tasks whose runs hold this kind (default: its own name)
+
+    def holds(self, pipeline_tag: str) -> bool:
+        return pipeline_tag == self.name or pipeline_tag in self.tags
 
 
 class TextClassification(Kind):
@@ -346,6 +360,59 @@ class QABatches:
         return iter(self.loader)
 
 
+class Seq2Seq(Kind):
+    """An encoder-decoder that writes text: translation and summarization runs. It is scored by what it generates
+    (BLEU/chrF or ROUGE against the references), decoded as the run's test was (results.json's "generation")."""
+
+    name, auto_class, modality = "text2text-generation", "AutoModelForSeq2SeqLM", "text"
+    tags = ("translation", "summarization")
+    encoder_decoder = True  # exported as two graphs, verified by decoding (finetune/commands/export.py)
+    suffixes = ("EncoderDecoderModel", "ForConditionalGeneration", "MTModel", "ForSeq2Seq", "ForSeq2SeqLM")
+    columns = {"source_column": None, "target_column": None, "source_lang": None, "target_lang": None}
+
+    def task_name(self, run) -> str:
+        return run.results.get("task") if run.results.get("task") in self.tags else "translation"
+
+    def examples(self, run, dataset, split, columns):
+        from datasets import concatenate_datasets
+
+        data = load_pairs(
+            dataset, task=self.task_name(run), seed=run.seed, dataset_config=run.config.get("dataset_config"), **columns
+        )
+        if split == "all":
+            return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        examples = data.splits[split]
+        limit = run.config.get("max_test_samples") if split == "test" and dataset == run.dataset else None
+        return examples.select(range(min(int(limit), len(examples)))) if limit else examples  # as the run's test
+
+    def generation(self, run) -> dict:
+        """How the run decoded: its generate() arguments, prefix and source length."""
+        settings = dict(run.results.get("generation") or {})
+        prefix = settings.pop("source_prefix", run.config.get("source_prefix") or "")
+        settings.pop("lowercase_scoring", None)
+        if not settings:
+            settings = generation_kwargs(int(run.config.get("max_target_length") or 128))
+        return {"prefix": prefix, "max_source_length": int(run.config.get("max_source_length") or 512), **settings}
+
+    def write(self, run, sources: list[str], batch_size: int) -> list[str]:
+        """The model's output for each source, decoded as the run's test was."""
+        settings = self.generation(run)
+        prefix, max_source_length = settings.pop("prefix"), settings.pop("max_source_length")
+        ids = generate_ids(run.model, run.processor, sources, max_source_length, batch_size, prefix, **settings)
+        return decode(run.processor, ids)
+
+    def score(self, run, examples, batch_size, progress=True):
+        outputs = self.write(run, list(examples["source"]), batch_size)
+        lowercase = bool((run.results.get("generation") or {}).get("lowercase_scoring"))
+        return seq2seq_scores(self.task_name(run), outputs, list(examples["target"]), lowercase=lowercase)
+
+    def evaluator(self, run, loader=None):
+        return Seq2SeqEvaluator(run.processor)
+
+    def input_names(self, run):
+        return ["input_ids", "attention_mask"]
+
+
 KINDS = {
     kind.name: kind
     for kind in (
@@ -354,6 +421,7 @@ KINDS = {
         TextGeneration(),
         TokenClassification(),
         QuestionAnswering(),
+        Seq2Seq(),
     )
 }
 
@@ -364,6 +432,7 @@ ADAPTER_KINDS = {
     "SEQ_CLS": "text-classification",
     "TOKEN_CLS": "token-classification",
     "QUESTION_ANS": "question-answering",
+    "SEQ_2_SEQ_LM": "text2text-generation",
 }
 
 
@@ -482,7 +551,7 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
         except (ValueError, AttributeError):
             pass
     task = registry.TASKS.get(results.get("task"))
-    if task is not None and task.pipeline_tag != kind.name:
+    if task is not None and not kind.holds(task.pipeline_tag):
         raise UserError(
             f"{root / 'results.json'} says the task {task.name} ({task.pipeline_tag}), but {path} holds a "
             f"{kind.name} model: the folder mixes two runs; train it again into a fresh --output_dir"
