@@ -22,7 +22,7 @@ ARGS       ?=
 JUPYTER    ?= lab
 run_flags = $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
-.PHONY: install lint system browser finetune-sentiment finetune-ner finetune-gpt2 finetune-vit figures notebooks study pretrain test bench clean
+.PHONY: install lint system browser finetune-sentiment finetune-ner finetune-qa finetune-gpt2 finetune-vit finetune-translation finetune-summarization figures notebooks study pretrain test bench clean
 
 install: $(STAMP)
 
@@ -42,11 +42,24 @@ finetune-sentiment: $(STAMP)
 finetune-ner: $(STAMP)
 	$(BIN)/finetune train token_classification $(run_flags)
 
+# Extractive QA on aclsum-qa, packaged (built from the aclsum package: not SQuAD); DATASET=rajpurkar/squad (network,
+# with MODEL=bert-base-uncased), squad_v2, SQuAD's nested JSON files, or a jsonl/parquet file.
+finetune-qa: $(STAMP)
+	$(BIN)/finetune train question_answering $(run_flags)
+
 finetune-gpt2: $(STAMP)
 	$(BIN)/finetune train text_generation $(run_flags)
 
 finetune-vit: $(STAMP)
 	$(BIN)/finetune train image_classification $(run_flags)
+
+# KJV -> WEB Bible verses (packaged, split by book), BERT2BERT warm-started from MiniLM vs the scratch encoder-decoder.
+finetune-translation: $(STAMP)
+	$(BIN)/finetune train translation $(run_flags)
+
+# CoNLL-2003 Reuters bodies -> headlines (packaged); DATASET=cnn_dailymail with a network (docs/seq2seq.md).
+finetune-summarization: $(STAMP)
+	$(BIN)/finetune train summarization $(run_flags)
 
 # The study's figure is drawn from the numbers of the committed real run (docs/studies/), not retrained.
 figures: $(STAMP)

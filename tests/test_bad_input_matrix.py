@@ -90,6 +90,15 @@ def inputs(tmp_path_factory, tweets_small_csv):
     (root / "list_value.yaml").write_text("learning_rate: [0.1, 0.2]\n")
     (root / "nested.yaml").write_text("lora:\n  r: 8\n")
     (root / "text.txt").write_text("a plain text file\n")
+    (root / "qa.jsonl").write_text(  # extractive QA: 12 questions on 12 contexts, one answer each
+        "".join(
+            json.dumps({"id": f"q{i}", "question": "where was the meeting?",
+                        "context": f"the meeting number {i} was held in paris last year.",
+                        "answers": {"text": ["paris"], "answer_start": [len(f"the meeting number {i} was held in ")]}})
+            + "\n"
+            for i in range(12)
+        )
+    )  # fmt: skip
     image_folder(root / "bomb_folder", {"red/huge.png": png_claiming(40000, 40000)})
     image_folder(root / "empty_image_folder", {"blue/empty.png": b""})
     image_folder(root / "truncated_folder", {"red/cut.png": png_claiming(12, 12)[:40]})
@@ -106,6 +115,13 @@ def inputs(tmp_path_factory, tweets_small_csv):
         "".join(json.dumps({"tokens": ["Peter", f"B{i}"], "ner_tags": ["B-PER", "I-PER"]}) + "\n" for i in range(30))
     )
     (root / "junk_data").write_bytes(b"PK\x03\x04\x00\x00" * 50)
+    pairs = [{"source": f"thou shalt not kill {i}", "target": f"you shall not murder {i}"} for i in range(40)]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in pairs))
+    records = [{"translation": {"en": f"sentence {i}", "fr": f"phrase {i}"}} for i in range(40)]
+    del records[2]["translation"]["fr"]
+    (root / "translation_one_language.jsonl").write_text("".join(json.dumps(row) + "\n" for row in records))
+    empty = [{"text": f"an article {i}", "summary": ""} for i in range(40)]
+    (root / "empty_summaries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in empty))
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -172,6 +188,9 @@ MODELS = {
     "text_generation": "lm",
     "image_classification": "vit",
     "token_classification": "classifier",
+    "question_answering": "classifier",
+    "translation": "classifier",  # a BERT: warm-starts an encoder-decoder
+    "summarization": "classifier",
 }
 GOOD_DATA = {
     "sentiment": "{tweets}",
@@ -179,12 +198,44 @@ GOOD_DATA = {
     "text_generation": "{tweets}",
     "image_classification": "{inputs}/bomb_folder/../empty_image_folder",
     "token_classification": "{inputs}/ner.conll",
+    "question_answering": "{inputs}/qa.jsonl",
+    "translation": "{inputs}/pairs.jsonl",
+    "summarization": "{inputs}/pairs.jsonl",
 }
 
 # (family, task or verb, name, arguments, text the one error line must hold)
 # Train rows: "--dataset X" replaces the good dataset; the earlier run, --model and --overwrite are added.
 TRAIN = [
+    # question answering's windows (issue 26)
+    (
+        "data",
+        "question_answering",
+        "a question that leaves no room for context",
+        ["--max_length", "8"],
+        "leaves no room for its context in --max_length 8",
+    ),
+    (
+        "data",
+        "question_answering",
+        "a --doc_stride that cannot advance",
+        ["--max_length", "16", "--doc_stride", "12"],
+        "--doc_stride 12 is not smaller than the",
+    ),
     # data files
+    (
+        "data",
+        "translation",
+        "a translation record without the target language",
+        ["--dataset", "{inputs}/translation_one_language.jsonl", "--source_lang", "en", "--target_lang", "fr"],
+        "row 3",
+    ),
+    (
+        "data",
+        "summarization",
+        "every summary empty",
+        ["--dataset", "{inputs}/empty_summaries.jsonl", "--text_column", "text", "--summary_column", "summary"],
+        "are empty",
+    ),
     ("data", "sentiment", "numbers in the text column", ["--dataset", "{inputs}/numeric_text.csv"], "text column"),
     (
         "data",

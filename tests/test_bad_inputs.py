@@ -149,6 +149,16 @@ RECIPE_CASES = {
         "unknown packing": (["--packing", "zip"], "--packing must be one of"),
         "zero temperature": (["--temperature", "0"], "--temperature must be positive"),
     },
+    "translation": {
+        "zero beams": (["--num_beams", "0"], "--num_beams must be at least 1"),
+        "negative length penalty": (["--length_penalty=-1"], "--length_penalty must be positive"),
+    },
+    "summarization": {
+        "two names for the source column": (
+            ["--text_column", "body", "--source_column", "text"],
+            "--text_column and --source_column name the same column",
+        ),
+    },
     "token_classification": {
         "a label twice": (["--labels", "O", "O", "B-PER"], "more than once"),
         "unknown tag scheme": (["--tag_scheme", "BILUO"], "--tag_scheme BILUO"),

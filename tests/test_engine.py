@@ -94,8 +94,21 @@ def test_every_evaluator_has_outputs_and_the_language_models_are_its_token_losse
     only after a whole training."""
     from finetune.core import evaluation
 
-    evaluators = [cls for name, cls in vars(evaluation).items() if name.endswith("Evaluator")]
-    assert len(evaluators) == 5 and all(callable(getattr(cls, "outputs", None)) for cls in evaluators)
+    evaluators = {name: cls for name, cls in vars(evaluation).items() if name.endswith("Evaluator")}
+    assert set(evaluators) == {
+        f"{kind}Evaluator"
+        for kind in (
+            "Classification",
+            "MultiLabel",
+            "Regression",
+            "TokenClassification",
+            "LanguageModel",
+            "MaskedLM",
+            "QuestionAnswering",
+            "Seq2Seq",
+        )
+    }  # (a new task's evaluator joins this list, and this test checks it)
+    assert all(callable(getattr(cls, "outputs", None)) for cls in evaluators.values())
     logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(1))
     labels[0, 3:] = -100

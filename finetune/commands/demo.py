@@ -3,10 +3,16 @@
     finetune demo runs/sentiment               # http://127.0.0.1:7860: type a text, see the label probabilities
     finetune demo runs/image_classification    # upload an image
     finetune demo runs/text_generation         # a prompt box with generation settings
+    finetune demo runs/question_answering      # a question and a context: the answer highlighted in the context
+    finetune demo runs/translation             # a source box: the output and its cross-attention heatmap
 
 Text classifiers show the label probabilities as bars and the attention of the last layer (or the layer and
 head you choose; head 0 = the mean of all heads) as a token-by-token heatmap. Causal LMs get a prompt box with
-max new tokens, sampling, temperature and seed. The headline test metrics come from results.json. Where the run
+max new tokens, sampling, temperature and seed. Question answering shows the context with the answer
+highlighted (the run's own windows and n-best search), and the attention from the question's tokens to the
+context's tokens in the window that holds the answer. Translation and summarization runs write their output
+(decoded as the run's test was) and show the decoder's cross-attention: which source token each output token read.
+The headline test metrics come from results.json. Where the run
 has a from-scratch model (RUN_DIR/scratch), it answers the same input side by side.
 
 The app listens on 127.0.0.1 only (this machine); --share true asks Gradio for a public link (needs internet).
@@ -22,7 +28,10 @@ from pathlib import Path
 
 from finetune.core.errors import CommandParser, UserError, user_errors_exit
 from finetune.data.images import to_rgb
+from finetune.data.qa_windows import context_first, encode_pairs
 from finetune.models.generate import generate_texts
+from finetune.models.seq2seq import cross_attention, decode, generate_ids
+from finetune.reporting.attention import alignment_array
 from finetune.tasks.runs import open_run
 
 HOST = "127.0.0.1"
@@ -76,6 +85,84 @@ def attention_heatmap(attentions, tokens: list[str], layer: int, head: int):
     return array
 
 
+def answer_question(run, question: str, context: str, layer: int = -1, head: int = 0):
+    """(context as [(piece, "answer" or None)] for a HighlightedText, a one-line summary, the attention from the
+    question's tokens to the context's tokens as an RGB array) for one question."""
+    import torch
+
+    if not (question or "").strip() or not (context or "").strip():
+        return [(context or "", None)], "give a question and a context", None
+    answer = run.kind.answer(run, [question], [context])[0]
+    if answer["start"] < 0:
+        pieces, summary = [(context, None)], f"no answer in this context (p = {answer['probability']:.3f})"
+    else:
+        s, e = answer["start"], answer["end"]
+        pieces = [(context[:s], None), (context[s:e], "answer"), (context[e:], None)]
+        summary = f"{answer['text']!r}  (p = {answer['probability']:.3f} among the n-best, characters {s}-{e})"
+    settings = run.kind.settings(run)
+    enc = encode_pairs(run.processor, [question], [context], settings["max_length"], settings["doc_stride"],
+                       return_tensors="pt", padding=True)  # fmt: skip
+    context_id = 0 if context_first(run.processor) else 1
+    window = 0
+    for w in range(len(enc["input_ids"])):  # the window that holds the answer (the first, without one)
+        spans = [o for o, sid in zip(enc["offset_mapping"][w].tolist(), enc.sequence_ids(w)) if sid == context_id]
+        if answer["start"] >= 0 and spans and spans[0][0] <= answer["start"] and answer["end"] <= spans[-1][1]:
+            window = w
+            break
+    inputs = {k: enc[k][window : window + 1] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    with torch.no_grad():
+        outputs = run.model(**inputs, output_attentions=True)
+    tokens = run.processor.convert_ids_to_tokens(inputs["input_ids"][0])
+    ids = enc.sequence_ids(window)
+    rows = [i for i, sid in enumerate(ids) if sid == 1 - context_id]  # the question's tokens
+    columns = [i for i, sid in enumerate(ids) if sid == context_id]  # the context's tokens in this window
+    figure = question_attention(outputs.attentions, tokens, rows, columns, layer, head)
+    return pieces, summary, figure
+
+
+def question_attention(attentions, tokens, rows, columns, layer: int, head: int):
+    """The chosen layer's attention from the question's tokens (rows) to the context's tokens (columns), as an RGB
+    image array (head >= 1: that head; 0: the mean over heads)."""
+    if not attentions or not rows or not columns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers = len(attentions)
+    index = layer if layer < 0 else min(layer, layers) - 1
+    weights = attentions[index][0]  # (heads, T, T)
+    heads = weights.shape[0]
+    matrix = (weights.mean(0) if head <= 0 else weights[min(head, heads) - 1])[rows][:, columns]  # (Q, C)
+    fig, ax = plt.subplots(figsize=(min(3 + 0.16 * len(columns), 24), 1.5 + 0.3 * len(rows)))
+    image = ax.imshow(matrix.float().numpy(), cmap="viridis", vmin=0, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+    ax.set_yticks(range(len(rows)), [tokens[i] for i in rows], fontsize=8)
+    if len(columns) <= 120:
+        ax.set_xticks(range(len(columns)), [tokens[i] for i in columns], rotation=90, fontsize=7)
+    which = f"head {min(head, heads)}" if head > 0 else f"mean of {heads} heads"
+    title = f"attention from the question to the context, layer {index % layers + 1} of {layers}, {which}"
+    ax.set(xlabel="context token (key)", ylabel="question token (query)", title=title)
+    fig.tight_layout()
+    fig.canvas.draw()
+    array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return array
+
+
+def write_text(run, text: str):
+    """(the output text, its cross-attention heatmap as an RGB array) for one source, decoded as the run's test."""
+    if not text or not text.strip():
+        return "", None
+    settings = run.kind.generation(run)
+    prefix, max_source_length = settings.pop("prefix"), settings.pop("max_source_length")
+    ids = generate_ids(run.model, run.processor, [text], max_source_length, 1, prefix, **settings)[0]
+    attention = cross_attention(run.model, run.processor, text, ids, max_source_length, prefix)
+    return decode(run.processor, [ids])[0], alignment_array(attention)
+
+
 def classify_image(run, image):
     import torch
 
@@ -121,6 +208,10 @@ def build_app(run_dir, layer: int = -1, head: int = 0):
             _image_classifier(gr, runs, names)
         elif run.kind.name == "text-generation":
             _text_generator(gr, runs, names)
+        elif run.kind.name == "question-answering":
+            _question_answerer(gr, runs, names, layer, head)
+        elif run.kind.name == "text2text-generation":
+            _text_writer(gr, runs, names)
         else:  # a kind finetune.tasks.runs knows but the demo does not draw yet
             raise UserError(f"finetune demo has no page for {run.kind.name} models yet")
     return app
@@ -163,6 +254,38 @@ def _text_classifier(gr, runs, names, layer, head):
     text.submit(classify, [text, layer_choice, head_choice], outputs)
 
 
+def _question_answerer(gr, runs, names, layer, head):
+    layers = max(
+        getattr(r.model.config, "num_hidden_layers", None) or getattr(r.model.config, "n_layers", 1) for r in runs
+    )
+    heads = max(
+        getattr(r.model.config, "num_attention_heads", None) or getattr(r.model.config, "n_heads", 1) for r in runs
+    )
+    question = gr.Textbox(label="question", lines=1, elem_id="input-question")
+    context = gr.Textbox(label="context", lines=8, elem_id="input-context")
+    with gr.Row():
+        layer_choice = gr.Slider(-1, layers, value=layer, step=1, label="attention layer (-1 = last)")
+        head_choice = gr.Slider(0, heads, value=head, step=1, label="head (0 = mean of heads)")
+    button = gr.Button("Answer", variant="primary", elem_id="answer-button")
+    outputs = []
+    for name in names:
+        with gr.Column():
+            outputs.append(gr.Textbox(label=f"{name}: answer", elem_id=f"answer-{name}"))
+            outputs.append(gr.HighlightedText(label=f"{name}: the answer in the context", elem_id=f"context-{name}",
+                                              color_map={"answer": "green"}))  # fmt: skip
+            outputs.append(gr.Image(label=f"{name}: attention, question -> context", elem_id=f"attention-{name}",
+                                    type="numpy"))  # fmt: skip
+
+    def answer(q, c, chosen_layer, chosen_head):
+        results = []
+        for r in runs:
+            pieces, summary, figure = answer_question(r, q, c, int(chosen_layer), int(chosen_head))
+            results += [summary, pieces, figure]
+        return results
+
+    button.click(answer, [question, context, layer_choice, head_choice], outputs, api_name="answer")
+
+
 def _image_classifier(gr, runs, names):
     image = gr.Image(label="image", type="pil", elem_id="input-image")
     button = gr.Button("Classify", variant="primary", elem_id="classify-button")
@@ -199,6 +322,23 @@ def _text_generator(gr, runs, names):
         ]
 
     button.click(generate, [prompt, max_new_tokens, do_sample, temperature, seed], outputs, api_name="generate")
+
+
+def _text_writer(gr, runs, names):
+    text = gr.Textbox(label="source", lines=3, placeholder="Thou shalt not kill.", elem_id="input-text")
+    button = gr.Button("Write", variant="primary", elem_id="write-button")
+    outputs = []
+    with gr.Row():
+        for name in names:
+            with gr.Column():
+                outputs.append(gr.Textbox(label=f"{name}: output", lines=3, elem_id=f"text-{name}"))
+                outputs.append(gr.Image(label=f"{name}: cross-attention", elem_id=f"attention-{name}", type="numpy"))
+
+    def write(value):
+        return [piece for r in runs for piece in write_text(r, value)]
+
+    button.click(write, [text], outputs, api_name="write")
+    text.submit(write, [text], outputs)
 
 
 def check_port(port: int) -> None:

@@ -5,6 +5,7 @@ saved model on labelled data.
     finetune evaluate runs/sentiment/scratch                        # the from-scratch model of the same run
     finetune evaluate runs/sentiment --dataset new.csv --output scores.json   # every row of a new labelled file
     finetune evaluate runs/text_generation                          # a causal LM: perplexity on the text
+    finetune evaluate runs/question_answering --dataset dev-v1.1.json   # extractive QA: exact match and F1
 
 The data go through the recipe's own loaders and the training run's evaluator (finetune/core/evaluation.py, metrics
 from finetune/core/metrics/), in the run's evaluation batch size and order, so the run's own test split repeats the
@@ -49,17 +50,21 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
     if len(examples) == 0:
         raise UserError(f"the {split} split of {dataset} is empty: nothing to evaluate")
     batch_size = batch_size or int(run.config.get("eval_batch_size") or 64)
-    loader = run.kind.loader(run, examples, batch_size)
-    evaluator = run.kind.evaluator(run)
-    evaluator.reset()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = run.model.to(device)
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-            evaluator.add(batch, outputs, lambda tensors: tensors)
-    metrics = evaluator.compute()
+    evaluator = None
+    metrics = run.kind.score(run, examples, batch_size, progress)  # a model scored by the text it writes
+    if metrics is None:
+        loader = run.kind.loader(run, examples, batch_size)
+        evaluator = run.kind.evaluator(run, loader)
+        evaluator.reset()
+        bookkeeping = {"labels", *getattr(evaluator, "batch_only", ())}  # not model inputs (QA's window_id)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                outputs = model(**{k: v for k, v in batch.items() if k not in bookkeeping})
+                evaluator.add(batch, outputs, lambda tensors: tensors)
+        metrics = evaluator.compute()
     report = {
         "model": str(run.path),
         "kind": run.kind.name,
@@ -77,7 +82,7 @@ def evaluate_run(run, dataset=None, split=None, columns=None, batch_size=None, p
         )
     if hasattr(evaluator, "per_type"):  # a tagger: entity scores by type
         report["per_type"] = evaluator.per_type
-    if hasattr(evaluator, "predictions"):
+    if hasattr(evaluator, "predictions") and run.label_names:
         references, predictions = class_ids(evaluator, run.label_names)
         report["per_class"] = per_class(references, predictions, run.label_names)
         report["references"], report["predictions"] = references, predictions
@@ -175,6 +180,10 @@ def main(argv=None) -> int:
     parser.add_argument("--text_column", default=None)
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--label_column", default=None)
+    for name in ("question_column", "context_column", "answers_column", "id_column"):  # question answering
+        parser.add_argument(f"--{name}", default=None)
+    parser.add_argument("--source_column", default=None, help="translation / summarization: the source text")
+    parser.add_argument("--target_column", default=None, help="translation / summarization: the reference")
     parser.add_argument("--batch_size", type=int, default=None, help="default: the run's eval_batch_size")
     parser.add_argument(
         "--output", type=Path, default=None, help="write the report as JSON (and a confusion-matrix PNG beside it)"
@@ -191,6 +200,9 @@ def main(argv=None) -> int:
             "text_column": args.text_column,
             "image_column": args.image_column,
             "label_column": args.label_column,
+            **{n: getattr(args, n) for n in ("question_column", "context_column", "answers_column", "id_column")},
+            "source_column": args.source_column,
+            "target_column": args.target_column,
         }
         report = evaluate_run(run, args.dataset, args.split, columns, args.batch_size)
         print(format_report(report))

@@ -6,6 +6,8 @@ saved classifier.
     finetune predict runs/sentiment --file notes.txt                         # one text per line
     cat notes.txt | finetune predict runs/sentiment --file -                 # standard input, one per line
     finetune predict runs/image_classification --file photos/                # a folder of images
+    finetune predict runs/question_answering --question "Who won?" --context "..."     # extractive QA
+    finetune predict runs/question_answering --file questions.jsonl          # question / context columns
 
 It is `transformers.pipeline` on the run directory (a LoRA adapter merged in memory), fed by a generator and
 batched (--batch_size): rows are read, labelled and written as they come, so a file of any length runs in
@@ -32,7 +34,9 @@ from finetune.data.sources import DELIMITER_NAMES, detect_encoding, head_lines, 
 from finetune.tasks.runs import open_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-CLASSIFIERS = ("text-classification", "image-classification", "token-classification")
+CLASSIFIERS = ("text-classification", "image-classification", "token-classification", "question-answering")
+QA_COLUMNS = ("question_column", "context_column")
+WRITERS = ("text2text-generation",)  # translation and summarization models: each input gets the text they write
 
 
 def pipeline_for(run_dir: Path):
@@ -45,6 +49,8 @@ def pipeline_for(run_dir: Path):
 def make_pipeline(run):
     from transformers import pipeline
 
+    if run.kind.name in WRITERS:  # transformers 5 has no translation / summarization pipeline any more
+        return lambda inputs, batch_size: written(run, inputs, batch_size)
     if run.kind.name == "token-classification":
         return token_pipeline(run.model, run.processor)
     if run.kind.modality == "image":
@@ -55,8 +61,8 @@ def make_pipeline(run):
 def predictions(run, classify, inputs, batch_size: int = 32, top_k: int = 1):
     """Yield one (top label, score, [top-k (label, score)]) per input, in order, from any iterable of inputs.
 
-    A token classifier yields its entities (word-level aggregation) instead."""
-    if run.kind.name == "token-classification":
+    A token classifier yields its entities (word-level aggregation) instead; a seq2seq model the text it writes."""
+    if run.kind.name in ("token-classification", *WRITERS):
         yield from classify(inputs, batch_size=batch_size)
         return
     kwargs = {"top_k": max(1, top_k)}
@@ -65,6 +71,19 @@ def predictions(run, classify, inputs, batch_size: int = 32, top_k: int = 1):
     for output in classify(inputs, batch_size=batch_size, **kwargs):
         ranked = output if isinstance(output, list) else [output]
         yield ranked
+
+
+def written(run, inputs, batch_size: int):
+    """The text a seq2seq model writes for each input, a batch at a time as the inputs come (constant memory),
+    decoded as the run's test was (finetune.tasks.runs.Seq2Seq.write)."""
+    batch = []
+    for text in inputs:
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield from run.kind.write(run, batch, batch_size)
+            batch = []
+    if batch:
+        yield from run.kind.write(run, batch, batch_size)
 
 
 def _position_limit(model) -> int:
@@ -280,12 +299,74 @@ def predict_file(
 
 
 def _line(row_id, ranked, top_k: int, text: str | None = None) -> dict:
+    if isinstance(ranked, str):  # a seq2seq model's output text
+        return {"id": row_id, "output": ranked}
     if not ranked or "entity_group" in ranked[0]:  # a token classifier: its entities as spans of the text
         return {"id": row_id, **{k: v for k, v in entity_spans(text or "", ranked).items() if k != "input"}}
     line = {"id": row_id, "label": ranked[0]["label"], "score": round(float(ranked[0]["score"]), 6)}
     if top_k > 1:
         line["top_k"] = [{"label": r["label"], "score": round(float(r["score"]), 6)} for r in ranked]
     return line
+
+
+def answer_line(answer: dict, version_2: bool) -> dict:
+    """One answer as a JSON line's fields: the text, its n-best probability, its character offsets in the context
+    (end exclusive; -1 for "no answer"), and on SQuAD 2.0-style runs the no-answer probability."""
+    line = {
+        "answer": answer["text"],
+        "score": round(float(answer["probability"]), 6),
+        "start": answer["start"],
+        "end": answer["end"],
+    }
+    if version_2:
+        line["no_answer_probability"] = round(float(answer["no_answer_probability"]), 6)
+    return line
+
+
+def read_pairs(source: str, question_column: str, context_column: str):
+    """Yield (id, question, context) from a jsonl / csv / tsv file, one row at a time."""
+    path = Path(source)
+    if source == "-" or not path.is_file():
+        raise UserError(f"input file {source} does not exist: pass a .jsonl or .csv file with question/context columns")
+    suffix = path.suffix.lower()
+    encoding, delimiter, _ = text_format(path)
+    with _readable(path, encoding) as f:
+        if suffix in (".jsonl", ".json"):
+            rows = ((i, json.loads(line)) for i, line in enumerate(f) if line.strip())
+        elif suffix in (".csv", ".tsv"):
+            rows = enumerate(csv.DictReader(f, delimiter=delimiter))
+        else:
+            raise UserError(f"{path}: unsupported file type {suffix!r} for questions; use .jsonl, .csv or .tsv")
+        try:
+            for i, row in rows:
+                missing = [c for c in (question_column, context_column) if not isinstance(row, dict) or c not in row]
+                if missing:
+                    flag = "question_column" if missing[0] == question_column else "context_column"
+                    raise UserError(f"{path} row {i + 1} has no {missing[0]!r} field: pass --{flag} NAME")
+                yield row.get("id", i), str(row[question_column]), str(row[context_column])
+        except ValueError as err:
+            raise UserError(f"{path} has a line that is not JSON ({err}): one JSON object per line") from None
+
+
+def predict_questions(run, rows, out, batch_size: int = 32, key: str = "id") -> int:
+    """Answer (id, question, context) rows a batch at a time, one JSON line each into `out`; returns the count."""
+    version_2 = bool(run.results.get("version_2"))
+    count, chunk = 0, []
+
+    def flush():
+        answers = run.kind.answer(run, [q for _, q, _ in chunk], [c for _, _, c in chunk], batch_size)
+        for (row_id, question, _), answer in zip(chunk, answers):
+            out.write(json.dumps({key: row_id if key == "id" else question, **answer_line(answer, version_2)}) + "\n")
+        chunk.clear()
+
+    for row in rows:
+        chunk.append(row)
+        count += 1
+        if len(chunk) == batch_size:
+            flush()
+    if chunk:
+        flush()
+    return count
 
 
 def main(argv=None) -> int:
@@ -299,9 +380,18 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write JSON lines here (default: standard output)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--top_k", type=int, default=1, help="also list the k most likely labels")
+    parser.add_argument("--question", default=None, help="question answering: the question (with --context)")
+    parser.add_argument("--context", default=None, help="question answering: the text that holds the answer")
+    parser.add_argument("--question_column", default="question", help="question answering --file: the question")
+    parser.add_argument("--context_column", default="context", help="question answering --file: the context")
     with user_errors_exit():
         args = parser.parse_args(argv)
-        if bool(args.inputs) == bool(args.file):
+        asked = args.question is not None or args.context is not None
+        if asked and (args.question is None or args.context is None):
+            raise UserError("give both --question and --context (or --file with question/context columns)")
+        if asked and (args.inputs or args.file):
+            raise UserError("give --question with --context, or --file: not both, and no other inputs")
+        if not asked and bool(args.inputs) == bool(args.file):
             raise UserError(
                 "give inputs on the command line or --file INPUT (one of the two): see finetune predict --help"
             )
@@ -310,9 +400,23 @@ def main(argv=None) -> int:
         if args.output is not None:
             check_output(args.output)  # before the model loads: a wrong --output costs no wait
 
-        run = open_run(args.run_dir, kinds=CLASSIFIERS, verb="finetune predict")
+        run = open_run(args.run_dir, kinds=CLASSIFIERS + WRITERS, verb="finetune predict")
+        qa = run.kind.name == "question-answering"
+        if qa and args.inputs:
+            raise UserError(
+                f"{run.path} answers questions: pass --question QUESTION --context TEXT, or --file with "
+                "question/context columns"
+            )
+        if asked and not qa:
+            raise UserError(f"{run.path} holds a {run.kind.name} model: --question/--context are for QA runs")
 
         def predict_into(out) -> int:  # the arguments or the file, into standard output or --output alike
+            if qa and args.file is None:
+                return predict_questions(run, [(None, args.question, args.context)], out, key="question")
+            if qa:  # a first pass checks every row before anything is written
+                sum(1 for _ in read_pairs(args.file, args.question_column, args.context_column))
+                rows = read_pairs(args.file, args.question_column, args.context_column)
+                return predict_questions(run, rows, out, args.batch_size)
             if args.file is None:
                 return predict_arguments(run, args.inputs, args.batch_size, args.top_k, out)
             return predict_file(run, args.file, out, args.text_column, args.batch_size, args.top_k)

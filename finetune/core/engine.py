@@ -166,9 +166,10 @@ def make_optimizer(model, config: TrainingConfig):
 def evaluate(model, loader, evaluator, accelerator, desc="eval") -> dict:
     model.eval()
     evaluator.reset()
+    bookkeeping = getattr(evaluator, "batch_only", ())  # keys for the evaluator only (QA's window_id), not the model
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
-            outputs = model(**batch)
+            outputs = model(**{k: v for k, v in batch.items() if k not in bookkeeping})
             evaluator.add(batch, outputs, accelerator.gather_for_metrics)
     model.train()
     return evaluator.compute()

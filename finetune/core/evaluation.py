@@ -7,13 +7,18 @@ process and drops the duplicates that even sharding adds to the last batch.
 Every evaluator has the same four methods: reset(), add(batch, outputs, gather), compute() -> metrics, and
 outputs() -> the last evaluation example by example (after compute()), which the engine returns for the test
 split (TrainResult.test_outputs) so that no caller reads what an evaluator was left holding.
+An evaluator may name batch keys that are its own bookkeeping (`batch_only`, e.g. QA's window_id): the engine
+passes the batch to add() whole and to the model without them.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from finetune.core.metrics import load_metric
+from finetune.core.qa_spans import predict_answer
 
 
 class ClassificationEvaluator:
@@ -260,3 +265,189 @@ class TokenClassificationEvaluator:
         """The last evaluation: tag names per sentence (scored words only) and, from compute(), the entity scores
         by type."""
         return {"references": self.references, "predictions": self.predictions, "per_type": self.per_type}
+
+
+class QuestionAnsweringEvaluator:
+    """Extractive QA: exact match and F1 with SQuAD's normalisation (the squad metric; squad_v2 on data with
+    unanswerable questions, whose HasAns / NoAns / best-threshold figures come with it).
+
+    The batches hold windows (finetune.data.qa_windows), each with a `window_id` that the engine hands to add() but
+    not to the model (`batch_only`). The start and end logits of every window are gathered from every process,
+    placed by window_id, and the windows of each example go through the n-best search (finetune.core.qa_spans).
+    `windows` is the EvalWindows table (split, example, context offsets per window); `examples` maps each split to
+    its examples (id, context, answers). outputs() holds the last split's predictions, n-best lists and no-answer
+    probabilities by example id: predictions.json and nbest_predictions.json.
+    """
+
+    batch_only = ("window_id",)
+
+    def __init__(
+        self,
+        examples: dict,
+        windows,
+        version_2: bool,
+        max_length: int,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float = 0.0,
+    ):
+        self.examples = {
+            name: {"id": list(split["id"]), "context": list(split["context"]), "answers": list(split["answers"])}
+            for name, split in examples.items()
+        }
+        self.windows, self.version_2, self.max_length = windows, version_2, max_length
+        self.n_best_size, self.max_answer_length = n_best_size, max_answer_length
+        self.null_score_diff_threshold = null_score_diff_threshold
+        self._metric = None
+        self.reset()
+
+    def reset(self):
+        self.logits = {}  # window_id -> (start logits, end logits)
+        self.answers = {}
+
+    def add(self, batch, outputs, gather):
+        # Batches are padded per batch, so each process has its own width: pad to max_length before gathering.
+        width = self.max_length - outputs.start_logits.shape[1]
+        start = torch.nn.functional.pad(outputs.start_logits.float(), (0, width), value=-1e9)  # (B, max_length)
+        end = torch.nn.functional.pad(outputs.end_logits.float(), (0, width), value=-1e9)  # (B, max_length)
+        ids, start, end = gather((batch["window_id"], start, end))
+        for i, s, e in zip(ids.tolist(), start.cpu().numpy(), end.cpu().numpy()):
+            self.logits[i] = (s, e)
+
+    def predict(self) -> tuple[str, dict]:
+        """The split these windows belong to, and each of its examples' answer (qa_spans.predict_answer)."""
+        split = {self.windows.split[i] for i in self.logits}
+        if len(split) != 1:
+            raise RuntimeError(f"one evaluation saw windows of several splits: {sorted(split)}")
+        split = split.pop()
+        by_example = {}
+        for i in sorted(self.logits):
+            start, end = self.logits[i]
+            by_example.setdefault(self.windows.example[i], []).append((start, end, self.windows.offsets[i]))
+        examples = self.examples[split]
+        answers = {}
+        for index, windows in sorted(by_example.items()):
+            answers[examples["id"][index]] = predict_answer(
+                examples["context"][index],
+                windows,
+                self.n_best_size,
+                self.max_answer_length,
+                self.version_2,
+                self.null_score_diff_threshold,
+            )
+        return split, answers
+
+    def compute(self) -> dict:
+        split, self.answers = self.predict()
+        examples = self.examples[split]
+        return squad_scores(self.answers, examples["id"], examples["answers"], self.version_2, self._load())
+
+    def _load(self):
+        if self._metric is None:
+            self._metric = load_metric("squad_v2" if self.version_2 else "squad")
+        return self._metric
+
+    def outputs(self) -> dict:
+        """The last evaluation, by example id: predictions {id: text}, nbest {id: [...]}, no_answer_probability."""
+        return {
+            "predictions": {i: a["text"] for i, a in self.answers.items()},
+            "nbest": {i: a["nbest"] for i, a in self.answers.items()},
+            "no_answer_probability": {i: a["no_answer_probability"] for i, a in self.answers.items()},
+        }
+
+
+def squad_scores(answers: dict, ids: list, references: list, version_2: bool, metric) -> dict:
+    """The squad / squad_v2 metric on {id: predict_answer(...)}; every reference must have a prediction."""
+    predictions = []
+    for i in ids:
+        prediction = {"id": i, "prediction_text": answers[i]["text"]}
+        if version_2:
+            prediction["no_answer_probability"] = answers[i]["no_answer_probability"]
+        predictions.append(prediction)
+    refs = [{"id": i, "answers": a} for i, a in zip(ids, references)]
+    return metric.compute(predictions=predictions, references=refs)
+
+
+class Seq2SeqEvaluator:
+    """An encoder-decoder's validation: the loss per target token (teacher forcing, every example), and on the first
+    `generate_samples` examples what the model writes on its own, scored against the reference by `score`.
+
+    generate(batch) -> output token ids per example (the recipe's closure over the model being trained, greedy or
+    beam search as configured); score(predictions, references) -> metrics (BLEU/chrF or ROUGE, from
+    finetune.core.metrics). References are the batch's labels decoded: the tokenized target, cut to the maximum
+    target length. generate_samples 0: loss only (then the loss selects the best weights).
+    """
+
+    def __init__(self, tokenizer, generate=None, score=None, generate_samples: int = 0):
+        self.tokenizer, self.generate, self.score = tokenizer, generate, score
+        self.generate_samples = generate_samples if generate is not None else 0
+        self.reset()
+
+    def reset(self):
+        self.nll, self.tokens, self.predictions, self.references = [], [], [], []
+
+    def add(self, batch, outputs, gather):
+        labels = batch["labels"]  # (B, T), -100 where no token is scored
+        logits = outputs.logits.float()  # (B, T, V): position t predicts labels[t] (the decoder input is shifted)
+        token_nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        )  # (B, T)
+        nll, tokens = gather((token_nll.sum(dim=1), (labels != -100).sum(dim=1)))  # (B,) each
+        self.nll.append(nll.double().cpu())
+        self.tokens.append(tokens.cpu())
+        if len(self.predictions) < self.generate_samples:  # the same decision on every process: counts are gathered
+            pad = self.tokenizer.pad_token_id
+            predictions = self.decode(self.generate(batch))
+            references = self.decode(labels.masked_fill(labels == -100, pad).tolist())
+            predictions, references = gather(predictions), gather(references)
+            self.predictions += list(predictions)
+            self.references += list(references)
+
+    def decode(self, ids) -> list[str]:
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def compute(self) -> dict:
+        nll, tokens = torch.cat(self.nll).sum().item(), torch.cat(self.tokens).sum().item()
+        scores = {"loss": nll / max(tokens, 1)}
+        if self.predictions:
+            n = self.generate_samples  # (whole batches were generated: score exactly the first n)
+            scores.update(self.score(self.predictions[:n], self.references[:n]))
+        return scores
+
+    def outputs(self) -> dict:
+        """The last evaluation: the generated sample's predictions and references (decoded text)."""
+        return {"predictions": self.predictions, "references": self.references}
+
+
+# What each seq2seq task is scored by (local evaluate modules, finetune/core/metrics/), on the generated text.
+SEQ2SEQ_METRICS = {"translation": "sacrebleu", "summarization": "rouge"}
+SEQ2SEQ_KEYS = {"translation": ("bleu", "chrf"), "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+
+
+@functools.cache
+def _metric(name: str):
+    """A loaded metric module, kept: it holds no state between compute() calls, and loading one costs ~0.5 s (a
+    seq2seq run scores at every validation and for every model)."""
+    return load_metric(name)
+
+
+def seq2seq_scores(task: str, predictions: list[str], references: list[str], lowercase: bool = False) -> dict:
+    """BLEU and chrF (sacreBLEU, corpus level, 0..100) for translation, ROUGE-1/2/L/Lsum (stemmed, 0..1) for
+    summarization, and gen_words: the mean output length in words. lowercase: score case-insensitively (the
+    outputs of an uncased tokenizer, and then every row of a comparison alike); the sacreBLEU signature says so.
+
+    Returns the numbers only; seq2seq_signature() gives the signature to print beside them.
+    """
+    options = {"lowercase": lowercase} if task == "translation" else {}
+    computed = _metric(SEQ2SEQ_METRICS[task]).compute(predictions=predictions, references=references, **options)
+    scores = {key: computed[key] for key in SEQ2SEQ_KEYS[task]}
+    scores["gen_words"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
+    return scores
+
+
+def seq2seq_signature(task: str, lowercase: bool = False) -> dict:
+    """How the scores were computed: sacreBLEU's BLEU and chrF signatures; ROUGE's settings."""
+    if task == "translation":
+        computed = _metric("sacrebleu").compute(predictions=["a"], references=["a"], lowercase=lowercase)
+        return {"bleu": computed["bleu_signature"], "chrf": computed["chrf_signature"]}
+    return {"rouge": "rouge_score, F-measure, Porter stemmer, Lsum on rule-split sentences"}

@@ -43,11 +43,18 @@ TARGET_CANDIDATES = (
     ("q_proj", "v_proj"),  # Llama, SmolLM2, Mistral, Qwen, ViT/DINOv2 (transformers 5), the scratch transformer
     ("q_lin", "v_lin"),  # DistilBERT
 )
-HEAD_NAMES = ("classifier", "score", "pre_classifier")  # newly initialised task heads: trained fully, saved
+HEAD_NAMES = (
+    "classifier",
+    "score",
+    "pre_classifier",
+    "qa_outputs",
+)  # newly initialised task heads: trained fully, saved
 TASK_TYPES = {
     "SEQ_CLS": "AutoModelForSequenceClassification",
     "TOKEN_CLS": "AutoModelForTokenClassification",
     "CAUSAL_LM": "AutoModelForCausalLM",
+    "QUESTION_ANS": "AutoModelForQuestionAnswering",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
 }
 
 

@@ -229,6 +229,8 @@ def _versions() -> list[str]:
 
 def _snippet(pipeline_tag: str | None, model_ref: str, labels: list | None, adapter_only: bool) -> list[str]:
     task = pipeline_tag or "text-classification"
+    if task in SEQ2SEQ_TAGS:  # transformers 5 removed the translation / summarization pipelines
+        return _seq2seq_snippet(task, model_ref, adapter_only)
     var, example = _SNIPPET_INPUTS.get(task, ("pipe", "..."))
     lines = ["```python", "from transformers import pipeline", "", f'{var} = pipeline("{task}", model="{model_ref}")']
     if task == "text-generation":
@@ -243,6 +245,26 @@ def _snippet(pipeline_tag: str | None, model_ref: str, labels: list | None, adap
             "\nThis repo holds a LoRA adapter: `peft` must be installed, and the base model named in "
             "`adapter_config.json` (`base_model_name_or_path`) must be loadable where you run it."
         )
+    return lines
+
+
+SEQ2SEQ_TAGS = ("translation", "summarization", "text2text-generation")
+
+
+def _seq2seq_snippet(task: str, model_ref: str, adapter_only: bool) -> list[str]:
+    example = "Thou shalt not kill." if task == "translation" else "The European Commission said on Thursday ..."
+    lines = [
+        "```python",
+        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{model_ref}")',
+        f'model = AutoModelForSeq2SeqLM.from_pretrained("{model_ref}")',
+        f'inputs = tokenizer(["{example}"], return_tensors="pt")',
+        "print(tokenizer.batch_decode(model.generate(**inputs, max_new_tokens=64), skip_special_tokens=True))",
+        "```",
+    ]
+    if adapter_only:
+        lines.append("\nThis repo holds a LoRA adapter: load it with `peft.AutoPeftModelForSeq2SeqLM` instead.")
     return lines
 
 

@@ -4,8 +4,11 @@
     sentiment                recipes.sentiment                 text-classification     accuracy
     text_classification      recipes.text_classification       text-classification     by problem type (DEFAULT_METRIC)
     token_classification     recipes.token_classification      token-classification    f1 (entity level)
+    question_answering       recipes.question_answering        question-answering      f1 (SQuAD's, token overlap)
     text_generation          recipes.text_generation           text-generation         perplexity (lower is better)
     image_classification     recipes.image_classification      image-classification    accuracy
+    translation              recipes.translation               translation             bleu (sacreBLEU, generated)
+    summarization            recipes.summarization             summarization           rougeL (generated)
 
 Adding a task is one recipe module plus one `register(Task(...))` line below. Modules are imported only when a
 task is used, so `finetune --help` stays fast.
@@ -79,6 +82,9 @@ register(
         "f1",
     )
 )
+register(
+    Task("question_answering", "recipes.question_answering", "QuestionAnsweringConfig", "question-answering", "f1")
+)
 register(Task("text_generation", "recipes.text_generation", "TextGenerationConfig", "text-generation", "perplexity"))
 register(
     Task(
@@ -89,3 +95,5 @@ register(
         "accuracy",
     )
 )
+register(Task("translation", "recipes.translation", "TranslationConfig", "translation", "bleu"))
+register(Task("summarization", "recipes.summarization", "SummarizationConfig", "summarization", "rougeL"))

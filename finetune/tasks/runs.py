@@ -19,17 +19,30 @@ from typing import Optional
 from finetune.core.checkpoints.safeload import check_weights
 from finetune.core.config import load_yaml
 from finetune.core.errors import UserError
-from finetune.core.evaluation import ClassificationEvaluator, LanguageModelEvaluator, TokenClassificationEvaluator
+from finetune.core.evaluation import (
+    ClassificationEvaluator,
+    LanguageModelEvaluator,
+    QuestionAnsweringEvaluator,
+    Seq2SeqEvaluator,
+    TokenClassificationEvaluator,
+    seq2seq_scores,
+)
+from finetune.core.qa_spans import predict_answer
 from finetune.core.run_directory import refuse_unfinished
 from finetune.data import text, tokens
 from finetune.data.images import PACKAGED_IMAGES, load_image_classification
 from finetune.data.labels import class_names_of, label_key, pick_columns
 from finetune.data.lm import condition_prefix, limit, load_corpus, make_blocks, make_lm_loaders
+from finetune.data.pairs import load_pairs
 from finetune.data.pipeline import PixelNormalizer, image_loaders
+from finetune.data.qa import load_qa
+from finetune.data.qa_windows import EvalWindows, eval_windows
+from finetune.data.qa_windows import make_loaders as qa_loaders
 from finetune.data.sources import load_any
 from finetune.data.text import PACKAGED_TEXT, load_text_classification, tokenize
 from finetune.data.tokens import load_token_classification, tokenize_and_align
 from finetune.models.lora import is_adapter_dir, load_adapter_run, read_adapter_config
+from finetune.models.seq2seq import decode, generate_ids, generation_kwargs
 from finetune.tasks import registry
 
 # ---- model kinds ----------------------------------------------------------------------------------------------
@@ -50,12 +63,23 @@ class Kind:
         """Batches of model inputs (+ labels) in a fixed order, as the training run's evaluation saw them."""
         raise NotImplementedError
 
-    def evaluator(self, run: Run):
+    def evaluator(self, run: Run, loader=None):
+        """The training run's evaluator for these batches (`loader`: what loader() returned)."""
         raise NotImplementedError
 
     def input_names(self, run: Run) -> list[str]:
         """The model inputs an exported graph takes, in order."""
         raise NotImplementedError
+
+    def score(self, run: Run, examples, batch_size: int, progress: bool = True) -> Optional[dict]:
+        """Metrics computed without the loader/evaluator loop (a model that must write text to be scored), or None:
+        the verbs then run the model over loader() into evaluator()."""
+        return None
+
+    tags: tuple = ()  # pipeline tags of the tasks whose runs hold this kind (default: its own name)
+
+    def holds(self, pipeline_tag: str) -> bool:
+        return pipeline_tag == self.name or pipeline_tag in self.tags
 
 
 class TextClassification(Kind):
@@ -79,7 +103,7 @@ class TextClassification(Kind):
         )
         return text.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
@@ -112,7 +136,7 @@ class ImageClassification(Kind):
         )
         return NormalizedBatches(loaders["eval"], run.processor)
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         return ClassificationEvaluator(len(run.label_names))
 
     def input_names(self, run):
@@ -170,7 +194,7 @@ class TextGeneration(Kind):
         )
         return make_lm_loaders(blocks, run.processor, batch_size, batch_size, run.seed)["eval"]
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         return LanguageModelEvaluator()
 
     def input_names(self, run):
@@ -211,7 +235,7 @@ class TokenClassification(Kind):
         )
         return tokens.make_loaders(tokenized, run.processor, batch_size, batch_size, run.seed)["eval"]
 
-    def evaluator(self, run):
+    def evaluator(self, run, loader=None):
         mode = "strict" if run.config.get("strict") else "lenient"
         return TokenClassificationEvaluator(
             run.label_names, run.max_length, mode=mode, scheme=run.results.get("tag_scheme", "IOB2")
@@ -221,13 +245,195 @@ class TokenClassification(Kind):
         return TextClassification.input_names(self, run)
 
 
+class QuestionAnswering(Kind):
+    name, auto_class, modality = "question-answering", "AutoModelForQuestionAnswering", "text"
+    suffixes = ("ForQuestionAnswering",)
+    columns = {
+        "question_column": "question",
+        "context_column": "context",
+        "answers_column": "answers",
+        "id_column": "id",
+    }
+
+    def examples(self, run, dataset, split, columns):
+        from datasets import concatenate_datasets
+
+        data = load_qa(
+            dataset,
+            seed=run.seed,
+            dataset_config=run.config.get("dataset_config") if dataset == run.dataset else None,
+            **columns,
+        )
+        if split == "all":
+            return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        limit = run.config.get("max_test_samples")
+        if split == "test" and dataset == run.dataset and limit:  # the run's own test questions, as it scored them
+            return data.splits["test"].select(range(min(int(limit), len(data.splits["test"]))))
+        return data.splits[split]
+
+    def settings(self, run) -> dict:
+        """The run's window and answer settings (config.yaml), as its evaluation used them."""
+        config = run.config
+        return {
+            "max_length": run.max_length,
+            "doc_stride": int(config.get("doc_stride", 128)),
+            "n_best_size": int(config.get("n_best_size", 20)),
+            "max_answer_length": int(config.get("max_answer_length", 30)),
+            "null_score_diff_threshold": float(config.get("null_score_diff_threshold", 0.0)),
+        }
+
+    def loader(self, run, examples, batch_size):
+        from datasets import DatasetDict
+
+        s, table = self.settings(run), EvalWindows()
+        windows = eval_windows(examples, "eval", run.processor, s["max_length"], s["doc_stride"], table)
+        loader = qa_loaders(DatasetDict({"eval": windows}), run.processor, batch_size, batch_size, run.seed)["eval"]
+        return QABatches(loader, table, examples)
+
+    def version_2(self, run, examples) -> bool:
+        """SQuAD 2.0 style when the run's data was, or these examples hold unanswerable questions."""
+        return bool(run.results.get("version_2")) or any(not a["text"] for a in examples["answers"])
+
+    def evaluator(self, run, loader=None):
+        s = self.settings(run)
+        return QuestionAnsweringEvaluator(
+            {"eval": loader.examples},
+            loader.windows,
+            self.version_2(run, loader.examples),
+            s["max_length"],
+            s["n_best_size"],
+            s["max_answer_length"],
+            s["null_score_diff_threshold"],
+        )
+
+    def input_names(self, run):
+        return TextClassification.input_names(self, run)
+
+    def answer(self, run, questions: list, contexts: list, batch_size: int = 32) -> list[dict]:
+        """The run's answer to each (question, context): the evaluation's windows and n-best search, in fp32.
+        Each: {text, start, end, score (its n-best probability), no_answer_probability, nbest}."""
+        import torch
+        from datasets import Dataset
+
+        for i, (q, c) in enumerate(zip(questions, contexts)):
+            if not str(q).strip() or not str(c).strip():
+                raise UserError(
+                    f"input {i + 1} has an empty {'question' if not str(q).strip() else 'context'}: give both"
+                )
+        examples = Dataset.from_dict(
+            {"id": [str(i) for i in range(len(questions))], "question": list(questions), "context": list(contexts),
+             "answers": [{"text": [], "answer_start": []}] * len(questions)}
+        )  # fmt: skip
+        batches = self.loader(run, examples, batch_size)
+        logits = {}
+        with torch.no_grad():
+            for batch in batches:
+                ids = batch.pop("window_id")
+                out = run.model(**batch)
+                for i, s, e in zip(ids.tolist(), out.start_logits.float().numpy(), out.end_logits.float().numpy()):
+                    logits[i] = (s, e)
+        by_example = {}
+        for i in sorted(logits):
+            by_example.setdefault(batches.windows.example[i], []).append((*logits[i], batches.windows.offsets[i]))
+        s, v2 = self.settings(run), bool(run.results.get("version_2"))
+        answers = []
+        for index in range(len(questions)):
+            a = predict_answer(
+                contexts[index], by_example[index], s["n_best_size"], s["max_answer_length"], v2,
+                s["null_score_diff_threshold"],
+            )  # fmt: skip
+            chosen = next((c for c in a["nbest"] if c["start"] == a["start"] and c["text"] == a["text"]), None)
+            answers.append({**a, "probability": chosen["probability"] if chosen else 0.0})
+        return answers
+
+
+class QABatches:
+    """A QA loader with what its evaluation needs: the windows' table and the examples they came from."""
+
+    def __init__(self, loader, windows, examples):
+        self.loader, self.windows, self.examples = loader, windows, examples
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+class Seq2Seq(Kind):
+    """An encoder-decoder that writes text: translation and summarization runs. It is scored by what it generates
+    (BLEU/chrF or ROUGE against the references), decoded as the run's test was (results.json's "generation")."""
+
+    name, auto_class, modality = "text2text-generation", "AutoModelForSeq2SeqLM", "text"
+    tags = ("translation", "summarization")
+    encoder_decoder = True  # exported as two graphs, verified by decoding (finetune/commands/export.py)
+    suffixes = ("EncoderDecoderModel", "ForConditionalGeneration", "MTModel", "ForSeq2Seq", "ForSeq2SeqLM")
+    columns = {"source_column": None, "target_column": None, "source_lang": None, "target_lang": None}
+
+    def task_name(self, run) -> str:
+        return run.results.get("task") if run.results.get("task") in self.tags else "translation"
+
+    def examples(self, run, dataset, split, columns):
+        from datasets import concatenate_datasets
+
+        data = load_pairs(
+            dataset, task=self.task_name(run), seed=run.seed, dataset_config=run.config.get("dataset_config"), **columns
+        )
+        if split == "all":
+            return concatenate_datasets([data.splits[name] for name in ("train", "validation", "test")])
+        examples = data.splits[split]
+        limit = run.config.get("max_test_samples") if split == "test" and dataset == run.dataset else None
+        return examples.select(range(min(int(limit), len(examples)))) if limit else examples  # as the run's test
+
+    def generation(self, run) -> dict:
+        """How the run decoded: its generate() arguments, prefix and source length."""
+        settings = dict(run.results.get("generation") or {})
+        prefix = settings.pop("source_prefix", run.config.get("source_prefix") or "")
+        settings.pop("lowercase_scoring", None)
+        if not settings:
+            settings = generation_kwargs(int(run.config.get("max_target_length") or 128))
+        return {"prefix": prefix, "max_source_length": int(run.config.get("max_source_length") or 512), **settings}
+
+    def write(self, run, sources: list[str], batch_size: int) -> list[str]:
+        """The model's output for each source, decoded as the run's test was."""
+        settings = self.generation(run)
+        prefix, max_source_length = settings.pop("prefix"), settings.pop("max_source_length")
+        ids = generate_ids(run.model, run.processor, sources, max_source_length, batch_size, prefix, **settings)
+        return decode(run.processor, ids)
+
+    def score(self, run, examples, batch_size, progress=True):
+        outputs = self.write(run, list(examples["source"]), batch_size)
+        lowercase = bool((run.results.get("generation") or {}).get("lowercase_scoring"))
+        return seq2seq_scores(self.task_name(run), outputs, list(examples["target"]), lowercase=lowercase)
+
+    def evaluator(self, run, loader=None):
+        return Seq2SeqEvaluator(run.processor)
+
+    def input_names(self, run):
+        return ["input_ids", "attention_mask"]
+
+
 KINDS = {
-    kind.name: kind for kind in (TextClassification(), ImageClassification(), TextGeneration(), TokenClassification())
+    kind.name: kind
+    for kind in (
+        TextClassification(),
+        ImageClassification(),
+        TextGeneration(),
+        TokenClassification(),
+        QuestionAnswering(),
+        Seq2Seq(),
+    )
 }
 
 
 # PEFT's task types -> our kinds (an image classifier's adapter has no task type of its own).
-ADAPTER_KINDS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification", "TOKEN_CLS": "token-classification"}
+ADAPTER_KINDS = {
+    "CAUSAL_LM": "text-generation",
+    "SEQ_CLS": "text-classification",
+    "TOKEN_CLS": "token-classification",
+    "QUESTION_ANS": "question-answering",
+    "SEQ_2_SEQ_LM": "text2text-generation",
+}
 
 
 def kind_of(architecture: str) -> Optional[Kind]:
@@ -251,7 +457,8 @@ class Run:
     @property
     def label_names(self) -> list[str]:
         id2label = getattr(self.model.config, "id2label", None) or {}
-        return [id2label[i] for i in sorted(id2label)] if self.kind.name != "text-generation" else []
+        unlabelled = ("text-generation", "question-answering")  # no classes (a QA head's two outputs are start/end)
+        return [id2label[i] for i in sorted(id2label)] if self.kind.name not in unlabelled else []
 
     @property
     def role(self) -> str:
@@ -344,7 +551,7 @@ def open_run(path, kinds=None, verb: str = "this command", attentions: bool = Fa
         except (ValueError, AttributeError):
             pass
     task = registry.TASKS.get(results.get("task"))
-    if task is not None and task.pipeline_tag != kind.name:
+    if task is not None and not kind.holds(task.pipeline_tag):
         raise UserError(
             f"{root / 'results.json'} says the task {task.name} ({task.pipeline_tag}), but {path} holds a "
             f"{kind.name} model: the folder mixes two runs; train it again into a fresh --output_dir"

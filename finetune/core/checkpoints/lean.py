@@ -49,7 +49,14 @@ def keep_only_trainable_weights(accelerator, model) -> None:
     def drop_frozen(models, weights, output_dir):
         for i, m in enumerate(models):
             if m is model:
-                weights[i] = {k: v for k, v in weights[i].items() if k not in frozen}
+                # Tied weights (a BERT decoder's output layer is its word embeddings) are kept once: safetensors
+                # refuses two names for one tensor, and loading the one restores the other.
+                kept, seen = {}, set()
+                for k, v in weights[i].items():
+                    if k not in frozen and (v.data_ptr(), v.shape) not in seen:
+                        kept[k] = v
+                        seen.add((v.data_ptr(), v.shape))
+                weights[i] = kept
                 if accelerator.is_main_process:
                     atomic_write_json(Path(output_dir) / LEAN_FILE, {"frozen_parameters_left_out": len(frozen)})
 

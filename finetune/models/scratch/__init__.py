@@ -8,9 +8,9 @@ docs/transformer.md walks from the ideas to these names.
 
 Importing this package registers the models with the Auto classes, so that after `import finetune.models.scratch`,
 `AutoModelForSequenceClassification.from_pretrained(saved_dir)` (and the token-classification, masked-LM,
-causal-LM, image and seq2seq equivalents) rebuild a saved scratch model. `save_pretrained` also copies the three
-source files next to the weights (`auto_map` in config.json), so a process that never imported finetune can load
-the folder with `trust_remote_code=True`.
+question-answering, causal-LM, image and seq2seq equivalents) rebuild a saved scratch model. `save_pretrained` also
+copies the three source files next to the weights (`auto_map` in config.json), so a process that never imported
+finetune can load the folder with `trust_remote_code=True`.
 """
 
 from transformers import (
@@ -18,6 +18,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -40,6 +41,7 @@ from .models import (
     ScratchTransformerForCausalLM,
     ScratchTransformerForImageClassification,
     ScratchTransformerForMaskedLM,
+    ScratchTransformerForQuestionAnswering,
     ScratchTransformerForSeq2Seq,
     ScratchTransformerForSequenceClassification,
     ScratchTransformerForTokenClassification,
@@ -54,6 +56,7 @@ _AUTO_CLASSES = {
     AutoModelForMaskedLM: ScratchTransformerForMaskedLM,
     AutoModelForImageClassification: ScratchTransformerForImageClassification,
     AutoModelForSeq2SeqLM: ScratchTransformerForSeq2Seq,
+    AutoModelForQuestionAnswering: ScratchTransformerForQuestionAnswering,
 }
 
 AutoConfig.register(ScratchTransformerConfig.model_type, ScratchTransformerConfig)
@@ -80,6 +83,7 @@ __all__ = [
     "ScratchTransformerPreTrainedModel",
     "ScratchTransformerForSequenceClassification",
     "ScratchTransformerForTokenClassification",
+    "ScratchTransformerForQuestionAnswering",
     "ScratchTransformerForCausalLM",
     "ScratchTransformerForMaskedLM",
     "ScratchTransformerForImageClassification",

@@ -232,6 +232,9 @@ class Encoder(nn.Module):
     """
 
     gradient_checkpointing = False
+    # Hugging Face's generate() asks a seq2seq model's `encoder` what its input is called: the model's source
+    # is token ids (the embedding in front of this stack turns them into vectors).
+    main_input_name = "input_ids"
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float, norm_first: bool):
         super().__init__()

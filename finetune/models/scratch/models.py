@@ -3,14 +3,15 @@
     ScratchTransformerForSequenceClassification  text  -> encoder -> mean over tokens -> label    (BERT's job)
     ScratchTransformerForTokenClassification     text  -> encoder -> one label per token          (BERT's NER job)
     ScratchTransformerForMaskedLM                text  -> encoder -> the hidden token, per [MASK] (BERT's pretraining)
+    ScratchTransformerForQuestionAnswering       question + context -> encoder -> answer span  (BERT's SQuAD job)
     ScratchTransformerForCausalLM                text  -> causal blocks -> next token            (GPT's job)
     ScratchTransformerForImageClassification     image -> patches + [CLS] -> encoder -> label    (ViT's job)
     ScratchTransformerForSeq2Seq                 text  -> encoder -> decoder -> output text      (the 2017 paper)
 
 Being `PreTrainedModel`s, they plug into everything built for the pretrained models: `model(**batch)` with
 a tokenizer's batch, `save_pretrained` / `from_pretrained`, the Auto classes (after `import finetune.models.scratch`),
-gradient checkpointing, and `generate()` for the causal LM. Their forward methods return the same output
-classes as BERT/GPT-2/ViT/T5 do.
+gradient checkpointing, and `generate()` (greedy, beam search) for the causal LM and the seq2seq model. Their
+forward methods return the same output classes as BERT/GPT-2/ViT/T5 do.
 
 They start from random weights: the point of comparing them with a fine-tuned checkpoint is to see what
 pretraining buys. The masked LM is that pretraining done here (recipes/pretraining.py): its `embeddings` and
@@ -25,9 +26,11 @@ from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import (
+    BaseModelOutput,
     CausalLMOutput,
     ImageClassifierOutput,
     MaskedLMOutput,
+    QuestionAnsweringModelOutput,
     Seq2SeqLMOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -91,6 +94,7 @@ class ScratchTransformerConfig(PretrainedConfig):
 _TASK_DEFAULTS = {
     "text-classification": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
     "token-classification": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
+    "question-answering": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=512),
     "text-generation": dict(d_model=256, n_heads=4, n_layers=4, d_ff=1024, max_position_embeddings=256),
     "image-classification": dict(d_model=128, n_heads=4, n_layers=4, d_ff=512, image_size=28, patch_size=7),
     "text2text-generation": dict(d_model=128, n_heads=4, n_layers=3, n_decoder_layers=3, d_ff=512),
@@ -327,6 +331,66 @@ class ScratchTransformerForMaskedLM(ScratchTransformerPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+class ScratchTransformerForQuestionAnswering(ScratchTransformerPreTrainedModel):
+    """Extractive question answering, BERT's SQuAD head (Devlin et al., 2019, section 4.2) on the scratch encoder.
+
+    The input is one window `[CLS] question [SEP] context [SEP]`. Segment embeddings (0 for the question part, 1 for
+    the context, the tokenizer's token_type_ids) are added to the token vectors, as in BERT, so that every position
+    knows which side of the pair it is on. Then two vectors, a start vector S and an end vector E (the two rows of
+    one Linear(d_model, 2)), score every token h_i of the final layer:
+
+        start_logit_i = S . h_i        end_logit_j = E . h_j        a span (i, j) scores start_logit_i + end_logit_j
+
+    Training: a softmax over the window's positions for the start, another for the end, and the mean of the two
+    cross-entropies against the answer's first and last token (or the [CLS] position 0 when the window does not
+    hold the answer). Finding the best valid span (j >= i, inside the context, not too long) happens after the
+    model, in the postprocessing (finetune.core.qa_spans).
+    """
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.embeddings = build_text_embedding(config)
+        self.segment_embedding = nn.Embedding(2, config.d_model)  # question (0) or context (1)
+        self.encoder = build_encoder(config)
+        self.qa_outputs = nn.Linear(config.d_model, 2)  # S and E: a start and an end score per token
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        """input_ids, attention_mask, token_type_ids: (B, T); start_positions, end_positions: (B,) token indices.
+        start_logits, end_logits: (B, T)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids) + self.segment_embedding(token_type_ids)  # (B, T, C)
+        x, attentions = self.encoder(x, mask=padding_mask(attention_mask))  # (B, T, C)
+        start_logits, end_logits = self.qa_outputs(x).unbind(dim=-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # A position outside the window (>= T) is ignored, as in BertForQuestionAnswering.
+            T = start_logits.size(1)
+            start_loss = F.cross_entropy(start_logits, start_positions.clamp(0, T), ignore_index=T)
+            end_loss = F.cross_entropy(end_logits, end_positions.clamp(0, T), ignore_index=T)
+            loss = (start_loss + end_loss) / 2
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            attentions=attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
 class ScratchTransformerForCausalLM(ScratchTransformerPreTrainedModel, GenerationMixin):
     """Decoder-only language model, GPT style: TextEmbedding -> causal blocks -> logits over the vocabulary.
 
@@ -446,7 +510,7 @@ class ScratchTransformerForImageClassification(ScratchTransformerPreTrainedModel
         return output if return_dict else output.to_tuple()
 
 
-class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
+class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel, GenerationMixin):
     """The full encoder-decoder of "Attention Is All You Need" (Fig. 1), e.g. for translation.
 
     The encoder reads the whole source at once (no causal mask). The decoder produces the target one token
@@ -456,11 +520,17 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
 
     Training uses "teacher forcing": the decoder input is the correct target shifted right by one, starting
     with decoder_start_token_id, so every position learns to predict its own label in one parallel pass.
+
+    It is a Hugging Face seq2seq model like T5 or BART: `model(input_ids, attention_mask, labels=...)` returns the
+    loss (labels -100 are ignored), `generate()` does greedy or beam search (encoding once, through get_encoder),
+    and `output_attentions=True` returns the cross-attention maps (B, nh, T, S), one per decoder block: which
+    source token each output token read.
     """
 
     _tied_weights_keys = {"lm_head.weight": "embeddings.token_embedding.weight"}
 
     def __init__(self, config: ScratchTransformerConfig):
+        config.is_encoder_decoder = True  # generate() encodes the source once, then decodes (as for T5 / BART)
         super().__init__(config)
         self.embeddings = build_text_embedding(config)
         self.encoder = build_encoder(config)
@@ -469,6 +539,12 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
         )
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+        # No key/value cache: generate() feeds the whole output so far at every step, as greedy_decode does.
+        self.generation_config.use_cache = False
+
+    def get_encoder(self, modality=None):
+        """What generate() calls once per batch to read the source: embeddings + encoder, as one callable."""
+        return SourceEncoder(self)
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -479,12 +555,21 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
         return memory, source_mask, attentions
 
     def decode(
-        self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, source_mask: torch.Tensor | None = None
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        source_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """Target so far (B, T) and memory (B, S, C) -> logits (B, T, V), self- and cross-attention maps."""
+        """Target so far (B, T) and memory (B, S, C) -> logits (B, T, V), self- and cross-attention maps.
+
+        logits_to_keep k > 0: scores for the last k positions only (B, k, V). Generating needs only the last
+        position's, and the output layer (C x V, V ~ 30,000) is the largest matrix product of a step."""
         target_mask = causal_mask(decoder_input_ids.size(1), decoder_input_ids.device)  # (T, T)
         x = self.embeddings(decoder_input_ids)  # (B, T, C)
         x, self_attentions, cross_attentions = self.decoder(x, memory, target_mask, source_mask)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]  # (B, k, C)
         return self.lm_head(x), self_attentions, cross_attentions
 
     def start_tokens(self, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -500,22 +585,31 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
         output_attentions: bool = False,
         return_dict: bool = True,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """input_ids, attention_mask: (B, S) source; labels: (B, T) target (-100 = ignore);
-        decoder_input_ids: (B, T), by default labels shifted right. logits: (B, T, vocab_size)."""
+        decoder_input_ids: (B, T), by default labels shifted right; encoder_outputs: the source already encoded
+        (generate() passes it at every step, with logits_to_keep 1). logits: (B, T, vocab_size)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass labels or decoder_input_ids")
             decoder_input_ids = self.shift_right(labels)
-        memory, source_mask, encoder_attentions = self.encode(input_ids, attention_mask)
-        logits, self_attentions, cross_attentions = self.decode(decoder_input_ids, memory, source_mask)
+        if encoder_outputs is None:
+            memory, source_mask, encoder_attentions = self.encode(input_ids, attention_mask)
+        else:  # (B, S, C), encoded once by generate(); the source mask is rebuilt from the attention mask
+            memory, encoder_attentions = encoder_outputs[0], None
+            source_mask = padding_mask(attention_mask) if attention_mask is not None else None
+        logits, self_attentions, cross_attentions = self.decode(
+            decoder_input_ids, memory, source_mask, 0 if labels is not None else logits_to_keep
+        )
         loss = None
         if labels is not None:  # no shift here: decoder_input_ids are already one step behind the labels
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
@@ -551,3 +645,25 @@ class ScratchTransformerForSeq2Seq(ScratchTransformerPreTrainedModel):
             if finished.all():
                 break
         return output
+
+
+class SourceEncoder:
+    """The encoder half of a ScratchTransformerForSeq2Seq as Hugging Face's generate() wants it: input_ids and
+    attention_mask (B, S) -> BaseModelOutput(last_hidden_state=memory (B, S, C)). A view of the model's own
+    modules, not a module itself: it adds no weights and no state-dict keys."""
+
+    def __init__(self, model: ScratchTransformerForSeq2Seq):
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> BaseModelOutput:
+        memory, _, attentions = self.model.encode(input_ids, attention_mask)  # (B, S, C)
+        return BaseModelOutput(last_hidden_state=memory, attentions=attentions if output_attentions else None)
+
+    __call__ = forward
