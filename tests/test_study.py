@@ -121,6 +121,10 @@ def test_early_stopping_waits_three_passes_over_the_data(tmp_path):
     ]
     given = study.cell_config(base, tmp_path, 100, 0, 1000, 10, given=frozenset({"eval_steps"}))
     assert given.eval_steps == base.eval_steps  # what the user set stays
+    # validation: a tenth of the training set, at least 200, at most the recipe's own (1,000 for sentiment)
+    validation = {size: study.cell_config(SentimentConfig(), tmp_path, size, 0, 3000, 20).max_eval_samples
+                  for size in (100, 1000, 5000, 12000)}  # fmt: skip
+    assert validation == {100: 200, 1000: 200, 5000: 500, 12000: 1000}
 
 
 def test_a_cell_keeps_no_optimizer_state_and_no_checkpoint_and_takes_far_less_disk(

@@ -195,9 +195,11 @@ def cell_config(
     """The recipe's config for one run of a cell: the user's settings, plus the study's size, seed and schedule,
     plus `changes` (what the run's arms need; default: the recipe's own comparison, both models).
 
-    A run evaluates about `evaluations` times (and at each epoch end, as every run does) on at most
-    `validation_examples` validation examples, so that many short runs are not dominated by evaluation;
-    fields the user gave (`given`) are left as they are.
+    A run evaluates about `evaluations` times (and at each epoch end, as every run does) on a tenth as many
+    validation examples as it trains on, at least `validation_examples` and at most the recipe's own
+    --max_eval_samples: small runs are not dominated by evaluation, and the largest picks its best weights on as
+    many examples as the recipe's own run (on 200, checkpoints within noise of each other tie, and the first of
+    them, far from the end, was kept). Fields the user gave (`given`) are left as they are.
     """
     epochs = epochs_for(size, min_examples, max_epochs)
     steps_per_epoch = math.ceil(math.ceil(size / base.batch_size) / base.gradient_accumulation_steps)
@@ -224,7 +226,8 @@ def cell_config(
         eval_steps = fields.get("eval_steps", base.eval_steps) or steps_per_epoch
         fields["early_stopping_patience"] = 3 * (1 + (steps_per_epoch - 1) // eval_steps)
     if "max_eval_samples" not in given and hasattr(base, "max_eval_samples"):
-        fields["max_eval_samples"] = min(base.max_eval_samples or validation_examples, validation_examples)
+        wanted = max(validation_examples, size // 10)
+        fields["max_eval_samples"] = min(base.max_eval_samples or wanted, wanted)
     if getattr(base, "push_to_hub", False):
         fields["push_to_hub"] = False  # a study pushes nothing; push a run afterwards with finetune push
     return dataclasses.replace(base, **fields)
