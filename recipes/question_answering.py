@@ -44,8 +44,18 @@ from finetune.core.evaluation import QuestionAnsweringEvaluator
 from finetune.data.packaged import ACLSUM_QA
 from finetune.data.qa import load_qa
 from finetune.data.qa_windows import make_loaders, make_windows
-from finetune.models.loading import check_fits, count_parameters, load_pretrained, load_tokenizer, resolve, save_model
+from finetune.models.loading import (
+    check_fits,
+    count_parameters,
+    freeze_base,
+    load_pretrained,
+    load_tokenizer,
+    probe_note,
+    resolve,
+    save_model,
+)
 from finetune.models.lora import apply_lora, save_run_model
+from finetune.models.scratch_init import check_pretraining_run, start_from
 from finetune.reporting import report
 from finetune.tasks import kit, registry
 
@@ -57,6 +67,9 @@ METRIC_FOR_BEST = registry.get(TASK).metric  # SQuAD F1 (token overlap with the 
 @dataclass
 class QuestionAnsweringConfig(kit.HubFields, TrainingConfig):
     hub_example: ClassVar[str] = "your-user/minilm-squad"
+    scratch_init_kind: ClassVar[str] = "encoder"  # --scratch_init takes a `finetune pretrain mlm` run
+    supports_skip_pretrained: ClassVar[bool] = True  # (finetune study's scratch arms)
+    supports_freeze_base: ClassVar[bool] = True  # (the study's linear probe)
 
     model: str = field(default="minilm", metadata={"help": "Hub name, local folder, or offline alias (minilm)."})
     dataset: Optional[str] = field(
@@ -159,11 +172,16 @@ def build_pretrained(config: QuestionAnsweringConfig):
         # (seen: test F1 5.37 in training, 3.24 from the saved run). The plain PeftModel passes every input on;
         # adapter_config.json then names the base class (auto_mapping), which finetune.models.lora reloads.
         model = apply_lora(model, config, None, base_path=source.path)
+    if config.freeze_base:  # a linear probe: what the pretrained features alone are worth
+        freeze_base(model)
+        note += f"; {probe_note(model)}"
     return model, tokenizer, source, note
 
 
 def build_scratch(config: QuestionAnsweringConfig, tokenizer):
-    """The teaching transformer with a span head (finetune.models.scratch), same tokenizer, randomly initialised."""
+    """The teaching transformer with a span head (finetune.models.scratch), same tokenizer, randomly initialised.
+    With --scratch_init, run() then copies a `finetune pretrain mlm` run's embeddings and encoder into it (the
+    segment embedding and the span head stay new: finetune.models.scratch_init)."""
     # here: it imports transformers' modelling code (~2 s), needed only when a scratch model is built
     from finetune.models.scratch import ScratchTransformerForQuestionAnswering
 
@@ -204,6 +222,7 @@ def run(config: QuestionAnsweringConfig) -> dict:
     set_seed(config.seed)  # before the model is built: the new head's initialisation is part of the run
     model, tokenizer, source, new_weights = build_pretrained(config)
     windows, table, window_notes = make_windows(data.splits, tokenizer, config.max_length, config.doc_stride)
+    pretraining = check_pretraining_run(config, tokenizer)  # --scratch_init, checked before any write
     run_dir = kit.open_run_dir(config, state, [source.note, new_weights, data.provenance.note, *data.notes])
     for note in window_notes:
         state.print(f"- {note}")
@@ -226,36 +245,39 @@ def run(config: QuestionAnsweringConfig) -> dict:
         "models": [],
     }
 
-    # 1. The pretrained model, fine-tuned.
-    trained = engine.train(
-        model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
-    )
-    save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    write_predictions(run_dir, trained.test_outputs, data.version_2)
-    results["models"].append(
-        report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
-    )
+    # 1. The pretrained model, fine-tuned (--skip_pretrained: only the scratch model below, a study's scratch arm).
+    if not config.skip_pretrained:
+        trained = engine.train(
+            model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
+        )
+        save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
+        write_predictions(run_dir, trained.test_outputs, data.version_2)
+        results["models"].append(
+            report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
+        )
 
     # 2. The from-scratch transformer: same windows, same tokenizer, same number of steps and batch size.
     if config.compare:
         set_seed(config.seed)
         scratch = build_scratch(config, tokenizer)
+        init = start_from(scratch, pretraining, state.print)  # --scratch_init: embeddings and encoder pretrained
         scratch_config = dataclasses.replace(config, learning_rate=config.scratch_learning_rate)
         trained_scratch = engine.train(
             scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST
         )
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         write_predictions(run_dir / "scratch", trained_scratch.test_outputs, data.version_2)
-        results["models"].append(
-            report.model_entry(
-                "scratch",
-                "scratch-transformer",
-                "finetune.models.scratch",
-                "scratch",
-                count_parameters(trained_scratch.model),
-                trained_scratch,
-            )
+        entry = report.model_entry(
+            "scratch",
+            "scratch-transformer",
+            "finetune.models.scratch",
+            "scratch",
+            count_parameters(trained_scratch.model),
+            trained_scratch,
         )
+        if init:
+            entry["initialised_from"] = init
+        results["models"].append(entry)
 
     kit.finish_run(
         run_dir,

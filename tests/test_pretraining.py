@@ -267,6 +267,16 @@ def test_scratch_init_loads_the_encoder_exactly_and_the_head_is_new(mlm_run, tin
         tagger.state_dict()["encoder.final_norm.weight"], saved["encoder.final_norm.weight"]
     )
 
+    # and the question-answering span model's: its segment embedding and span head are new
+    from recipes.question_answering import QuestionAnsweringConfig
+    from recipes.question_answering import build_scratch as build_reader
+
+    reader_config = QuestionAnsweringConfig(scratch_init=str(out), scratch_d_model=32, scratch_layers=1)
+    reader = build_reader(reader_config, tokenizer)
+    record = start_from(reader, check_pretraining_run(reader_config, tokenizer), notes.append)
+    assert record["pretrained"] == ["embeddings", "encoder"] and record["new"] == ["qa_outputs", "segment_embedding"]
+    assert all(torch.equal(reader.state_dict()[k], saved[k]) for k in encoder_keys)
+
 
 @pytest.mark.slow
 def test_sentiment_trains_from_the_pretraining_run(mlm_run, tiny_bert_dir, tweets_small_csv, tmp_path, capsys):

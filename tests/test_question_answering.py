@@ -382,3 +382,13 @@ def test_train_with_push_to_hub(tmp_path, tiny_qa_bert, monkeypatch):
     assert {"results.json", "config.yaml", "README.md", "tokenizer.json"} <= set(stored)
     card = stored["README.md"].decode()
     assert "pipeline_tag: question-answering" in card and str(tmp_path) not in card
+
+
+def test_the_study_arms_linear_probe_trains_the_span_head_only(tiny_qa_bert):
+    """--freeze_base (finetune study's probe arm): the body frozen, the new span head trainable, and said."""
+    from recipes.question_answering import QuestionAnsweringConfig, build_pretrained
+
+    config = QuestionAnsweringConfig(model=str(tiny_qa_bert), freeze_base=True, max_length=64, doc_stride=16)
+    model, _, _, note = build_pretrained(config)
+    assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == ["qa_outputs.bias", "qa_outputs.weight"]
+    assert "linear probe (--freeze_base)" in note
