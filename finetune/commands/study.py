@@ -674,6 +674,8 @@ def data_efficiency(
     runs = runs_of(arms)
     jobs = [(size, seed, run) for size, seed in cells for run in runs]
     todo = [job for job in jobs if not done_file(cell_dir(study_dir, job[0], job[1]) / job[2]).exists()]
+    _collect(study, study_dir, cells, runs)  # a continued study's finished runs, readable at once
+    atomic_write_json(study_file, study)
     if len(todo) < len(jobs):
         print(f"continuing the study in {study_dir}: {len(jobs) - len(todo)} of {len(jobs)} runs already done")
     if "scratch_pretrained" in arms:
