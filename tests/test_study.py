@@ -459,7 +459,8 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
     tmp_path, tiny_bert_dir, tweets_small_csv
 ):
     """Without --scratch_init the study pretrains our transformer itself (with --pretrain's flags, the task's sizes
-    and tokenizer), once; the scratch_pretrained run starts from it; a second call trains nothing again."""
+    and tokenizer), once; the scratch_pretrained run starts from it; the lora arm trains adapters; a second call
+    trains nothing again."""
     import yaml
 
     corpus = tmp_path / "corpus.txt"
@@ -477,7 +478,7 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
         recipe_argv,
         min_examples=40,
         max_epochs=1,
-        arms=["scratch", "scratch_pretrained"],
+        arms=["scratch", "scratch_pretrained", "lora"],
         pretrain_argv=pretrain_argv,
     )
     pretraining = json.loads((out / "pretrain" / "results.json").read_text())
@@ -490,9 +491,12 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
     assert base["skip_pretrained"] is True and base["scratch_init"] is None  # scratch alone, from random weights
     results = json.loads((study.cell_dir(out, 40, 0) / "scratch_pretrained" / "results.json").read_text())
     assert [m["role"] for m in results["models"]] == ["scratch"]
-    assert {c["arm"] for c in report["cells"]} == {"scratch", "scratch_pretrained"}
+    assert {c["arm"] for c in report["cells"]} == {"scratch", "scratch_pretrained", "lora"}
     (row,) = report["summary"]["sizes"]
-    assert set(row["differences"]) == {"scratch_pretrained"}  # against the baseline, scratch
+    assert set(row["differences"]) == {"scratch_pretrained", "lora"}  # against the baseline, scratch
+    lora = yaml.safe_load((study.cell_dir(out, 40, 0) / "lora" / "config.yaml").read_text())
+    assert (lora["lora"], lora["compare"], lora["learning_rate"]) == (True, False, 1e-3)  # the given rate stays
+    assert (study.cell_dir(out, 40, 0) / "lora" / "adapter_config.json").is_file()  # adapters, not a full model
     stamp = (out / "pretrain" / "results.json").stat().st_mtime_ns
     study.data_efficiency(
         "sentiment",
@@ -502,7 +506,7 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
         recipe_argv,
         min_examples=40,
         max_epochs=1,
-        arms=["scratch", "scratch_pretrained"],
+        arms=["scratch", "scratch_pretrained", "lora"],
         pretrain_argv=pretrain_argv,
     )
     assert (out / "pretrain" / "results.json").stat().st_mtime_ns == stamp  # pretrained once
