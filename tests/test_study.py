@@ -214,7 +214,7 @@ def _study_command(out, model, dataset):
         "data_efficiency",
         "sentiment",
         "--arms",
-        "pretrained,scratch,probe",
+        "pretrained,scratch",
         "--sizes",
         "80,40",
         "--seeds",
@@ -252,9 +252,8 @@ def _study_command(out, model, dataset):
 
 @pytest.mark.slow
 def test_tiny_study_killed_between_runs_resumes_and_reports(tmp_path, tiny_bert_dir, tweets_small_csv):
-    """Three arms (pretrained and scratch share the recipe's own run, the linear probe runs alone), 2 sizes x 2
-    seeds, the largest size with the first seed only: 6 runs. Killed after the first, the same command trains only
-    the rest."""
+    """Two arms (pretrained and scratch share the recipe's own run), 2 sizes x 2 seeds, the largest size with the
+    first seed only: 3 runs. Killed after the first, the same command trains only the rest."""
     out = tmp_path / "study"
     command = _study_command(out, tiny_bert_dir, tweets_small_csv)
     first = study.cell_dir(out, 40, 0) / "base"
@@ -267,45 +266,34 @@ def test_tiny_study_killed_between_runs_resumes_and_reports(tmp_path, tiny_bert_
     process.send_signal(signal.SIGKILL)  # a real kill: no handler runs
     process.wait(timeout=30)
     done_before = sorted(p.with_suffix("") for p in out.glob("size_*/seed_*/*.json"))
-    assert first in done_before and len(done_before) < 6
+    assert first in done_before and len(done_before) < 3
     stamp = (first / "results.json").stat().st_mtime_ns
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"{len(done_before)} of 6 runs already done" in resumed.stdout
+    assert f"{len(done_before)} of 3 runs already done" in resumed.stdout
     assert (first / "results.json").stat().st_mtime_ns == stamp  # finished runs are not trained again
 
     report = json.loads((out / study.STUDY_FILE).read_text())
     assert report["metric"] == "accuracy" and report["greater_is_better"] is True  # read from results.json
     cells = report["cells"]
     assert sorted((c["size"], c["seed"], c["arm"]) for c in cells) == sorted(
-        (size, seed, arm) for size, seed in ((40, 0), (40, 1), (80, 0)) for arm in ("pretrained", "scratch", "probe")
+        (size, seed, arm) for size, seed in ((40, 0), (40, 1), (80, 0)) for arm in ("pretrained", "scratch")
     )
     for cell in cells:
         results = json.loads((out / cell["dir"] / "results.json").read_text())
-        role = "scratch" if cell["arm"] == "scratch" else "pretrained"
-        (entry,) = [m for m in results["models"] if m["role"] == role]
+        (entry,) = [m for m in results["models"] if m["role"] == cell["arm"]]
         assert cell["value"] == entry["test"]["accuracy"] and 0 <= cell["value"] <= 1
         assert cell["steps"] == entry["steps"] and cell["seconds"] > 0
         # epochs scale with size: 40 examples get 80/40 = 2 passes of 5 batches, 80 get one pass of 10 (or
         # fewer: early stop)
         assert 1 <= cell["steps"] <= 10
-    probe = json.loads((study.cell_dir(out, 40, 0) / "probe" / "results.json").read_text())
-    assert [m["role"] for m in probe["models"]] == ["pretrained"]  # the probe run trains one model
-    assert "linear probe (--freeze_base)" in (study.cell_dir(out, 40, 0) / "probe.log").read_text()
-    from safetensors.torch import load_file
-
-    before = load_file(tiny_bert_dir / "model.safetensors")
-    after = load_file(study.cell_dir(out, 40, 0) / "probe" / "model.safetensors")
-    body = [name for name in after if name.startswith("bert.")]
-    assert body and all(after[name].equal(before[name]) for name in body)  # the probe trained the head only
-    assert not after["classifier.weight"].equal(before["classifier.weight"])
     for row in report["summary"]["sizes"]:
         for arm, stats in row["arms"].items():
             values = [c["value"] for c in cells if c["size"] == row["size"] and c["arm"] == arm]
             assert stats["mean"] == pytest.approx(np.mean(values)) and stats["n"] == len(values)
             assert stats["std"] == (pytest.approx(np.std(values, ddof=1)) if len(values) > 1 else None)
-    assert "pretrained - scratch [95% CI]" in resumed.stdout and "probe - scratch [95% CI]" in resumed.stdout
+    assert "pretrained - scratch [95% CI]" in resumed.stdout
 
     import matplotlib.image
 
@@ -459,8 +447,8 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
     tmp_path, tiny_bert_dir, tweets_small_csv
 ):
     """Without --scratch_init the study pretrains our transformer itself (with --pretrain's flags, the task's sizes
-    and tokenizer), once; the scratch_pretrained run starts from it; the lora arm trains adapters; a second call
-    trains nothing again."""
+    and tokenizer), once; the scratch_pretrained run starts from it; the lora arm trains adapters and the probe arm
+    the head alone; a second call trains nothing again."""
     import yaml
 
     corpus = tmp_path / "corpus.txt"
@@ -478,7 +466,7 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
         recipe_argv,
         min_examples=40,
         max_epochs=1,
-        arms=["scratch", "scratch_pretrained", "lora"],
+        arms=["scratch", "scratch_pretrained", "lora", "probe"],
         pretrain_argv=pretrain_argv,
     )
     pretraining = json.loads((out / "pretrain" / "results.json").read_text())
@@ -491,9 +479,17 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
     assert base["skip_pretrained"] is True and base["scratch_init"] is None  # scratch alone, from random weights
     results = json.loads((study.cell_dir(out, 40, 0) / "scratch_pretrained" / "results.json").read_text())
     assert [m["role"] for m in results["models"]] == ["scratch"]
-    assert {c["arm"] for c in report["cells"]} == {"scratch", "scratch_pretrained", "lora"}
+    assert {c["arm"] for c in report["cells"]} == {"scratch", "scratch_pretrained", "lora", "probe"}
     (row,) = report["summary"]["sizes"]
-    assert set(row["differences"]) == {"scratch_pretrained", "lora"}  # against the baseline, scratch
+    assert set(row["differences"]) == {"scratch_pretrained", "lora", "probe"}  # against the baseline, scratch
+    from safetensors.torch import load_file
+
+    probe = study.cell_dir(out, 40, 0) / "probe"
+    assert "linear probe (--freeze_base)" in (probe.parent / "probe.log").read_text()
+    before, after = load_file(tiny_bert_dir / "model.safetensors"), load_file(probe / "model.safetensors")
+    body = [name for name in after if name.startswith("bert.")]
+    assert body and all(after[name].equal(before[name]) for name in body)  # the probe trained the head only
+    assert not after["classifier.weight"].equal(before["classifier.weight"])
     lora = yaml.safe_load((study.cell_dir(out, 40, 0) / "lora" / "config.yaml").read_text())
     assert (lora["lora"], lora["compare"], lora["learning_rate"]) == (True, False, 1e-3)  # the given rate stays
     assert (study.cell_dir(out, 40, 0) / "lora" / "adapter_config.json").is_file()  # adapters, not a full model
@@ -506,7 +502,7 @@ def test_scratch_pretrained_arm_pretrains_once_and_starts_the_scratch_model_from
         recipe_argv,
         min_examples=40,
         max_epochs=1,
-        arms=["scratch", "scratch_pretrained", "lora"],
+        arms=["scratch", "scratch_pretrained", "lora", "probe"],
         pretrain_argv=pretrain_argv,
     )
     assert (out / "pretrain" / "results.json").stat().st_mtime_ns == stamp  # pretrained once
