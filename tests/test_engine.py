@@ -316,3 +316,31 @@ def test_a_pause_under_save_only_model_still_saves_a_resumable_checkpoint(tmp_pa
         model(), toy_loaders(), ToyEvaluator(), TrainingConfig(**paused, resume=True), tmp_path / "paused", "toy"
     ).model
     assert all(torch.equal(a, b) for a, b in zip(expected.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_a_stop_signal_the_loop_never_looked_at_is_passed_on_not_dropped():
+    """Ctrl-C after the loop's last look (its last step, an early stop, a pruned search trial) still stops."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # nothing answered it: the caller's handler gets it
+            with engine.stop_signals() as requested:
+                signal.raise_signal(signal.SIGINT)
+                assert requested.is_set()  # the engine's handler took it first (no KeyboardInterrupt yet)
+
+        class TrialPruned(Exception):
+            pass
+
+        with pytest.raises(KeyboardInterrupt) as caught:  # an exception on its way out does not swallow it
+            with engine.stop_signals():
+                signal.raise_signal(signal.SIGINT)
+                raise TrialPruned
+        assert isinstance(caught.value.__context__, TrialPruned)
+
+        with pytest.raises(engine.TrainingInterrupted):  # answered by a pause: not delivered twice
+            with engine.stop_signals():
+                signal.raise_signal(signal.SIGINT)
+                raise engine.TrainingInterrupted("paused", None)
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -741,12 +741,14 @@ def stop_signals():
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
+    received = []
 
     def handler(signum, frame):
         if requested.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         requested.set()
+        received.append(signum)
         if is_rank_zero():  # under a launcher every process gets the signal: say it once
             print(
                 f"\nreceived {signal.Signals(signum).name}: saving a checkpoint at the end of this step...", flush=True
@@ -755,6 +757,13 @@ def stop_signals():
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield requested
+    except (TrainingInterrupted, KeyboardInterrupt):
+        received.clear()  # answered: by a pause, or a second Ctrl-C already on its way up
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        if received:
+            # The loop ended before it looked (last step, an early stop, a pruned trial): never drop a stop request,
+            # pass it on to whoever handled signals before us (a search stops; a plain run exits 130).
+            signal.raise_signal(received[0])
