@@ -131,7 +131,7 @@ pretraining = run(
         overwrite=True,
         corpus=corpus,
         tokenizer=MODEL,
-        max_steps=8 if TINY else 300,
+        max_steps=8 if TINY else 600,
         eval_steps=4 if TINY else 50,
         max_eval_samples=32 if TINY else 500,
         max_length=32 if TINY else 64,
@@ -195,7 +195,7 @@ for name, folder, init in (
 print({name: round(value, 4) for name, value in scores.items()})
 
 # %% [markdown]
-# On the real settings (README, "Pretraining") ten minutes of pretraining is a small fraction of what BERT saw
+# On the real settings (README, "Pretraining") five minutes of pretraining is a small fraction of what BERT saw
 # (about a billion times less compute); how much of the gap to the pretrained MiniLM it closes, with error bars
 # over seeds and at several data sizes, is what `finetune study data_efficiency sentiment --arms
 # pretrained,scratch,scratch_pretrained` measures.

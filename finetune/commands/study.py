@@ -474,6 +474,11 @@ def _difference(diff: Optional[dict], digits: int) -> str:
     return f"{diff['mean']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
 
 
+def percent(share: float) -> str:
+    """-0.0028 -> "0%", not "-0%": a sign only where the rounded share has one."""
+    return f"{round(100 * share)}%"
+
+
 def format_table(study: dict, markdown: bool = False) -> str:
     metric, summary = study["metric"], study["summary"]
     rows = summary["sizes"]
@@ -500,7 +505,7 @@ def format_table(study: dict, markdown: bool = False) -> str:
                     for a in arms
                 ),
                 *(_difference(row["differences"].get(a), digits) for a in compared),
-                *([f"{100 * row['gap_closed']:.0f}%" if "gap_closed" in row else "-"] if gap else []),
+                *([percent(row["gap_closed"]) if "gap_closed" in row else "-"] if gap else []),
                 str(max(s["n"] for s in row["arms"].values())),
             ]
         )
@@ -550,7 +555,7 @@ def plot_study(study: dict, path: Path) -> Path:
     for row in rows:  # the share of the gap our own pretraining closes, under each size
         if "gap_closed" in row:
             ax.annotate(
-                f"gap closed\n{100 * row['gap_closed']:.0f}%",
+                f"gap closed\n{percent(row['gap_closed'])}",
                 xy=(row["size"], 0),
                 xycoords=("data", "axes fraction"),
                 xytext=(0, 4),
@@ -679,7 +684,10 @@ def data_efficiency(
     if len(todo) < len(jobs):
         print(f"continuing the study in {study_dir}: {len(jobs) - len(todo)} of {len(jobs)} runs already done")
     if "scratch_pretrained" in arms:
-        print(f"pretraining our transformer for the scratch_pretrained arm (log: {study_dir / PRETRAIN_DIR}.log)")
+        if scratch_init:
+            print(f"the scratch_pretrained arm starts from the pretraining run {scratch_init}")
+        else:
+            print(f"pretraining our transformer for the scratch_pretrained arm (log: {study_dir / PRETRAIN_DIR}.log)")
         scratch_init, study["pretraining"] = pretraining_for(
             task, base, study_dir, seeds, scratch_init, list(pretrain_argv)
         )
