@@ -54,7 +54,7 @@ def test_gpt2_classifier_pads_with_eos_and_pools_the_last_real_token(tmp_path, g
     model = AutoModelForSequenceClassification.from_pretrained(run_dir).eval()
     eos = tokenizer.eos_token_id
     assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
-    assert tokenizer.pad_token_id == eos == model.config.pad_token_id == 50256
+    assert tokenizer.pad_token_id == eos == model.config.pad_token_id == len(tokenizer) - 1  # GPT-2's last id
 
     # Last-token pooling honoured: right-padded batch == each text alone.
     assert tokenizer.padding_side == "right"

@@ -175,8 +175,9 @@ def test_causal_lm_adapter_merge_and_custom_output(gpt2_lm_dir, tmp_path):
     model.eval()
     run_dir = tmp_path / "run"
     model.save_pretrained(run_dir)
-    AutoTokenizer.from_pretrained(gpt2_lm_dir).save_pretrained(run_dir)
-    ids = torch.tensor([[464, 3290, 318, 257]])
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_lm_dir)
+    tokenizer.save_pretrained(run_dir)
+    ids = tokenizer("The dog is a", return_tensors="pt").input_ids
     with torch.no_grad():
         expected = model(input_ids=ids).logits
     out = merge_command.merge(run_dir, tmp_path / "elsewhere")
