@@ -18,6 +18,7 @@ from typing import Optional
 
 from finetune.core.atomic_io import atomic_dir
 from finetune.core.environment import cache_dir
+from finetune.data.sources import column_values
 
 PIPELINE_VERSION = "1"  # bump when what a cache entry holds changes
 
@@ -33,7 +34,7 @@ def content_key(split, columns: list[str], settings: dict) -> str:
     digest = hashlib.sha1(json.dumps({"v": PIPELINE_VERSION, **settings}, sort_keys=True, default=str).encode())
     digest.update(str(len(split)).encode())
     for column in columns:
-        for value in split[column][:]:  # (a list at once: a datasets Column iterates row by row, 100 times slower)
+        for value in column_values(split, column):
             if isinstance(value, dict) and ("bytes" in value or "path" in value):  # an undecoded datasets Image
                 if value.get("bytes") is not None:
                     digest.update(value["bytes"])
