@@ -416,3 +416,31 @@ def test_nan_loss_in_a_recipe_names_the_step_and_keeps_the_checkpoint(
     assert code == 2 and len(err) == 1, err
     assert "loss became nan at step 5" in err[0] and "step_00000003" in err[0]
     assert assert_latest_checkpoint_loads(out) == 3
+
+
+def test_ctrl_c_while_the_last_checkpoint_is_written_stops_with_130_and_resumes(
+    tmp_path, tiny_bert_dir, tweets_small_csv, capsys, monkeypatch
+):
+    """A Ctrl-C after the loop's last look at its stop flag (here: while the last step's checkpoint is written) is
+    not dropped: exit 130 with the resume hint, no outputs yet, and --resume writes them."""
+    import signal
+
+    write_checkpoint = engine.save_checkpoint
+
+    def write_then_signal(setup, state, full=False):
+        path = write_checkpoint(setup, state, full)
+        if state.step == setup.total_steps:
+            os.kill(os.getpid(), signal.SIGINT)  # (a real signal: the engine's handler takes it)
+        return path
+
+    monkeypatch.setattr(engine, "save_checkpoint", write_then_signal)
+    out = tmp_path / "run"
+    args = recipe_args(out, tiny_bert_dir, tweets_small_csv)
+    capsys.readouterr()
+    assert one_thread(main, args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after its last step" in err and "resume with the same command plus --resume" in err, err
+    assert assert_latest_checkpoint_loads(out) == 40 and not (out / "results.json").exists()
+    monkeypatch.undo()
+    assert one_thread(main, args + ["--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["models"][0]["steps"] == 40

@@ -305,6 +305,9 @@ def train(
                     checkpoint_or_pause(setup, state, stop)
                 if stop.finished:  # the while condition ends too (state.done); an epoch end is the last batch anyway
                     break
+        if _any_process(setup.accelerator, stop_requested.is_set()):  # it came during the last step's checkpoint
+            latest = latest_checkpoint(setup.checkpoint_root)
+            raise TrainingInterrupted(f"[{name}] interrupted after its last step; checkpoint saved at {latest}", latest)
     setup.progress.close()
     return finish(setup, state)
 
@@ -764,6 +767,6 @@ def stop_signals():
         for s, h in previous.items():
             signal.signal(s, h)
         if received:
-            # The loop ended before it looked (last step, an early stop, a pruned trial): never drop a stop request,
-            # pass it on to whoever handled signals before us (a search stops; a plain run exits 130).
+            # It came while another exception was on its way out (a search trial pruned at that evaluation), or
+            # after train()'s last look: never drop a stop request, pass it on to whoever handled signals before us.
             signal.raise_signal(received[0])
