@@ -33,7 +33,6 @@ from finetune.core.evaluation import ClassificationEvaluator
 from finetune.data.images import load_image_classification, processor_at, scratch_processor
 from finetune.data.pipeline import image_loaders, normalize_on_device
 from finetune.models.loading import (
-    count_parameters,
     freeze_base,
     head_labels,
     load_pretrained,
@@ -349,9 +348,7 @@ def run(config: ImageClassificationConfig) -> dict:
             model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
         )
         save_run_model(trained, processor, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-        results["models"].append(
-            report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
-        )
+        results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".", trained))
         matrices.append(("pretrained", f"{source.label} (fine-tuned)", *confusion_pairs(trained)))
 
     # 2. The from-scratch ViT: same split and batch order, its own resolution, learning rate and epochs.
@@ -385,16 +382,7 @@ def run(config: ImageClassificationConfig) -> dict:
             metric_for_best=METRIC_FOR_BEST,
         )
         save_model(trained_scratch, small, run_dir / "scratch")
-        results["models"].append(
-            report.model_entry(
-                "scratch",
-                "scratch-vit",
-                "finetune.models.scratch",
-                "scratch",
-                count_parameters(trained_scratch.model),
-                trained_scratch,
-            )
-        )
+        results["models"].append(report.scratch_entry(trained_scratch, name="scratch-vit"))
         matrices.append(("scratch", "from-scratch ViT", *confusion_pairs(trained_scratch)))
 
     results["wall_seconds"] = round(time.perf_counter() - started, 1)

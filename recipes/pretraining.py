@@ -299,9 +299,7 @@ def run(config: PretrainConfig) -> dict:
     )
     save_model(trained, tokenizer, run_dir)  # the top level: pipeline("fill-mask", model=run_dir) loads it
     after_examples = show_examples(config, str(run_dir) if config.objective == "mlm" else trained.model, tokenizer)
-    entry = report.model_entry(
-        "pretraining", "scratch-transformer", "finetune.models.scratch", ".", count_parameters(trained.model), trained
-    )
+    entry = report.model_entry("pretraining", "scratch-transformer", "finetune.models.scratch", ".", trained)
     entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": before})
     results = {
         "task": TASK,

@@ -46,7 +46,6 @@ from finetune.data.qa import load_qa
 from finetune.data.qa_windows import make_loaders, make_windows
 from finetune.models.loading import (
     check_fits,
-    count_parameters,
     freeze_base,
     load_pretrained,
     load_tokenizer,
@@ -252,9 +251,7 @@ def run(config: QuestionAnsweringConfig) -> dict:
         )
         save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
         write_predictions(run_dir, trained.test_outputs, data.version_2)
-        results["models"].append(
-            report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
-        )
+        results["models"].append(report.model_entry("pretrained", source.label, source.origin, ".", trained))
 
     # 2. The from-scratch transformer: same windows, same tokenizer, same number of steps and batch size.
     if config.compare:
@@ -267,17 +264,7 @@ def run(config: QuestionAnsweringConfig) -> dict:
         )
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         write_predictions(run_dir / "scratch", trained_scratch.test_outputs, data.version_2)
-        entry = report.model_entry(
-            "scratch",
-            "scratch-transformer",
-            "finetune.models.scratch",
-            "scratch",
-            count_parameters(trained_scratch.model),
-            trained_scratch,
-        )
-        if init:
-            entry["initialised_from"] = init
-        results["models"].append(entry)
+        results["models"].append(report.scratch_entry(trained_scratch, initialised_from=init))
 
     kit.finish_run(
         run_dir,

@@ -33,7 +33,6 @@ from finetune.data.labels import HF_PROBLEM_TYPES
 from finetune.data.text import load_text_classification, make_loaders, tokenize
 from finetune.models.loading import (
     check_fits,
-    count_parameters,
     freeze_base,
     head_labels,
     load_sequence_classifier,
@@ -312,9 +311,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
     if not config.skip_pretrained:
         trained = engine.train(model, loaders, evaluator, config, run_dir, name="pretrained", **train_args)
         save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-        entry = report.model_entry(
-            "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
-        )
+        entry = report.model_entry("pretrained", source.label, source.origin, ".", trained)
         results["models"].append(describe_predictions(entry, trained, evaluator, loaders, data, run_dir, state))
 
     # 2. The from-scratch transformer: same split, same tokenizer, same number of steps and batch size.
@@ -328,16 +325,7 @@ def run(config: TextClassificationConfig, task: str = TASK) -> dict:
             scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", **train_args
         )
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
-        entry = report.model_entry(
-            "scratch",
-            "scratch-transformer",
-            "finetune.models.scratch",
-            "scratch",
-            count_parameters(trained_scratch.model),
-            trained_scratch,
-        )
-        if init:
-            entry["initialised_from"] = init
+        entry = report.scratch_entry(trained_scratch, initialised_from=init)
         results["models"].append(describe_predictions(entry, trained_scratch, evaluator, loaders, data, run_dir, state))
 
     kit.finish_run(

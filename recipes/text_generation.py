@@ -227,7 +227,7 @@ def run(config: TextGenerationConfig) -> dict:
         model, loaders, evaluator, config, run_dir, name="pretrained", metric_for_best=METRIC_FOR_BEST
     )
     save_run_model(trained, tokenizer, run_dir)
-    entry = report.model_entry("pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained)
+    entry = report.model_entry("pretrained", source.label, source.origin, ".", trained)
     entry["trainable_parameters"] = count_parameters(trained.model, trainable_only=True)
     entry["lora"] = bool(config.lora)
     entry["before"] = {k: round(v, 5) for k, v in before_test.items()}
@@ -252,18 +252,9 @@ def run(config: TextGenerationConfig) -> dict:
             scratch, loaders, evaluator, scratch_config, run_dir, name="scratch", metric_for_best=METRIC_FOR_BEST
         )
         save_run_model(trained_scratch, tokenizer, run_dir / "scratch")
-        scratch_entry = report.model_entry(
-            "scratch",
-            "scratch-transformer",
-            "finetune.models.scratch",
-            "scratch",
-            count_parameters(trained_scratch.model),
-            trained_scratch,
-        )
+        scratch_entry = report.scratch_entry(trained_scratch, initialised_from=init)
         scratch_entry["history"].insert(0, {"step": 0, "epoch": 0.0, "samples": 0, "eval": scratch_val})
         scratch_entry["samples"] = {"after": generations(trained_scratch.model)}
-        if init:
-            scratch_entry["initialised_from"] = init
         results["models"].append(scratch_entry)
         perplexity["scratch"] = scratch_entry["test"]["perplexity"]
     results["perplexity"] = perplexity

@@ -29,7 +29,6 @@ from finetune.core.errors import UserError
 from finetune.core.evaluation import TokenClassificationEvaluator
 from finetune.data.tokens import load_token_classification, make_loaders, tokenize_and_align
 from finetune.models.loading import (
-    count_parameters,
     freeze_base,
     head_labels,
     load_pretrained,
@@ -227,9 +226,7 @@ def run(config: TokenClassificationConfig) -> dict:
         save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
         results["models"].append(
             {
-                **report.model_entry(
-                    "pretrained", source.label, source.origin, ".", count_parameters(trained.model), trained
-                ),
+                **report.model_entry("pretrained", source.label, source.origin, ".", trained),
                 "test_per_type": trained.test_outputs["per_type"],
             }
         )
@@ -246,16 +243,8 @@ def run(config: TokenClassificationConfig) -> dict:
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
         results["models"].append(
             {
-                **report.model_entry(
-                    "scratch",
-                    "scratch-transformer",
-                    "finetune.models.scratch",
-                    "scratch",
-                    count_parameters(trained_scratch.model),
-                    trained_scratch,
-                ),
+                **report.scratch_entry(trained_scratch, initialised_from=init),
                 "test_per_type": trained_scratch.test_outputs["per_type"],
-                **({"initialised_from": init} if init else {}),
             }
         )
 

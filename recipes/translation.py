@@ -290,9 +290,7 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
     # 1. The pretrained (or warm-started) encoder-decoder, fine-tuned.
     trained = train(model, "pretrained", config)
     save_run_model(trained, tokenizer, run_dir)  # the full model, or with --lora the adapter (finetune merge)
-    entry = report.model_entry(
-        "pretrained", pretrained.source.label, pretrained.source.origin, ".", count_parameters(trained.model), trained
-    )
+    entry = report.model_entry("pretrained", pretrained.source.label, pretrained.source.origin, ".", trained)
     entry["warm_started"] = pretrained.warm_started
     entry["trainable_parameters"] = count_parameters(trained.model, trainable_only=True)
     outputs = {}
@@ -310,14 +308,7 @@ def run(config: TranslationConfig, task: str = TASK) -> dict:
         )
         trained_scratch = train(scratch, "scratch", scratch_config)
         save_model(trained_scratch, tokenizer, run_dir / "scratch")
-        scratch_entry = report.model_entry(
-            "scratch",
-            "scratch-transformer",
-            "finetune.models.scratch",
-            "scratch",
-            count_parameters(trained_scratch.model),
-            trained_scratch,
-        )
+        scratch_entry = report.scratch_entry(trained_scratch)
         if state.is_main_process:
             scratch_ids, outputs["scratch"], scratch_entry["test"] = test_generation(trained_scratch, "scratch")
             models["scratch"] = (trained_scratch.model, scratch_ids)

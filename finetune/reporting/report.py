@@ -9,19 +9,22 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 from finetune.core.atomic_io import atomic_write_json, disk_errors, user_umask
 from finetune.reporting.tables import fmt_value, text_table
 
 
-def model_entry(role: str, name: str, source: str, directory: str, parameters: int, result) -> dict:
-    """One model's line in results.json (see README: 'What a run writes')."""
+def model_entry(role: str, name: str, source: str, directory: str, result) -> dict:
+    """One model's line in results.json (see README: 'What a run writes'); `result` is engine.train's TrainResult."""
+    from finetune.models.loading import count_parameters
+
     return {
         "role": role,
         "name": name,
         "source": source,
         "dir": directory,
-        "parameters": parameters,
+        "parameters": count_parameters(result.model),
         "train_seconds": round(result.train_seconds, 2),
         "train_samples": result.train_samples,
         "samples_per_second": round(result.samples_per_second, 2),
@@ -34,6 +37,15 @@ def model_entry(role: str, name: str, source: str, directory: str, parameters: i
         "test": {k: round(v, 5) for k, v in result.test_metrics.items()},
         "history": result.history,
     }
+
+
+def scratch_entry(result, name: str = "scratch-transformer", initialised_from: Optional[dict] = None) -> dict:
+    """The from-scratch model's line: every recipe trains it into run_dir/scratch; with --scratch_init, what it
+    started from (finetune.models.scratch_init.start_from)."""
+    entry = model_entry("scratch", name, "finetune.models.scratch", "scratch", result)
+    if initialised_from:
+        entry["initialised_from"] = initialised_from
+    return entry
 
 
 def write_results(run_dir: Path, results: dict) -> Path:
