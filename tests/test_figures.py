@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -59,6 +60,7 @@ def test_figures_for_a_run(run_dir, tmp_path, tiny_bert_dir):
     out = tmp_path / "figures"
     assert figures.main(["--run_dir", str(run_dir), "--out", str(out)]) == 0
     check_outputs(out, expected_layers=[2, 3])  # tiny BERT: 2 layers; scratch: 3
+    assert_no_local_path(out)
 
     # Before / after fine-tuning, checked against transformers' own BERT run on the two checkpoints.
     import torch
@@ -87,6 +89,16 @@ def test_figures_without_a_run_use_packaged_minilm_and_a_random_scratch_model(tm
     check_outputs(tmp_path, expected_layers=[6, 4])  # MiniLM: 6 layers; default scratch: 4
     labels = [m["label"] for m in json.loads((tmp_path / "attention_pretrained_vs_scratch.json").read_text())["models"]]
     assert "randomly initialised" in labels[1]
+    assert_no_local_path(tmp_path)
+
+
+def assert_no_local_path(folder):
+    """The JSON beside each figure is committed (docs/figures): publishing it changes nothing, no path is in it."""
+    from finetune.reporting.card import public
+
+    for numbers in folder.glob("*.json"):
+        text = numbers.read_text()
+        assert public(text) == text, numbers.name
 
 
 def test_run_without_scratch_model_is_a_user_error(tiny_bert_dir, tmp_path, capsys):
@@ -107,3 +119,11 @@ def test_run_without_config_yaml_is_a_user_error_and_writes_nothing(run_dir, tmp
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "config.yaml" in errors[0]
     assert not out.exists()
+
+
+def test_the_committed_figures_carry_no_local_path():
+    """docs/figures/ and docs/studies/ are in git and render on GitHub: none of their numbers names a local path."""
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    assert_no_local_path(docs / "figures")
+    for folder in (docs / "studies").iterdir():
+        assert_no_local_path(folder)

@@ -80,7 +80,8 @@ def attention_maps(model, tokenizer):
 
 def attention_of(model, tokenizer, label: str, source: str) -> dict:
     """The tokens, the attention of FOCUS_WORD over the sentence in every layer, and the last layer's full
-    matrix, all averaged over heads, as plain lists for JSON."""
+    matrix, all averaged over heads, as plain lists for JSON. `source` says where the model came from without a
+    local path (the JSON is committed beside the figure)."""
     tokens, focus_index, per_layer = attention_maps(model, tokenizer)
     return {
         "label": label,
@@ -214,7 +215,7 @@ def before_after_figure(run_dir: Path, out_dir: Path) -> Path:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / layers))  # room for the title above the first row
     png = save_figure(fig, out_dir / "attention_before_after.png", dpi=80, bbox_inches="tight")
     atomic_write_json(png.with_suffix(".json"), {
-        "sentence": SENTENCE, "tokens": tokens, "focus_index": focus, "base_model": source.name,
+        "sentence": SENTENCE, "tokens": tokens, "focus_index": focus, "base_model": source.origin,
         "before": before.tolist(), "after": after.tolist(), "difference": difference.tolist(),
         "mean_abs_change_per_layer": difference.abs().mean(dim=(1, 2)).tolist(),
         "scratch_tokens": scratch_tokens, "scratch_after_training": trained_scratch.tolist(),
@@ -228,14 +229,14 @@ def attention_panels(run_dir: Path | None) -> list[dict]:
         pretrained, tokenizer = load_pretrained(run_dir)
         scratch, scratch_tokenizer = load_scratch(scratch_dir)
         return [
-            attention_of(pretrained, tokenizer, "pretrained, fine-tuned", str(run_dir)),
-            attention_of(scratch, scratch_tokenizer, "from scratch, trained on the same data", str(scratch_dir)),
+            attention_of(pretrained, tokenizer, "pretrained, fine-tuned", f"the run {Path(run_dir).name}"),
+            attention_of(scratch, scratch_tokenizer, "from scratch, trained on the same data", "its scratch model"),
         ]
 
     minilm_dir = resolve_model("minilm")
     pretrained, tokenizer = load_pretrained(minilm_dir)
     return [
-        attention_of(pretrained, tokenizer, "pretrained MiniLM, not fine-tuned", str(minilm_dir)),
+        attention_of(pretrained, tokenizer, "pretrained MiniLM, not fine-tuned", resolve("minilm").origin),
         attention_of(random_scratch(tokenizer), tokenizer, "from scratch, randomly initialised (untrained)", "random"),
     ]
 
